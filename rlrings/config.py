@@ -1,0 +1,128 @@
+"""Typed service configuration read from flags, environment and a YAML file.
+
+Each service declares one pydantic-settings class with a docstring under every
+field; :func:`load_config` parses it once at the entry point. Precedence, from
+strongest: command-line flags, environment variables (``RLRINGS_<SERVICE>_``
+prefix), the YAML file named by ``--config`` (or ``RLRINGS_<SERVICE>_CONFIG``),
+then defaults. Any problem becomes a :class:`ConfigError` that names the
+setting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
+
+from rlrings.errors import ConfigError
+
+_file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rlrings_config_file")
+
+
+class ServiceConfig(BaseSettings):
+    """Settings every rlrings server has."""
+
+    model_config = SettingsConfigDict(
+        use_attribute_docstrings=True,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config: Path | None = None
+    """YAML file with settings; flags and environment variables override it."""
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to ("0.0.0.0" in a container)."""
+    port: int = pydantic.Field(default=0, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (printed at start)."""
+    metrics_port: int = pydantic.Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
+    max_message_bytes: int = pydantic.Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""
+    workers: int = pydantic.Field(default=16, ge=1)
+    """Threads serving RPCs. Each open stream holds one."""
+    grace_seconds: float = pydantic.Field(default=5.0, ge=0)
+    """On SIGTERM, how long in-flight RPCs may run on before they are cancelled."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _file_values.get({})))
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def load_config(cls: type[C], argv: Sequence[str] | None = None, **overrides: Any) -> C:
+    """Parses ``cls`` from flags (``argv``), the environment and the config file.
+
+    ``overrides`` are applied on top, for callers that build a config in code.
+
+    Raises:
+        ConfigError: an unreadable file or an invalid value, naming it.
+    """
+    argv = list(argv or [])
+    env_prefix = cls.model_config.get("env_prefix", "")
+    path = _config_path(argv) or os.environ.get(f"{env_prefix}CONFIG")
+    token = _file_values.set(read_yaml(Path(path)) if path else {})
+    try:
+        config = cls(_cli_parse_args=argv, **overrides)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+    except SystemExit as error:  # argparse rejects unknown flags by exiting
+        if error.code in (0, None):
+            raise
+        raise ConfigError(f"bad command-line flags: {' '.join(argv)}") from None
+    finally:
+        _file_values.reset(token)
+    return config
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Reads a YAML mapping from ``path``, with errors that name the file."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it ({error.strerror or error})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML ({error})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings, found {type(values).__name__}")
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _describe(error: pydantic.ValidationError, path: str | None) -> str:
+    where = f" (config file {path}, flags or environment)" if path else ""
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'config'}: {problem['msg']}"
+        + (
+            f" (got {problem['input']!r})"
+            if problem["type"] != "missing" and not isinstance(problem["input"], dict)
+            else ""
+        )
+        for problem in error.errors()
+    ]
+    return f"invalid settings{where}: " + "; ".join(problems)

@@ -1,0 +1,182 @@
+"""What every rlrings gRPC server has: health, reflection, metrics, error
+mapping and a graceful stop.
+
+A service builds a :class:`Server`, adds its servicer, and calls
+:meth:`Server.run` from its entry point (or :meth:`Server.start` and
+:meth:`Server.stop` from tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+from rlrings.config import ServiceConfig
+from rlrings.errors import RlringsError
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Server:
+    """A gRPC server with health, reflection and a Prometheus endpoint."""
+
+    def __init__(self, config: ServiceConfig, name: str):
+        self.config = config
+        self.name = name
+        self.registry = CollectorRegistry()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._services = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        limit = config.max_message_bytes
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"{name}-rpc"),
+            interceptors=[StatusAndMetricsInterceptor(self.registry)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent second listener
+            ],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        self._metrics_http = None
+        self.port = 0
+        self.metrics_port = 0
+        self._stop_requested = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def add(self, register: Callable, servicer, service_name: str) -> None:
+        """Adds a servicer; ``service_name`` is its full proto name."""
+        register(servicer, self._grpc)
+        self._services.append(service_name)
+
+    def start(self) -> Server:
+        """Binds, starts serving and marks every service SERVING."""
+        self.port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if not self.port:
+            raise OSError(f"{self.name}: cannot bind {self.config.host}:{self.config.port}")
+        reflection.enable_server_reflection(self._services, self._grpc)
+        self._metrics_http, _ = start_http_server(self.config.metrics_port, self.config.host, registry=self.registry)
+        self.metrics_port = self._metrics_http.server_port
+        self._grpc.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for service in self._services[2:]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "%s serving gRPC on %s, metrics on http://%s:%d/metrics",
+            self.name,
+            self.address,
+            self.config.host,
+            self.metrics_port,
+        )
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, refuses new RPCs, lets running ones finish
+        within ``grace`` seconds, then cancels the rest."""
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
+
+    def run(self, on_stop: Callable[[], None] = lambda: None, ready: Callable[[Server], None] | None = None) -> int:
+        """Starts, serves until SIGTERM or SIGINT, stops gracefully, then runs
+        ``on_stop`` (flushing state). Returns the exit status, 0."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self._stop_requested.set())
+        self.start()
+        print(f"{self.name} listening on {self.address} (metrics port {self.metrics_port})", flush=True)
+        if ready is not None:
+            ready(self)
+        self._stop_requested.wait()
+        log.info("%s stopping: refusing new calls, %.1fs grace", self.name, self.config.grace_seconds)
+        self.stop()
+        on_stop()
+        log.info("%s stopped", self.name)
+        return 0
+
+
+class StatusAndMetricsInterceptor(grpc.ServerInterceptor):
+    """Maps :class:`RlringsError` to its status code, logs unexpected errors
+    as INTERNAL, and records every RPC's latency by method and code."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.latency = Histogram(
+            "rlrings_grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status, by method and code.",
+            ["service", "method", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+
+        def observe(context: grpc.ServicerContext, start: float) -> None:
+            code = context.code() or grpc.StatusCode.OK
+            self.latency.labels(service, method, code.name).observe(time.perf_counter() - start)
+
+        if handler.unary_unary or handler.stream_unary:
+            behavior = handler.unary_unary or handler.stream_unary
+
+            def unary(request, context):
+                start = time.perf_counter()
+                try:
+                    return behavior(request, context)
+                except BaseException as error:
+                    _end_with_status(error, context)
+                finally:
+                    observe(context, start)
+
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return make(unary, handler.request_deserializer, handler.response_serializer)
+
+        behavior = handler.unary_stream or handler.stream_stream
+
+        def streaming(request, context):
+            start = time.perf_counter()
+            try:
+                yield from behavior(request, context)
+            except BaseException as error:
+                _end_with_status(error, context)
+            finally:
+                observe(context, start)
+
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return make(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+def _end_with_status(error: BaseException, context: grpc.ServicerContext) -> None:
+    """Ends the RPC with the status for ``error``; always raises.
+
+    ``context.abort`` records the code on the context, where the latency
+    histogram reads it.
+    """
+    already = context.code()
+    if isinstance(error, GeneratorExit) or already not in (None, grpc.StatusCode.OK):
+        # The client cancelled the stream, or the servicer aborted by itself.
+        raise error
+    if isinstance(error, RlringsError):
+        code, message = error.code, str(error)
+    else:
+        log.error("internal error in RPC", exc_info=error)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover

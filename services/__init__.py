@@ -1,0 +1,1 @@
+"""Deployable rlrings services: one package each, thin shells over domain classes."""

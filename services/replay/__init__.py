@@ -1,0 +1,1 @@
+"""The replay service: Reverb-class experience tables served over gRPC."""

@@ -1,0 +1,163 @@
+"""Configuration of the replay service and of the tables it holds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydantic
+from pydantic_settings import SettingsConfigDict
+
+from rlrings.config import ServiceConfig
+from rlrings.signature import Column, Signature
+
+
+class ColumnConfig(pydantic.BaseModel):
+    """Dtype and per-step shape of one column."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    dtype: str
+    """numpy dtype name: uint8, int32, float32, bool, ..."""
+    shape: list[pydantic.NonNegativeInt] = []
+    """Shape of one step; [] for a scalar."""
+
+    @pydantic.field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        from rlrings import codec
+
+        try:
+            codec.dtype_code(np.dtype(value))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"unsupported dtype {value!r}: {error}") from None
+        return np.dtype(value).name
+
+
+class RateLimiterConfig(pydantic.BaseModel):
+    """When sampling may start, and how far samples and inserts may drift apart.
+
+    With ``samples_per_insert`` set, the limiter keeps
+    ``inserts * samples_per_insert - samples`` within
+    ``min_size_to_sample * samples_per_insert +- error_buffer`` (or within
+    explicit ``min_diff``/``max_diff``), blocking whichever side runs ahead.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    min_size_to_sample: pydantic.PositiveInt = 1
+    """Items the table must hold before any sample is served."""
+    samples_per_insert: pydantic.PositiveFloat | None = None
+    """Target ratio of sampled to inserted items; None lets both run freely."""
+    error_buffer: pydantic.NonNegativeFloat | None = None
+    """Half-width of the tolerance band around the target, in samples."""
+    min_diff: float | None = None
+    """Explicit lower bound of inserts*samples_per_insert - samples (instead of error_buffer)."""
+    max_diff: float | None = None
+    """Explicit upper bound of inserts*samples_per_insert - samples (instead of error_buffer)."""
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> RateLimiterConfig:
+        explicit = self.min_diff is not None or self.max_diff is not None
+        if self.samples_per_insert is None and (explicit or self.error_buffer is not None):
+            raise ValueError("error_buffer, min_diff and max_diff need samples_per_insert")
+        if explicit and self.error_buffer is not None:
+            raise ValueError("give either error_buffer or min_diff/max_diff, not both")
+        if self.samples_per_insert is not None and not explicit and self.error_buffer is None:
+            raise ValueError("samples_per_insert needs error_buffer (or min_diff and max_diff)")
+        low, high = self.bounds()
+        if low > high:
+            raise ValueError(f"min_diff {low} is above max_diff {high}")
+        return self
+
+    def bounds(self) -> tuple[float, float]:
+        """(min_diff, max_diff) in force."""
+        if self.samples_per_insert is None:
+            return -math.inf, math.inf
+        if self.error_buffer is not None:
+            centre = self.min_size_to_sample * self.samples_per_insert
+            return centre - self.error_buffer, centre + self.error_buffer
+        return (
+            -math.inf if self.min_diff is None else self.min_diff,
+            math.inf if self.max_diff is None else self.max_diff,
+        )
+
+
+class TableConfig(pydantic.BaseModel):
+    """One replay table: what it stores, how it selects, evicts and limits."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str = pydantic.Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    """Table name used by writers and samplers."""
+    signature: dict[str, ColumnConfig]
+    """Column name -> dtype and per-step shape."""
+    sequence_length: pydantic.PositiveInt = 1
+    """Steps per item: 1 for transitions, T for trajectories of length T."""
+    max_size: pydantic.PositiveInt = 100_000
+    """Items held; storage for them is allocated at start."""
+    selector: Literal["fifo", "lifo", "uniform", "prioritized"] = "uniform"
+    """How samples are chosen."""
+    remover: Literal["fifo", "lifo"] = "fifo"
+    """Which item is evicted when an insert finds the table full."""
+    max_times_sampled: pydantic.NonNegativeInt = 0
+    """Remove an item once sampled this often; 0 keeps it until evicted."""
+    priority_exponent: pydantic.NonNegativeFloat = 0.6
+    """Exponent alpha of prioritized selection, P(i) ~ priority_i ** alpha."""
+    rate_limiter: RateLimiterConfig = RateLimiterConfig()
+    """Rate limiter settings."""
+
+    @pydantic.field_validator("signature")
+    @classmethod
+    def _not_empty(cls, value: dict[str, ColumnConfig]) -> dict[str, ColumnConfig]:
+        if not value:
+            raise ValueError("a table needs at least one column")
+        return value
+
+    @classmethod
+    def queue(cls, name: str, signature: dict, max_size: int, sequence_length: int = 1) -> TableConfig:
+        """A FIFO queue: every item is sampled exactly once, inserts block when full."""
+        return cls(
+            name=name,
+            signature=signature,
+            sequence_length=sequence_length,
+            max_size=max_size,
+            selector="fifo",
+            max_times_sampled=1,
+            rate_limiter=RateLimiterConfig(min_size_to_sample=1, samples_per_insert=1.0, min_diff=0, max_diff=max_size),
+        )
+
+    def build_signature(self) -> Signature:
+        return Signature([Column(name, np.dtype(c.dtype), tuple(c.shape)) for name, c in self.signature.items()])
+
+
+class ReplayConfig(ServiceConfig):
+    """Settings of the replay service."""
+
+    model_config = SettingsConfigDict(env_prefix="RLRINGS_REPLAY_")
+
+    tables: list[TableConfig] = []
+    """Tables to serve (a JSON list on the command line, a YAML list in the file)."""
+    store: Literal["memory", "embedded"] = "embedded"
+    """memory: nothing survives a restart; embedded: periodic snapshots to snapshot_dir."""
+    snapshot_dir: Path = Path("./data/replay")
+    """Where the embedded store keeps its snapshot."""
+    snapshot_interval_seconds: pydantic.NonNegativeFloat = 300.0
+    """Seconds between automatic snapshots; 0 snapshots only on Checkpoint and at shutdown."""
+    port: int = pydantic.Field(default=8000, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (printed at start)."""
+    metrics_port: int = pydantic.Field(default=9000, ge=0, le=65535)
+    """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
+
+    @pydantic.field_validator("tables")
+    @classmethod
+    def _unique_names(cls, tables: list[TableConfig]) -> list[TableConfig]:
+        names = [table.name for table in tables]
+        if not tables:
+            raise ValueError("no tables configured; give at least one in the config file or --tables")
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate table names {duplicated}")
+        return tables

@@ -1,0 +1,67 @@
+"""The replay server: a :class:`Replay` behind gRPC, and its entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from rlrings.config import load_config
+from rlrings.errors import ConfigError
+from rlrings.server import Server
+from rlrings.v1 import replay_pb2, replay_pb2_grpc
+from services.replay.config import ReplayConfig
+from services.replay.metrics import ReplayCollector
+from services.replay.replay import Replay
+from services.replay.servicer import ReplayServicer
+from services.replay.store import SnapshotStore
+
+SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
+
+
+class ReplayServer:
+    """Builds the replay service; ``start()``/``stop()`` for tests, ``run()`` for processes."""
+
+    def __init__(self, config: ReplayConfig):
+        self.config = config
+        store = SnapshotStore(config.snapshot_dir) if config.store == "embedded" else None
+        self.replay = Replay(
+            config.tables,
+            store=store,
+            snapshot_interval_seconds=config.snapshot_interval_seconds,
+            max_item_bytes=config.max_message_bytes - 64 * 1024,
+        )
+        self.server = Server(config, "replay")
+        self.server.add(
+            replay_pb2_grpc.add_ReplayServiceServicer_to_server,
+            ReplayServicer(self.replay, config.max_message_bytes),
+            SERVICE_NAME,
+        )
+        self.server.registry.register(ReplayCollector(self.replay))
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    def start(self) -> ReplayServer:
+        self.server.start()
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        self.server.stop(grace)
+        self.replay.close()
+
+    def run(self) -> int:
+        return self.server.run(on_stop=self.replay.close)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m services.replay`` and ``rlrings replay``."""
+    try:
+        config = load_config(ReplayConfig, sys.argv[1:] if argv is None else argv)
+        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        server = ReplayServer(config)
+    except ConfigError as error:
+        print(f"rlrings replay: {error}", file=sys.stderr)
+        return 2
+    return server.run()

@@ -1,0 +1,118 @@
+"""gRPC face of the replay service: translates messages to :class:`Replay` calls."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rlrings import codec
+from rlrings.errors import InvalidArgumentError
+from rlrings.v1 import replay_pb2, replay_pb2_grpc
+from services.replay.replay import Replay
+from services.replay.table import SampledBatch, Table
+
+# Room left in each sample message for keys, weights and framing.
+_MESSAGE_HEADROOM = 64 * 1024
+
+
+class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
+    def __init__(self, replay: Replay, max_message_bytes: int):
+        self.replay = replay
+        self.max_message_bytes = max_message_bytes
+
+    def Insert(self, request_iterator, context):
+        for request in request_iterator:
+            chunk = request.chunk
+            table = self.replay.table(chunk.table)
+            columns = {name: codec.decode(tensor, f"chunk.columns[{name!r}]") for name, tensor in chunk.columns.items()}
+            keys, duplicate = table.insert(
+                columns,
+                chunk.priorities,
+                policy_version=chunk.policy_version,
+                writer_id=chunk.writer_id,
+                sequence=chunk.sequence,
+                is_active=context.is_active,
+            )
+            yield replay_pb2.InsertResponse(
+                writer_id=chunk.writer_id, sequence=chunk.sequence, keys=keys.tolist(), duplicate=duplicate
+            )
+
+    def Sample(self, request, context):
+        table = self.replay.table(request.table)
+        if request.batch_size < 1:
+            raise InvalidArgumentError(f"batch_size: must be >= 1, got {request.batch_size}")
+        if not math.isfinite(request.timeout_seconds) or request.timeout_seconds < 0:
+            raise InvalidArgumentError(f"timeout_seconds: must be finite and >= 0, got {request.timeout_seconds}")
+        beta = request.importance_sampling_exponent
+        if not 0.0 <= beta <= 1.0:
+            raise InvalidArgumentError(f"importance_sampling_exponent: must be in [0, 1], got {beta}")
+        per_message = max(1, (self.max_message_bytes - _MESSAGE_HEADROOM) // max(1, table.item_bytes))
+        sent = 0
+        while request.num_batches == 0 or sent < request.num_batches:
+            batch = table.sample(request.batch_size, request.timeout_seconds or None, beta, context.is_active)
+            yield from _pieces(batch, per_message)
+            sent += 1
+
+    def UpdatePriorities(self, request, context):
+        updated, missing = self.replay.table(request.table).update_priorities(
+            list(request.keys), list(request.priorities)
+        )
+        return replay_pb2.UpdatePrioritiesResponse(updated=updated, missing=missing)
+
+    def Info(self, request, context):
+        names = list(request.tables) or list(self.replay.tables)
+        return replay_pb2.InfoResponse(tables=[table_info(self.replay.table(name)) for name in names])
+
+    def Checkpoint(self, request, context):
+        result = self.replay.checkpoint()
+        return replay_pb2.CheckpointResponse(path=str(result.path), items=result.items, seconds=result.seconds)
+
+
+def _pieces(batch: SampledBatch, per_message: int):
+    n = len(batch.keys)
+    for start in range(0, n, per_message):
+        part = slice(start, min(n, start + per_message))
+        yield replay_pb2.SampleResponse(
+            columns={name: codec.encode(array[part]) for name, array in batch.columns.items()},
+            keys=batch.keys[part].tolist(),
+            probabilities=batch.probabilities[part].tolist(),
+            importance_weights=batch.importance_weights[part].tolist(),
+            times_sampled=batch.times_sampled[part].tolist(),
+            policy_versions=batch.policy_versions[part].tolist(),
+            table_size=batch.table_size,
+            end_of_batch=part.stop == n,
+        )
+
+
+def table_info(table: Table) -> replay_pb2.TableInfo:
+    limiter = table.limiter
+    config = table.config
+    return replay_pb2.TableInfo(
+        name=table.name,
+        selector=config.selector,
+        remover=config.remover,
+        max_size=table.capacity,
+        size=table.size,
+        max_times_sampled=config.max_times_sampled,
+        sequence_length=table.sequence_length,
+        signature=table.signature.to_protos(),
+        priority_exponent=config.priority_exponent,
+        inserted_items=table.inserted_items,
+        sampled_items=table.sampled_items,
+        evicted_items=table.evicted_items,
+        rate_limiter=replay_pb2.RateLimiterInfo(
+            min_size_to_sample=limiter.min_size_to_sample,
+            samples_per_insert=limiter.samples_per_insert or 0.0,
+            min_diff=_finite_or_zero(limiter.min_diff),
+            max_diff=_finite_or_zero(limiter.max_diff),
+            inserts=limiter.inserts,
+            samples=limiter.samples,
+            insert_wait_seconds=limiter.insert_wait_seconds,
+            sample_wait_seconds=limiter.sample_wait_seconds,
+        ),
+    )
+
+
+def _finite_or_zero(value: float) -> float:
+    return value if np.isfinite(value) else 0.0

@@ -1,0 +1,352 @@
+"""A replay table: preallocated per-column storage, a selector, a remover and
+a rate limiter, behind one lock.
+
+An *item* is ``sequence_length`` consecutive steps; a chunk of T steps becomes
+``T / sequence_length`` items. Storage for ``max_size`` items is allocated at
+start, one array per column (the operating system maps pages in as they are
+first written). Inserts and samples wait on the table's condition variable
+while the rate limiter holds them back: they sleep, they never spin.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlrings.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+)
+from services.replay.config import TableConfig
+from services.replay.rate_limiter import RateLimiter
+from services.replay.selectors import SELECTORS, Occupancy, PrioritizedSelector
+
+# How often a blocked call wakes to check that its caller is still there.
+_LIVENESS_CHECK_SECONDS = 0.5
+
+
+@dataclass
+class SampledBatch:
+    """Items drawn together; arrays are copies the caller owns."""
+
+    keys: np.ndarray
+    columns: dict[str, np.ndarray]
+    probabilities: np.ndarray
+    importance_weights: np.ndarray
+    times_sampled: np.ndarray
+    policy_versions: np.ndarray
+    table_size: int
+
+
+@dataclass
+class TableState:
+    """Everything a snapshot keeps of a table, items oldest first."""
+
+    columns: dict[str, np.ndarray]
+    keys: np.ndarray
+    priorities: np.ndarray
+    times_sampled: np.ndarray
+    policy_versions: np.ndarray
+    counters: dict[str, int]
+    writer_sequences: dict[str, int] = field(default_factory=dict)
+
+
+class Table:
+    """One replay table. Thread-safe; every public method takes the lock."""
+
+    def __init__(self, config: TableConfig, seed: int | None = None):
+        self.config = config
+        self.name = config.name
+        self.signature = config.build_signature()
+        self.sequence_length = config.sequence_length
+        self.capacity = config.max_size
+        self.item_bytes = self.signature.step_bytes * self.sequence_length
+        self._storage = {
+            name: np.empty((self.capacity, self.sequence_length, *column.shape), dtype=column.dtype)
+            for name, column in self.signature.items()
+        }
+        self._keys = np.zeros(self.capacity, dtype=np.uint64)
+        self._priorities = np.zeros(self.capacity, dtype=np.float64)
+        self._times_sampled = np.zeros(self.capacity, dtype=np.uint32)
+        self._policy_versions = np.zeros(self.capacity, dtype=np.int64)
+        self._free = list(range(self.capacity - 1, -1, -1))  # a stack of free slots
+        self._order: OrderedDict[int, int] = OrderedDict()  # key -> slot, oldest first
+        self._occupancy = Occupancy(self.capacity)
+        selector_cls = SELECTORS[config.selector]
+        if selector_cls is PrioritizedSelector:
+            self._selector = selector_cls(self.capacity, self._occupancy, self._order, config.priority_exponent)
+        else:
+            self._selector = selector_cls(self.capacity, self._occupancy, self._order)
+        self.limiter = RateLimiter.from_config(config.rate_limiter)
+        self._writer_sequences: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._rng = np.random.default_rng(seed)
+        self._next_key = 1
+        self._closed = False
+        self.inserted_items = 0
+        self.sampled_items = 0
+        self.evicted_items = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._order)
+
+    # -- inserting ---------------------------------------------------------
+
+    def insert(
+        self,
+        columns: Mapping[str, np.ndarray],
+        priorities: Sequence[float] = (),
+        policy_version: int = 0,
+        writer_id: str = "",
+        sequence: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> tuple[np.ndarray, bool]:
+        """Stores a chunk, waiting while the rate limiter blocks inserts.
+
+        Returns:
+            The new items' keys and whether the chunk was a duplicate (a retry
+            of a chunk this writer already stored; nothing is stored again).
+
+        Raises:
+            InvalidArgumentError: the chunk does not fit the signature or the
+                priorities are bad; nothing is stored.
+        """
+        steps = self.signature.check(columns, self.sequence_length)
+        n = steps // self.sequence_length
+        if n > self.capacity:
+            raise InvalidArgumentError(f"chunk: {n} items, more than table {self.name!r} holds ({self.capacity})")
+        item_priorities = _checked_priorities(priorities, n, "chunk.priorities")
+        with self._cond:
+            if self._is_duplicate(writer_id, sequence):
+                return np.empty(0, dtype=np.uint64), True
+            self.limiter.insert_wait_seconds += self._wait(
+                lambda: self.limiter.can_insert(self.size), None, is_active, "insert"
+            )
+            if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
+                return np.empty(0, dtype=np.uint64), True
+            overflow = self.size + n - self.capacity
+            if overflow > 0:
+                self._remove(self._victims(overflow))
+                self.evicted_items += overflow
+            slots = np.array(self._free[-n:][::-1], dtype=np.int64)
+            del self._free[-n:]
+            for name, column in self.signature.items():
+                self._storage[name][slots] = columns[name].reshape(n, self.sequence_length, *column.shape)
+            keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
+            self._next_key += n
+            self._place(slots, keys, item_priorities, np.zeros(n, np.uint32), np.full(n, policy_version))
+            self.limiter.inserts += n
+            self.inserted_items += n
+            if writer_id:
+                self._writer_sequences[writer_id] = sequence
+            self._cond.notify_all()
+        return keys, False
+
+    def _is_duplicate(self, writer_id: str, sequence: int) -> bool:
+        return bool(writer_id) and sequence <= self._writer_sequences.get(writer_id, -1)
+
+    def _place(self, slots, keys, priorities, times_sampled, policy_versions) -> None:
+        self._keys[slots] = keys
+        self._priorities[slots] = priorities
+        self._times_sampled[slots] = times_sampled
+        self._policy_versions[slots] = policy_versions
+        self._order.update(zip(keys.tolist(), slots.tolist()))
+        self._occupancy.add(slots)
+        self._selector.insert(slots, priorities)
+
+    def _victims(self, count: int) -> np.ndarray:
+        ordered = iter(self._order.values()) if self.config.remover == "fifo" else reversed(self._order.values())
+        return np.fromiter(ordered, dtype=np.int64, count=count)
+
+    def _remove(self, slots: np.ndarray) -> None:
+        for key in self._keys[slots].tolist():
+            del self._order[key]
+        self._occupancy.remove(slots)
+        self._selector.remove(slots)
+        self._free.extend(slots.tolist())
+
+    # -- sampling ----------------------------------------------------------
+
+    def sample(
+        self,
+        batch_size: int,
+        timeout: float | None = None,
+        importance_sampling_exponent: float = 0.0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> SampledBatch:
+        """Draws ``batch_size`` items (with replacement, for uniform and
+        prioritized tables), waiting up to ``timeout`` seconds in all for the
+        rate limiter to allow them.
+
+        Raises:
+            DeadlineExceededError: the limiter held the batch back too long;
+                no item was sampled.
+        """
+        if batch_size < 1:
+            raise InvalidArgumentError(f"batch_size: must be >= 1, got {batch_size}")
+        if not 0.0 <= importance_sampling_exponent <= 1.0:
+            raise InvalidArgumentError(
+                f"importance_sampling_exponent: must be in [0, 1], got {importance_sampling_exponent}"
+            )
+        deadline = None if not timeout else time.monotonic() + timeout
+        with self._cond:
+            granted = 0
+            try:
+                while granted < batch_size:
+                    self.limiter.sample_wait_seconds += self._wait(
+                        lambda: self.limiter.sample_permits(self.size) > 0, deadline, is_active, "sample"
+                    )
+                    take = min(batch_size - granted, self.limiter.sample_permits(self.size))
+                    self.limiter.samples += take
+                    granted += take
+            except BaseException:
+                self.limiter.samples -= granted  # hand back what was reserved
+                self._cond.notify_all()
+                raise
+            batch = self._draw(batch_size, importance_sampling_exponent)
+            self._cond.notify_all()
+        return batch
+
+    def _draw(self, n: int, beta: float) -> SampledBatch:
+        slots, probabilities = self._selector.select(n, self._rng)
+        size = self.size
+        np.add.at(self._times_sampled, slots, 1)
+        if beta > 0:
+            weights = np.power(size * probabilities, -beta)
+            weights /= weights.max()
+        else:
+            weights = np.ones(n)
+        batch = SampledBatch(
+            keys=self._keys[slots],
+            columns={name: storage[slots] for name, storage in self._storage.items()},
+            probabilities=probabilities,
+            importance_weights=weights,
+            times_sampled=self._times_sampled[slots],
+            policy_versions=self._policy_versions[slots],
+            table_size=size,
+        )
+        self.sampled_items += n
+        if self.config.max_times_sampled:
+            spent = np.unique(slots[self._times_sampled[slots] >= self.config.max_times_sampled])
+            if len(spent):
+                self._remove(spent)
+        return batch
+
+    def _wait(self, ready: Callable[[], bool], deadline: float | None, is_active, side: str) -> float:
+        """Sleeps on the condition until ``ready()``; returns the seconds waited."""
+        start = time.monotonic()
+        while not ready():
+            if self._closed:
+                raise UnavailableError(f"table {self.name!r} is shutting down")
+            if not is_active():
+                raise CancelledError(f"table {self.name!r}: the caller went away while the {side} waited")
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise DeadlineExceededError(
+                    f"table {self.name!r}: the rate limiter held the {side} back for {now - start:.3f}s "
+                    f"(size {self.size}, min_size_to_sample {self.limiter.min_size_to_sample}, "
+                    f"inserts {self.limiter.inserts}, samples {self.limiter.samples})"
+                )
+            wait = _LIVENESS_CHECK_SECONDS if deadline is None else min(_LIVENESS_CHECK_SECONDS, deadline - now)
+            self._cond.wait(wait)
+        return time.monotonic() - start
+
+    # -- priorities ----------------------------------------------------------
+
+    def update_priorities(self, keys: Sequence[int], priorities: Sequence[float]) -> tuple[int, int]:
+        """Sets priorities by key. Returns (updated, missing)."""
+        if len(keys) != len(priorities):
+            raise InvalidArgumentError(f"priorities: {len(priorities)} values for {len(keys)} keys")
+        values = _checked_priorities(priorities, len(keys), "priorities")
+        with self._cond:
+            found = [(self._order.get(key), value) for key, value in zip(keys, values.tolist())]
+            found = [(slot, value) for slot, value in found if slot is not None]
+            if found:
+                slots = np.array([slot for slot, _ in found], dtype=np.int64)
+                new = np.array([value for _, value in found])
+                self._priorities[slots] = new
+                self._selector.update(slots, new)
+        return len(found), len(keys) - len(found)
+
+    # -- snapshots -----------------------------------------------------------
+
+    def state(self) -> TableState:
+        """A consistent copy of the table for a snapshot."""
+        with self._cond:
+            slots = np.fromiter(self._order.values(), dtype=np.int64, count=self.size)
+            return TableState(
+                columns={name: storage[slots] for name, storage in self._storage.items()},
+                keys=self._keys[slots],
+                priorities=self._priorities[slots],
+                times_sampled=self._times_sampled[slots],
+                policy_versions=self._policy_versions[slots],
+                counters=self._counters(),
+                writer_sequences=dict(self._writer_sequences),
+            )
+
+    def restore(self, state: TableState) -> int:
+        """Loads a snapshot into this (empty) table; returns items dropped
+        because the table is now smaller than the snapshot."""
+        with self._cond:
+            if self.size:
+                raise RuntimeError(f"table {self.name!r}: restore into a table that is not empty")
+            n = len(state.keys)
+            keep = slice(max(0, n - self.capacity), n)  # the newest items
+            count = len(state.keys[keep])
+            slots = np.array(self._free[-count:][::-1], dtype=np.int64) if count else np.empty(0, np.int64)
+            del self._free[len(self._free) - count :]
+            for name in self.signature:
+                self._storage[name][slots] = state.columns[name][keep]
+            self._place(
+                slots,
+                state.keys[keep].astype(np.uint64),
+                state.priorities[keep],
+                state.times_sampled[keep],
+                state.policy_versions[keep],
+            )
+            counters = state.counters
+            self._next_key = counters["next_key"]
+            self.limiter.inserts = counters["inserts"]
+            self.limiter.samples = counters["samples"]
+            self.inserted_items = counters["inserted_items"]
+            self.sampled_items = counters["sampled_items"]
+            self.evicted_items = counters["evicted_items"] + (n - count)
+            self._writer_sequences = dict(state.writer_sequences)
+            return n - count
+
+    def _counters(self) -> dict[str, int]:
+        return {
+            "next_key": self._next_key,
+            "inserts": self.limiter.inserts,
+            "samples": self.limiter.samples,
+            "inserted_items": self.inserted_items,
+            "sampled_items": self.sampled_items,
+            "evicted_items": self.evicted_items,
+        }
+
+    def close(self) -> None:
+        """Wakes every waiting call with UNAVAILABLE; used at shutdown."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _checked_priorities(priorities: Sequence[float], n: int, field: str) -> np.ndarray:
+    values = np.asarray(priorities, dtype=np.float64).reshape(-1)
+    if len(values) == 0:
+        return np.ones(n)
+    if len(values) not in (1, n):
+        raise InvalidArgumentError(f"{field}: {len(values)} values for {n} items; give none, one, or one per item")
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise InvalidArgumentError(f"{field}[{index}]: {values[index]} is not a finite number >= 0")
+    return np.broadcast_to(values, (n,)).copy()
