@@ -109,7 +109,11 @@ def _decompress(tensor: tensor_pb2.Tensor, expected: int, field: str) -> bytes:
         if compression == Compression.COMPRESSION_LZ4:
             # Read at most one byte past the expected size: enough to notice a
             # mismatch without letting a small message inflate without bound.
-            return lz4.frame.LZ4FrameDecompressor().decompress(tensor.data, max_length=expected + 1)
+            decompressor = lz4.frame.LZ4FrameDecompressor()
+            data = decompressor.decompress(tensor.data, max_length=expected + 1)
+            if len(data) <= expected and not decompressor.eof:
+                raise RuntimeError("truncated, or not an LZ4 frame")
+            return data
         if compression == Compression.COMPRESSION_ZSTD:
             return zstandard.ZstdDecompressor().decompress(tensor.data, max_output_size=max(expected, 1))
     except (RuntimeError, zstandard.ZstdError) as error:

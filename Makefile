@@ -1,0 +1,55 @@
+# rlrings: the front door. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DURATION ?= 60
+pattern ?=
+
+.PHONY: help setup run test test-fast lint format protos check-protos bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade uv
+	$(BIN)/uv pip install --python $(BIN)/python -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
+
+run: setup ## Run the local mesh for DURATION seconds (default 60) with live progress
+	$(BIN)/rlrings up --seconds $(DURATION)
+
+test: setup lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
+	$(BIN)/pytest $(if $(pattern),-k "$(pattern)")
+
+test-fast: setup ## Unit tests only
+	$(BIN)/pytest tests/unit $(if $(pattern),-k "$(pattern)")
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+protos: setup ## Generate rlrings/v1 from protos/rlrings/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/rlrings/v1/*.proto
+
+check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp protos/rlrings/v1/*.proto && \
+	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
+	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
+
+bench: setup ## Replay throughput and memory against DeepMind Reverb -> bench/results/replay.json
+	bench/reverb_env.sh
+	$(BIN)/python -m bench.replay
+
+clean: ## Remove run outputs and caches (keeps .venv)
+	rm -rf runs data bench/results .pytest_cache .ruff_cache .hypothesis

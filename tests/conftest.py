@@ -1,0 +1,42 @@
+"""Shared fixtures: table configs and real replay servers on loopback ports."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlrings.config import load_config
+from rlrings.replay_client import ReplayClient
+from services.replay.config import ReplayConfig, TableConfig
+from services.replay.server import ReplayServer
+from tests.helpers import FRAME_SIGNATURE, table
+
+
+@pytest.fixture
+def start_replay(tmp_path):
+    """Starts in-process replay servers on free loopback ports; stops them after the test."""
+    servers: list[ReplayServer] = []
+
+    def start(tables: list[dict], **settings) -> ReplayServer:
+        settings = {"port": 0, "metrics_port": 0, "snapshot_dir": tmp_path / "replay", **settings}
+        server = ReplayServer(load_config(ReplayConfig, [], tables=tables, **settings)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+@pytest.fixture
+def replay(start_replay):
+    """A replay server with tables 'uniform', 'fifo', 'prio' and 'queue', and a client."""
+    server = start_replay(
+        [
+            table("uniform"),
+            table("fifo", selector="fifo"),
+            table("prio", selector="prioritized", priority_exponent=1.0),
+            TableConfig.queue("queue", FRAME_SIGNATURE, max_size=64).model_dump(),
+        ]
+    )
+    with ReplayClient(server.address) as client:
+        yield server, client.wait_ready(10)

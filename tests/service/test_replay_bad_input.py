@@ -1,0 +1,139 @@
+"""Bad requests get the right status with the field named, store nothing, and
+leave the server serving everyone else."""
+
+import grpc
+import numpy as np
+import pytest
+
+from rlrings import codec
+from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from rlrings.replay_client import ReplayClient
+from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
+from tests.helpers import frames, table
+
+pytestmark = pytest.mark.service
+
+
+def chunk_request(columns, table="uniform", **fields):
+    return replay_pb2.InsertRequest(
+        chunk=tensor_pb2.Chunk(table=table, columns={k: codec.encode(v) for k, v in columns.items()}, **fields)
+    )
+
+
+def insert_raw(address, *requests, max_message_bytes=64 << 20):
+    options = [("grpc.max_send_message_length", max_message_bytes)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        return list(replay_pb2_grpc.ReplayServiceStub(channel).Insert(iter(requests), timeout=10))
+
+
+def bad(**changes):
+    columns = {name: np.array(value) for name, value in frames(4).items()}
+    columns.update(changes)
+    return columns
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (chunk_request(frames(4), table="nope"), grpc.StatusCode.NOT_FOUND, "table 'nope' not found"),
+        (
+            chunk_request(bad(reward=np.zeros(3, np.float32))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            r"\['reward'\]\.shape: 3 steps",
+        ),
+        (
+            chunk_request(bad(action=np.zeros(4, np.float64))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            r"\['action'\]\.dtype: got float64",
+        ),
+        (
+            chunk_request(bad(reward=np.array([0, np.nan, 0, 0], np.float32))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "non-finite value nan",
+        ),
+        (chunk_request({}), grpc.StatusCode.INVALID_ARGUMENT, "empty chunk"),
+        (chunk_request(frames(0)), grpc.StatusCode.INVALID_ARGUMENT, "empty chunk, 0 steps"),
+        (chunk_request(frames(4), priorities=[-1.0]), grpc.StatusCode.INVALID_ARGUMENT, r"chunk\.priorities\[0\]"),
+        (
+            chunk_request(frames(4), priorities=[float("nan")]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            r"chunk\.priorities\[0\]",
+        ),
+    ],
+    ids=["unknown-table", "ragged", "dtype", "nan", "no-columns", "no-steps", "negative-priority", "nan-priority"],
+)
+def test_bad_chunks_get_the_right_status_and_store_nothing(replay, request_, code, message):
+    server, client = replay
+    with pytest.raises(grpc.RpcError) as raised:
+        insert_raw(server.address, request_)
+    assert raised.value.code() == code
+    assert raised.value.details() and __import__("re").search(message, raised.value.details())
+    assert all(info.size == 0 for info in client.info().values())
+
+
+def test_tensor_bytes_that_disagree_with_the_shape(replay):
+    server, client = replay
+    request = chunk_request(frames(4))
+    request.chunk.columns["obs"].shape[0] = 5
+    with pytest.raises(
+        grpc.RpcError,
+        match=r"chunk.columns\['obs'\]\.data: 768 bytes, but dtype uint8 and shape \[5, 8, 8, 3\] need 960",
+    ):
+        insert_raw(server.address, request)
+    assert client.info(["uniform"])["uniform"].size == 0
+
+
+def test_oversized_messages_are_resource_exhausted_and_the_server_goes_on(start_replay):
+    server = start_replay([table("t", max_size=20_000)], max_message_bytes=256 * 1024)
+    with pytest.raises(grpc.RpcError) as raised:
+        insert_raw(server.address, chunk_request(frames(2000), table="t"))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with ReplayClient(server.address, max_message_bytes=256 * 1024) as client:
+        assert client.insert("t", frames(2)) == [1, 2]
+        assert client.info(["t"])["t"].size == 2
+
+
+def test_good_chunks_before_a_bad_one_stay_acknowledged(replay):
+    server, client = replay
+    requests = [chunk_request(frames(2)), chunk_request(bad(action=np.zeros(4, np.int8)))]
+    with grpc.insecure_channel(server.address) as channel:
+        call = replay_pb2_grpc.ReplayServiceStub(channel).Insert(iter(requests), timeout=10)
+        assert next(call).keys == [1, 2]
+        with pytest.raises(grpc.RpcError, match="INVALID_ARGUMENT"):
+            next(call)
+    assert client.info(["uniform"])["uniform"].size == 2
+
+
+def test_bad_sample_requests(replay):
+    server, client = replay
+    with pytest.raises(NotFoundError, match="table 'nope'"):
+        next(iter(client.sample("nope", batch_size=1)))
+    with pytest.raises(InvalidArgumentError, match="batch_size: must be >= 1"):
+        next(iter(client.sample("uniform", batch_size=0)))
+    with pytest.raises(InvalidArgumentError, match="importance_sampling_exponent"):
+        next(iter(client.sample("uniform", batch_size=1, importance_sampling_exponent=2.0)))
+    with pytest.raises(InvalidArgumentError, match="timeout_seconds"):
+        next(iter(client.sample("uniform", batch_size=1, timeout=-1)))
+
+
+def test_the_writer_reports_bad_steps_early_with_the_value(replay):
+    server, client = replay
+    with client.writer("uniform", chunk_length=2) as writer:
+        with pytest.raises(InvalidArgumentError, match=r"step\['obs'\]: shape \[8, 8\]"):
+            writer.append({"obs": np.zeros((8, 8), np.uint8), "action": 1, "reward": 0.0})
+        with pytest.raises(InvalidArgumentError, match="non-finite"):
+            writer.write_chunk(bad(reward=np.array([np.inf] * 4, np.float32)))
+        writer.write_chunk(frames(2))
+    assert client.info(["uniform"])["uniform"].size == 2
+
+
+def test_writer_chunk_length_must_fit_a_message(replay):
+    server, client = replay
+    with pytest.raises(InvalidArgumentError, match="chunk_length: 100000 steps"):
+        client.writer("uniform", chunk_length=100_000)
+
+
+def test_oversized_chunk_is_reported_by_the_client_error_family(start_replay):
+    server = start_replay([table("t", max_size=20_000)], max_message_bytes=256 * 1024)
+    with ReplayClient(server.address) as client, pytest.raises(ResourceExhaustedError):
+        client.insert("t", frames(2000))

@@ -1,0 +1,129 @@
+"""The replay service over real gRPC on loopback."""
+
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from rlrings.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from rlrings.replay_client import ReplayClient
+from tests.helpers import frames, table
+
+pytestmark = pytest.mark.service
+
+
+def test_writer_chunks_steps_and_sampler_reads_them_back(replay):
+    server, client = replay
+    with client.writer("fifo", chunk_length=4) as writer:
+        for i in range(10):
+            writer.append(
+                {"obs": np.full((8, 8, 3), i, np.uint8), "action": np.int32(i), "reward": np.float32(i / 2)},
+                policy_version=3,
+            )
+        writer.write_chunk(frames(2, start=10))
+    assert writer.acked_items == 10  # two full chunks of 4, plus the explicit one of 2; 2 steps stay buffered
+    batch = next(iter(client.sample("fifo", batch_size=10, num_batches=1)))
+    assert batch.columns["action"][:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11]
+    assert batch.columns["obs"][3, 0, 0, 0].tolist() == [3, 3, 3]
+    assert batch.policy_versions[:8].tolist() == [3] * 8 and batch.table_size == 10
+
+
+def test_large_batches_are_split_into_pieces_and_reassembled(start_replay):
+    big = {"obs": {"dtype": "uint8", "shape": [64, 64, 3]}}
+    server = start_replay([{"name": "big", "signature": big, "max_size": 2000}], max_message_bytes=1 << 20)
+    with ReplayClient(server.address, max_message_bytes=1 << 20) as client:
+        with client.writer("big", chunk_length=16) as writer:
+            for start in range(0, 512, 16):
+                writer.write_chunk({"obs": np.full((16, 64, 64, 3), start // 16, np.uint8)})
+        batch = next(iter(client.sample("big", batch_size=300, num_batches=1)))  # 3.7 MB in 1 MiB messages
+    assert batch.columns["obs"].shape == (300, 1, 64, 64, 3) and len(batch.keys) == 300
+
+
+def test_prioritized_sampling_and_priority_updates(replay):
+    server, client = replay
+    keys = client.insert("prio", frames(2), priorities=[1.0, 0.0])
+    batch = next(iter(client.sample("prio", batch_size=50, num_batches=1, importance_sampling_exponent=0.5)))
+    assert set(batch.columns["action"][:, 0].tolist()) == {0}
+    assert client.update_priorities("prio", [keys[0], keys[1], 999], [0.0, 2.0, 1.0]) == (2, 1)
+    batch = next(iter(client.sample("prio", batch_size=50, num_batches=1)))
+    assert set(batch.columns["action"][:, 0].tolist()) == {1}
+    with pytest.raises(InvalidArgumentError, match=r"priorities\[0\]: -1.0"):
+        client.update_priorities("prio", [keys[0]], [-1.0])
+
+
+def test_queue_rate_limiter_deadline_maps_to_deadline_exceeded(replay):
+    server, client = replay
+    with pytest.raises(DeadlineExceededError, match="rate limiter held the sample back"):
+        next(iter(client.sample("queue", batch_size=1, num_batches=1, timeout=0.2)))
+
+
+def test_info_reports_tables_and_limiter_state(replay):
+    server, client = replay
+    client.insert("uniform", frames(3))
+    info = client.info()
+    assert set(info) == {"uniform", "fifo", "prio", "queue"}
+    assert info["uniform"].size == 3 and info["uniform"].inserted_items == 3
+    assert [c.name for c in info["uniform"].signature] == ["obs", "action", "reward"]
+    assert info["queue"].rate_limiter.max_diff == 64 and info["queue"].max_times_sampled == 1
+
+
+def test_checkpoint_and_restart_restore_the_tables(start_replay, tmp_path):
+    tables = [table("t", selector="fifo")]
+    first = start_replay(tables, snapshot_dir=tmp_path / "snap")
+    with ReplayClient(first.address) as client:
+        client.insert("t", frames(5))
+        response = client.checkpoint()
+    assert response.items == 5 and response.path.endswith("snapshot")
+    first.stop()
+    second = start_replay(tables, snapshot_dir=tmp_path / "snap")
+    with ReplayClient(second.address) as client:
+        batch = next(iter(client.sample("t", batch_size=5, num_batches=1)))
+    assert batch.columns["action"][:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_memory_store_refuses_checkpoints(start_replay):
+    server = start_replay([table()], store="memory")
+    with ReplayClient(server.address) as client, pytest.raises(FailedPreconditionError, match="memory store"):
+        client.checkpoint()
+
+
+def test_health_and_reflection(replay):
+    server, client = replay
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "rlrings.v1.ReplayService"):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for s in next(responses).list_services_response.service}
+    assert {"rlrings.v1.ReplayService", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_endpoint_counts_items_bytes_and_latency(replay):
+    server, client = replay
+    client.insert("uniform", frames(4))
+    list(client.sample("uniform", batch_size=2, num_batches=3))
+    with pytest.raises(NotFoundError):
+        client.info(["missing"])
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'rlrings_replay_inserted_items_total{table="uniform"} 4.0' in text
+    assert f'rlrings_replay_inserted_bytes_total{{table="uniform"}} {4 * (8 * 8 * 3 + 8)}.0' in text
+    assert 'rlrings_replay_sampled_items_total{table="uniform"} 6.0' in text
+    assert 'rlrings_replay_table_size_items{table="uniform"} 4.0' in text
+    assert 'rlrings_replay_rate_limiter_wait_seconds_total{side="sample",table="uniform"}' in text
+    assert (
+        'rlrings_grpc_server_handling_seconds_count{code="OK",method="Sample",service="rlrings.v1.ReplayService"} 1.0'
+        in text
+    )
+    assert 'code="NOT_FOUND",method="Info"' in text
+
+
+def test_sampler_stops_after_num_batches(replay):
+    server, client = replay
+    client.insert("uniform", frames(4))
+    assert len(list(client.sample("uniform", batch_size=3, num_batches=5))) == 5

@@ -1,0 +1,78 @@
+import pytest
+
+from rlrings.config import load_config
+from rlrings.errors import ConfigError
+from services.replay.config import ReplayConfig, TableConfig
+from tests.helpers import table
+
+TABLES_YAML = """
+port: 7000
+tables:
+  - name: experience
+    max_size: 500
+    signature:
+      obs: {dtype: uint8, shape: [4]}
+"""
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "replay.yaml"
+    path.write_text(TABLES_YAML + "metrics_port: 7001\nworkers: 3\n")
+    monkeypatch.setenv("RLRINGS_REPLAY_METRICS_PORT", "7002")
+    monkeypatch.setenv("RLRINGS_REPLAY_WORKERS", "5")
+    config = load_config(ReplayConfig, ["--config", str(path), "--workers", "9"])
+    assert config.port == 7000  # file
+    assert config.metrics_port == 7002  # environment over file
+    assert config.workers == 9  # flag over environment
+    assert config.grace_seconds == 5.0  # default
+    assert config.tables[0].max_size == 500 and config.tables[0].signature["obs"].shape == [4]
+
+
+def test_config_file_from_environment(tmp_path, monkeypatch):
+    path = tmp_path / "replay.yaml"
+    path.write_text(TABLES_YAML)
+    monkeypatch.setenv("RLRINGS_REPLAY_CONFIG", str(path))
+    assert load_config(ReplayConfig, []).tables[0].name == "experience"
+
+
+def test_unreadable_and_malformed_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file .*missing.yaml: cannot read it"):
+        load_config(ReplayConfig, ["--config", str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(ReplayConfig, ["--config", str(bad)])
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping of settings, found list"):
+        load_config(ReplayConfig, ["--config", str(bad)])
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ([], "tables: Value error, no tables configured"),
+        ([table("a"), table("a")], r"duplicate table names \['a'\]"),
+        ([table(signature={"x": {"dtype": "complex64"}})], r"tables\.0\.signature\.x\.dtype: .*unsupported dtype"),
+        ([table(signature={"x": {"dtype": "uint8", "shape": [-1]}})], r"tables\.0\.signature\.x\.shape\.0"),
+        ([table(max_size=0)], r"tables\.0\.max_size"),
+        ([table(selector="random")], r"tables\.0\.selector"),
+        ([table(rate_limiter={"samples_per_insert": 2.0})], "needs error_buffer"),
+        ([table(bogus=1)], r"tables\.0\.bogus: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_tables_are_refused_naming_the_setting(tables, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ReplayConfig, [], tables=tables)
+
+
+def test_bad_flag_values_name_the_flag():
+    with pytest.raises(ConfigError, match=r"port: .*\(got 'abc'\)"):
+        load_config(ReplayConfig, ["--port", "abc"], tables=[table()])
+    with pytest.raises(ConfigError, match="workers"):
+        load_config(ReplayConfig, ["--workers", "0"], tables=[table()])
+
+
+def test_queue_preset_is_a_blocking_fifo():
+    queue = TableConfig.queue("q", {"x": {"dtype": "float32"}}, max_size=8)
+    assert queue.selector == "fifo" and queue.max_times_sampled == 1
+    assert queue.rate_limiter.bounds() == (0, 8)
