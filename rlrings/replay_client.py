@@ -211,7 +211,7 @@ class Writer:
         self._error: RlringsError | None = None
         self._closed = False
         self.acked_chunks = 0
-        self.acked_items = 0
+        self.acked_items = 0  # items the server holds from this writer, retries counted once
         self.reconnects = 0
         self._thread = threading.Thread(target=self._stream_forever, name=f"writer-{table}", daemon=True)
         self._thread.start()
@@ -337,7 +337,9 @@ class Writer:
                         request = self._unacked.popleft()
                         assert request.chunk.sequence == response.sequence, "acks arrive in order"
                         self.acked_chunks += 1
-                        self.acked_items += len(response.keys)
+                        # A duplicate was stored by an earlier attempt whose ack was lost.
+                        steps = next(iter(request.chunk.columns.values())).shape[0]
+                        self.acked_items += steps // self.sequence_length
                         self._cond.notify_all()
             except grpc.RpcError as error:
                 with self._cond:

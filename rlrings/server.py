@@ -64,11 +64,22 @@ class Server:
 
     def start(self) -> Server:
         """Binds, starts serving and marks every service SERVING."""
-        self.port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            self.port = self._grpc.add_insecure_port(where)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise OSError(f"{self.name}: cannot bind {self.config.host}:{self.config.port}")
+            raise OSError(f"{self.name}: cannot bind gRPC to {where} (in use, or not an address of this host)")
         reflection.enable_server_reflection(self._services, self._grpc)
-        self._metrics_http, _ = start_http_server(self.config.metrics_port, self.config.host, registry=self.registry)
+        try:
+            self._metrics_http, _ = start_http_server(
+                self.config.metrics_port, self.config.host, registry=self.registry
+            )
+        except OSError as error:
+            raise OSError(
+                f"{self.name}: cannot bind metrics to {self.config.host}:{self.config.metrics_port} ({error.strerror})"
+            ) from None
         self.metrics_port = self._metrics_http.server_port
         self._grpc.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -64,4 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rlrings replay: {error}", file=sys.stderr)
         return 2
-    return server.run()
+    try:
+        return server.run()
+    except OSError as error:
+        print(f"rlrings replay: {error}", file=sys.stderr)
+        return 1

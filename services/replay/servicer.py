@@ -12,8 +12,10 @@ from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
 from services.replay.table import SampledBatch, Table
 
-# Room left in each sample message for keys, weights and framing.
+# Room left in each sample message for framing, and the most each item adds
+# beside its tensors (key, probability, weight, times sampled, policy version).
 _MESSAGE_HEADROOM = 64 * 1024
+_ITEM_METADATA_BYTES = 64
 
 
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
@@ -47,7 +49,7 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         beta = request.importance_sampling_exponent
         if not 0.0 <= beta <= 1.0:
             raise InvalidArgumentError(f"importance_sampling_exponent: must be in [0, 1], got {beta}")
-        per_message = max(1, (self.max_message_bytes - _MESSAGE_HEADROOM) // max(1, table.item_bytes))
+        per_message = max(1, (self.max_message_bytes - _MESSAGE_HEADROOM) // (table.item_bytes + _ITEM_METADATA_BYTES))
         sent = 0
         while request.num_batches == 0 or sent < request.num_batches:
             batch = table.sample(request.batch_size, request.timeout_seconds or None, beta, context.is_active)

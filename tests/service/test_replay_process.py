@@ -1,0 +1,129 @@
+"""The replay service as a process: SIGTERM, restarts, and bad configuration."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rlrings.local import free_port
+from rlrings.replay_client import ReplayClient
+from tests.helpers import frames, table
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+
+def start(config_path, *flags):
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.replay", "--config", str(config_path), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def write_config(tmp_path, **settings):
+    port = free_port()
+    config = {
+        "port": port,
+        "metrics_port": 0,
+        "snapshot_dir": str(tmp_path / "snap"),
+        "snapshot_interval_seconds": 0,
+        "grace_seconds": 2,
+        "tables": [table("t", max_size=100_000, selector="fifo")],
+        **settings,
+    }
+    path = tmp_path / "replay.yaml"
+    path.write_text(json.dumps(config))
+    return path, f"127.0.0.1:{port}"
+
+
+def test_sigterm_stops_gracefully_and_a_restart_loses_no_acknowledged_item(tmp_path):
+    config, address = write_config(tmp_path)
+    process = start(config)
+    acked = {"items": 0}
+    stop = threading.Event()
+    errors = []
+
+    def write():
+        try:
+            with ReplayClient(address).wait_ready(30) as client:
+                with client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=60) as writer:
+                    step = 0
+                    while not stop.is_set():
+                        writer.write_chunk(frames(8, start=step))
+                        step += 8
+                        acked["items"] = writer.acked_items
+                    writer.flush(60)
+                    acked["items"] = writer.acked_items
+                    acked["reconnects"] = writer.reconnects
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while acked["items"] < 400 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    assert "stopped" in output
+
+    restarted = start(config)  # same port: the writer reconnects and resends what was not acknowledged
+    try:
+        time.sleep(1.0)
+        stop.set()
+        writer.join(90)
+        assert not errors, errors
+        assert acked["reconnects"] >= 1
+        with ReplayClient(address).wait_ready(30) as client:
+            size = client.info(["t"])["t"].size
+            batch = next(iter(client.sample("t", batch_size=size, num_batches=1)))
+        assert size == acked["items"], "every acknowledged item is there, none twice"
+        steps = batch.columns["action"][:, 0]
+        assert np.array_equal(steps, np.arange(size)), "in order, no gaps, no repeats"
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.communicate(timeout=30)
+    assert restarted.returncode == 0
+
+
+def test_bad_config_file_exits_2_naming_the_setting(tmp_path):
+    config, _ = write_config(tmp_path, tables=[table("t", max_size=-5)])
+    process = start(config)
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 2
+    assert "tables.0.max_size" in output and str(config) in output
+
+
+def test_unreadable_config_file_exits_2(tmp_path):
+    process = start(tmp_path / "nope.yaml")
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 2 and "cannot read it" in output
+
+
+def test_help_lists_settings_with_their_docs():
+    result = subprocess.run(
+        [sys.executable, "-m", "rlrings.cli", "replay", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert "--snapshot-interval-seconds" in result.stdout and "Seconds between automatic snapshots" in result.stdout
+
+
+def test_port_in_use_is_an_error(tmp_path):
+    config, address = write_config(tmp_path)
+    first = start(config)
+    try:
+        with ReplayClient(address) as client:
+            client.wait_ready(30)
+        second = start(config, "--snapshot-dir", str(tmp_path / "other"))
+        output = second.communicate(timeout=30)[0]
+        assert second.returncode != 0 and "cannot bind" in output
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
