@@ -51,16 +51,18 @@ def test_sigterm_stops_gracefully_and_a_restart_loses_no_acknowledged_item(tmp_p
 
     def write():
         try:
-            with ReplayClient(address).wait_ready(30) as client:
-                with client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=60) as writer:
-                    step = 0
-                    while not stop.is_set():
-                        writer.write_chunk(frames(8, start=step))
-                        step += 8
-                        acked["items"] = writer.acked_items
-                    writer.flush(60)
+            with (
+                ReplayClient(address).wait_ready(30) as client,
+                client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=60) as writer,
+            ):
+                step = 0
+                while not stop.is_set():
+                    writer.write_chunk(frames(8, start=step))
+                    step += 8
                     acked["items"] = writer.acked_items
-                    acked["reconnects"] = writer.reconnects
+                writer.flush(60)
+                acked["items"] = writer.acked_items
+                acked["reconnects"] = writer.reconnects
         except Exception as error:  # surfaced below
             errors.append(error)
 

@@ -1,0 +1,1 @@
+"""rlrings actor service (see README.md)."""

@@ -1,0 +1,1 @@
+"""rlrings learner service (see README.md)."""

@@ -1,0 +1,1 @@
+"""rlrings parameter service (see README.md)."""

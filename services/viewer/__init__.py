@@ -1,0 +1,1 @@
+"""rlrings viewer service (see README.md)."""
