@@ -1,0 +1,103 @@
+"""IMPALA: an actor-critic corrected for policy lag with V-trace.
+
+Trajectories are items of T+1 steps: observations 0..T, and for steps 0..T-1
+the action, reward, ``done`` (the episode ended after that action) and the
+behaviour policy's log-probability; row T's action columns are padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def vtrace(
+    behaviour_logp: torch.Tensor,
+    target_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace targets and policy-gradient advantages (Espeholt et al., 2018).
+
+    All inputs are time-major ``[T, B]`` except ``bootstrap_value`` ``[B]``.
+
+    Returns:
+        ``(vs, advantages)``, both ``[T, B]`` and free of gradients.
+    """
+    with torch.no_grad():
+        rhos = torch.exp(target_logp - behaviour_logp)
+        clipped_rhos = rhos.clamp(max=rho_bar)
+        cs = rhos.clamp(max=c_bar)
+        next_values = torch.cat([values[1:], bootstrap_value[None]])
+        deltas = clipped_rhos * (rewards + discounts * next_values - values)
+        corrections = torch.zeros_like(values)
+        carry = torch.zeros_like(bootstrap_value)
+        for t in reversed(range(values.shape[0])):
+            carry = deltas[t] + discounts[t] * cs[t] * carry
+            corrections[t] = carry
+        vs = values + corrections
+        next_vs = torch.cat([vs[1:], bootstrap_value[None]])
+        advantages = clipped_rhos * (rewards + discounts * next_vs - values)
+    return vs, advantages
+
+
+@dataclass
+class ImpalaConfig:
+    gamma: float = 0.99
+    learning_rate: float = 1e-3
+    baseline_cost: float = 0.5
+    entropy_cost: float = 0.01
+    max_grad_norm: float = 40.0
+
+
+class ImpalaLearner:
+    """One IMPALA update per batch of trajectories."""
+
+    def __init__(self, model: nn.Module, config: ImpalaConfig):
+        self.model, self.config = model, config
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+    def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        obs = columns["obs"]  # [B, T+1, ...]
+        batch, steps = obs.shape[0], obs.shape[1] - 1
+        logits, values = self.model(obs.flatten(0, 1))
+        logits = logits.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, A]
+        values = values.view(batch, steps + 1).transpose(0, 1)
+        actions = columns["action"].transpose(0, 1)[:steps].long()
+        log_probs = F.log_softmax(logits[:steps], dim=-1)
+        target_logp = log_probs.gather(-1, actions[..., None]).squeeze(-1)
+        done = columns["done"].transpose(0, 1)[:steps].float()
+        vs, advantages = vtrace(
+            behaviour_logp=columns["logp"].transpose(0, 1)[:steps],
+            target_logp=target_logp,
+            rewards=columns["reward"].transpose(0, 1)[:steps],
+            discounts=self.config.gamma * (1.0 - done),
+            values=values[:steps],
+            bootstrap_value=values[steps],
+        )
+        policy_loss = -(target_logp * advantages).mean()
+        baseline_loss = 0.5 * (vs - values[:steps]).pow(2).mean()
+        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+        loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
+        stats = {
+            "loss": loss.item(),
+            "policy_loss": policy_loss.item(),
+            "baseline_loss": baseline_loss.item(),
+            "entropy": entropy.item(),
+        }
+        return loss, stats
+
+    def update(self, columns: dict[str, torch.Tensor]) -> dict[str, float]:
+        loss, stats = self.loss(columns)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        self.optimizer.step()
+        return stats
