@@ -94,19 +94,27 @@ class Server:
         )
         return self
 
-    def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, refuses new RPCs, lets running ones finish
-        within ``grace`` seconds, then cancels the rest."""
+    def stop(self, grace: float | None = None, drain: Callable[[], None] = lambda: None) -> None:
+        """Reports NOT_SERVING, refuses new RPCs, calls ``drain`` (which should
+        release calls that wait on something, such as watch streams), lets
+        running calls finish within ``grace`` seconds, then cancels the rest."""
         self.health.enter_graceful_shutdown()
-        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        stopped = self._grpc.stop(self.config.grace_seconds if grace is None else grace)
+        drain()
+        stopped.wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
             self._metrics_http = None
 
-    def run(self, on_stop: Callable[[], None] = lambda: None, ready: Callable[[Server], None] | None = None) -> int:
-        """Starts, serves until SIGTERM or SIGINT, stops gracefully, then runs
-        ``on_stop`` (flushing state). Returns the exit status, 0."""
+    def run(
+        self,
+        on_stop: Callable[[], None] = lambda: None,
+        drain: Callable[[], None] = lambda: None,
+        ready: Callable[[Server], None] | None = None,
+    ) -> int:
+        """Starts, serves until SIGTERM or SIGINT, stops gracefully (see
+        :meth:`stop`), then runs ``on_stop`` (flushing state). Returns 0."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stop_requested.set())
         self.start()
@@ -115,7 +123,7 @@ class Server:
             ready(self)
         self._stop_requested.wait()
         log.info("%s stopping: refusing new calls, %.1fs grace", self.name, self.config.grace_seconds)
-        self.stop()
+        self.stop(drain=drain)
         on_stop()
         log.info("%s stopped", self.name)
         return 0

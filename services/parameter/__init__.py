@@ -1,1 +1,1 @@
-"""rlrings parameter service (see README.md)."""
+"""The parameter service: versioned weights, pushed to actors, pulled by users."""

@@ -72,11 +72,15 @@ class Replay:
         log.info("snapshot of %d items written to %s in %.2fs", items, path, seconds)
         return CheckpointResult(path, items, seconds)
 
-    def close(self) -> None:
-        """Wakes blocked calls, stops periodic snapshots and writes a last one."""
-        self._stop.set()
+    def release_waiters(self) -> None:
+        """Ends every blocked or new insert and sample with UNAVAILABLE."""
         for table in self.tables.values():
             table.close()
+
+    def close(self) -> None:
+        """Releases waiters, stops periodic snapshots and writes a last one."""
+        self._stop.set()
+        self.release_waiters()
         if self._snapshotter is not None:
             self._snapshotter.join()
         if self.store is not None:

@@ -48,11 +48,11 @@ class ReplayServer:
         return self
 
     def stop(self, grace: float | None = None) -> None:
-        self.server.stop(grace)
+        self.server.stop(grace, drain=self.replay.release_waiters)
         self.replay.close()
 
     def run(self) -> int:
-        return self.server.run(on_stop=self.replay.close)
+        return self.server.run(on_stop=self.replay.close, drain=self.replay.release_waiters)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

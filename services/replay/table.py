@@ -125,6 +125,8 @@ class Table:
             raise InvalidArgumentError(f"chunk: {n} items, more than table {self.name!r} holds ({self.capacity})")
         item_priorities = _checked_priorities(priorities, n, "chunk.priorities")
         with self._cond:
+            if self._closed:
+                raise UnavailableError(f"table {self.name!r} is shutting down")
             if self._is_duplicate(writer_id, sequence):
                 return np.empty(0, dtype=np.uint64), True
             self.limiter.insert_wait_seconds += self._wait(
@@ -198,6 +200,8 @@ class Table:
             )
         deadline = None if not timeout else time.monotonic() + timeout
         with self._cond:
+            if self._closed:
+                raise UnavailableError(f"table {self.name!r} is shutting down")
             granted = 0
             try:
                 while granted < batch_size:

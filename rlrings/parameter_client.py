@@ -1,0 +1,165 @@
+"""Client of the parameter service.
+
+Learners publish with :meth:`ParameterClient.publish`; users download with
+:meth:`ParameterClient.fetch` (or ``rlrings models pull``); actors keep a
+:class:`WeightsFollower`, which watches for new versions and fetches them in
+a background thread, so the env loop only swaps in what has already arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from rlrings.errors import UnavailableError, from_rpc_error
+from rlrings.replay_client import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
+
+log = logging.getLogger(__name__)
+_PIECE_BYTES = 1024 * 1024
+
+
+class ParameterClient:
+    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.address = address
+        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self._stub = parameter_pb2_grpc.ParameterServiceStub(self._channel)
+
+    def __enter__(self) -> ParameterClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> ParameterClient:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(f"parameter server at {self.address} did not answer within {timeout}s") from None
+        return self
+
+    def publish(
+        self, data: bytes, model: spaces_pb2.ModelSpec, learner_step: int = 0, format: str = "torch.state_dict"
+    ) -> int:
+        """Publishes serialized weights; returns the version assigned."""
+        header = parameter_pb2.WeightsHeader(
+            model=model,
+            format=format,
+            total_bytes=len(data),
+            sha256=hashlib.sha256(data).digest(),
+            learner_step=learner_step,
+        )
+
+        def requests():
+            yield parameter_pb2.PublishRequest(header=header)
+            for start in range(0, len(data), _PIECE_BYTES):
+                yield parameter_pb2.PublishRequest(data=data[start : start + _PIECE_BYTES])
+
+        try:
+            return self._stub.Publish(requests(), timeout=300).version
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def fetch(
+        self, version: int = 0, tag: str = "latest", header_only: bool = False, timeout: float = 300
+    ) -> tuple[parameter_pb2.WeightsHeader, bytes]:
+        """Downloads a version (or the one ``tag`` points at); checks its sha256."""
+        request = (
+            parameter_pb2.FetchRequest(version=version, header_only=header_only)
+            if version
+            else parameter_pb2.FetchRequest(tag=tag, header_only=header_only)
+        )
+        try:
+            responses = iter(self._stub.Fetch(request, timeout=timeout))
+            header = next(responses).header
+            data = b"".join(response.data for response in responses)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if not header_only and header.sha256 and hashlib.sha256(data).digest() != header.sha256:
+            raise UnavailableError(f"version {header.version}: download does not match its sha256; try again")
+        return header, data
+
+    def watch(self, send_current: bool = True) -> Iterator[parameter_pb2.WatchResponse]:
+        """Notices of new versions; cancel the returned call to stop."""
+        return self._stub.Watch(parameter_pb2.WatchRequest(send_current=send_current))
+
+    def list(self) -> parameter_pb2.ListResponse:
+        try:
+            return self._stub.List(parameter_pb2.ListRequest(), timeout=30)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def report_evaluation(self, version: int, evaluation_return: float, episodes: int = 0) -> int:
+        request = parameter_pb2.ReportEvaluationRequest(
+            version=version, evaluation_return=evaluation_return, episodes=episodes
+        )
+        try:
+            return self._stub.ReportEvaluation(request, timeout=30).best_version
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+
+class WeightsFollower:
+    """Keeps the newest published weights at hand, fetched in the background.
+
+    ``latest()`` never blocks on the network: it returns the newest
+    ``(header, bytes)`` that has fully arrived, or None before the first.
+    Survives parameter-service restarts by watching again.
+    """
+
+    def __init__(self, client: ParameterClient):
+        self._client = client
+        self._latest: tuple[parameter_pb2.WeightsHeader, bytes] | None = None
+        self._arrived = threading.Condition()
+        self._stopped = threading.Event()
+        self._call = None
+        self._thread = threading.Thread(target=self._follow, name="weights-follower", daemon=True)
+        self._thread.start()
+
+    def latest(self) -> tuple[parameter_pb2.WeightsHeader, bytes] | None:
+        return self._latest
+
+    def wait_first(self, timeout: float) -> tuple[parameter_pb2.WeightsHeader, bytes]:
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: self._latest is not None, timeout):
+                raise UnavailableError(f"no weights published at {self._client.address} within {timeout}s")
+            return self._latest
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._call is not None:
+            self._call.cancel()
+        self._thread.join(timeout=10)
+
+    def _follow(self) -> None:
+        delay = 0.1
+        while not self._stopped.is_set():
+            try:
+                self._call = self._client.watch(send_current=True)
+                for notice in self._call:
+                    delay = 0.1
+                    current = self._latest[0].version if self._latest else 0
+                    if notice.version <= current:
+                        continue
+                    header, data = self._client.fetch(version=notice.version)
+                    with self._arrived:
+                        self._latest = (header, data)
+                        self._arrived.notify_all()
+            except grpc.RpcError as error:
+                if self._stopped.is_set():
+                    return
+                log.info("watching weights failed (%s); retrying in %.1fs", error.code(), delay)
+            except Exception as error:  # a fetch of a pruned version, a restart mid-fetch
+                if self._stopped.is_set():
+                    return
+                log.info("fetching weights failed (%s); retrying in %.1fs", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,29 @@
+"""Configuration of the parameter service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+from pydantic_settings import SettingsConfigDict
+
+from rlrings.config import ServiceConfig
+
+
+class ParameterConfig(ServiceConfig):
+    """Settings of the parameter service."""
+
+    model_config = SettingsConfigDict(env_prefix="RLRINGS_PARAMETER_")
+
+    port: int = pydantic.Field(default=8001, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (printed at start)."""
+    metrics_port: int = pydantic.Field(default=9001, ge=0, le=65535)
+    """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
+    directory: Path = Path("./data/parameter")
+    """Where versions are kept; a restart serves what is there."""
+    keep_versions: pydantic.PositiveInt = 5
+    """Versions retained besides the one tagged 'best'."""
+    max_model_bytes: pydantic.PositiveInt = 2 * 1024**3
+    """Largest model accepted by Publish; larger ones get RESOURCE_EXHAUSTED."""
+    piece_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
+    """Size of the pieces Fetch streams weights in."""

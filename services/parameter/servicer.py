@@ -1,0 +1,77 @@
+"""gRPC face of the parameter service."""
+
+from __future__ import annotations
+
+import hashlib
+
+from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
+from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
+from services.parameter.store import WeightStore
+
+
+class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
+    def __init__(self, store: WeightStore, max_model_bytes: int, piece_bytes: int):
+        self.store = store
+        self.max_model_bytes = max_model_bytes
+        self.piece_bytes = piece_bytes
+
+    def Publish(self, request_iterator, context):
+        requests = iter(request_iterator)
+        first = next(requests, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgumentError("header: the first Publish message must carry the header")
+        header = first.header
+        if not header.model.architecture:
+            raise InvalidArgumentError("header.model.architecture: empty; say how to rebuild the model")
+        if header.total_bytes > self.max_model_bytes:
+            raise ResourceExhaustedError(
+                f"header.total_bytes: {header.total_bytes} is above the limit of {self.max_model_bytes}"
+            )
+        pieces, received = [], 0
+        for request in requests:
+            if not request.HasField("data"):
+                raise InvalidArgumentError("data: only the first message may carry a header")
+            received += len(request.data)
+            if received > header.total_bytes:
+                raise InvalidArgumentError(f"data: more than header.total_bytes ({header.total_bytes}) bytes sent")
+            pieces.append(request.data)
+        data = b"".join(pieces)
+        if len(data) != header.total_bytes:
+            raise InvalidArgumentError(
+                f"data: {len(data)} bytes received, header.total_bytes says {header.total_bytes}"
+            )
+        if header.sha256 and hashlib.sha256(data).digest() != header.sha256:
+            raise InvalidArgumentError("header.sha256: does not match the data received")
+        return parameter_pb2.PublishResponse(version=self.store.publish(header, data))
+
+    def Fetch(self, request, context):
+        which = request.WhichOneof("selector")
+        header = self.store.header(tag=request.tag if which == "tag" else "", version=request.version)
+        yield parameter_pb2.FetchResponse(header=header)
+        if request.header_only:
+            return
+        data = self.store.read(header.version)
+        for start in range(0, len(data), self.piece_bytes):
+            yield parameter_pb2.FetchResponse(data=data[start : start + self.piece_bytes])
+
+    def Watch(self, request, context):
+        last = 0 if request.send_current else self.store.latest_version
+        if request.send_current and self.store.latest_version:
+            last = self.store.latest_version - 1
+        while context.is_active():
+            for version in self.store.versions_after(last, timeout=1.0):
+                try:
+                    header = self.store.header(version)
+                except Exception:  # pruned while we looked
+                    continue
+                yield parameter_pb2.WatchResponse(
+                    version=version, learner_step=header.learner_step, total_bytes=header.total_bytes
+                )
+                last = version
+
+    def List(self, request, context):
+        return parameter_pb2.ListResponse(versions=self.store.headers(), tags=self.store.tags())
+
+    def ReportEvaluation(self, request, context):
+        best = self.store.report_evaluation(request.version, request.evaluation_return)
+        return parameter_pb2.ReportEvaluationResponse(best_version=best)

@@ -1,0 +1,149 @@
+"""Versioned weights on local disk, with tags and change notification.
+
+Each version is two files, ``v<version>.bin`` (the weights) and
+``v<version>.json`` (its header), written to temporary names and renamed, so a
+crash never leaves a half version. The newest ``keep`` versions are retained,
+and the one tagged ``best`` whatever its age.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from rlrings.errors import NotFoundError, UnavailableError
+from rlrings.v1 import parameter_pb2
+
+log = logging.getLogger(__name__)
+
+
+class WeightStore:
+    def __init__(self, directory: Path, keep: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self._headers: dict[int, parameter_pb2.WeightsHeader] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._cache: tuple[int, bytes] | None = None  # the newest version's bytes
+        for path in sorted(self.directory.glob("v*.json")):
+            header = json_format.Parse(path.read_text(), parameter_pb2.WeightsHeader())
+            if (self.directory / f"v{header.version:010d}.bin").exists():
+                self._headers[header.version] = header
+        if self._headers:
+            log.info("restored versions %s from %s", sorted(self._headers), self.directory)
+
+    # -- reading -------------------------------------------------------------
+
+    @property
+    def latest_version(self) -> int:
+        with self._cond:
+            return max(self._headers, default=0)
+
+    def best_version(self) -> int:
+        with self._cond:
+            return self._best()
+
+    def _best(self) -> int:
+        scored = [(h.evaluation_return, v) for v, h in self._headers.items() if h.HasField("evaluation_return")]
+        return max(scored)[1] if scored else 0
+
+    def tags(self) -> dict[str, int]:
+        with self._cond:
+            tags = {"latest": max(self._headers)} if self._headers else {}
+            if best := self._best():
+                tags["best"] = best
+            return tags
+
+    def header(self, version: int = 0, tag: str = "") -> parameter_pb2.WeightsHeader:
+        """The header of a version, or of the version a tag points at."""
+        with self._cond:
+            if tag:
+                resolved = self.tags().get(tag)
+                if resolved is None:
+                    known = "; no version published yet" if not self._headers else f"; tags now: {sorted(self.tags())}"
+                    raise NotFoundError(f"tag: {tag!r} points at no version{known}")
+                version = resolved
+            if version not in self._headers:
+                raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
+            header = parameter_pb2.WeightsHeader()
+            header.CopyFrom(self._headers[version])
+            header.tags[:] = [name for name, v in self.tags().items() if v == version]
+            return header
+
+    def read(self, version: int) -> bytes:
+        with self._cond:
+            if self._cache and self._cache[0] == version:
+                return self._cache[1]
+        try:
+            return (self.directory / f"v{version:010d}.bin").read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"version: {version} was removed by retention") from None
+
+    def versions_after(self, version: int, timeout: float) -> list[int]:
+        """Versions newer than ``version``, waiting up to ``timeout`` for one."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or max(self._headers, default=0) > version, timeout)
+            if self._closed:
+                raise UnavailableError("parameter service is shutting down")
+            return sorted(v for v in self._headers if v > version)
+
+    def headers(self) -> list[parameter_pb2.WeightsHeader]:
+        with self._cond:
+            versions = sorted(self._headers, reverse=True)
+        return [self.header(v) for v in versions]
+
+    # -- writing -------------------------------------------------------------
+
+    def publish(self, header: parameter_pb2.WeightsHeader, data: bytes) -> int:
+        """Stores a new version and wakes the watchers; returns its number."""
+        with self._cond:
+            version = max(self._headers, default=0) + 1
+            stored = parameter_pb2.WeightsHeader()
+            stored.CopyFrom(header)
+            stored.version = version
+            del stored.tags[:]
+            stored.ClearField("evaluation_return")
+            stored.created.GetCurrentTime()
+            _write_atomic(self.directory / f"v{version:010d}.bin", data)
+            _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(stored).encode())
+            self._headers[version] = stored
+            self._cache = (version, data)
+            self._prune()
+            self._cond.notify_all()
+            return version
+
+    def report_evaluation(self, version: int, evaluation_return: float) -> int:
+        with self._cond:
+            if version not in self._headers:
+                raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
+            header = self._headers[version]
+            header.evaluation_return = evaluation_return
+            _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(header).encode())
+            self._prune()
+            return self._best()
+
+    def _prune(self) -> None:
+        keep = set(sorted(self._headers)[-self.keep :]) | {self._best()}
+        for version in [v for v in self._headers if v not in keep]:
+            del self._headers[version]
+            for suffix in ("bin", "json"):
+                (self.directory / f"v{version:010d}.{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.rename(temporary, path)

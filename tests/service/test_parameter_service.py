@@ -1,0 +1,125 @@
+"""The parameter service over real gRPC on loopback."""
+
+import hashlib
+import threading
+
+import grpc
+import pytest
+
+from rlrings.config import load_config
+from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from rlrings.parameter_client import ParameterClient, WeightsFollower
+from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
+from services.parameter.config import ParameterConfig
+from services.parameter.server import ParameterServer
+
+pytestmark = pytest.mark.service
+MODEL = spaces_pb2.ModelSpec(architecture="mlp", env_id="CartPole-v1")
+
+
+@pytest.fixture
+def start_parameter(tmp_path):
+    servers = []
+
+    def start(**settings):
+        settings = {"port": 0, "metrics_port": 0, "directory": tmp_path / "weights", **settings}
+        server = ParameterServer(load_config(ParameterConfig, [], **settings)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+def test_publish_and_fetch_beyond_the_message_limit(start_parameter):
+    server = start_parameter(piece_bytes=1 << 20)
+    data = bytes(range(256)) * (40 * 1024)  # 10 MiB: more than one 4 MiB message
+    with ParameterClient(server.address) as client:
+        assert client.publish(data, MODEL, learner_step=7) == 1
+        header, fetched = client.fetch(tag="latest")
+    assert fetched == data and header.version == 1 and header.learner_step == 7
+    assert header.model.architecture == "mlp" and list(header.tags) == ["latest"]
+
+
+def test_watch_pushes_every_new_version(start_parameter):
+    server = start_parameter()
+    with ParameterClient(server.address) as client:
+        client.publish(b"v1", MODEL)
+        call = client.watch(send_current=True)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(n.version for _, n in zip(range(3), call)))
+        reader.start()
+        client.publish(b"v2", MODEL)
+        client.publish(b"v3", MODEL)
+        reader.join(10)
+        call.cancel()
+    assert seen == [1, 2, 3]
+
+
+def test_retention_keeps_the_newest_and_the_best_across_a_restart(start_parameter, tmp_path):
+    server = start_parameter(keep_versions=2)
+    with ParameterClient(server.address) as client:
+        for i in range(1, 4):
+            client.publish(f"weights {i}".encode(), MODEL)
+        assert client.report_evaluation(2, 480.0) == 2
+        client.report_evaluation(3, 100.0)
+        for i in range(4, 6):
+            client.publish(f"weights {i}".encode(), MODEL)
+        listing = client.list()
+    assert [h.version for h in listing.versions] == [5, 4, 2]
+    assert dict(listing.tags) == {"latest": 5, "best": 2}
+    server.stop()
+    again = start_parameter(keep_versions=2)
+    with ParameterClient(again.address) as client:
+        header, data = client.fetch(tag="best")
+        assert (header.version, data, header.evaluation_return) == (2, b"weights 2", 480.0)
+        with pytest.raises(NotFoundError, match="version: 1 is not retained"):
+            client.fetch(version=1)
+        assert client.publish(b"weights 6", MODEL) == 6
+
+
+def test_follower_gets_new_versions_in_the_background(start_parameter):
+    server = start_parameter()
+    with ParameterClient(server.address) as client:
+        follower = WeightsFollower(client)
+        client.publish(b"first", MODEL)
+        assert follower.wait_first(10)[1] == b"first"
+        client.publish(b"second", MODEL)
+        for _ in range(100):
+            if follower.latest()[0].version == 2:
+                break
+            threading.Event().wait(0.05)
+        assert follower.latest()[1] == b"second"
+        follower.close()
+
+
+def test_bad_publishes_are_refused(start_parameter):
+    server = start_parameter(max_model_bytes=1000)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = parameter_pb2_grpc.ParameterServiceStub(channel)
+
+        def publish(*messages):
+            try:
+                return stub.Publish(iter(messages), timeout=10)
+            except grpc.RpcError as error:
+                return error
+
+        header = parameter_pb2.WeightsHeader(model=MODEL, total_bytes=3, sha256=hashlib.sha256(b"abc").digest())
+        error = publish(parameter_pb2.PublishRequest(data=b"abc"))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "first Publish message" in error.details()
+        error = publish(parameter_pb2.PublishRequest(header=header), parameter_pb2.PublishRequest(data=b"abd"))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "header.sha256" in error.details()
+        error = publish(parameter_pb2.PublishRequest(header=header), parameter_pb2.PublishRequest(data=b"ab"))
+        assert "2 bytes received, header.total_bytes says 3" in error.details()
+        error = publish(parameter_pb2.PublishRequest(header=parameter_pb2.WeightsHeader(total_bytes=3)))
+        assert "header.model.architecture" in error.details()
+    with ParameterClient(server.address) as client:
+        with pytest.raises(ResourceExhaustedError, match="total_bytes: 2000 is above the limit of 1000"):
+            client.publish(b"x" * 2000, MODEL)
+        with pytest.raises(NotFoundError, match="no version published yet"):
+            client.fetch(tag="latest")
+        with pytest.raises(NotFoundError, match="'best' points at no version"):
+            client.publish(b"ok", MODEL) and client.fetch(tag="best")
+        with pytest.raises(InvalidArgumentError):
+            client.publish(b"", spaces_pb2.ModelSpec())
