@@ -1,55 +1,92 @@
 """The ``rlrings`` command line.
 
-``rlrings up`` runs the local mesh; ``rlrings replay ...`` runs one replay
-server (its flags are the service's settings; see ``rlrings replay --help``);
-``rlrings info`` describes a running replay server's tables.
+    rlrings up [--env CartPole-v1 --actors 2 ...]   the whole mesh on this machine
+    rlrings replay|parameter|learner|actor [...]    one service (its settings as flags)
+    rlrings models pull [--address ... --tag latest --out model.pt]
+    rlrings info [--address ...]                    a replay server's tables
+
+Every command takes ``--help``; service and ``up`` settings also come from
+``--config FILE`` and ``RLRINGS_<SERVICE>_<SETTING>`` environment variables.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
+SERVICES = {
+    "replay": "services.replay.server",
+    "parameter": "services.parameter.server",
+    "learner": "services.learner.server",
+    "actor": "services.actor.server",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    if command in SERVICES:  # each service parses its own settings
+        return importlib.import_module(SERVICES[command]).main(rest)
+    if command == "up":
+        return _up(rest)
     parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    up = commands.add_parser("up", help="run the local mesh on this machine (embedded store)")
-    up.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
-    up.add_argument(
-        "--run-dir", type=Path, default=None, help="where logs, configs and snapshots go (default runs/<time>)"
-    )
-
-    commands.add_parser(
-        "replay", help="run a replay server; its flags follow (see: rlrings replay --help)", add_help=False
-    )
-
+    commands.add_parser("up", help="run the whole mesh on this machine (see: rlrings up --help)")
+    for name in SERVICES:
+        commands.add_parser(name, help=f"run one {name} service (see: rlrings {name} --help)")
+    models = commands.add_parser("models", help="trained models").add_subparsers(dest="action", required=True)
+    pull = models.add_parser("pull", help="download a model: weights plus what rebuilds it")
+    pull.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
+    pull.add_argument("--tag", default="latest", help="latest or best (default latest)")
+    pull.add_argument("--version", type=int, default=0, help="a version number instead of a tag")
+    pull.add_argument("--out", default="model.pt", help="file to write (default model.pt)")
     info = commands.add_parser("info", help="describe the tables of a running replay server")
     info.add_argument("--address", default="127.0.0.1:8000", help="replay server address (default 127.0.0.1:8000)")
-
-    if argv[:1] == ["replay"]:  # the service parses its own flags
-        from services.replay.server import main as replay_main
-
-        return replay_main(argv[1:])
     args = parser.parse_args(argv)
-    if args.command == "up":
-        from rlrings.local import run_local
+    if args.command == "models":
+        return _pull(args.address, args.tag, args.version, args.out)
+    return _info(args.address)
 
-        if args.seconds <= 0:
-            parser.error(f"--seconds: must be > 0, got {args.seconds}")
-        run_dir = args.run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        return run_local(args.seconds, run_dir)
-    if args.command == "info":
-        return _info(args.address)
-    return 2
+
+def _up(argv: list[str]) -> int:
+    from rlrings.config import load_config
+    from rlrings.errors import ConfigError
+    from rlrings.mesh import MeshConfig, run_mesh
+
+    try:
+        config = load_config(MeshConfig, argv)
+    except ConfigError as error:
+        print(f"rlrings up: {error}", file=sys.stderr)
+        return 2
+    return run_mesh(config)
+
+
+def _pull(address: str, tag: str, version: int, out: str) -> int:
+    from rlrings.errors import RlringsError
+    from rlrings.models import ModelSpec, Policy, build_model, load_weights
+    from rlrings.parameter_client import ParameterClient
+
+    console = Console()
+    try:
+        with ParameterClient(address) as client:
+            header, data = client.fetch(version=version, tag=tag)
+    except RlringsError as error:
+        console.print(f"[red]rlrings models pull: {error}[/]")
+        return 1
+    spec = ModelSpec.from_proto(header.model)
+    model = build_model(spec)
+    load_weights(model, data)
+    Policy(spec, model, header.version).save(out)
+    console.print(
+        f"version {header.version} ({spec.architecture} for {spec.env_id}, {spec.num_actions} actions, "
+        f"learner step {header.learner_step}) written to {out}"
+    )
+    return 0
 
 
 def _info(address: str) -> int:

@@ -25,8 +25,8 @@ from rlrings.errors import ConfigError
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rlrings_config_file")
 
 
-class ServiceConfig(BaseSettings):
-    """Settings every rlrings server has."""
+class Settings(BaseSettings):
+    """Base of every rlrings settings class: flags > environment > file > defaults."""
 
     model_config = SettingsConfigDict(
         use_attribute_docstrings=True,
@@ -38,6 +38,17 @@ class ServiceConfig(BaseSettings):
 
     config: Path | None = None
     """YAML file with settings; flags and environment variables override it."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _file_values.get({})))
+
+
+class ServiceConfig(Settings):
+    """Settings every rlrings server has."""
+
     host: str = "127.0.0.1"
     """Address the gRPC server binds to ("0.0.0.0" in a container)."""
     port: int = pydantic.Field(default=0, ge=0, le=65535)
@@ -53,14 +64,8 @@ class ServiceConfig(BaseSettings):
     log_level: str = "INFO"
     """Python logging level name."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-    ):
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, _file_values.get({})))
 
-
-C = TypeVar("C", bound=ServiceConfig)
+C = TypeVar("C", bound=Settings)
 
 
 def load_config(cls: type[C], argv: Sequence[str] | None = None, **overrides: Any) -> C:

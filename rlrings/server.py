@@ -107,6 +107,10 @@ class Server:
             self._metrics_http.server_close()
             self._metrics_http = None
 
+    def request_stop(self) -> None:
+        """Makes :meth:`run` stop as if SIGTERM had arrived."""
+        self._stop_requested.set()
+
     def run(
         self,
         on_stop: Callable[[], None] = lambda: None,

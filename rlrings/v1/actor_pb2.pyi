@@ -2,17 +2,33 @@ from rlrings.v1 import control_pb2 as _control_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetActorStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("episodes_after",)
+    EPISODES_AFTER_FIELD_NUMBER: _ClassVar[int]
+    episodes_after: int
+    def __init__(self, episodes_after: _Optional[int] = ...) -> None: ...
+
+class EpisodeRecord(_message.Message):
+    __slots__ = ("index", "episode_return", "length", "policy_version", "end_time")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    episode_return: float
+    length: int
+    policy_version: int
+    end_time: float
+    def __init__(self, index: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., policy_version: _Optional[int] = ..., end_time: _Optional[float] = ...) -> None: ...
 
 class GetActorStatusResponse(_message.Message):
-    __slots__ = ("state", "env_id", "num_envs", "env_steps", "steps_per_second", "episodes", "mean_episode_return", "mean_episode_length", "policy_version", "buffered_chunks")
+    __slots__ = ("state", "env_id", "num_envs", "env_steps", "steps_per_second", "episodes", "mean_episode_return", "mean_episode_length", "policy_version", "buffered_chunks", "recent_episodes")
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +39,7 @@ class GetActorStatusResponse(_message.Message):
     MEAN_EPISODE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     BUFFERED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_EPISODES_FIELD_NUMBER: _ClassVar[int]
     state: _control_pb2.RunState
     env_id: str
     num_envs: int
@@ -33,7 +50,8 @@ class GetActorStatusResponse(_message.Message):
     mean_episode_length: float
     policy_version: int
     buffered_chunks: int
-    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., env_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_steps: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., episodes: _Optional[int] = ..., mean_episode_return: _Optional[float] = ..., mean_episode_length: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffered_chunks: _Optional[int] = ...) -> None: ...
+    recent_episodes: _containers.RepeatedCompositeFieldContainer[EpisodeRecord]
+    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., env_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_steps: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., episodes: _Optional[int] = ..., mean_episode_return: _Optional[float] = ..., mean_episode_length: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffered_chunks: _Optional[int] = ..., recent_episodes: _Optional[_Iterable[_Union[EpisodeRecord, _Mapping]]] = ...) -> None: ...
 
 class PauseActorRequest(_message.Message):
     __slots__ = ()

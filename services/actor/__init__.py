@@ -1,1 +1,1 @@
-"""rlrings actor service (see README.md)."""
+"""The actor service: vectors of game environments feeding replay."""

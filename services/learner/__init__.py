@@ -1,1 +1,1 @@
-"""rlrings learner service (see README.md)."""
+"""The learner service: samples replay, trains, publishes weights."""

@@ -1,0 +1,73 @@
+"""What actors write for each algorithm: table signatures and table configs.
+
+IMPALA learns from trajectories of ``unroll_length + 1`` steps (the last
+step's observation bootstraps the value) drawn once each from a FIFO queue.
+DQN learns from n-step transitions drawn from a prioritized table. The mesh
+builds replay's tables from these, and actors check the tables they find
+against them before writing.
+"""
+
+from __future__ import annotations
+
+from rlrings.envs import EnvSpec
+
+ALGORITHMS = ("impala", "dqn")
+
+
+def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
+    """Column name -> {dtype, shape} of one step written for ``algorithm``."""
+    obs = {"dtype": env.observation_space.dtype.name, "shape": list(env.observation_space.shape)}
+    if algorithm == "impala":
+        return {
+            "obs": obs,
+            "action": {"dtype": "int32", "shape": []},
+            "reward": {"dtype": "float32", "shape": []},
+            "done": {"dtype": "bool", "shape": []},
+            "logp": {"dtype": "float32", "shape": []},
+        }
+    if algorithm == "dqn":
+        return {
+            "obs": obs,
+            "action": {"dtype": "int32", "shape": []},
+            "reward": {"dtype": "float32", "shape": []},
+            "next_obs": obs,
+            "discount": {"dtype": "float32", "shape": []},
+        }
+    raise ValueError(f"algorithm: unknown {algorithm!r}; known: {list(ALGORITHMS)}")
+
+
+def table_config(
+    algorithm: str, env: EnvSpec, name: str, unroll_length: int, queue_size: int, dqn_capacity: int
+) -> dict:
+    """The replay table ``algorithm`` learns from, as a config mapping."""
+    if algorithm == "impala":
+        return {
+            "name": name,
+            "signature": signature(algorithm, env),
+            "sequence_length": unroll_length + 1,
+            "max_size": queue_size,
+            "selector": "fifo",
+            "max_times_sampled": 1,
+            "rate_limiter": {"min_size_to_sample": 1, "samples_per_insert": 1.0, "min_diff": 0, "max_diff": queue_size},
+        }
+    return {
+        "name": name,
+        "signature": signature(algorithm, env),
+        "max_size": dqn_capacity,
+        "selector": "prioritized",
+        "priority_exponent": 0.6,
+        "rate_limiter": {"min_size_to_sample": 1000},
+    }
+
+
+def signature_mismatch(expected: dict[str, dict], found) -> str | None:
+    """Why a table's signature (``rlrings.signature.Signature``) cannot take
+    what an actor writes, or None when it can."""
+    found_columns = {c.name: {"dtype": c.dtype.name, "shape": list(c.shape)} for c in found.values()}
+    for name, column in expected.items():
+        if name not in found_columns:
+            return f"the table has no column {name!r} (it has {sorted(found_columns)})"
+        if found_columns[name] != column:
+            return f"column {name!r} is {found_columns[name]} in the table, the env writes {column}"
+    extra = sorted(set(found_columns) - set(expected))
+    return f"the table wants columns {extra} that this actor does not write" if extra else None

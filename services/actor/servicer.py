@@ -1,0 +1,81 @@
+"""gRPC face of the actor: status and control."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from rlrings.errors import InvalidArgumentError
+from rlrings.v1 import actor_pb2, actor_pb2_grpc, control_pb2
+from services.actor.actor import Actor
+
+# Settings that may change while the actor runs.
+_MUTABLE = {"epsilon": float}
+
+
+class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
+    def __init__(self, actor: Actor):
+        self.actor = actor
+
+    def _state(self) -> int:
+        if self.actor.stopped.is_set():
+            return control_pb2.RUN_STATE_STOPPING
+        if self.actor.paused.is_set():
+            return control_pb2.RUN_STATE_PAUSED
+        return control_pb2.RUN_STATE_RUNNING if self.actor.writer else control_pb2.RUN_STATE_STARTING
+
+    def GetStatus(self, request, context):
+        actor = self.actor
+        episodes = list(actor.episodes)
+        recent = episodes[-100:]
+        return actor_pb2.GetActorStatusResponse(
+            state=self._state(),
+            env_id=actor.config.env,
+            num_envs=actor.config.num_envs,
+            env_steps=actor.env_steps,
+            steps_per_second=actor.steps_per_second(),
+            episodes=actor.episode_count,
+            mean_episode_return=float(np.mean([e.episode_return for e in recent])) if recent else 0.0,
+            mean_episode_length=float(np.mean([e.length for e in recent])) if recent else 0.0,
+            policy_version=actor.policy_version,
+            buffered_chunks=actor.writer.pending if actor.writer else 0,
+            recent_episodes=[
+                actor_pb2.EpisodeRecord(
+                    index=e.index,
+                    episode_return=e.episode_return,
+                    length=e.length,
+                    policy_version=e.policy_version,
+                    end_time=e.end_time,
+                )
+                for e in episodes
+                if e.index > request.episodes_after
+            ],
+        )
+
+    def Pause(self, request, context):
+        self.actor.paused.set()
+        return actor_pb2.PauseActorResponse(state=self._state())
+
+    def Resume(self, request, context):
+        self.actor.paused.clear()
+        return actor_pb2.ResumeActorResponse(state=self._state())
+
+    def UpdateConfig(self, request, context):
+        updates = {}
+        for name, raw in request.settings.items():
+            if name not in _MUTABLE:
+                raise InvalidArgumentError(
+                    f"settings[{name!r}]: cannot change while running; changeable: {sorted(_MUTABLE)}"
+                )
+            try:
+                updates[name] = _MUTABLE[name](json.loads(raw))
+            except (ValueError, TypeError):
+                raise InvalidArgumentError(f"settings[{name!r}]: {raw!r} is not a JSON number") from None
+        if "epsilon" in updates and not 0 <= updates["epsilon"] <= 1:
+            raise InvalidArgumentError(f"settings['epsilon']: {updates['epsilon']} is not in [0, 1]")
+        for name, value in updates.items():
+            setattr(self.actor.config, name, value)
+        return actor_pb2.UpdateActorConfigResponse(
+            settings={name: json.dumps(getattr(self.actor.config, name)) for name in _MUTABLE}
+        )

@@ -1,0 +1,30 @@
+"""Prometheus metrics of a learner rank, read at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.learner.learner import Learner
+
+
+class LearnerCollector(Collector):
+    def __init__(self, learner: Learner):
+        self.learner = learner
+
+    def collect(self):
+        learner = self.learner
+        updates = CounterMetricFamily("rlrings_learner_updates", "Gradient updates done.")
+        updates.add_metric([], learner.step)
+        rate = GaugeMetricFamily("rlrings_learner_steps_per_second", "Updates per second, over the last second.")
+        rate.add_metric([], learner.steps_per_second())
+        version = GaugeMetricFamily("rlrings_learner_published_version", "Newest weights version published.")
+        version.add_metric([], learner.published_version)
+        lag = GaugeMetricFamily("rlrings_learner_policy_lag_versions", "Published version minus the data's version.")
+        lag.add_metric([], learner.policy_lag)
+        wait = CounterMetricFamily("rlrings_learner_replay_wait_seconds", "Time spent waiting for replay batches.")
+        wait.add_metric([], learner.replay_wait_seconds)
+        losses = GaugeMetricFamily("rlrings_learner_loss", "Latest loss terms.", labels=["term"])
+        for name, value in learner.losses.items():
+            losses.add_metric([name], value)
+        yield from (updates, rate, version, lag, wait, losses)
