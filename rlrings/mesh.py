@@ -363,15 +363,17 @@ class Mesh:
         return Group(view, *[f"[yellow]{line}[/]" for line in p.restarts[-3:]])
 
     def stop(self) -> None:
-        """Stops actors first (their last chunks still reach replay), then the learner, then the stores."""
-        order = [*self.actors, self.service("learner"), self.service("parameter"), self.service("replay")]
-        for service in order:
-            if service.alive():
-                service.process.send_signal(signal.SIGTERM)
-        for service in order:
-            code = service.stop(timeout=60)
-            if code not in (0, None, -signal.SIGTERM):
-                log.warning("%s exited with %s; see %s", service.name, code, service.log_path)
+        """Stops in order: actors (their last chunks still reach replay and the
+        learner), then the learner (it writes a checkpoint), then the stores."""
+        stages = [self.actors, [self.service("learner")], [self.service("parameter"), self.service("replay")]]
+        for stage in stages:
+            for service in stage:
+                if service.alive():
+                    service.process.send_signal(signal.SIGTERM)
+            for service in stage:
+                code = service.stop(timeout=60)
+                if code not in (0, None, -signal.SIGTERM):
+                    log.warning("%s exited with %s; see %s", service.name, code, service.log_path)
         for channel in self._channels.values():
             channel.close()
 

@@ -1,0 +1,138 @@
+"""``rlrings up`` end to end: the whole mesh as separate processes on loopback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import psutil
+import pytest
+
+from rlrings.v1 import learner_pb2, learner_pb2_grpc
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def up(run_dir, *flags, start_new_session=False):
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlrings.cli", "up", "--run-dir", str(run_dir), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+        start_new_session=start_new_session,
+    )
+
+
+def finish(process, run_dir, timeout=400):
+    output = process.communicate(timeout=timeout)[0]
+    assert process.returncode == 0, output
+    return json.loads((run_dir / "summary.json").read_text()), output
+
+
+def children_named(pid, module):
+    return [p for p in psutil.Process(pid).children(recursive=True) if module in " ".join(p.cmdline())]
+
+
+def test_default_run_solves_cartpole_within_budget(tmp_path):
+    summary, output = finish(up(tmp_path, "--max-env-steps", "3000000", "--max-seconds", "280"), tmp_path)
+    assert summary["solved"], summary
+    assert summary["mean_return_last_window"] >= 475 and summary["return_window"] == 20
+    assert summary["learner_steps"] > 0 and summary["published_version"] > 1
+    assert (tmp_path / "returns.png").stat().st_size > 10_000
+    assert (tmp_path / "checkpoints" / "learner.pt").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert "rlrings mesh: solved" in output
+
+
+def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
+    process = up(tmp_path, "--max-env-steps", "3000000", "--max-seconds", "280")
+    learner_steps = []
+
+    def learner_step():
+        port = json.loads((tmp_path / "configs" / "learner.yaml").read_text())["port"]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = learner_pb2_grpc.LearnerServiceStub(channel)
+            return stub.GetStatus(learner_pb2.GetLearnerStatusRequest(), timeout=5).learner_step
+
+    def wait_for_progress(minimum, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                step = learner_step()
+                if step >= minimum:
+                    learner_steps.append(step)
+                    return step
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"learner did not reach {minimum} updates")
+
+    step = wait_for_progress(50)
+    (victim,) = children_named(process.pid, "actor-0")
+    other_actor = children_named(process.pid, "actor-1")[0].pid
+    victim.kill()  # kill -9
+    step = wait_for_progress(step + 50)  # training goes on with one actor meanwhile
+    (replay,) = children_named(process.pid, "replay.yaml")
+    replay.kill()
+    step = wait_for_progress(step + 50)  # the supervisor restarts replay; actors and learner reconnect
+    summary, _ = finish(process, tmp_path)
+    assert summary["solved"], summary
+    restarted = " ".join(summary["restarts"])
+    assert "actor-0 exited with -9" in restarted and "replay exited with -9" in restarted
+    assert "learner" not in restarted and "actor-1" not in restarted, "nothing else crashed"
+    assert not psutil.pid_exists(other_actor) or psutil.Process(other_actor).status() == psutil.STATUS_ZOMBIE
+    assert "Traceback" not in (tmp_path / "logs" / "actor-1.log").read_text()
+    assert "Traceback" not in (tmp_path / "logs" / "learner.log").read_text()
+
+
+def test_crafter_runs_through_the_same_command(tmp_path):
+    process = up(
+        tmp_path, "--env", "crafter", "--actors", "1", "--envs-per-actor", "2", "--unroll-length", "8",
+        "--batch-size", "2", "--max-seconds", "45",
+    )  # fmt: skip
+    summary, _ = finish(process, tmp_path)
+    assert summary["env_steps"] > 200 and summary["learner_steps"] > 5
+    config = json.loads((tmp_path / "configs" / "replay.yaml").read_text())
+    assert config["tables"][0]["signature"]["obs"] == {"dtype": "uint8", "shape": [64, 64, 3]}
+
+
+def test_dqn_path_learns_through_prioritized_replay(tmp_path):
+    summary, _ = finish(up(tmp_path, "--algorithm", "dqn", "--max-seconds", "40", "--target-return", "1e9"), tmp_path)
+    assert summary["learner_steps"] > 100 and summary["episodes"] > 50
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    process = up(tmp_path, "--max-seconds", "300", start_new_session=True)
+    deadline = time.monotonic() + 60
+    children = []
+    while time.monotonic() < deadline and len(children) < 5:
+        children = psutil.Process(process.pid).children(recursive=True)
+        time.sleep(0.2)
+    assert len(children) == 5, "replay, parameter, learner and two actors"
+    time.sleep(5)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"orphans left behind: {alive}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--env", "NoSuchGame-v9"], "unknown environment 'NoSuchGame-v9'"),
+        (["--actors", "-1"], "actors: Input should be greater than 0"),
+        (["--envs-per-actor", "0"], "envs_per_actor"),
+        (["--algorithm", "sarsa"], "algorithm"),
+    ],
+)
+def test_bad_configuration_is_refused_at_start(tmp_path, flags, message):
+    process = up(tmp_path, *flags)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 2, output
+    assert message in output
+    assert not (tmp_path / "logs").exists(), "nothing was started"
