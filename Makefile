@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade uv
 	$(BIN)/uv pip install --python $(BIN)/python -e '.[dev]'
+	@# Bytecode now, once: services start several times faster where PYTHONDONTWRITEBYTECODE is set.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
@@ -47,9 +49,11 @@ check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
-bench: setup ## Replay throughput and memory against DeepMind Reverb -> bench/results/replay.json
+bench: setup ## Replay vs Reverb, mesh vs RLlib and a one-process ceiling -> bench/results/*.json
 	bench/reverb_env.sh
+	bench/rllib_env.sh
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.mesh
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs data bench/results .pytest_cache .ruff_cache .hypothesis

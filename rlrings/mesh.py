@@ -141,6 +141,7 @@ class Progress:
     start: float = field(default_factory=time.monotonic)
     start_wall: float = field(default_factory=time.time)
     ended: float | None = None  # seconds since start when the run stopped
+    first_steps_at: float | None = None  # seconds since start when actors first reported steps
     episodes: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, return)
     last_episode: dict[str, int] = field(default_factory=dict)
     env_steps: dict[str, int] = field(default_factory=dict)
@@ -317,6 +318,8 @@ class Mesh:
                 progress.last_episode[actor.name] = episode.index
         progress.episodes.sort(key=lambda e: e[0])
         progress.env_rate = rate
+        if progress.first_steps_at is None and progress.total_env_steps:
+            progress.first_steps_at = time.monotonic() - progress.start
         try:
             progress.learner = self._stub(self.service("learner"), learner_pb2_grpc.LearnerServiceStub).GetStatus(
                 learner_pb2.GetLearnerStatusRequest(), timeout=2
@@ -389,7 +392,9 @@ class Mesh:
             "seconds_to_solve": p.solved_at,
             "seconds": elapsed,
             "env_steps": p.total_env_steps,
-            "env_steps_per_second": p.total_env_steps / elapsed if elapsed else 0.0,
+            # While acting: from the first reported step, so start-up does not dilute it.
+            "env_steps_per_second": p.total_env_steps / max(1e-9, elapsed - (p.first_steps_at or 0.0)),
+            "startup_seconds": p.first_steps_at,
             "learner_steps": learner.learner_step if learner else 0,
             "published_version": learner.published_version if learner else 0,
             "episodes": len(p.episodes),
@@ -401,8 +406,8 @@ class Mesh:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot = self._plot()
         table = RichTable(title=f"rlrings mesh: {reason}", show_header=False)
-        for key in ("env", "algorithm", "seconds", "env_steps", "env_steps_per_second", "learner_steps",
-                    "episodes", "mean_return_last_window", "seconds_to_solve"):  # fmt: skip
+        for key in ("env", "algorithm", "seconds", "startup_seconds", "env_steps", "env_steps_per_second",
+                    "learner_steps", "episodes", "mean_return_last_window", "seconds_to_solve"):  # fmt: skip
             value = summary[key]
             table.add_row(key.replace("_", " "), f"{value:,.1f}" if isinstance(value, float) else str(value))
         table.add_row("plot", str(plot) if plot else "-")

@@ -51,7 +51,7 @@ def vtrace(
 @dataclass
 class ImpalaConfig:
     gamma: float = 0.99
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     baseline_cost: float = 0.5
     entropy_cost: float = 0.01
     max_grad_norm: float = 40.0

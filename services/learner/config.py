@@ -34,8 +34,8 @@ class LearnerConfig(ServiceConfig):
     """Replay table to sample from."""
     batch_size: pydantic.PositiveInt = 16
     """Items per update: trajectories for impala, transitions for dqn."""
-    learning_rate: pydantic.PositiveFloat = 1e-3
-    """Adam learning rate."""
+    learning_rate: pydantic.PositiveFloat | None = None
+    """Adam learning rate; None: the algorithm's default (impala 2e-3, dqn 5e-4)."""
     gamma: float = pydantic.Field(default=0.99, gt=0, le=1)
     """Discount."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01

@@ -35,12 +35,13 @@ class Learner:
         torch.manual_seed(config.seed)
         self.model_spec = ModelSpec.for_env(env_spec(config.env), config.algorithm, config.architecture)
         self.model = build_model(self.model_spec)
+        rate = {} if config.learning_rate is None else {"learning_rate": config.learning_rate}
         if config.algorithm == "impala":
             self.algorithm = ImpalaLearner(
                 self.model,
                 ImpalaConfig(
                     gamma=config.gamma,
-                    learning_rate=config.learning_rate,
+                    **rate,
                     baseline_cost=config.baseline_cost,
                     entropy_cost=config.entropy_cost,
                 ),
@@ -50,7 +51,7 @@ class Learner:
                 self.model,
                 DqnConfig(
                     gamma=config.gamma,
-                    learning_rate=config.learning_rate,
+                    **rate,
                     target_update_every=config.target_update_every,
                 ),
             )

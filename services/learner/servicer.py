@@ -63,6 +63,9 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
                     group["lr"] = value
             if name == "entropy_cost" and hasattr(self.learner.algorithm.config, "entropy_cost"):
                 self.learner.algorithm.config.entropy_cost = value
-        return learner_pb2.UpdateLearnerConfigResponse(
-            settings={name: json.dumps(getattr(self.learner.config, name)) for name in _MUTABLE}
-        )
+        current = {
+            "learning_rate": self.learner.algorithm.optimizer.param_groups[0]["lr"],
+            "publish_every": self.learner.config.publish_every,
+            "entropy_cost": self.learner.config.entropy_cost,
+        }
+        return learner_pb2.UpdateLearnerConfigResponse(settings={k: json.dumps(v) for k, v in current.items()})
