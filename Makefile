@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade uv
 	$(BIN)/uv pip install --python $(BIN)/python -e '.[dev]'
 	@# Bytecode now, once: services start several times faster where PYTHONDONTWRITEBYTECODE is set.
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
+	@# (a few third-party files target other Python versions and do not compile; that is expected)
+	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
