@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from rlrings.local import free_port
+from rlrings.mesh import free_port
 from rlrings.replay_client import ReplayClient
 from tests.helpers import frames, table
 
