@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-DURATION ?= 60
+ARGS ?=
 pattern ?=
 
 .PHONY: help setup run test test-fast lint format protos check-protos bench clean
@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
 
-run: setup ## Run the local mesh for DURATION seconds (default 60) with live progress
-	$(BIN)/rlrings up --seconds $(DURATION)
+run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
+	$(BIN)/rlrings up $(ARGS)
 
 test: setup lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
 	$(BIN)/pytest $(if $(pattern),-k "$(pattern)")

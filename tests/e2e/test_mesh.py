@@ -136,3 +136,14 @@ def test_bad_configuration_is_refused_at_start(tmp_path, flags, message):
     assert process.returncode == 2, output
     assert message in output
     assert not (tmp_path / "logs").exists(), "nothing was started"
+
+
+def test_the_readme_run_command(tmp_path):
+    """``make run`` as the README gives it, with a short budget."""
+    result = subprocess.run(
+        ["make", "run", f"ARGS=--max-seconds 20 --target-return 1e9 --run-dir {tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["reason"] == "time limit reached" and summary["learner_steps"] > 0
