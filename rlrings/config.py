@@ -14,7 +14,7 @@ import contextvars
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
@@ -131,3 +131,24 @@ def _describe(error: pydantic.ValidationError, path: str | None) -> str:
         for problem in error.errors()
     ]
     return f"invalid settings{where}: " + "; ".join(problems)
+
+
+class WorkerConfig(ServiceConfig):
+    """Settings shared by the processes that act or learn inside a mesh."""
+
+    replay_address: str = "127.0.0.1:8000"
+    """Replay service to write experience to or sample from."""
+    parameter_address: str = "127.0.0.1:8001"
+    """Parameter service to take weights from or publish them to."""
+    env: str = "CartPole-v1"
+    """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
+    algorithm: Literal["impala", "dqn"] = "impala"
+    """impala (V-trace, FIFO queue table) or dqn (double DQN, prioritized n-step table)."""
+    table: str = "experience"
+    """Replay table of the experience."""
+    gamma: float = pydantic.Field(default=0.99, gt=0, le=1)
+    """Discount."""
+    seed: int = 0
+    """Seed of environments, sampling and initial weights."""
+    torch_threads: pydantic.PositiveInt = 1
+    """CPU threads PyTorch may use."""

@@ -16,35 +16,20 @@ from collections.abc import Iterator
 
 import grpc
 
+from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
 from rlrings.errors import UnavailableError, from_rpc_error
-from rlrings.replay_client import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 log = logging.getLogger(__name__)
 _PIECE_BYTES = 1024 * 1024
 
 
-class ParameterClient:
+class ParameterClient(ServiceClient):
+    service = "parameter"
+
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        self.address = address
-        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        super().__init__(address, max_message_bytes)
         self._stub = parameter_pb2_grpc.ParameterServiceStub(self._channel)
-
-    def __enter__(self) -> ParameterClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def wait_ready(self, timeout: float = 30.0) -> ParameterClient:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise UnavailableError(f"parameter server at {self.address} did not answer within {timeout}s") from None
-        return self
 
     def publish(
         self, data: bytes, model: spaces_pb2.ModelSpec, learner_step: int = 0, format: str = "torch.state_dict"
@@ -92,19 +77,13 @@ class ParameterClient:
         return self._stub.Watch(parameter_pb2.WatchRequest(send_current=send_current))
 
     def list(self) -> parameter_pb2.ListResponse:
-        try:
-            return self._stub.List(parameter_pb2.ListRequest(), timeout=30)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        return self._call(self._stub.List, parameter_pb2.ListRequest(), 30)
 
     def report_evaluation(self, version: int, evaluation_return: float, episodes: int = 0) -> int:
         request = parameter_pb2.ReportEvaluationRequest(
             version=version, evaluation_return=evaluation_return, episodes=episodes
         )
-        try:
-            return self._stub.ReportEvaluation(request, timeout=30).best_version
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        return self._call(self._stub.ReportEvaluation, request, 30).best_version
 
 
 class WeightsFollower:

@@ -31,6 +31,7 @@ import grpc
 import numpy as np
 
 from rlrings import codec
+from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
 from rlrings.errors import InvalidArgumentError, RlringsError, UnavailableError, from_rpc_error
 from rlrings.signature import Signature
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
@@ -38,41 +39,16 @@ from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
 log = logging.getLogger(__name__)
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
-
-
-class ReplayClient:
+class ReplayClient(ServiceClient):
     """Talks to one replay server. Use as a context manager, or call close()."""
 
+    service = "replay"
+
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        self.address = address
-        self.max_message_bytes = max_message_bytes
-        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        super().__init__(address, max_message_bytes)
         self._stub = replay_pb2_grpc.ReplayServiceStub(self._channel)
-
-    def __enter__(self) -> ReplayClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def wait_ready(self, timeout: float = 30.0) -> ReplayClient:
-        """Blocks until the server answers, or raises UnavailableError."""
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise UnavailableError(f"replay server at {self.address} did not answer within {timeout}s") from None
-        return self
 
     # -- unary calls ---------------------------------------------------------
 
@@ -108,12 +84,6 @@ class ReplayClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return list(responses[0].keys)
-
-    def _call(self, method, request, timeout):
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
 
     # -- streams -------------------------------------------------------------
 

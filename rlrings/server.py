@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
-from rlrings.config import ServiceConfig
-from rlrings.errors import RlringsError
+from rlrings.config import ServiceConfig, load_config
+from rlrings.errors import ConfigError, RlringsError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,10 @@ class Server:
     def request_stop(self) -> None:
         """Makes :meth:`run` stop as if SIGTERM had arrived."""
         self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
 
     def run(
         self,
@@ -203,3 +209,55 @@ def _end_with_status(error: BaseException, context: grpc.ServicerContext) -> Non
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
     context.abort(code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+@dataclass
+class Service:
+    """A built service, as :func:`service_main` runs it."""
+
+    server: Server
+    on_stop: Callable[[], None] = lambda: None
+    """Flushes state after the server has stopped (a snapshot, a checkpoint)."""
+    drain: Callable[[], None] = lambda: None
+    """Releases calls that wait (watch streams, blocked samples) when stopping begins."""
+    loop: Callable[[], None] | None = None
+    """Work the process does besides serving (acting, training); the process stops when it ends."""
+
+
+def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, argv: Sequence[str] | None) -> int:
+    """The entry point every service shares: settings, logging, serving until
+    SIGTERM, and an exit status (0; 1 on failure; 2 on bad settings)."""
+    try:
+        config = load_config(config_cls, sys.argv[1:] if argv is None else argv)
+        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        service: Service = build(config)
+    except ConfigError as error:
+        print(f"rlrings {name}: {error}", file=sys.stderr)
+        return 2
+    failure: dict[str, BaseException] = {}
+
+    def start_loop(server: Server) -> None:
+        def body() -> None:
+            try:
+                service.loop()
+            except BaseException as error:
+                if not server.stop_requested:  # errors of an orderly stop are not failures
+                    failure["error"] = error
+            server.request_stop()
+
+        if service.loop is not None:
+            threading.Thread(target=body, name=f"{name}-loop", daemon=True).start()
+
+    try:
+        service.server.run(on_stop=service.on_stop, drain=service.drain, ready=start_loop)
+    except OSError as error:
+        print(f"rlrings {name}: {error}", file=sys.stderr)
+        return 1
+    error = failure.get("error")
+    if error is None:
+        return 0
+    if isinstance(error, RlringsError):
+        print(f"rlrings {name}: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    log.error("%s failed", name, exc_info=error)
+    return 1

@@ -19,6 +19,7 @@ import torch
 
 from rlrings import experience
 from rlrings.algorithms.dqn import NStepAccumulator
+from rlrings.control import RateMeter
 from rlrings.envs import env_spec, make_vector_env
 from rlrings.errors import ConfigError, RlringsError
 from rlrings.models import ModelSpec, build_model, load_weights
@@ -52,7 +53,7 @@ class Actor:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.writer = None
-        self._rate = (time.monotonic(), 0, 0.0)
+        self._rate = RateMeter()
         torch.set_num_threads(config.torch_threads)
 
     # -- set-up ----------------------------------------------------------------
@@ -225,12 +226,7 @@ class Actor:
     # -- status ------------------------------------------------------------------
 
     def steps_per_second(self) -> float:
-        now = time.monotonic()
-        then, steps, rate = self._rate
-        if now - then >= 1.0:
-            rate = (self.env_steps - steps) / (now - then)
-            self._rate = (now, self.env_steps, rate)
-        return rate
+        return self._rate.rate(self.env_steps)
 
     def close(self) -> None:
         self.stopped.set()

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
-from rlrings.errors import InvalidArgumentError
-from rlrings.v1 import actor_pb2, actor_pb2_grpc, control_pb2
+from rlrings.control import parse_settings, run_state
+from rlrings.v1 import actor_pb2, actor_pb2_grpc
 from services.actor.actor import Actor
 
-# Settings that may change while the actor runs.
-_MUTABLE = {"epsilon": float}
+# Settings that may change while the actor runs: type, lowest, highest.
+_MUTABLE = {"epsilon": (float, 0.0, 1.0)}
 
 
 class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
@@ -19,11 +19,7 @@ class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
         self.actor = actor
 
     def _state(self) -> int:
-        if self.actor.stopped.is_set():
-            return control_pb2.RUN_STATE_STOPPING
-        if self.actor.paused.is_set():
-            return control_pb2.RUN_STATE_PAUSED
-        return control_pb2.RUN_STATE_RUNNING if self.actor.writer else control_pb2.RUN_STATE_STARTING
+        return run_state(self.actor.stopped, self.actor.paused, self.actor.writer is not None)
 
     def GetStatus(self, request, context):
         actor = self.actor
@@ -62,19 +58,7 @@ class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
         return actor_pb2.ResumeActorResponse(state=self._state())
 
     def UpdateConfig(self, request, context):
-        updates = {}
-        for name, raw in request.settings.items():
-            if name not in _MUTABLE:
-                raise InvalidArgumentError(
-                    f"settings[{name!r}]: cannot change while running; changeable: {sorted(_MUTABLE)}"
-                )
-            try:
-                updates[name] = _MUTABLE[name](json.loads(raw))
-            except (ValueError, TypeError):
-                raise InvalidArgumentError(f"settings[{name!r}]: {raw!r} is not a JSON number") from None
-        if "epsilon" in updates and not 0 <= updates["epsilon"] <= 1:
-            raise InvalidArgumentError(f"settings['epsilon']: {updates['epsilon']} is not in [0, 1]")
-        for name, value in updates.items():
+        for name, value in parse_settings(request.settings, _MUTABLE).items():
             setattr(self.actor.config, name, value)
         return actor_pb2.UpdateActorConfigResponse(
             settings={name: json.dumps(getattr(self.actor.config, name)) for name in _MUTABLE}

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
-from rlrings.config import ServiceConfig
+from rlrings.config import WorkerConfig
 
 
-class LearnerConfig(ServiceConfig):
+class LearnerConfig(WorkerConfig):
     """Settings of one learner rank."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_LEARNER_")
@@ -20,24 +19,12 @@ class LearnerConfig(ServiceConfig):
     """gRPC port of the LearnerService; 0 picks a free one."""
     metrics_port: int = pydantic.Field(default=9003, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
-    replay_address: str = "127.0.0.1:8000"
-    """Replay service to sample from."""
-    parameter_address: str = "127.0.0.1:8001"
-    """Parameter service to publish weights to."""
-    env: str = "CartPole-v1"
-    """Environment id; decides the model's input and output."""
-    algorithm: Literal["impala", "dqn"] = "impala"
-    """impala (V-trace, FIFO queue table) or dqn (double DQN, prioritized table)."""
     architecture: str | None = None
     """Network: mlp or cnn64; None picks by observation (images get cnn64)."""
-    table: str = "experience"
-    """Replay table to sample from."""
     batch_size: pydantic.PositiveInt = 16
     """Items per update: trajectories for impala, transitions for dqn."""
     learning_rate: pydantic.PositiveFloat | None = None
     """Adam learning rate; None: the algorithm's default (impala 2e-3, dqn 5e-4)."""
-    gamma: float = pydantic.Field(default=0.99, gt=0, le=1)
-    """Discount."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
     """IMPALA: weight of the entropy bonus."""
     baseline_cost: pydantic.NonNegativeFloat = 0.5
@@ -58,7 +45,3 @@ class LearnerConfig(ServiceConfig):
     """Stop after this many updates; 0 runs until stopped."""
     prefetch: pydantic.PositiveInt = 4
     """Batches read ahead from replay."""
-    torch_threads: pydantic.PositiveInt = 1
-    """CPU threads for training."""
-    seed: int = 0
-    """Seed of the initial weights."""

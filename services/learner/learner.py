@@ -18,6 +18,7 @@ import torch
 
 from rlrings.algorithms.dqn import DqnConfig, DqnLearner
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings.control import RateMeter
 from rlrings.envs import env_spec
 from rlrings.errors import RlringsError
 from rlrings.models import ModelSpec, build_model, weights_to_bytes
@@ -65,7 +66,7 @@ class Learner:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.running = False
-        self._rate = (time.monotonic(), 0, 0.0)
+        self._rate = RateMeter()
         self._checkpoint_path = Path(config.checkpoint_dir) / "learner.pt"
         self._tensorboard = None
         self._lock = threading.Lock()  # guards the model between updates and checkpoints
@@ -177,12 +178,7 @@ class Learner:
             self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
 
     def steps_per_second(self) -> float:
-        now = time.monotonic()
-        then, steps, rate = self._rate
-        if now - then >= 1.0:
-            rate = (self.step - steps) / (now - then)
-            self._rate = (now, self.step, rate)
-        return rate
+        return self._rate.rate(self.step)
 
     def close(self) -> None:
         self.stopped.set()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from rlrings.errors import InvalidArgumentError
-from rlrings.v1 import control_pb2, learner_pb2, learner_pb2_grpc
+from rlrings.control import parse_settings, run_state
+from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.learner import Learner
 
-_MUTABLE = {"learning_rate": float, "publish_every": int, "entropy_cost": float}
+# Settings that may change while the learner runs: type, lowest, highest.
+_MUTABLE = {"learning_rate": (float, 1e-8, 1.0), "publish_every": (int, 1, 10**6), "entropy_cost": (float, 0.0, 10.0)}
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
@@ -16,11 +17,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         self.learner = learner
 
     def _state(self) -> int:
-        if self.learner.stopped.is_set():
-            return control_pb2.RUN_STATE_STOPPING
-        if self.learner.paused.is_set():
-            return control_pb2.RUN_STATE_PAUSED
-        return control_pb2.RUN_STATE_RUNNING if self.learner.running else control_pb2.RUN_STATE_STARTING
+        return run_state(self.learner.stopped, self.learner.paused, self.learner.running)
 
     def GetStatus(self, request, context):
         learner = self.learner
@@ -46,17 +43,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         return learner_pb2.ResumeLearnerResponse(state=self._state())
 
     def UpdateConfig(self, request, context):
-        for name, raw in request.settings.items():
-            if name not in _MUTABLE:
-                raise InvalidArgumentError(
-                    f"settings[{name!r}]: cannot change while running; changeable: {sorted(_MUTABLE)}"
-                )
-            try:
-                value = _MUTABLE[name](json.loads(raw))
-            except (ValueError, TypeError):
-                raise InvalidArgumentError(f"settings[{name!r}]: {raw!r} is not a JSON number") from None
-            if value <= 0 and name != "entropy_cost" or value < 0:
-                raise InvalidArgumentError(f"settings[{name!r}]: {value} is out of range")
+        for name, value in parse_settings(request.settings, _MUTABLE).items():
             setattr(self.learner.config, name, value)
             if name == "learning_rate":
                 for group in self.learner.algorithm.optimizer.param_groups:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
 
-from rlrings.config import load_config
-from rlrings.errors import ConfigError
-from rlrings.server import Server
+from rlrings.server import Server, Service, service_main
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 from services.parameter.config import ParameterConfig
 from services.parameter.servicer import ParameterServicer
@@ -39,19 +35,12 @@ class ParameterServer:
     def stop(self, grace: float | None = None) -> None:
         self.server.stop(grace, drain=self.store.close)
 
-    def run(self) -> int:
-        return self.server.run(drain=self.store.close)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        config = load_config(ParameterConfig, sys.argv[1:] if argv is None else argv)
-        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Entry point of ``python -m services.parameter`` and ``rlrings parameter``."""
+
+    def build(config: ParameterConfig) -> Service:
         server = ParameterServer(config)
-        return server.run()
-    except ConfigError as error:
-        print(f"rlrings parameter: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"rlrings parameter: {error}", file=sys.stderr)
-        return 1
+        return Service(server.server, drain=server.store.close)
+
+    return service_main("parameter", ParameterConfig, build, argv)

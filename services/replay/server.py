@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
 
-from rlrings.config import load_config
-from rlrings.errors import ConfigError
-from rlrings.server import Server
+from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.config import ReplayConfig
 from services.replay.metrics import ReplayCollector
@@ -20,7 +16,7 @@ SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
 
 class ReplayServer:
-    """Builds the replay service; ``start()``/``stop()`` for tests, ``run()`` for processes."""
+    """Builds the replay service; ``start()``/``stop()`` for tests, :func:`main` for processes."""
 
     def __init__(self, config: ReplayConfig):
         self.config = config
@@ -51,21 +47,10 @@ class ReplayServer:
         self.server.stop(grace, drain=self.replay.release_waiters)
         self.replay.close()
 
-    def run(self) -> int:
-        return self.server.run(on_stop=self.replay.close, drain=self.replay.release_waiters)
+    def service(self) -> Service:
+        return Service(self.server, on_stop=self.replay.close, drain=self.replay.release_waiters)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m services.replay`` and ``rlrings replay``."""
-    try:
-        config = load_config(ReplayConfig, sys.argv[1:] if argv is None else argv)
-        logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        server = ReplayServer(config)
-    except ConfigError as error:
-        print(f"rlrings replay: {error}", file=sys.stderr)
-        return 2
-    try:
-        return server.run()
-    except OSError as error:
-        print(f"rlrings replay: {error}", file=sys.stderr)
-        return 1
+    return service_main("replay", ReplayConfig, lambda config: ReplayServer(config).service(), argv)

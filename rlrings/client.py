@@ -1,0 +1,55 @@
+"""What every rlrings client shares: a channel with the message limits, a
+context manager, a readiness wait and error mapping."""
+
+from __future__ import annotations
+
+import grpc
+
+from rlrings.errors import UnavailableError, from_rpc_error
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class ServiceClient:
+    """Base of the service clients. Use as a context manager, or call close()."""
+
+    service = "service"
+
+    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.address = address
+        self.max_message_bytes = max_message_bytes
+        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout: float = 30.0):
+        """Blocks until the server answers, or raises UnavailableError."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(
+                f"{self.service} server at {self.address} did not answer within {timeout}s"
+            ) from None
+        return self
+
+    @staticmethod
+    def _call(method, request, timeout: float):
+        """A unary call with gRPC errors turned into the rlrings error family."""
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
