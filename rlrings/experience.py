@@ -71,3 +71,23 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
             return f"column {name!r} is {found_columns[name]} in the table, the env writes {column}"
     extra = sorted(set(found_columns) - set(expected))
     return f"the table wants columns {extra} that this actor does not write" if extra else None
+
+
+def demonstrations_table(env: EnvSpec, name: str = "demonstrations", max_size: int = 100_000) -> dict:
+    """Steps people played in the viewer: enough for behaviour cloning
+    (obs, action) and for one-step DQN transitions (reward, next_obs, terminated)."""
+    obs = signature("dqn", env)["obs"]
+    return {
+        "name": name,
+        "signature": {
+            "obs": obs,
+            "action": {"dtype": "int32", "shape": []},
+            "reward": {"dtype": "float32", "shape": []},
+            "next_obs": obs,
+            "terminated": {"dtype": "bool", "shape": []},
+            "truncated": {"dtype": "bool", "shape": []},
+        },
+        "max_size": max_size,
+        "selector": "uniform",
+        "remover": "fifo",
+    }

@@ -43,5 +43,11 @@ class LearnerConfig(WorkerConfig):
     """TensorBoard event files; None writes none."""
     max_updates: pydantic.NonNegativeInt = 0
     """Stop after this many updates; 0 runs until stopped."""
+    demonstrations_table: str = "demonstrations"
+    """Replay table of episodes people played in the viewer."""
+    bc_pretrain_steps: pydantic.NonNegativeInt = 0
+    """Behaviour-cloning updates on the demonstrations before learning from experience; 0: none."""
+    demo_fraction: float = pydantic.Field(default=0.0, ge=0, lt=1)
+    """DQN: share of each batch drawn from the demonstrations (as one-step transitions)."""
     prefetch: pydantic.PositiveInt = 4
     """Batches read ahead from replay."""

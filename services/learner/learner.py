@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlrings.algorithms.bc import behaviour_cloning_step
 from rlrings.algorithms.dqn import DqnConfig, DqnLearner
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
 from rlrings.control import RateMeter
 from rlrings.envs import env_spec
-from rlrings.errors import RlringsError
+from rlrings.errors import ConfigError, NotFoundError, RlringsError
 from rlrings.models import ModelSpec, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
@@ -66,6 +67,7 @@ class Learner:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.running = False
+        self._demo_sampler = None
         self._rate = RateMeter()
         self._checkpoint_path = Path(config.checkpoint_dir) / "learner.pt"
         self._tensorboard = None
@@ -117,9 +119,40 @@ class Learner:
         self.published_version = self.parameters.publish(data, self.model_spec.to_proto(), learner_step=self.step)
         return self.published_version
 
+    def pretrain(self) -> dict[str, float]:
+        """Behaviour cloning on the demonstrations table, ``bc_pretrain_steps`` updates.
+        Skipped, with a warning, when the table has nothing in it."""
+        steps = self.config.bc_pretrain_steps
+        if not steps:
+            return {}
+        info = self.replay.info([self.config.demonstrations_table])[self.config.demonstrations_table]
+        if info.size == 0:
+            log.warning("no demonstrations in %r; skipping behaviour cloning", self.config.demonstrations_table)
+            return {}
+        stats: dict[str, float] = {}
+        with self.replay.sample(self.config.demonstrations_table, batch_size=self.config.batch_size) as sampler:
+            for _, batch in zip(range(steps), sampler):
+                obs = torch.from_numpy(np.array(batch.columns["obs"][:, 0]))
+                actions = torch.from_numpy(np.array(batch.columns["action"][:, 0]))
+                with self._lock:
+                    stats = behaviour_cloning_step(self.model, self.algorithm.optimizer, obs, actions)
+        log.info("behaviour cloning: %d updates on %d demonstration steps: %s", steps, info.size, stats)
+        self.losses = stats
+        return stats
+
     def run(self) -> None:
         self.replay.wait_ready(120)
         self.parameters.wait_ready(120)
+        if self.config.bc_pretrain_steps or self.config.demo_fraction:
+            table = self.config.demonstrations_table
+            try:
+                self.replay.info([table])
+            except NotFoundError:
+                raise ConfigError(
+                    f"demonstrations_table: replay has no table {table!r}, which bc_pretrain_steps and "
+                    "demo_fraction read"
+                ) from None
+        self.pretrain()
         self.publish()
         if self.config.tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -153,13 +186,20 @@ class Learner:
         finally:
             self.running = False
             sampler.close()
+            if self._demo_sampler is not None:
+                self._demo_sampler.close()
 
     def _update(self, batch) -> None:
         columns = {name: torch.from_numpy(np.array(value)) for name, value in batch.columns.items()}
+        weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32)
+        mixed = self._demonstration_transitions() if isinstance(self.algorithm, DqnLearner) else None
+        if mixed is not None:
+            columns = {name: torch.cat([columns[name], mixed[name]]) for name in columns}
+            weights = torch.cat([weights, torch.ones(len(mixed["action"]))])
         with self._lock:
             if isinstance(self.algorithm, DqnLearner):
-                weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32)
                 stats, priorities = self.algorithm.update(columns, weights)
+                priorities = priorities[: len(batch.keys)]  # demonstrations keep their own table's order
             else:
                 stats, priorities = self.algorithm.update(columns), None
         if priorities is not None:
@@ -176,6 +216,28 @@ class Learner:
             self._tensorboard.add_scalar("charts/learner_steps_per_second", self.steps_per_second(), self.step)
             self._tensorboard.add_scalar("charts/policy_lag_versions", self.policy_lag, self.step)
             self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
+
+    def _demonstration_transitions(self) -> dict[str, torch.Tensor] | None:
+        """A slice of demonstration steps as one-step DQN transitions, or None."""
+        count = round(self.config.batch_size * self.config.demo_fraction)
+        if not count:
+            return None
+        if self._demo_sampler is None:
+            if self.step % 50:
+                return None
+            table = self.config.demonstrations_table
+            if self.replay.info([table])[table].size == 0:
+                return None
+            self._demo_sampler = self.replay.sample(table, batch_size=count)
+        demo = next(self._demo_sampler)
+        c = {name: torch.from_numpy(np.array(value)) for name, value in demo.columns.items()}
+        return {
+            "obs": c["obs"],
+            "action": c["action"],
+            "reward": c["reward"],
+            "next_obs": c["next_obs"],
+            "discount": (self.config.gamma * (~c["terminated"]).float()),
+        }
 
     def steps_per_second(self) -> float:
         return self._rate.rate(self.step)

@@ -1,1 +1,2 @@
-"""rlrings viewer service (see README.md)."""
+"""The viewer service: watch the current policy or play in a browser; played
+episodes become demonstrations in replay."""

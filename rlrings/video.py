@@ -1,0 +1,56 @@
+"""Videos of a policy playing: frames from ``env.render()``, written as MP4 or GIF."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+from rlrings.envs import make_env
+from rlrings.models import Policy
+
+
+def record_episodes(
+    policy: Policy | None, env_id: str, episodes: int, max_steps: int = 1000, seed: int = 0
+) -> list[np.ndarray]:
+    """Frames of ``episodes`` episodes; random actions when ``policy`` is None."""
+    env = make_env(env_id, render_mode="rgb_array")
+    frames = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            frames.append(env.render())
+            for _ in range(max_steps):
+                action = policy.act(obs) if policy is not None else env.action_space.sample()
+                obs, _, terminated, truncated, _ = env.step(action)
+                frames.append(env.render())
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: str | Path | None, fps: float = 30, fmt: str | None = None) -> bytes:
+    """Writes frames to ``path`` (format from its suffix: .mp4 or .gif) or,
+    with ``path`` None, returns the encoded bytes."""
+    fmt = fmt or Path(path).suffix.lstrip(".").lower()
+    if fmt not in ("mp4", "gif"):
+        raise ValueError(f"out: {path}: write .mp4 or .gif")
+    frames = [np.asarray(frame, dtype=np.uint8) for frame in frames]
+    if fmt == "gif":
+        frames = frames[::2] if len(frames) > 600 else frames  # keep GIFs small
+        buffer = io.BytesIO()
+        imageio.mimsave(buffer, frames, format="GIF", duration=1000 / fps, loop=0)
+        data = buffer.getvalue()
+    else:
+        target = Path(path) if path else Path("/tmp/rlrings-video.mp4")
+        with imageio.get_writer(target, fps=fps, codec="libx264", quality=7, macro_block_size=8) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+        data = target.read_bytes()
+    if path is not None and fmt == "gif":
+        Path(path).write_bytes(data)
+    return data

@@ -1,0 +1,33 @@
+"""Configuration of the viewer service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from pydantic_settings import SettingsConfigDict
+
+from rlrings.config import WorkerConfig
+
+
+class ViewerConfig(WorkerConfig):
+    """Settings of the viewer."""
+
+    model_config = SettingsConfigDict(env_prefix="RLRINGS_VIEWER_")
+
+    port: int = pydantic.Field(default=8004, ge=0, le=65535)
+    """gRPC port of the ViewerService; 0 picks a free one."""
+    metrics_port: int = pydantic.Field(default=9004, ge=0, le=65535)
+    """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
+    http_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+    """Port of the web page; 0 picks a free one."""
+    demonstrations_table: str = "demonstrations"
+    """Replay table that played episodes are written to."""
+    fps: pydantic.PositiveFloat = 15.0
+    """Steps per second when watching or playing."""
+    max_viewers: pydantic.PositiveInt = 4
+    """Open sessions (browser or gRPC) at most; more are refused with a message."""
+    frame_format: Literal["jpeg", "png"] = "jpeg"
+    """How frames are encoded for the page."""
+    max_frame_width: pydantic.PositiveInt = 480
+    """Frames wider than this are scaled down before encoding."""

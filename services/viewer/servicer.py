@@ -1,0 +1,90 @@
+"""gRPC face of the viewer, for programs rather than people."""
+
+from __future__ import annotations
+
+import time
+
+from rlrings.errors import InvalidArgumentError
+from rlrings.v1 import spaces_pb2, viewer_pb2, viewer_pb2_grpc
+from services.viewer.viewer import Frame, Viewer
+
+
+def _frame(frame: Frame) -> viewer_pb2.Frame:
+    return viewer_pb2.Frame(
+        image=frame.image,
+        media_type=frame.media_type,
+        step=frame.step,
+        reward=frame.reward,
+        episode_return=frame.episode_return,
+        terminated=frame.terminated,
+        truncated=frame.truncated,
+        policy_version=frame.policy_version,
+    )
+
+
+class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
+    def __init__(self, viewer: Viewer):
+        self.viewer = viewer
+
+    def ListEnvironments(self, request, context):
+        return viewer_pb2.ListEnvironmentsResponse(
+            environments=[
+                viewer_pb2.EnvironmentInfo(
+                    env_id=env["env_id"],
+                    action_space=spaces_pb2.Space(
+                        discrete=spaces_pb2.DiscreteSpace(n=len(env["actions"]), action_names=env["actions"])
+                    ),
+                    key_map=env["keys"],
+                )
+                for env in self.viewer.environments()
+            ]
+        )
+
+    def Watch(self, request, context):
+        session = self.viewer.open(request.env_id or self.viewer.spec.env_id, "watch", int(request.seed))
+        try:
+            yield _frame(session.first_frame())
+            period = 1.0 / self.viewer.config.fps
+            while context.is_active():
+                started = time.monotonic()
+                frame = session.tick()
+                yield _frame(frame)
+                if frame.terminated or frame.truncated:
+                    return
+                time.sleep(max(0.0, period - (time.monotonic() - started)))
+        finally:
+            session.close()
+
+    def Play(self, request_iterator, context):
+        requests = iter(request_iterator)
+        first = next(requests, None)
+        if first is None or not first.HasField("start"):
+            raise InvalidArgumentError("start: the first Play message must start an episode")
+        session = self.viewer.open(first.start.env_id or self.viewer.spec.env_id, "play", int(first.start.seed))
+        try:
+            yield _frame(session.first_frame())
+            for request in requests:
+                if not request.HasField("action"):
+                    raise InvalidArgumentError("action: every message after the first carries an action")
+                if not 0 <= request.action < self.viewer.spec.num_actions:
+                    raise InvalidArgumentError(
+                        f"action: {request.action} is outside [0, {self.viewer.spec.num_actions - 1}]"
+                    )
+                session.pending.append(int(request.action))
+                yield _frame(session.tick())
+        finally:
+            session.close()
+
+    def ListDemonstrations(self, request, context):
+        return viewer_pb2.ListDemonstrationsResponse(
+            demonstrations=[
+                viewer_pb2.Demonstration(
+                    episode_id=d.episode_id,
+                    env_id=d.env_id,
+                    steps=d.steps,
+                    episode_return=d.episode_return,
+                    truncated=d.truncated,
+                )
+                for d in self.viewer.demonstrations
+            ]
+        )

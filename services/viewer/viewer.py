@@ -1,0 +1,262 @@
+"""The viewer's domain: episodes stepped for a person, frames, and recording.
+
+A :class:`Session` runs one environment for one viewer, in one of two modes:
+``watch`` (the newest published policy acts) or ``play`` (the viewer's keys
+act). Every step gives a :class:`Frame`. In play mode each finished episode is
+written to replay's demonstrations table; an episode cut short (the viewer
+left) is written too, its last step marked truncated, so nothing played is
+lost and nothing unfinished passes for a real ending.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from rlrings.envs import env_spec, make_env
+from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError, RlringsError
+from rlrings.models import ModelSpec, Policy, build_model, load_weights
+from rlrings.parameter_client import ParameterClient, WeightsFollower
+from rlrings.replay_client import ReplayClient
+from services.viewer.config import ViewerConfig
+from services.viewer.keymaps import KeyMap, keymap_for
+
+log = logging.getLogger(__name__)
+_CHUNK_STEPS = 64
+
+
+@dataclass
+class Frame:
+    image: bytes
+    media_type: str
+    step: int
+    reward: float
+    episode_return: float
+    terminated: bool
+    truncated: bool
+    policy_version: int
+    action: int
+    episode: int
+
+
+@dataclass
+class Demonstration:
+    episode_id: int
+    env_id: str
+    steps: int
+    episode_return: float
+    truncated: bool
+
+
+class Viewer:
+    """Everything the page and the gRPC service share."""
+
+    def __init__(self, config: ViewerConfig):
+        self.config = config
+        self.spec = env_spec(config.env)
+        self.keymap = keymap_for(self.spec)
+        self.replay = ReplayClient(config.replay_address)
+        self.parameters = ParameterClient(config.parameter_address)
+        self.follower = WeightsFollower(self.parameters)
+        self.demonstrations: list[Demonstration] = []
+        self._episode_ids = itertools.count(int(time.time() * 1000))
+        self._slots = threading.BoundedSemaphore(config.max_viewers)
+        self._policy: Policy | None = None
+        self._lock = threading.Lock()
+
+    def environments(self) -> list[dict]:
+        return [
+            {
+                "env_id": self.spec.env_id,
+                "actions": list(self.spec.action_names) or [str(i) for i in range(self.spec.num_actions)],
+                "keys": self.keymap.keys,
+            }
+        ]
+
+    def open(self, env_id: str, mode: str, seed: int = 0) -> Session:
+        """A new session, or an error naming what is wrong."""
+        if env_id != self.spec.env_id:
+            raise NotFoundError(f"env_id: {env_id!r} is not served here; environments: [{self.spec.env_id!r}]")
+        if mode not in ("watch", "play"):
+            raise InvalidArgumentError(f"mode: {mode!r}; use 'watch' or 'play'")
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhaustedError(
+                f"viewer limit of {self.config.max_viewers} reached; try again when someone leaves"
+            )
+        try:
+            return Session(self, mode, seed)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def policy(self) -> Policy | None:
+        """The newest published policy, rebuilt when a new version arrives."""
+        latest = self.follower.latest()
+        if latest is None:
+            return None
+        header, data = latest
+        with self._lock:
+            if self._policy is None or self._policy.version != header.version:
+                spec = ModelSpec.from_proto(header.model)
+                model = build_model(spec)
+                load_weights(model, data)
+                self._policy = Policy(spec, model, header.version)
+            return self._policy
+
+    def record(self, steps: dict[str, list], episode_return: float, truncated: bool) -> Demonstration:
+        """Writes one played episode to the demonstrations table."""
+        episode_id = next(self._episode_ids)
+        count = len(steps["action"])
+        columns = {
+            "obs": np.stack(steps["obs"]).astype(self.spec.observation_space.dtype),
+            "action": np.asarray(steps["action"], np.int32),
+            "reward": np.asarray(steps["reward"], np.float32),
+            "next_obs": np.stack(steps["next_obs"]).astype(self.spec.observation_space.dtype),
+            "terminated": np.asarray(steps["terminated"], bool),
+            "truncated": np.asarray(steps["truncated"], bool),
+        }
+        with self.replay.writer(self.config.demonstrations_table, chunk_length=_CHUNK_STEPS) as writer:
+            for start in range(0, count, _CHUNK_STEPS):
+                piece = {name: value[start : start + _CHUNK_STEPS] for name, value in columns.items()}
+                writer.write_chunk(piece, episode_id=episode_id, first_step=start)
+        demonstration = Demonstration(episode_id, self.spec.env_id, count, episode_return, truncated)
+        self.demonstrations.append(demonstration)
+        return demonstration
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def close(self) -> None:
+        self.follower.close()
+        self.replay.close()
+        self.parameters.close()
+
+
+class Session:
+    """One viewer's episode loop. Not thread-safe: one stepping thread at a time."""
+
+    def __init__(self, viewer: Viewer, mode: str, seed: int):
+        self.viewer, self.mode = viewer, mode
+        self.keymap: KeyMap = viewer.keymap
+        self.env = make_env(viewer.spec.env_id, render_mode="rgb_array")
+        self.seed = seed
+        self.episode = 0
+        self.pending: list[int] = []  # taps since the last tick
+        self.held: list[int] = []
+        self.last_action = 0
+        self.closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.obs, _ = self.env.reset(seed=self.seed + self.episode)
+        self.episode += 1
+        self.step_index, self.episode_return = 0, 0.0
+        self.steps: dict[str, list] = {
+            k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+        }
+
+    # -- input -----------------------------------------------------------------
+
+    def key(self, key: str, down: bool) -> None:
+        """A key went down or up. Keys outside the map raise InvalidArgumentError."""
+        action = self.keymap.action(key)
+        if action is None:
+            raise InvalidArgumentError(f"key {key!r} is not mapped; keys: {sorted(self.keymap.keys)}")
+        if down:
+            self.pending.append(action)
+            if action not in self.held:
+                self.held.append(action)
+        elif action in self.held:
+            self.held.remove(action)
+
+    def _next_action(self) -> tuple[int, int]:
+        """(action, policy version) for this tick."""
+        if self.mode == "watch":
+            policy = self.viewer.policy()
+            if policy is None:
+                return int(self.env.action_space.sample()), 0
+            return policy.act(self.obs), policy.version
+        if self.pending:
+            return self.pending.pop(0), 0
+        if self.held:
+            return self.held[-1], 0
+        return (self.last_action if self.keymap.idle == "repeat" else int(self.keymap.idle)), 0
+
+    # -- stepping ----------------------------------------------------------------
+
+    def first_frame(self) -> Frame:
+        return self._frame(0.0, False, False, 0, self.last_action)
+
+    def tick(self) -> Frame:
+        """Steps once; records and resets when the episode ends."""
+        action, version = self._next_action()
+        self.last_action = action
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.step_index += 1
+        self.episode_return += float(reward)
+        if self.mode == "play":
+            for name, value in (("obs", self.obs), ("action", action), ("reward", reward), ("next_obs", next_obs),
+                                ("terminated", terminated), ("truncated", truncated)):  # fmt: skip
+                self.steps[name].append(value)
+        self.obs = next_obs
+        frame = self._frame(float(reward), bool(terminated), bool(truncated), version, action)
+        if terminated or truncated:
+            self._finish(truncated=bool(truncated) and not terminated)
+            self._reset()
+        return frame
+
+    def _finish(self, truncated: bool) -> Demonstration | None:
+        if self.mode != "play" or not self.steps["action"]:
+            return None
+        if truncated:
+            self.steps["truncated"][-1] = True
+        try:
+            return self.viewer.record(self.steps, self.episode_return, truncated)
+        except RlringsError as error:
+            log.warning("could not store a played episode of %d steps: %s", len(self.steps["action"]), error)
+            return None
+
+    def _frame(self, reward, terminated, truncated, version, action) -> Frame:
+        image = self.env.render()
+        return Frame(
+            image=encode_image(image, self.viewer.config.frame_format, self.viewer.config.max_frame_width),
+            media_type=f"image/{self.viewer.config.frame_format}",
+            step=self.step_index,
+            reward=reward,
+            episode_return=self.episode_return,
+            terminated=terminated,
+            truncated=truncated,
+            policy_version=version,
+            action=action,
+            episode=self.episode,
+        )
+
+    def close(self) -> None:
+        """Ends the session; a played episode cut short is stored marked truncated."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._finish(truncated=True)
+        finally:
+            self.env.close()
+            self.viewer.release()
+
+
+def encode_image(image: np.ndarray, fmt: str, max_width: int) -> bytes:
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if picture.width > max_width:
+        picture = picture.resize((max_width, round(picture.height * max_width / picture.width)))
+    elif picture.width < 256:  # 64x64 game frames: scale up, keep the pixels sharp
+        factor = 256 // picture.width
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG" if fmt == "jpeg" else "PNG", quality=85)
+    return buffer.getvalue()

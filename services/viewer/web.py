@@ -1,0 +1,183 @@
+"""The viewer's web page: HTTP for the page and lists, a WebSocket for play.
+
+WebSocket protocol (``/ws?env=<id>&mode=watch|play&seed=<n>``): the server
+sends a ``hello`` JSON message (key map, action names), then for every step a
+``frame`` JSON message followed by one binary message holding the encoded
+image. The client sends ``{"type": "key", "key": <KeyboardEvent.key>,
+"down": true|false}``. Problems arrive as ``{"type": "error", "message": ...}``
+(the socket then closes when the problem ends the session) or ``warning``
+(an unmapped key: ignored, the game goes on).
+
+Frames are handed to the sender through a one-frame mailbox: a slow client
+gets fewer frames, never a growing queue, and the game keeps its rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from rlrings.errors import InvalidArgumentError, RlringsError
+from rlrings.video import record_episodes, write_video
+from services.viewer.viewer import Frame, Viewer
+
+log = logging.getLogger(__name__)
+_PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+class LatestFrame:
+    """A mailbox that keeps only the newest frame."""
+
+    def __init__(self):
+        self._frame: Frame | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, frame: Frame) -> None:
+        self._frame = frame
+        self._ready.set()
+
+    async def get(self) -> Frame:
+        await self._ready.wait()
+        self._ready.clear()
+        return self._frame
+
+
+def build_app(viewer: Viewer) -> web.Application:
+    app = web.Application()
+    app["viewer"] = viewer
+    app.router.add_get("/", page)
+    app.router.add_get("/api/environments", environments)
+    app.router.add_get("/api/demonstrations", demonstrations)
+    app.router.add_get("/api/video.gif", video)
+    app.router.add_get("/ws", play_socket)
+    return app
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.FileResponse(_PAGE)
+
+
+async def environments(request: web.Request) -> web.Response:
+    return web.json_response(request.app["viewer"].environments())
+
+
+async def demonstrations(request: web.Request) -> web.Response:
+    return web.json_response([asdict(d) for d in request.app["viewer"].demonstrations])
+
+
+async def video(request: web.Request) -> web.Response:
+    """A GIF of the current policy playing ``episodes`` episodes (at most 3)."""
+    viewer: Viewer = request.app["viewer"]
+    try:
+        episodes = int(request.query.get("episodes", "1"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="episodes: not an integer") from None
+    if not 1 <= episodes <= 3:
+        raise web.HTTPBadRequest(text=f"episodes: {episodes} is not in [1, 3]")
+
+    def render() -> bytes:
+        frames = record_episodes(viewer.policy(), viewer.spec.env_id, episodes, max_steps=500)
+        return write_video(frames, None, fps=viewer.config.fps, fmt="gif")
+
+    data = await asyncio.get_running_loop().run_in_executor(None, render)
+    return web.Response(
+        body=data,
+        content_type="image/gif",
+        headers={"Content-Disposition": f'attachment; filename="{viewer.spec.env_id}-agent.gif"'},
+    )
+
+
+async def play_socket(request: web.Request) -> web.WebSocketResponse:
+    viewer: Viewer = request.app["viewer"]
+    ws = web.WebSocketResponse(heartbeat=20)
+    await ws.prepare(request)
+    loop = asyncio.get_running_loop()
+    try:
+        session = await loop.run_in_executor(
+            None,
+            viewer.open,
+            request.query.get("env", viewer.spec.env_id),
+            request.query.get("mode", "watch"),
+            int(request.query.get("seed", "0") or 0),
+        )
+    except (RlringsError, ValueError) as error:
+        await ws.send_json({"type": "error", "message": str(error)})
+        await ws.close(code=1013 if "limit" in str(error) else 1008)
+        return ws
+    await ws.send_json({"type": "hello", "mode": session.mode, **viewer.environments()[0]})
+    mailbox = LatestFrame()
+    mailbox.put(await loop.run_in_executor(None, session.first_frame))
+    stop = asyncio.Event()
+
+    async def step_loop() -> None:
+        period = 1.0 / viewer.config.fps
+        while not stop.is_set():
+            started = loop.time()
+            mailbox.put(await loop.run_in_executor(None, session.tick))
+            await asyncio.sleep(max(0.0, period - (loop.time() - started)))
+
+    async def send_loop() -> None:
+        while not stop.is_set():
+            frame = await mailbox.get()
+            meta = {k: v for k, v in asdict(frame).items() if k != "image"}
+            await ws.send_json({"type": "frame", **meta})
+            await ws.send_bytes(frame.image)
+
+    tasks = [asyncio.create_task(step_loop()), asyncio.create_task(send_loop())]
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                event = json.loads(message.data)
+                if event.get("type") == "key":
+                    session.key(str(event.get("key", "")), bool(event.get("down", True)))
+            except InvalidArgumentError as error:
+                await ws.send_json({"type": "warning", "message": str(error)})
+            except (ValueError, AttributeError):
+                await ws.send_json({"type": "warning", "message": "messages must be JSON objects"})
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.run_in_executor(None, session.close)  # stores a cut-short episode as truncated
+    return ws
+
+
+class WebServer:
+    """The aiohttp app on its own thread and event loop, beside the gRPC server."""
+
+    def __init__(self, viewer: Viewer, host: str, port: int):
+        self.viewer, self.host, self.port = viewer, host, port
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="viewer-http", daemon=True)
+
+    def start(self) -> WebServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        log.info("viewer page at http://%s:%d/", self.host, self.port)
+        print(f"viewer page at http://{self.host}:{self.port}/", flush=True)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(build_app(self.viewer), handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
