@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ARGS ?=
 pattern ?=
 
-.PHONY: help setup run test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser run test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
 
+browser: ## Install Debian's chromium for the viewer's browser tests (needs root)
+	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
 	$(BIN)/rlrings up $(ARGS)
 
-test: setup lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
+test: setup browser lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
 	$(BIN)/pytest $(if $(pattern),-k "$(pattern)")
 
 test-fast: setup ## Unit tests only

@@ -1,8 +1,9 @@
 """The ``rlrings`` command line.
 
     rlrings up [--env CartPole-v1 --actors 2 ...]   the whole mesh on this machine
-    rlrings replay|parameter|learner|actor [...]    one service (its settings as flags)
+    rlrings replay|parameter|learner|actor|viewer   one service (its settings as flags)
     rlrings models pull [--address ... --tag latest --out model.pt]
+    rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
     rlrings info [--address ...]                    a replay server's tables
 
 Every command takes ``--help``; service and ``up`` settings also come from
@@ -24,6 +25,7 @@ SERVICES = {
     "parameter": "services.parameter.server",
     "learner": "services.learner.server",
     "actor": "services.actor.server",
+    "viewer": "services.viewer.server",
 }
 
 
@@ -45,11 +47,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     pull.add_argument("--tag", default="latest", help="latest or best (default latest)")
     pull.add_argument("--version", type=int, default=0, help="a version number instead of a tag")
     pull.add_argument("--out", default="model.pt", help="file to write (default model.pt)")
+    render = commands.add_parser("render", help="record a policy playing, as MP4 or GIF")
+    render.add_argument("--model", default="latest", help="latest, best, a version number, or a file from models pull")
+    render.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
+    render.add_argument("--env", default=None, help="environment (default: the one the model was trained on)")
+    render.add_argument("--episodes", type=int, default=1, help="episodes to record (default 1)")
+    render.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most (default 1000)")
+    render.add_argument("--fps", type=float, default=30, help="frames per second (default 30)")
+    render.add_argument("--out", default="agent.mp4", help="agent.mp4 or agent.gif (default agent.mp4)")
     info = commands.add_parser("info", help="describe the tables of a running replay server")
     info.add_argument("--address", default="127.0.0.1:8000", help="replay server address (default 127.0.0.1:8000)")
     args = parser.parse_args(argv)
     if args.command == "models":
         return _pull(args.address, args.tag, args.version, args.out)
+    if args.command == "render":
+        return _render(args)
     return _info(args.address)
 
 
@@ -86,6 +98,44 @@ def _pull(address: str, tag: str, version: int, out: str) -> int:
         f"version {header.version} ({spec.architecture} for {spec.env_id}, {spec.num_actions} actions, "
         f"learner step {header.learner_step}) written to {out}"
     )
+    return 0
+
+
+def _load_policy(model: str, address: str):
+    """A Policy from a file, or from the parameter service by tag or version."""
+    from pathlib import Path
+
+    from rlrings.models import ModelSpec, Policy, build_model, load_weights
+    from rlrings.parameter_client import ParameterClient
+
+    if Path(model).is_file():
+        return Policy.load(model)
+    version, tag = (int(model), "") if model.isdigit() else (0, model)
+    with ParameterClient(address) as client:
+        header, data = client.fetch(version=version, tag=tag or "latest")
+    spec = ModelSpec.from_proto(header.model)
+    network = build_model(spec)
+    load_weights(network, data)
+    return Policy(spec, network, header.version)
+
+
+def _render(args) -> int:
+    from rlrings.errors import RlringsError
+    from rlrings.video import record_episodes, write_video
+
+    console = Console()
+    if args.episodes < 1:
+        console.print(f"[red]rlrings render: --episodes: must be >= 1, got {args.episodes}[/]")
+        return 2
+    try:
+        policy = _load_policy(args.model, args.address)
+        env_id = args.env or policy.spec.env_id
+        frames = record_episodes(policy, env_id, args.episodes, args.max_steps)
+        write_video(frames, args.out, fps=args.fps)
+    except (RlringsError, ValueError) as error:
+        console.print(f"[red]rlrings render: {error}[/]")
+        return 1
+    console.print(f"{len(frames)} frames of {env_id} (model version {policy.version}) written to {args.out}")
     return 0
 
 

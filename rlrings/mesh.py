@@ -75,6 +75,10 @@ class MeshConfig(Settings):
     """Episodes in the moving mean that `target_return` is compared with."""
     run_dir: Path | None = None
     """Where configs, logs, checkpoints and the plot go; None: runs/<time>."""
+    viewer: bool = True
+    """Start the viewer: a web page to watch the agent or play, recording demonstrations."""
+    viewer_port: int = pydantic.Field(default=0, ge=0, le=65535)
+    """Port of the viewer's page; 0 picks a free one (printed at start)."""
     seed: int = 0
     """Seed; actor i uses seed + 1000 * i."""
 
@@ -190,10 +194,11 @@ class Mesh:
         def ports() -> dict:
             return {"port": free_port(), "metrics_port": free_port()}
 
+        tables = [table, experience.demonstrations_table(self.spec)]
         replay = ServiceProcess(
             "replay",
             "services.replay",
-            {**ports(), "tables": [table], "snapshot_dir": str(run / "replay"), "snapshot_interval_seconds": 30},
+            {**ports(), "tables": tables, "snapshot_dir": str(run / "replay"), "snapshot_interval_seconds": 30},
             run,
         )
         parameter = ServiceProcess(
@@ -236,11 +241,28 @@ class Mesh:
             )
             for i in range(c.actors)
         ]
-        return [replay, parameter, learner, *actors]
+        viewer = ServiceProcess(
+            "viewer",
+            "services.viewer",
+            {
+                **ports(),
+                "http_port": c.viewer_port or free_port(),
+                "replay_address": replay.address,
+                "parameter_address": parameter.address,
+                "env": c.env,
+            },
+            run,
+        )
+        return [replay, parameter, learner, *actors, *([viewer] if c.viewer else [])]
 
     @property
     def actors(self) -> list[ServiceProcess]:
         return [s for s in self.services if s.name.startswith("actor-")]
+
+    @property
+    def viewer_url(self) -> str | None:
+        viewer = next((s for s in self.services if s.name == "viewer"), None)
+        return f"http://127.0.0.1:{viewer.config['http_port']}/" if viewer else None
 
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.services if s.name == name)
@@ -253,6 +275,8 @@ class Mesh:
             f"[bold]rlrings[/] mesh: {c.env} with {c.algorithm}, {c.actors} actors x {c.envs_per_actor} envs; "
             f"run dir {self.run_dir}"
         )
+        if self.viewer_url:
+            console.print(f"watch the agent or play at [bold]{self.viewer_url}[/]")
         for service in self.services:
             service.start()
         reason = "interrupted"
@@ -368,7 +392,8 @@ class Mesh:
     def stop(self) -> None:
         """Stops in order: actors (their last chunks still reach replay and the
         learner), then the learner (it writes a checkpoint), then the stores."""
-        stages = [self.actors, [self.service("learner")], [self.service("parameter"), self.service("replay")]]
+        front = [s for s in self.services if s.name == "viewer"]
+        stages = [self.actors + front, [self.service("learner")], [self.service("parameter"), self.service("replay")]]
         for stage in stages:
             for service in stage:
                 if service.alive():

@@ -30,6 +30,7 @@ from services.viewer.keymaps import KeyMap, keymap_for
 
 log = logging.getLogger(__name__)
 _CHUNK_STEPS = 64
+_ACTION_NAMES = {"CartPole-v1": ["push left", "push right"], "CartPole-v0": ["push left", "push right"]}
 
 
 @dataclass
@@ -75,7 +76,8 @@ class Viewer:
         return [
             {
                 "env_id": self.spec.env_id,
-                "actions": list(self.spec.action_names) or [str(i) for i in range(self.spec.num_actions)],
+                "actions": list(self.spec.action_names)
+                or _ACTION_NAMES.get(self.spec.env_id, [str(i) for i in range(self.spec.num_actions)]),
                 "keys": self.keymap.keys,
             }
         ]

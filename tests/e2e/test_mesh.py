@@ -109,10 +109,10 @@ def test_ctrl_c_stops_every_process(tmp_path):
     process = up(tmp_path, "--max-seconds", "300", start_new_session=True)
     deadline = time.monotonic() + 60
     children = []
-    while time.monotonic() < deadline and len(children) < 5:
+    while time.monotonic() < deadline and len(children) < 6:
         children = psutil.Process(process.pid).children(recursive=True)
         time.sleep(0.2)
-    assert len(children) == 5, "replay, parameter, learner and two actors"
+    assert len(children) == 6, "replay, parameter, learner, two actors and the viewer"
     time.sleep(5)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     output = process.communicate(timeout=120)[0]

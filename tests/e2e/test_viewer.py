@@ -1,0 +1,193 @@
+"""The viewer in a real headless browser, over its WebSocket and gRPC, and videos."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from rlrings import experience
+from rlrings.config import load_config
+from rlrings.envs import env_spec
+from rlrings.mesh import free_port
+from rlrings.models import ModelSpec, build_model, weights_to_bytes
+from rlrings.parameter_client import ParameterClient
+from rlrings.replay_client import ReplayClient
+from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
+from services.parameter.config import ParameterConfig
+from services.parameter.server import ParameterServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def stack(start_replay, tmp_path):
+    """Replay with a demonstrations table, a parameter service holding a CartPole
+    model, and the viewer as its own process."""
+    spec = env_spec("CartPole-v1")
+    replay = start_replay([experience.demonstrations_table(spec)])
+    parameter = ParameterServer(
+        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    ).start()
+    model_spec = ModelSpec.for_env(spec, "impala")
+    with ParameterClient(parameter.address) as client:
+        client.publish(weights_to_bytes(build_model(model_spec)), model_spec.to_proto())
+    http_port, grpc_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
+         "--parameter-address", parameter.address, "--http-port", str(http_port), "--port", str(grpc_port),
+         "--metrics-port", "0", "--max-viewers", "2", "--fps", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            asyncio.run(_get_json(url + "api/environments"))
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "replay": replay, "process": process}
+    process.terminate()
+    process.communicate(timeout=30)
+    parameter.stop(grace=0)
+
+
+async def _get_json(url):
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.json()
+
+
+def demonstrations_in_replay(replay) -> int:
+    with ReplayClient(replay.address) as client:
+        return client.info(["demonstrations"])["demonstrations"].size
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make test installs it)")
+def test_watch_and_play_in_a_real_browser(stack):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        page = browser.new_page()
+        page.goto(stack["url"])
+        assert page.inner_text("#env") == "CartPole-v1"
+
+        page.click("#watch")  # frames advance, played by the published policy
+        page.wait_for_function("Number(document.getElementById('frames').textContent) > 10", timeout=30_000)
+        assert page.inner_text("#mode") == "watch" and page.inner_text("#version") == "1"
+        assert "push right" in page.inner_text("#keys")
+        page.screenshot(path=str(ARTIFACTS / "viewer-watch.png"))
+
+        page.click("#play")  # the keys drive the cart; the episode ends and is recorded
+        page.wait_for_function("document.getElementById('mode').textContent === 'play'", timeout=10_000)
+        page.keyboard.down("ArrowRight")
+        page.wait_for_function("document.getElementById('action').textContent === 'push right'", timeout=10_000)
+        page.wait_for_function("document.querySelectorAll('#demos tr.demo').length >= 1", timeout=30_000)
+        page.keyboard.up("ArrowRight")
+        page.screenshot(path=str(ARTIFACTS / "viewer-play.png"))
+        page.click("#stop")
+        browser.close()
+    demos = asyncio.run(_get_json(stack["url"] + "api/demonstrations"))
+    assert demos and demos[0]["steps"] > 0
+    time.sleep(1.0)  # the stop stores the episode in progress, marked truncated
+    demos = asyncio.run(_get_json(stack["url"] + "api/demonstrations"))
+    assert demonstrations_in_replay(stack["replay"]) == sum(d["steps"] for d in demos)
+    finished = [d for d in demos if not d["truncated"]]
+    assert finished and all(d["steps"] < 100 for d in finished), "always pushing right ends CartPole quickly"
+
+
+async def _socket_messages(url, keys=(), frames=5, close_after=True):
+    """Opens a socket, sends keys, collects JSON messages until ``frames`` frames arrived."""
+    messages = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        for key in keys:
+            await ws.send_json({"type": "key", "key": key, "down": True})
+        seen = 0
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                messages.append(json.loads(message.data))
+                if messages[-1]["type"] == "error":
+                    break
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                seen += 1
+                if seen >= frames:
+                    break
+    return messages
+
+
+def test_bad_input_gets_clear_messages_and_breaks_nothing(stack):
+    ws = stack["url"].replace("http", "ws") + "ws"
+    unknown = asyncio.run(_socket_messages(ws + "?env=NoSuchGame-v0&mode=watch"))
+    assert unknown[-1]["type"] == "error" and "env_id: 'NoSuchGame-v0' is not served here" in unknown[-1]["message"]
+    bad_mode = asyncio.run(_socket_messages(ws + "?mode=fly"))
+    assert "mode: 'fly'" in bad_mode[-1]["message"]
+
+    played = asyncio.run(_socket_messages(ws + "?mode=play", keys=["q", "ArrowLeft"], frames=8))
+    warnings = [m for m in played if m["type"] == "warning"]
+    assert warnings and "key 'q' is not mapped" in warnings[0]["message"]
+    assert [m for m in played if m["type"] == "frame"][-1]["step"] > 0, "the game went on"
+
+    async def over_the_limit():
+        async with aiohttp.ClientSession() as session:
+            first = await session.ws_connect(ws + "?mode=watch")
+            second = await session.ws_connect(ws + "?mode=watch")
+            third = await session.ws_connect(ws + "?mode=watch")
+            refusal = json.loads((await third.receive()).data)
+            # the two admitted viewers still get frames
+            kinds = {(await first.receive()).type for _ in range(4)}
+            for socket in (first, second, third):
+                await socket.close()
+            return refusal, kinds
+
+    refusal, kinds = asyncio.run(over_the_limit())
+    assert refusal["type"] == "error" and "viewer limit of 2 reached" in refusal["message"]
+    assert aiohttp.WSMsgType.BINARY in kinds
+    time.sleep(1.0)
+    demos = asyncio.run(_get_json(stack["url"] + "api/demonstrations"))
+    assert any(d["truncated"] for d in demos), "a socket closed mid-episode stores what was played, marked truncated"
+
+
+def test_grpc_play_and_environments(stack):
+    with grpc.insecure_channel(stack["grpc"]) as channel:
+        stub = viewer_pb2_grpc.ViewerServiceStub(channel)
+        (env,) = stub.ListEnvironments(viewer_pb2.ListEnvironmentsRequest(), timeout=10).environments
+        assert env.env_id == "CartPole-v1" and dict(env.key_map) == {"ArrowLeft": 0, "ArrowRight": 1}
+        requests = [viewer_pb2.PlayRequest(start=viewer_pb2.StartEpisode(env_id="CartPole-v1"))]
+        requests += [viewer_pb2.PlayRequest(action=1) for _ in range(5)]
+        frames = list(stub.Play(iter(requests), timeout=30))
+        assert [f.step for f in frames] == [0, 1, 2, 3, 4, 5] and frames[-1].image[:2] == b"\xff\xd8"
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.Play(iter([requests[0], viewer_pb2.PlayRequest(action=7)]), timeout=30))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "action: 7" in raised.value.details()
+
+
+def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
+    async def gif():
+        async with aiohttp.ClientSession() as session, session.get(stack["url"] + "api/video.gif") as response:
+            return response.status, await response.read()
+
+    status, data = asyncio.run(gif())
+    assert status == 200 and data[:4] == b"GIF8"
+    address = stack["process"].args[stack["process"].args.index("--parameter-address") + 1]
+    for name in ("agent.gif", "agent.mp4"):
+        result = subprocess.run(
+            [sys.executable, "-m", "rlrings.cli", "render", "--model", "latest", "--address", address,
+             "--episodes", "2", "--out", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / name).stat().st_size > 1000 and "of CartPole-v1 (model version 1)" in result.stdout
