@@ -9,6 +9,7 @@ from rlrings.errors import ConfigError
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
 from services.viewer.config import ViewerConfig
+from services.viewer.metrics import ViewerCollector
 from services.viewer.servicer import ViewerServicer
 from services.viewer.viewer import Viewer
 from services.viewer.web import WebServer
@@ -23,6 +24,7 @@ def build(config: ViewerConfig) -> Service:
         raise ConfigError(str(error)) from None
     server = Server(config, "viewer")
     server.add(viewer_pb2_grpc.add_ViewerServiceServicer_to_server, ViewerServicer(viewer), SERVICE_NAME)
+    server.registry.register(ViewerCollector(viewer))
     web = WebServer(viewer, config.host, config.http_port)
     server_stopped = threading.Event()
 

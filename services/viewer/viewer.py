@@ -71,6 +71,8 @@ class Viewer:
         self._slots = threading.BoundedSemaphore(config.max_viewers)
         self._policy: Policy | None = None
         self._lock = threading.Lock()
+        self.open_sessions: dict[str, int] = {}
+        self.frames_rendered = 0
 
     def environments(self) -> list[dict]:
         return [
@@ -93,10 +95,13 @@ class Viewer:
                 f"viewer limit of {self.config.max_viewers} reached; try again when someone leaves"
             )
         try:
-            return Session(self, mode, seed)
+            session = Session(self, mode, seed)
         except BaseException:
             self._slots.release()
             raise
+        with self._lock:
+            self.open_sessions[mode] = self.open_sessions.get(mode, 0) + 1
+        return session
 
     def policy(self) -> Policy | None:
         """The newest published policy, rebuilt when a new version arrives."""
@@ -132,7 +137,9 @@ class Viewer:
         self.demonstrations.append(demonstration)
         return demonstration
 
-    def release(self) -> None:
+    def release(self, mode: str) -> None:
+        with self._lock:
+            self.open_sessions[mode] -= 1
         self._slots.release()
 
     def close(self) -> None:
@@ -227,6 +234,7 @@ class Session:
 
     def _frame(self, reward, terminated, truncated, version, action) -> Frame:
         image = self.env.render()
+        self.viewer.frames_rendered += 1
         return Frame(
             image=encode_image(image, self.viewer.config.frame_format, self.viewer.config.max_frame_width),
             media_type=f"image/{self.viewer.config.frame_format}",
@@ -249,7 +257,7 @@ class Session:
             self._finish(truncated=True)
         finally:
             self.env.close()
-            self.viewer.release()
+            self.viewer.release(self.mode)
 
 
 def encode_image(image: np.ndarray, fmt: str, max_width: int) -> bytes:

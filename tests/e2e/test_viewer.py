@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -40,11 +41,11 @@ def stack(start_replay, tmp_path):
     model_spec = ModelSpec.for_env(spec, "impala")
     with ParameterClient(parameter.address) as client:
         client.publish(weights_to_bytes(build_model(model_spec)), model_spec.to_proto())
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
          "--parameter-address", parameter.address, "--http-port", str(http_port), "--port", str(grpc_port),
-         "--metrics-port", "0", "--max-viewers", "2", "--fps", "30"],
+         "--metrics-port", str(metrics_port), "--max-viewers", "2", "--fps", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}/"
@@ -55,7 +56,13 @@ def stack(start_replay, tmp_path):
             break
         except OSError:
             time.sleep(0.3)
-    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "replay": replay, "process": process}
+    yield {
+        "url": url,
+        "grpc": f"127.0.0.1:{grpc_port}",
+        "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+        "replay": replay,
+        "process": process,
+    }
     process.terminate()
     process.communicate(timeout=30)
     parameter.stop(grace=0)
@@ -173,6 +180,13 @@ def test_grpc_play_and_environments(stack):
         with pytest.raises(grpc.RpcError) as raised:
             list(stub.Play(iter([requests[0], viewer_pb2.PlayRequest(action=7)]), timeout=30))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "action: 7" in raised.value.details()
+    time.sleep(0.5)
+    metrics = urllib.request.urlopen(stack["metrics"], timeout=10).read().decode()
+    # the first Play call ended after 5 steps; the second played none, so stored nothing
+    assert 'rlrings_viewer_demonstrations_total{ended="cut_short"} 1.0' in metrics
+    assert "rlrings_viewer_demonstration_steps_total 5.0" in metrics
+    assert 'rlrings_viewer_sessions{mode="play"} 0.0' in metrics
+    assert 'rlrings_grpc_server_handling_seconds_count{code="INVALID_ARGUMENT",method="Play"' in metrics
 
 
 def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
