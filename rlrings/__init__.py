@@ -1,0 +1,37 @@
+"""rlrings: distributed reinforcement learning as a gRPC microservice mesh.
+
+What users rely on, importable from here::
+
+    from rlrings import ReplayClient, ParameterClient, Policy
+
+Names are loaded on first use, so a service that needs only the replay
+client does not pay for importing PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ReplayClient": "rlrings.replay_client",
+    "Batch": "rlrings.replay_client",
+    "Writer": "rlrings.replay_client",
+    "ParameterClient": "rlrings.parameter_client",
+    "Policy": "rlrings.models",
+    "ModelSpec": "rlrings.models",
+    "RlringsError": "rlrings.errors",
+    "InvalidArgumentError": "rlrings.errors",
+    "NotFoundError": "rlrings.errors",
+    "ResourceExhaustedError": "rlrings.errors",
+    "DeadlineExceededError": "rlrings.errors",
+    "UnavailableError": "rlrings.errors",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rlrings' has no attribute {name!r}")

@@ -1,0 +1,28 @@
+"""The wheel carries everything a non-editable install (a container image) needs."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_has_the_packages_generated_code_and_the_viewer_page(tmp_path):
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run([str(uv), "build", "--wheel", "-q", "-o", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("rlrings-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "rlrings/__init__.py",
+        "rlrings/v1/replay_pb2.py",
+        "rlrings/algorithms/impala.py",
+        "services/replay/__main__.py",
+        "services/viewer/static/index.html",
+    ):
+        assert needed in names, needed
+
+
+def test_public_surface_is_lazy():
+    code = "import sys, rlrings; rlrings.ReplayClient; assert 'torch' not in sys.modules; rlrings.Policy"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
