@@ -22,7 +22,8 @@ def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
             "obs": obs,
             "action": {"dtype": "int32", "shape": []},
             "reward": {"dtype": "float32", "shape": []},
-            "done": {"dtype": "bool", "shape": []},
+            "terminated": {"dtype": "bool", "shape": []},
+            "truncated": {"dtype": "bool", "shape": []},
             "logp": {"dtype": "float32", "shape": []},
         }
     if algorithm == "dqn":

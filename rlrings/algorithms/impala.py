@@ -1,8 +1,10 @@
 """IMPALA: an actor-critic corrected for policy lag with V-trace.
 
 Trajectories are items of T+1 steps: observations 0..T, and for steps 0..T-1
-the action, reward, ``done`` (the episode ended after that action) and the
-behaviour policy's log-probability; row T's action columns are padding.
+the action, reward, ``terminated`` and ``truncated`` (the episode ended after
+that action) and the behaviour policy's log-probability; row T's action
+columns are padding. Actors fold the value of the last observation of a
+truncated episode into its reward, so both endings cut the trace here.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class ImpalaLearner:
         actions = columns["action"].transpose(0, 1)[:steps].long()
         log_probs = F.log_softmax(logits[:steps], dim=-1)
         target_logp = log_probs.gather(-1, actions[..., None]).squeeze(-1)
-        done = columns["done"].transpose(0, 1)[:steps].float()
+        ended = columns["terminated"] | columns["truncated"]
+        done = ended.transpose(0, 1)[:steps].float()
         vs, advantages = vtrace(
             behaviour_logp=columns["logp"].transpose(0, 1)[:steps],
             target_logp=target_logp,

@@ -153,7 +153,8 @@ class Actor:
             "obs": np.zeros((T + 1, N, *obs.shape[1:]), dtype=obs.dtype),
             "action": np.zeros((T + 1, N), np.int32),
             "reward": np.zeros((T + 1, N), np.float32),
-            "done": np.zeros((T + 1, N), bool),
+            "terminated": np.zeros((T + 1, N), bool),
+            "truncated": np.zeros((T + 1, N), bool),
             "logp": np.zeros((T + 1, N), np.float32),
             "first": obs,
         }
@@ -176,14 +177,15 @@ class Actor:
         done = terminated | truncated
         state["action"][t] = actions.numpy()
         state["reward"][t] = learn_rewards
-        state["done"][t] = done
+        state["terminated"][t] = terminated
+        state["truncated"][t] = truncated
         state["logp"][t] = behaviour_logp.numpy()
         t += 1
         if t == self.config.unroll_length:
             state["obs"][t] = next_obs
             columns = {
                 name: np.ascontiguousarray(np.swapaxes(state[name], 0, 1)).reshape(-1, *state[name].shape[2:])
-                for name in ("obs", "action", "reward", "done", "logp")
+                for name in ("obs", "action", "reward", "terminated", "truncated", "logp")
             }
             self._write(columns)
             t = 0

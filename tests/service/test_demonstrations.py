@@ -134,3 +134,18 @@ def test_bc_without_a_demonstrations_table_is_a_config_error(start_replay, tmp_p
         learner.close()
     finally:
         parameter.stop(grace=0)
+
+
+def test_the_learner_resumes_from_its_checkpoint(demo_mesh, tmp_path):
+    replay, parameter, _ = demo_mesh
+    first = learner_for(replay, parameter, tmp_path, algorithm="dqn")
+    first.step = 37
+    with torch.no_grad():
+        first.model.policy.bias.fill_(0.25)
+    first.checkpoint()
+    first.close()
+    second = learner_for(replay, parameter, tmp_path, algorithm="dqn")
+    assert second.step == 37 and second.algorithm.updates == 37
+    assert torch.all(second.model.policy.bias == 0.25)
+    assert torch.all(second.algorithm.target.policy.bias == first.algorithm.target.policy.bias)
+    second.close()

@@ -87,7 +87,8 @@ def test_impala_updates_fit_the_baseline():
         "obs": torch.tensor(rng.normal(size=(8, 6, 4)), dtype=torch.float32),
         "action": torch.tensor(rng.integers(0, 2, size=(8, 6)), dtype=torch.int32),
         "reward": torch.ones(8, 6),
-        "done": torch.zeros(8, 6, dtype=torch.bool),
+        "terminated": torch.zeros(8, 6, dtype=torch.bool),
+        "truncated": torch.zeros(8, 6, dtype=torch.bool),
         "logp": torch.full((8, 6), math.log(0.5)),
     }
     first = learner.update(batch)["baseline_loss"]
