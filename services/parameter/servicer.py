@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
@@ -73,5 +74,7 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
         return parameter_pb2.ListResponse(versions=self.store.headers(), tags=self.store.tags())
 
     def ReportEvaluation(self, request, context):
+        if not math.isfinite(request.evaluation_return):
+            raise InvalidArgumentError(f"evaluation_return: {request.evaluation_return} is not a finite number")
         best = self.store.report_evaluation(request.version, request.evaluation_return)
         return parameter_pb2.ReportEvaluationResponse(best_version=best)
