@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -e '.[dev]'
 	@# Bytecode now, once: services start several times faster where PYTHONDONTWRITEBYTECODE is set.
 	@# (a few third-party files target other Python versions and do not compile; that is expected)
-	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
