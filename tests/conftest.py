@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rlrings.config import load_config
 from rlrings.replay_client import ReplayClient
 from services.replay.config import ReplayConfig, TableConfig
 from services.replay.server import ReplayServer
 from tests.helpers import FRAME_SIGNATURE, table
+
+# Fuzzing runs briefly by default; HYPOTHESIS_PROFILE=long runs it for longer.
+settings.register_profile("ci", max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@ statuses only, and the stored versions stay whole and fetchable."""
 
 import hashlib
 import math
-import os
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rlrings.config import load_config
@@ -18,9 +17,6 @@ from services.parameter.server import ParameterServer
 
 pytestmark = pytest.mark.service
 
-settings.register_profile("ci", max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
-settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CLEAN = {
     grpc.StatusCode.OK,

@@ -4,12 +4,10 @@ status, nothing bad is stored, and the tables stay intact.
 Runs briefly by default; ``HYPOTHESIS_PROFILE=long`` runs it for longer.
 """
 
-import os
-
 import grpc
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rlrings.replay_client import ReplayClient
@@ -18,9 +16,6 @@ from tests.helpers import frames, table
 
 pytestmark = pytest.mark.service
 
-settings.register_profile("ci", max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CLEAN_CODES = {
     grpc.StatusCode.OK,
