@@ -64,6 +64,11 @@ class MeshConfig(Settings):
     """Learner learning rate; None: the algorithm's default."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
     """IMPALA: entropy bonus weight."""
+    queue_size: pydantic.PositiveInt | None = None
+    """IMPALA: trajectories the queue holds; None: max(4 x batch, 2 x all envs). Smaller is fresher
+    data but more waiting for actors."""
+    publish_every: pydantic.PositiveInt = 5
+    """Learner updates between weight versions."""
     max_env_steps: pydantic.NonNegativeInt = 3_000_000
     """Stop after this many env steps across actors; 0: no limit."""
     max_seconds: pydantic.PositiveFloat = 600.0
@@ -99,6 +104,8 @@ class ServiceProcess:
     run_dir: Path
     process: subprocess.Popen | None = None
     restarts: int = 0
+    niceness: int = 0
+    """Added CPU niceness: the viewer serves people and yields to training."""
 
     @property
     def address(self) -> str:
@@ -119,6 +126,7 @@ class ServiceProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+                preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
             )
         return self
 
@@ -188,7 +196,7 @@ class Mesh:
         c, run = self.config, self.run_dir
         impala = c.algorithm == "impala"
         batch = c.batch_size or (16 if impala else 128)
-        queue = max(4 * batch, 2 * c.actors * c.envs_per_actor)
+        queue = c.queue_size or max(4 * batch, 2 * c.actors * c.envs_per_actor)
         table = experience.table_config(c.algorithm, self.spec, TABLE, c.unroll_length, queue, 100_000)
 
         def ports() -> dict:
@@ -213,6 +221,7 @@ class Mesh:
             "table": TABLE,
             "batch_size": batch,
             "entropy_cost": c.entropy_cost,
+            "publish_every": c.publish_every,
             "checkpoint_dir": str(run / "checkpoints"),
             "tensorboard_dir": str(run / "tensorboard"),
             "seed": c.seed,
@@ -252,6 +261,7 @@ class Mesh:
                 "env": c.env,
             },
             run,
+            niceness=10,
         )
         return [replay, parameter, learner, *actors, *([viewer] if c.viewer else [])]
 
