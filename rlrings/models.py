@@ -21,7 +21,7 @@ from rlrings import codec
 from rlrings.envs import EnvSpec
 from rlrings.v1 import spaces_pb2
 
-WEIGHTS_FORMAT = "torch.state_dict"
+WEIGHTS_FORMAT = "torch.state_dict"  # what weights_to_bytes produces; sent in every WeightsHeader
 
 
 @dataclass(frozen=True)

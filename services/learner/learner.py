@@ -22,7 +22,7 @@ from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
 from rlrings.control import RateMeter
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError, NotFoundError, RlringsError
-from rlrings.models import ModelSpec, build_model, weights_to_bytes
+from rlrings.models import WEIGHTS_FORMAT, ModelSpec, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from services.learner.config import LearnerConfig
@@ -116,7 +116,9 @@ class Learner:
     def publish(self) -> int:
         with self._lock:
             data = weights_to_bytes(self.model)
-        self.published_version = self.parameters.publish(data, self.model_spec.to_proto(), learner_step=self.step)
+        self.published_version = self.parameters.publish(
+            data, self.model_spec.to_proto(), learner_step=self.step, format=WEIGHTS_FORMAT
+        )
         return self.published_version
 
     def pretrain(self) -> dict[str, float]:
