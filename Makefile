@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ARGS ?=
 pattern ?=
+# Tools built or installed outside the clone, so fresh clones on this machine reuse them
+TOOLS_DIR ?= $(HOME)/.cache/rlrings
+TERRAFORM_VERSION := 1.5.7
+HELM_VERSION := 3.19.0
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser run test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools run test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -27,11 +32,26 @@ setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev too
 browser: ## Install Debian's chromium for the viewer's browser tests (needs root)
 	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+tools: ## terraform and helm (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
+	@mkdir -p $(TOOLS_DIR)/bin
+	@if ! command -v go > /dev/null; then echo "tools: go is not installed; terraform fmt and the helm CLI checks are skipped"; \
+	else \
+	  test -x $(TOOLS_DIR)/bin/terraform || GOBIN=$(TOOLS_DIR)/bin go install github.com/hashicorp/terraform@v$(TERRAFORM_VERSION); \
+	  test -x $(TOOLS_DIR)/bin/helm || GOBIN=$(TOOLS_DIR)/bin go install -ldflags "\
+	    -X helm.sh/helm/v3/internal/version.version=v$(HELM_VERSION) \
+	    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34 \
+	    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34" \
+	    helm.sh/helm/v3/cmd/helm@v$(HELM_VERSION); \
+	fi
+	@# checkov's bc-python-hcl2 shadows python-hcl2 (module hcl2): it lives in a venv of its own
+	@test -x .venv-checkov/bin/checkov || { $(PYTHON) -m venv .venv-checkov && \
+	  $(BIN)/uv pip install -q --python .venv-checkov/bin/python checkov==$(CHECKOV_VERSION); }
+
 run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
 	$(BIN)/rlrings up $(ARGS)
 
-test: setup browser lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
-	$(BIN)/pytest $(if $(pattern),-k "$(pattern)")
+test: setup browser tools lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
+	PATH="$(TOOLS_DIR)/bin:$$PATH" $(BIN)/pytest $(if $(pattern),-k "$(pattern)")
 
 test-fast: setup ## Unit tests only
 	$(BIN)/pytest tests/unit $(if $(pattern),-k "$(pattern)")

@@ -5,6 +5,9 @@
     rlrings models pull [--address ... --tag latest --out model.pt]
     rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
     rlrings info [--address ...]                    a replay server's tables
+    rlrings health ADDRESS...                       grpc.health.v1 of running services
+    rlrings tables --env crafter --algorithm dqn    replay tables for a config file or Helm values
+    rlrings cloud up|status|down ...                the stack on AKS (see: rlrings cloud --help)
 
 Every command takes ``--help``; service and ``up`` settings also come from
 ``--config FILE`` and ``RLRINGS_<SERVICE>_<SETTING>`` environment variables.
@@ -36,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return importlib.import_module(SERVICES[command]).main(rest)
     if command == "up":
         return _up(rest)
+    if command == "cloud":
+        from rlrings.cloud import main as cloud_main
+
+        return cloud_main(rest)
     parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="run the whole mesh on this machine (see: rlrings up --help)")
@@ -57,11 +64,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--out", default="agent.mp4", help="agent.mp4 or agent.gif (default agent.mp4)")
     info = commands.add_parser("info", help="describe the tables of a running replay server")
     info.add_argument("--address", default="127.0.0.1:8000", help="replay server address (default 127.0.0.1:8000)")
+    health = commands.add_parser("health", help="check that services answer grpc.health.v1 with SERVING")
+    health.add_argument("addresses", nargs="+", metavar="ADDRESS", help="host:port of a service")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
+    tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
+    tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
+    tables.add_argument("--algorithm", choices=["impala", "dqn"], default="impala", help="(default impala)")
+    tables.add_argument("--table", default="experience", help="name of the learner's table (default experience)")
+    tables.add_argument("--unroll-length", type=int, default=20, help="IMPALA steps per item (default 20)")
+    tables.add_argument("--queue-size", type=int, default=256, help="IMPALA queue of unrolls (default 256)")
+    tables.add_argument("--capacity", type=int, default=100_000, help="DQN replay capacity (default 100000)")
+    commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
     args = parser.parse_args(argv)
     if args.command == "models":
         return _pull(args.address, args.tag, args.version, args.out)
     if args.command == "render":
         return _render(args)
+    if args.command == "health":
+        return _health(args.addresses, args.timeout)
+    if args.command == "tables":
+        return _tables(args)
     return _info(args.address)
 
 
@@ -163,6 +185,51 @@ def _info(address: str) -> int:
             columns,
         )
     console.print(view)
+    return 0
+
+
+def _health(addresses: list[str], timeout: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    console = Console()
+    view = RichTable("service", "status")
+    serving = 0
+    for address in addresses:
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+                )
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as error:
+                status = f"{error.code().name}: {error.details()}"
+        serving += status == "SERVING"
+        view.add_row(address, f"[green]{status}[/]" if status == "SERVING" else f"[red]{status}[/]")
+    console.print(view)
+    return 0 if serving == len(addresses) else 1
+
+
+def _tables(args) -> int:
+    import json
+
+    import yaml
+
+    from rlrings import experience
+    from rlrings.envs import env_spec
+    from rlrings.errors import ConfigError
+
+    try:
+        spec = env_spec(args.env)
+    except ConfigError as error:
+        print(f"rlrings tables: {error}", file=sys.stderr)
+        return 2
+    tables = [
+        experience.table_config(args.algorithm, spec, args.table, args.unroll_length, args.queue_size, args.capacity),
+        experience.demonstrations_table(spec),
+    ]
+    plain = json.loads(json.dumps(tables))  # no YAML anchors where two columns share a spec
+    print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None), end="")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
@@ -31,3 +33,12 @@ class ActorConfig(WorkerConfig):
     """Chunks sent but not acknowledged before stepping pauses (the local buffer)."""
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0
     """How long to wait at start for the first published weights."""
+    seed: int | None = 0
+    """Seed of the environments and of action sampling; null draws a fresh one at start, so
+    that the replicas of one Deployment (which share their settings) explore differently."""
+
+    @pydantic.model_validator(mode="after")
+    def _draw_seed(self) -> ActorConfig:
+        if self.seed is None:
+            self.seed = secrets.randbits(31)
+        return self

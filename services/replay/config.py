@@ -133,15 +133,41 @@ class TableConfig(pydantic.BaseModel):
         return Signature([Column(name, np.dtype(c.dtype), tuple(c.shape)) for name, c in self.signature.items()])
 
 
+class CassandraConfig(pydantic.BaseModel):
+    """Where and how replay keeps acknowledged experience in a Cassandra ring."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    contact_points: list[str] = pydantic.Field(default=["127.0.0.1"], min_length=1)
+    """Host names or addresses of some nodes of the ring."""
+    port: int = pydantic.Field(default=9042, ge=1, le=65535)
+    """CQL port."""
+    keyspace: str = pydantic.Field(default="rlrings", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    """Keyspace, created with the replication below when missing."""
+    replication_factor: pydantic.PositiveInt = 1
+    """Copies of every chunk (3 in a cluster)."""
+    consistency: Literal["ONE", "TWO", "THREE", "QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL"] = "QUORUM"
+    """Consistency level of writes and reads; an insert is acknowledged only once reached."""
+    ttl_seconds: pydantic.NonNegativeInt = 7 * 24 * 3600
+    """Seconds before stored experience expires; 0 keeps it forever."""
+    username: str | None = None
+    """User name (from a Secret, through RLRINGS_REPLAY_CASSANDRA__USERNAME)."""
+    password: pydantic.SecretStr | None = None
+    """Password (from a Secret, through RLRINGS_REPLAY_CASSANDRA__PASSWORD); never logged."""
+
+
 class ReplayConfig(ServiceConfig):
     """Settings of the replay service."""
 
-    model_config = SettingsConfigDict(env_prefix="RLRINGS_REPLAY_")
+    model_config = SettingsConfigDict(env_prefix="RLRINGS_REPLAY_", env_nested_delimiter="__")
 
     tables: list[TableConfig] = []
     """Tables to serve (a JSON list on the command line, a YAML list in the file)."""
-    store: Literal["memory", "embedded"] = "embedded"
-    """memory: nothing survives a restart; embedded: periodic snapshots to snapshot_dir."""
+    store: Literal["memory", "embedded", "cassandra"] = "embedded"
+    """memory: nothing survives a restart; embedded: periodic snapshots to snapshot_dir;
+    cassandra: the ring described by ``cassandra`` (not available in this release: refused at start)."""
+    cassandra: CassandraConfig = CassandraConfig()
+    """The Cassandra ring, when store is cassandra."""
     snapshot_dir: Path = Path("./data/replay")
     """Where the embedded store keeps its snapshot."""
     snapshot_interval_seconds: pydantic.NonNegativeFloat = 300.0

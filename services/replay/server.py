@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlrings.errors import ConfigError
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.config import ReplayConfig
@@ -20,6 +21,11 @@ class ReplayServer:
 
     def __init__(self, config: ReplayConfig):
         self.config = config
+        if config.store == "cassandra":
+            raise ConfigError(
+                "store: 'cassandra' is not available in this release of the replay service "
+                "(its settings are accepted so that deployments can be prepared); use store: embedded"
+            )
         store = SnapshotStore(config.snapshot_dir) if config.store == "embedded" else None
         self.replay = Replay(
             config.tables,

@@ -127,3 +127,11 @@ def test_sampler_stops_after_num_batches(replay):
     server, client = replay
     client.insert("uniform", frames(4))
     assert len(list(client.sample("uniform", batch_size=3, num_batches=5))) == 5
+
+
+def test_health_command_reports_serving_servers_and_fails_for_dead_ones(replay):
+    server, _ = replay
+    from rlrings.cli import main
+
+    assert main(["health", server.address]) == 0
+    assert main(["health", server.address, "127.0.0.1:1", "--timeout", "0.5"]) == 1

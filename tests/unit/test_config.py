@@ -76,3 +76,31 @@ def test_queue_preset_is_a_blocking_fifo():
     queue = TableConfig.queue("q", {"x": {"dtype": "float32"}}, max_size=8)
     assert queue.selector == "fifo" and queue.max_times_sampled == 1
     assert queue.rate_limiter.bounds() == (0, 8)
+
+
+def test_actor_seed_null_draws_a_different_seed_per_process():
+    from services.actor.config import ActorConfig
+
+    assert load_config(ActorConfig, []).seed == 0
+    seeds = {load_config(ActorConfig, [], seed=None).seed for _ in range(4)}
+    assert len(seeds) == 4 and all(isinstance(s, int) for s in seeds)
+
+
+def test_cassandra_settings_come_from_file_and_secret_env_and_the_store_is_refused_clearly(monkeypatch):
+    from services.replay.server import ReplayServer
+
+    monkeypatch.setenv("RLRINGS_REPLAY_CASSANDRA__PASSWORD", "s3cret-from-a-secret")
+    config = load_config(
+        ReplayConfig,
+        [],
+        tables=[table("t")],
+        store="cassandra",
+        cassandra={"contact_points": ["10.0.0.4", "10.0.0.5"], "consistency": "LOCAL_QUORUM"},
+    )
+    assert config.cassandra.contact_points == ["10.0.0.4", "10.0.0.5"]
+    assert config.cassandra.password.get_secret_value() == "s3cret-from-a-secret"
+    assert "s3cret" not in repr(config)
+    with pytest.raises(ConfigError, match="store: 'cassandra' is not available"):
+        ReplayServer(config)
+    with pytest.raises(ConfigError, match="cassandra.consistency"):
+        load_config(ReplayConfig, [], tables=[table("t")], cassandra={"consistency": "MOST"})

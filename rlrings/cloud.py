@@ -1,0 +1,451 @@
+"""``rlrings cloud``: the whole stack on Azure Kubernetes Service from two IDs.
+
+    rlrings cloud up --subscription-id ID --tenant-id ID [--dry-run]
+    rlrings cloud status --subscription-id ID --tenant-id ID
+    rlrings cloud down --subscription-id ID --tenant-id ID [--dry-run]
+
+``up`` runs Terraform (terraform/), builds the images in the cluster's registry
+(``az acr build``), fetches credentials and installs or upgrades the Helm chart
+(helm/rlrings) through pyhelm3. Every step is printed with the command it runs;
+``--dry-run`` prints them all, checks the chart renders with the given values where
+``helm`` is installed, and changes nothing. A failed step says what was already
+applied and how to go on or tear down. Run it from a checkout of the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+import rlrings
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ("replay", "parameter", "learner", "actor", "viewer")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+INSTALL_HINTS = {
+    "terraform": "https://developer.hashicorp.com/terraform/install (1.5 or later)",
+    "az": "https://learn.microsoft.com/cli/azure/install-azure-cli, then `az login`",
+    "helm": "https://helm.sh/docs/intro/install/ (3.14 or later)",
+    "kubectl": "`az aks install-cli` (installs kubectl and kubelogin)",
+    "kubelogin": "`az aks install-cli` (installs kubectl and kubelogin)",
+}
+
+
+class CloudError(Exception):
+    """A step failed or cannot start; the message says what to do."""
+
+
+class MissingTools(CloudError):
+    """Command-line tools the steps run are not installed."""
+
+
+@dataclass
+class Step:
+    """One thing ``rlrings cloud`` does: a command line, or Python (pyhelm3) with a
+    command line that shows what it amounts to."""
+
+    title: str
+    command: list[str]
+    run: Callable[[], object] | None = None
+    changes: bool = True  # False for steps that only read
+    done: bool = field(default=False, init=False)
+
+
+@dataclass
+class Plan:
+    action: str
+    steps: list[Step]
+
+
+class Cloud:
+    """Plans and runs ``up``, ``status`` and ``down`` for one deployment."""
+
+    def __init__(self, args: argparse.Namespace, console: Console):
+        self.args = args
+        self.console = console
+        self.state = Path(args.state_dir).expanduser() / args.name
+        self.kubeconfig = self.state / "kubeconfig"
+        self.tfvars = self.state / "terraform.tfvars.json"
+        self.outputs: dict[str, str] = {}
+
+    # -- plans ---------------------------------------------------------------------
+
+    def terraform(self, *args: str) -> list[str]:
+        return ["terraform", f"-chdir={ROOT / 'terraform'}", *args]
+
+    def output(self, name: str) -> str:
+        return self.outputs.get(name, f"<{name} from terraform output>")
+
+    def plan(self) -> Plan:
+        a = self.args
+        account = Step(
+            "Select the subscription", ["az", "account", "set", "--subscription", a.subscription_id], changes=False
+        )
+        init = Step("Initialise Terraform", self.terraform("init", "-input=false"))
+        outputs = Step(
+            "Read the cluster's names", self.terraform("output", "-json"), run=self._read_outputs, changes=False
+        )
+        credentials = [
+            Step(
+                "Fetch cluster credentials",
+                [
+                    "az",
+                    "aks",
+                    "get-credentials",
+                    "--resource-group",
+                    self.output("resource_group"),
+                    "--name",
+                    self.output("cluster_name"),
+                    "--file",
+                    str(self.kubeconfig),
+                    "--overwrite-existing",
+                ],
+                changes=False,
+            ),
+            Step(
+                "Log in to the cluster with the Azure CLI's identity",
+                ["kubelogin", "convert-kubeconfig", "-l", "azurecli", "--kubeconfig", str(self.kubeconfig)],
+                changes=False,
+            ),
+        ]
+        helm = ["helm", "--kubeconfig", str(self.kubeconfig), "--namespace", a.namespace]
+        if a.action == "up":
+            apply = Step(
+                "Create or update AKS, its node pools and the registry (Terraform)",
+                self.terraform("apply", "-input=false", "-auto-approve", f"-var-file={self.tfvars}"),
+            )
+            builds = [
+                Step(
+                    f"Build the {image} image in the registry",
+                    [
+                        "az",
+                        "acr",
+                        "build",
+                        "--registry",
+                        self.output("registry_name"),
+                        "--image",
+                        f"rlrings/{image}:{rlrings.__version__}",
+                        "--file",
+                        f"services/{image}/Dockerfile",
+                        str(ROOT),
+                    ],
+                )
+                for image in IMAGES
+            ]
+            values = self.values_files()
+            install = Step(
+                "Install or upgrade the Helm release (pyhelm3)",
+                [
+                    *helm,
+                    "upgrade",
+                    "--install",
+                    a.release,
+                    str(ROOT / "helm" / "rlrings"),
+                    "--create-namespace",
+                    "--atomic",
+                    "--wait",
+                    "--timeout",
+                    "20m",
+                    *[f"--values={v}" for v in values],
+                ],
+                run=self._helm_install,
+            )
+            test = Step("Check every service's health", [*helm, "test", a.release], changes=False)
+            return Plan("up", [account, init, apply, outputs, *builds, *credentials, install, test])
+        if a.action == "status":
+            return Plan(
+                "status",
+                [
+                    account,
+                    init,
+                    outputs,
+                    *credentials,
+                    Step("Show the release", [*helm, "status", a.release], changes=False),
+                    Step(
+                        "Show the pods",
+                        [
+                            "kubectl",
+                            "--kubeconfig",
+                            str(self.kubeconfig),
+                            "--namespace",
+                            a.namespace,
+                            "get",
+                            "pods",
+                            "-o",
+                            "wide",
+                        ],
+                        changes=False,
+                    ),
+                ],
+            )
+        uninstall = Step(
+            "Uninstall the Helm release (pyhelm3)", [*helm, "uninstall", a.release, "--wait"], run=self._helm_uninstall
+        )
+        destroy = Step(
+            "Destroy AKS, its pools and the registry (Terraform)",
+            self.terraform("destroy", "-input=false", "-auto-approve", f"-var-file={self.tfvars}"),
+        )
+        return Plan("down", [account, init, outputs, *credentials, uninstall, destroy])
+
+    def values_files(self) -> list[Path]:
+        return [*(Path(v) for v in self.args.values), self.state / "values.generated.yaml"]
+
+    def generated_values(self) -> dict:
+        """What the CLI sets in the chart: the registry Terraform made and the image tag."""
+        return {"image": {"registry": self.output("registry_login_server"), "tag": rlrings.__version__}}
+
+    def terraform_variables(self, api_access: list[str]) -> dict:
+        a = self.args
+        return {
+            "subscription_id": a.subscription_id,
+            "tenant_id": a.tenant_id,
+            "name": a.name,
+            "location": a.location,
+            "api_server_authorized_ip_ranges": api_access,
+        }
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        plan = self.plan()
+        if self.args.dry_run:
+            return self.print_plan(plan)
+        self.check_tools()
+        self.state.mkdir(parents=True, exist_ok=True)
+        if plan.action in ("up", "down"):
+            access = self.args.api_access or [self.public_address()]
+            self.tfvars.write_text(json.dumps(self.terraform_variables(access), indent=2))
+        for number, step in enumerate(plan.steps, 1):
+            self.console.print(f"[bold][{number}/{len(plan.steps)}][/] {step.title}")
+            step.command = self._resolve(step.command)
+            self.console.print(f"  [dim]$ {shlex.join(step.command)}[/]")
+            try:
+                if step.run is not None:
+                    step.run()
+                else:
+                    subprocess.run(step.command, check=True, cwd=ROOT)
+            except (subprocess.CalledProcessError, CloudError, OSError) as error:
+                self.report_failure(plan, step, error)
+                return 1
+            step.done = True
+        self.console.print(f"[green]rlrings cloud {plan.action}: done[/]")
+        return 0
+
+    def print_plan(self, plan: Plan) -> int:
+        a = self.args
+        self.console.print(f"[bold]rlrings cloud {plan.action} --dry-run[/]: nothing is changed.")
+        self.console.print(
+            f"  subscription {a.subscription_id}, tenant {a.tenant_id}, "
+            f"deployment {a.name!r} in {a.location}, release {a.release!r} in namespace {a.namespace!r}"
+        )
+        missing = self.missing_tools()
+        for tool in missing:
+            self.console.print(f"  [yellow]needs {tool}[/]: {INSTALL_HINTS[tool]}")
+        if plan.action in ("up", "down"):
+            access = a.api_access or ["<this machine's public address>/32"]
+            self.console.print(f"  Terraform variables ({self.tfvars}):")
+            for line in json.dumps(self.terraform_variables(access), indent=2).splitlines():
+                self.console.print(f"    {line}", markup=False, highlight=False)
+        for number, step in enumerate(plan.steps, 1):
+            self.console.print(f"[bold][{number}/{len(plan.steps)}][/] {step.title}")
+            self.console.print(f"  $ {shlex.join(step.command)}", markup=False, highlight=False)
+        if plan.action == "up":
+            self.check_chart()
+        return 0
+
+    def check_chart(self) -> None:
+        """``helm template`` through pyhelm3 with the user's values: bad values show now, not
+        after Terraform has spent twenty minutes."""
+        if shutil.which("helm") is None:
+            self.console.print("  chart check skipped: helm is not installed")
+            return
+        from pyhelm3 import Client
+
+        async def render() -> list:
+            client = Client()
+            chart = await client.get_chart(ROOT / "helm" / "rlrings")
+            return list(
+                await client.template_resources(chart, self.args.release, *self.values(), namespace=self.args.namespace)
+            )
+
+        try:
+            objects = asyncio.run(render())
+        except Exception as error:  # pyhelm3 raises its own errors with helm's stderr
+            raise CloudError(f"the chart does not render with these values: {error}") from None
+        kinds = sorted({o["kind"] for o in objects})
+        self.console.print(f"  chart check: helm renders {len(objects)} objects ({', '.join(kinds)})")
+
+    def values(self) -> list[dict]:
+        loaded = []
+        for path in self.args.values:
+            try:
+                loaded.append(yaml.safe_load(Path(path).read_text()) or {})
+            except (OSError, yaml.YAMLError) as error:
+                raise CloudError(f"--values {path}: {error}") from None
+        return [*loaded, self.generated_values()]
+
+    def missing_tools(self) -> list[str]:
+        return [tool for tool in INSTALL_HINTS if shutil.which(tool) is None]
+
+    def check_tools(self) -> None:
+        missing = self.missing_tools()
+        if missing:
+            hints = "\n".join(f"  {tool}: {INSTALL_HINTS[tool]}" for tool in missing)
+            raise MissingTools(
+                f"missing {', '.join(missing)}; install them and run again. Nothing was changed.\n{hints}"
+            )
+
+    def public_address(self) -> str:
+        try:
+            with urllib.request.urlopen("https://api.ipify.org", timeout=10) as reply:
+                address = ipaddress.ip_address(reply.read().decode().strip())
+        except (OSError, ValueError) as error:
+            raise CloudError(
+                f"cannot find this machine's public address ({error}); pass --api-access CIDR "
+                "for the addresses allowed to reach the Kubernetes API. Nothing was changed."
+            ) from None
+        return f"{address}/{32 if address.version == 4 else 128}"
+
+    def report_failure(self, plan: Plan, step: Step, error: Exception) -> None:
+        done = [s.title for s in plan.steps if s.done and s.changes]
+        self.console.print(f"[red]rlrings cloud {plan.action}: step {step.title!r} failed: {error}[/]")
+        if done:
+            self.console.print("[yellow]Already applied:[/] " + "; ".join(done))
+            again = (
+                "rlrings cloud " + " ".join(shlex.quote(x) for x in sys.argv[2:])
+                if sys.argv[2:]
+                else "the same command"
+            )
+            self.console.print(
+                f"Run {again} again to go on (every step is idempotent), "
+                "or `rlrings cloud down` with the same IDs to remove what was made."
+            )
+        else:
+            self.console.print("Nothing was changed.")
+
+    def _resolve(self, command: list[str]) -> list[str]:
+        """Fills in names that come from Terraform's outputs once they are known."""
+        return [re.sub(r"<(\w+) from terraform output>", lambda m: self.output(m.group(1)), c) for c in command]
+
+    def _read_outputs(self) -> None:
+        result = subprocess.run(self.terraform("output", "-json"), check=True, capture_output=True, text=True)
+        self.outputs = {name: o["value"] for name, o in json.loads(result.stdout).items() if not o.get("sensitive")}
+        (self.state / "values.generated.yaml").write_text(yaml.safe_dump(self.generated_values()))
+
+    def _client(self):
+        from pyhelm3 import Client
+
+        return Client(kubeconfig=self.kubeconfig)
+
+    def _helm_install(self) -> None:
+        async def install():
+            client = self._client()
+            chart = await client.get_chart(ROOT / "helm" / "rlrings")
+            return await client.install_or_upgrade_release(
+                self.args.release,
+                chart,
+                *self.values(),
+                namespace=self.args.namespace,
+                create_namespace=True,
+                atomic=True,
+                wait=True,
+                timeout="20m",
+            )
+
+        revision = asyncio.run(install())
+        self.console.print(f"  release {self.args.release} at revision {revision.revision}: {revision.status}")
+        if revision.notes:
+            self.console.print(revision.notes, markup=False, highlight=False)
+
+    def _helm_uninstall(self) -> None:
+        async def uninstall():
+            await self._client().uninstall_release(self.args.release, namespace=self.args.namespace, wait=True)
+
+        asyncio.run(uninstall())
+
+
+def guid(text: str) -> str:
+    if not GUID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GUID (like 00000000-0000-0000-0000-000000000000)")
+    return text.lower()
+
+
+def cidr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address range such as 203.0.113.7/32") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="rlrings cloud", description="rlrings on Azure Kubernetes Service.")
+    actions = root.add_subparsers(dest="action", required=True)
+    helps = {
+        "up": "create or update the cluster, build the images, install the chart",
+        "status": "show the release and its pods",
+        "down": "uninstall the chart and destroy the cluster",
+    }
+    for action, text in helps.items():
+        p = actions.add_parser(action, help=text, description=text)
+        p.add_argument("--subscription-id", required=True, type=guid, help="Azure subscription ID")
+        p.add_argument("--tenant-id", required=True, type=guid, help="Microsoft Entra tenant ID")
+        p.add_argument("--name", default="rlrings", help="base name of the Azure resources (default rlrings)")
+        p.add_argument("--location", default="westeurope", help="Azure region (default westeurope)")
+        p.add_argument("--release", default="rlrings", help="Helm release name (default rlrings)")
+        p.add_argument("--namespace", default="rlrings", help="Kubernetes namespace (default rlrings)")
+        p.add_argument("--state-dir", default="~/.rlrings/cloud", help="where kubeconfig and variables are kept")
+        p.add_argument("--dry-run", action="store_true", help="print every step and command; change nothing")
+        if action in ("up", "down"):
+            p.add_argument(
+                "--api-access",
+                action="append",
+                type=cidr,
+                default=[],
+                metavar="CIDR",
+                help="address range allowed to reach the Kubernetes API (default: this machine)",
+            )
+        if action == "up":
+            p.add_argument(
+                "--values",
+                action="append",
+                default=[],
+                metavar="FILE",
+                help="Helm values file (repeatable), for example helm/rlrings/ci/gpu-ring-values.yaml",
+            )
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "api_access"):
+        args.api_access = []
+    if not hasattr(args, "values"):
+        args.values = []
+    console = Console(highlight=False, soft_wrap=True)
+    for path in args.values:
+        if not Path(path).is_file():
+            console.print(f"[red]rlrings cloud: --values {path}: no such file[/]")
+            return 2
+    try:
+        return Cloud(args, console).run()
+    except CloudError as error:
+        console.print(f"[red]rlrings cloud {args.action}: {error}[/]")
+        return 3 if isinstance(error, MissingTools) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

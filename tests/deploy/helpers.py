@@ -1,0 +1,48 @@
+"""What the deployment checks share: the repository root and the Kubernetes version
+the chart is validated for, which is the one Terraform deploys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hcl2
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM = ROOT / "terraform"
+
+
+def plain(value):
+    """python-hcl2's output without its quoting: '"text"' becomes 'text', keys too."""
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def terraform_file(name: str) -> dict:
+    with (TERRAFORM / name).open() as f:
+        return plain(hcl2.load(f))
+
+
+def terraform_variables() -> dict[str, dict]:
+    return {name: body for block in terraform_file("variables.tf")["variable"] for name, body in block.items()}
+
+
+def terraform_resources() -> dict[str, dict]:
+    """Resources of main.tf by "type.name"."""
+    return {
+        f"{kind}.{name}": body
+        for block in terraform_file("main.tf")["resource"]
+        for kind, named in block.items()
+        for name, body in named.items()
+    }
+
+
+def _kubernetes_version() -> str:
+    return f"{terraform_variables()['kubernetes_version']['default']}.0"
+
+
+KUBERNETES_VERSION = _kubernetes_version()

@@ -1,0 +1,136 @@
+"""`rlrings cloud` as a new user meets it: a dry run that prints every step and changes
+nothing, clear refusals of bad IDs and missing tools, and the chart check it runs through
+pyhelm3 with a real helm binary where one is installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.helpers import ROOT
+
+SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
+TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+IDS = ("--subscription-id", SUBSCRIPTION, "--tenant-id", TENANT)
+TOOLS_BIN = Path(os.environ.get("RLRINGS_TOOLS", Path.home() / ".cache" / "rlrings")) / "bin"
+
+
+def cloud(*args: str, path: str | None = None, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "COLUMNS": "200"}
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [sys.executable, "-m", "rlrings.cli", "cloud", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_dry_run_prints_every_step_and_command_and_touches_nothing(tmp_path):
+    result = cloud(
+        "up",
+        *IDS,
+        "--dry-run",
+        "--api-access",
+        "203.0.113.7/32",
+        home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "nothing is changed" in out
+    for command in (
+        f"az account set --subscription {SUBSCRIPTION}",
+        "terraform -chdir=",
+        "init -input=false",
+        "apply -input=false -auto-approve",
+        "output -json",
+        "az aks get-credentials",
+        "kubelogin convert-kubeconfig",
+        "upgrade --install rlrings",
+        "test rlrings",
+    ):
+        assert command in out, f"{command!r} is not in the plan"
+    for image in ("replay", "parameter", "learner", "actor", "viewer"):
+        assert f"--image rlrings/{image}:0.1.0 --file services/{image}/Dockerfile" in out
+    assert '"203.0.113.7/32"' in out and f'"tenant_id": "{TENANT}"' in out
+    assert "[13/13]" in out
+    assert not (tmp_path / ".rlrings").exists(), "a dry run wrote state"
+
+
+@pytest.mark.skipif(shutil.which("helm", path=f"{TOOLS_BIN}:{os.environ['PATH']}") is None, reason="no helm binary")
+def test_dry_run_renders_the_chart_with_the_users_values_through_pyhelm3(tmp_path):
+    path = f"{TOOLS_BIN}:{os.environ['PATH']}"
+    values = ROOT / "helm" / "rlrings" / "ci" / "gpu-ring-values.yaml"
+    result = cloud(
+        "up",
+        *IDS,
+        "--dry-run",
+        "--values",
+        str(values),
+        path=path,
+        home=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "chart check: helm renders" in result.stdout and "ServiceMonitor" in result.stdout
+
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("learner:\n  ring:\n    ranks: 0\n")
+    result = cloud(
+        "up",
+        *IDS,
+        "--dry-run",
+        "--values",
+        str(bad),
+        path=path,
+        home=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "does not render" in result.stdout and "ranks" in result.stdout
+
+
+def test_missing_tools_are_named_with_how_to_install_them_and_nothing_runs(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = cloud(
+        "up",
+        *IDS,
+        "--api-access",
+        "10.0.0.0/8",
+        path=str(empty),
+        home=tmp_path,
+    )
+    assert result.returncode == 3
+    out = result.stdout
+    for tool in ("terraform", "az", "helm", "kubectl", "kubelogin"):
+        assert tool in out
+    assert "az aks install-cli" in out and "Nothing was changed" in out
+    assert not (tmp_path / ".rlrings").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["up", "--subscription-id", "not-a-guid", "--tenant-id", TENANT], "is not a GUID"),
+        (["up", "--subscription-id", SUBSCRIPTION], "--tenant-id"),
+        (["up", *IDS, "--api-access", "everyone"], "address range"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_them(tmp_path, args, complaint):
+    result = cloud(*args, "--dry-run", home=tmp_path)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+
+
+def test_down_plans_uninstall_before_destroy(tmp_path):
+    result = cloud("down", *IDS, "--dry-run", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("uninstall rlrings") < out.index("destroy -input=false -auto-approve")
