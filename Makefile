@@ -32,7 +32,7 @@ setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev too
 browser: ## Install Debian's chromium for the viewer's browser tests (needs root)
 	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-tools: ## terraform and helm (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
+tools: setup ## terraform and helm (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
 	@mkdir -p $(TOOLS_DIR)/bin
 	@if ! command -v go > /dev/null; then echo "tools: go is not installed; terraform fmt and the helm CLI checks are skipped"; \
 	else \
