@@ -211,8 +211,6 @@ def _health(addresses: list[str], timeout: float) -> int:
 
 
 def _tables(args) -> int:
-    import json
-
     import yaml
 
     from rlrings import experience
@@ -224,12 +222,10 @@ def _tables(args) -> int:
     except ConfigError as error:
         print(f"rlrings tables: {error}", file=sys.stderr)
         return 2
-    tables = [
-        experience.table_config(args.algorithm, spec, args.table, args.unroll_length, args.queue_size, args.capacity),
-        experience.demonstrations_table(spec),
-    ]
-    plain = json.loads(json.dumps(tables))  # no YAML anchors where two columns share a spec
-    print(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None), end="")
+    tables = experience.replay_tables(
+        args.algorithm, spec, args.table, args.unroll_length, args.queue_size, args.capacity
+    )
+    print(yaml.safe_dump(tables, sort_keys=False, default_flow_style=None), end="")
     return 0
 
 

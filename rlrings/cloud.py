@@ -74,8 +74,9 @@ class Plan:
 class Cloud:
     """Plans and runs ``up``, ``status`` and ``down`` for one deployment."""
 
-    def __init__(self, args: argparse.Namespace, console: Console):
+    def __init__(self, args: argparse.Namespace, argv: Sequence[str], console: Console):
         self.args = args
+        self.argv = list(argv)  # to tell the user how to run the same command again
         self.console = console
         self.state = Path(args.state_dir).expanduser() / args.name
         self.kubeconfig = self.state / "kubeconfig"
@@ -230,9 +231,8 @@ class Cloud:
             access = self.args.api_access or [self.public_address()]
             self.tfvars.write_text(json.dumps(self.terraform_variables(access), indent=2))
         for number, step in enumerate(plan.steps, 1):
-            self.console.print(f"[bold][{number}/{len(plan.steps)}][/] {step.title}")
             step.command = self._resolve(step.command)
-            self.console.print(f"  [dim]$ {shlex.join(step.command)}[/]")
+            self.announce(plan, number, step)
             try:
                 if step.run is not None:
                     step.run()
@@ -261,11 +261,14 @@ class Cloud:
             for line in json.dumps(self.terraform_variables(access), indent=2).splitlines():
                 self.console.print(f"    {line}", markup=False, highlight=False)
         for number, step in enumerate(plan.steps, 1):
-            self.console.print(f"[bold][{number}/{len(plan.steps)}][/] {step.title}")
-            self.console.print(f"  $ {shlex.join(step.command)}", markup=False, highlight=False)
+            self.announce(plan, number, step)
         if plan.action == "up":
             self.check_chart()
         return 0
+
+    def announce(self, plan: Plan, number: int, step: Step) -> None:
+        self.console.print(f"[bold][{number}/{len(plan.steps)}][/] {step.title}")
+        self.console.print(f"  $ {shlex.join(step.command)}", markup=False)
 
     def check_chart(self) -> None:
         """``helm template`` through pyhelm3 with the user's values: bad values show now, not
@@ -323,13 +326,11 @@ class Cloud:
     def report_failure(self, plan: Plan, step: Step, error: Exception) -> None:
         done = [s.title for s in plan.steps if s.done and s.changes]
         self.console.print(f"[red]rlrings cloud {plan.action}: step {step.title!r} failed: {error}[/]")
-        if done:
-            self.console.print("[yellow]Already applied:[/] " + "; ".join(done))
-            again = (
-                "rlrings cloud " + " ".join(shlex.quote(x) for x in sys.argv[2:])
-                if sys.argv[2:]
-                else "the same command"
-            )
+        if step.changes:
+            self.console.print("[yellow]The failed step may have applied part of its changes.[/]")
+        if done or step.changes:
+            self.console.print("[yellow]Already applied:[/] " + ("; ".join(done) or "nothing before this step"))
+            again = f"`rlrings cloud {shlex.join(self.argv)}`"
             self.console.print(
                 f"Run {again} again to go on (every step is idempotent), "
                 "or `rlrings cloud down` with the same IDs to remove what was made."
@@ -393,6 +394,7 @@ def cidr(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="rlrings cloud", description="rlrings on Azure Kubernetes Service.")
+    root.set_defaults(api_access=[], values=[])  # for the actions that do not take them
     actions = root.add_subparsers(dest="action", required=True)
     helps = {
         "up": "create or update the cluster, build the images, install the chart",
@@ -430,18 +432,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    if not hasattr(args, "api_access"):
-        args.api_access = []
-    if not hasattr(args, "values"):
-        args.values = []
     console = Console(highlight=False, soft_wrap=True)
     for path in args.values:
         if not Path(path).is_file():
             console.print(f"[red]rlrings cloud: --values {path}: no such file[/]")
             return 2
     try:
-        return Cloud(args, console).run()
+        return Cloud(args, argv, console).run()
     except CloudError as error:
         console.print(f"[red]rlrings cloud {args.action}: {error}[/]")
         return 3 if isinstance(error, MissingTools) else 1

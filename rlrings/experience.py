@@ -14,12 +14,17 @@ from rlrings.envs import EnvSpec
 ALGORITHMS = ("impala", "dqn")
 
 
+def observation_column(env: EnvSpec) -> dict:
+    """{dtype, shape} of ``env``'s observations; a new mapping per call, so that configs
+    written as YAML never share (and anchor) one."""
+    return {"dtype": env.observation_space.dtype.name, "shape": list(env.observation_space.shape)}
+
+
 def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
     """Column name -> {dtype, shape} of one step written for ``algorithm``."""
-    obs = {"dtype": env.observation_space.dtype.name, "shape": list(env.observation_space.shape)}
     if algorithm == "impala":
         return {
-            "obs": obs,
+            "obs": observation_column(env),
             "action": {"dtype": "int32", "shape": []},
             "reward": {"dtype": "float32", "shape": []},
             "terminated": {"dtype": "bool", "shape": []},
@@ -28,10 +33,10 @@ def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
         }
     if algorithm == "dqn":
         return {
-            "obs": obs,
+            "obs": observation_column(env),
             "action": {"dtype": "int32", "shape": []},
             "reward": {"dtype": "float32", "shape": []},
-            "next_obs": obs,
+            "next_obs": observation_column(env),
             "discount": {"dtype": "float32", "shape": []},
         }
     raise ValueError(f"algorithm: unknown {algorithm!r}; known: {list(ALGORITHMS)}")
@@ -74,17 +79,23 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
     return f"the table wants columns {extra} that this actor does not write" if extra else None
 
 
+def replay_tables(
+    algorithm: str, env: EnvSpec, name: str, unroll_length: int, queue_size: int, dqn_capacity: int
+) -> list[dict]:
+    """Every table a mesh playing ``env`` serves: the learner's, then the viewer's demonstrations."""
+    return [table_config(algorithm, env, name, unroll_length, queue_size, dqn_capacity), demonstrations_table(env)]
+
+
 def demonstrations_table(env: EnvSpec, name: str = "demonstrations", max_size: int = 100_000) -> dict:
     """Steps people played in the viewer: enough for behaviour cloning
     (obs, action) and for one-step DQN transitions (reward, next_obs, terminated)."""
-    obs = signature("dqn", env)["obs"]
     return {
         "name": name,
         "signature": {
-            "obs": obs,
+            "obs": observation_column(env),
             "action": {"dtype": "int32", "shape": []},
             "reward": {"dtype": "float32", "shape": []},
-            "next_obs": obs,
+            "next_obs": observation_column(env),
             "terminated": {"dtype": "bool", "shape": []},
             "truncated": {"dtype": "bool", "shape": []},
         },

@@ -197,12 +197,11 @@ class Mesh:
         impala = c.algorithm == "impala"
         batch = c.batch_size or (16 if impala else 128)
         queue = c.queue_size or max(4 * batch, 2 * c.actors * c.envs_per_actor)
-        table = experience.table_config(c.algorithm, self.spec, TABLE, c.unroll_length, queue, 100_000)
+        tables = experience.replay_tables(c.algorithm, self.spec, TABLE, c.unroll_length, queue, 100_000)
 
         def ports() -> dict:
             return {"port": free_port(), "metrics_port": free_port()}
 
-        tables = [table, experience.demonstrations_table(self.spec)]
         replay = ServiceProcess(
             "replay",
             "services.replay",

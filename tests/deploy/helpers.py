@@ -3,12 +3,15 @@ the chart is validated for, which is the one Terraform deploys."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hcl2
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
+# Where `make tools` puts terraform and helm (TOOLS_DIR in the Makefile)
+TOOLS_BIN = Path(os.environ.get("RLRINGS_TOOLS", Path.home() / ".cache" / "rlrings")) / "bin"
 
 
 def plain(value):

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import ROOT
+from tests.deploy.helpers import ROOT, TOOLS_BIN
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
 TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 IDS = ("--subscription-id", SUBSCRIPTION, "--tenant-id", TENANT)
-TOOLS_BIN = Path(os.environ.get("RLRINGS_TOOLS", Path.home() / ".cache" / "rlrings")) / "bin"
 
 
 def cloud(*args: str, path: str | None = None, home: Path) -> subprocess.CompletedProcess:
@@ -134,3 +133,22 @@ def test_down_plans_uninstall_before_destroy(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.index("uninstall rlrings") < out.index("destroy -input=false -auto-approve")
+
+
+def test_a_failed_step_says_what_was_applied_and_how_to_go_on(tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("az", "helm", "kubectl", "kubelogin"):
+        (tools / name).write_text("#!/bin/sh\nexit 0\n")
+    # terraform init works, apply fails
+    (tools / "terraform").write_text('#!/bin/sh\ncase "$*" in *init*) exit 0;; *) exit 1;; esac\n')
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    result = cloud("up", *IDS, "--api-access", "10.0.0.0/8", path=f"{tools}:/usr/bin:/bin", home=tmp_path)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "step 'Create or update AKS, its node pools and the registry (Terraform)' failed" in out
+    assert "may have applied part of its changes" in out
+    assert "Already applied: Initialise Terraform" in out
+    assert f"rlrings cloud up {' '.join(IDS)} --api-access 10.0.0.0/8` again" in out
+    assert "az acr build" not in out, "steps after the failure ran"

@@ -188,10 +188,7 @@ def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     spec = env_spec(values["env"])
-    generated = [
-        experience.table_config(values["algorithm"], spec, values["table"], 20, 256, 100_000),
-        experience.demonstrations_table(spec),
-    ]
+    generated = experience.replay_tables(values["algorithm"], spec, values["table"], 20, 256, 100_000)
     assert values["replay"]["tables"] == json.loads(json.dumps(generated))
 
 

@@ -17,10 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.helpers import ROOT, TERRAFORM, terraform_file, terraform_resources, terraform_variables
+from tests.deploy.helpers import (
+    ROOT,
+    TERRAFORM,
+    TOOLS_BIN,
+    terraform_file,
+    terraform_resources,
+    terraform_variables,
+)
 
 CHART_VALUES = yaml.safe_load((ROOT / "helm" / "rlrings" / "values.yaml").read_text())
-TOOLS = Path(os.environ.get("RLRINGS_TOOLS", Path.home() / ".cache" / "rlrings"))
 
 
 def tool(name: str, *candidates: Path) -> str | None:
@@ -31,7 +37,7 @@ def tool(name: str, *candidates: Path) -> str | None:
 
 
 def test_terraform_fmt_check():
-    terraform = tool("terraform", TOOLS / "bin" / "terraform")
+    terraform = tool("terraform", TOOLS_BIN / "terraform")
     if terraform is None:
         pytest.skip("terraform is not installed (make tools builds it)")
     result = subprocess.run(

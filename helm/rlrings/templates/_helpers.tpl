@@ -91,6 +91,33 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
+{{/* Pod-level settings every rlrings pod shares: registry credentials and the security context. */}}
+{{- define "rlrings.podDefaults" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* The config file (RLRINGS_<SERVICE>_CONFIG below) and a writable /tmp under a read-only root. */}}
+{{- define "rlrings.serverMounts" -}}
+- {name: config, mountPath: /etc/rlrings, readOnly: true}
+- {name: tmp, mountPath: /tmp}
+{{- end }}
+
+{{/* Volumes behind rlrings.serverMounts; the argument is the component's ConfigMap name. */}}
+{{- define "rlrings.serverVolumes" -}}
+- name: config
+  configMap:
+    name: {{ . }}
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
 {{/* Settings every rlrings server takes from the environment: (dict "root" $ "prefix" "REPLAY" "values" .Values.replay) */}}
 {{- define "rlrings.serverEnv" -}}
 - name: RLRINGS_{{ .prefix }}_HOST
