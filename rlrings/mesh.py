@@ -1,9 +1,10 @@
 """``rlrings up``: the whole mesh on one machine, on the embedded store.
 
-Replay, parameter, a learner and N actors each run as their own process on a
-free loopback port, exactly as they would in a cluster. This module is their
-supervisor: it writes each service's config file into the run directory,
-starts the processes, restarts any that die, shows live progress from the
+Replay, parameter, a learner (or a ring of learner ranks) and N actors each
+run as their own process on a free loopback port, exactly as they would in a
+cluster. This module is their supervisor: it writes each service's config
+file into the run directory, starts the processes, restarts any that die (a
+ring restarts as a whole, from its last checkpoint), shows live progress from the
 services' status RPCs, and at the end stops them in order and writes a
 summary (``summary.json``) and a plot of return against time
 (``returns.png``).
@@ -36,6 +37,7 @@ from rlrings import experience
 from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
+from rlrings.ring import HOROVOD_HINT, horovod_available
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,12 @@ class MeshConfig(Settings):
     data but more waiting for actors."""
     publish_every: pydantic.PositiveInt = 5
     """Learner updates between weight versions."""
+    checkpoint_every: pydantic.PositiveInt = 500
+    """Learner updates between checkpoints (a restarted learner or ring resumes from the last)."""
+    learners: pydantic.PositiveInt = 1
+    """Learner ranks; more than one form a data-parallel ring (batch_size is per rank)."""
+    ring: Literal["horovod", "torch"] = "horovod"
+    """Ring backend when learners > 1: horovod (gloo) or torch (torch.distributed, gloo)."""
     max_env_steps: pydantic.NonNegativeInt = 3_000_000
     """Stop after this many env steps across actors; 0: no limit."""
     max_seconds: pydantic.PositiveFloat = 600.0
@@ -106,6 +114,8 @@ class ServiceProcess:
     restarts: int = 0
     niceness: int = 0
     """Added CPU niceness: the viewer serves people and yields to training."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables on top of this process's (a learner rank's place in its ring)."""
 
     @property
     def address(self) -> str:
@@ -125,7 +135,7 @@ class ServiceProcess:
                 [sys.executable, "-m", self.module, "--config", str(config_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **self.env},
                 preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
             )
         return self
@@ -176,6 +186,8 @@ class Mesh:
     def __init__(self, config: MeshConfig):
         self.config = config
         self.spec = env_spec(config.env)  # ConfigError for unknown envs, before anything starts
+        if config.learners > 1 and config.ring == "horovod" and not horovod_available():
+            raise ConfigError(f"ring: {HOROVOD_HINT}")
         if config.target_return is None and self.spec_threshold() is not None:
             config.target_return = self.spec_threshold()
         self.run_dir = config.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -221,13 +233,23 @@ class Mesh:
             "batch_size": batch,
             "entropy_cost": c.entropy_cost,
             "publish_every": c.publish_every,
+            "checkpoint_every": c.checkpoint_every,
             "checkpoint_dir": str(run / "checkpoints"),
             "tensorboard_dir": str(run / "tensorboard"),
             "seed": c.seed,
         }
         if c.learning_rate:
             learner_config["learning_rate"] = c.learning_rate
-        learner = ServiceProcess("learner", "services.learner", learner_config, run)
+        if c.learners == 1:
+            learners = [ServiceProcess("learner", "services.learner", learner_config, run)]
+        else:
+            learners = [
+                ServiceProcess(
+                    f"learner-{rank}", "services.learner", {**learner_config, **ports(), "ring": c.ring}, run
+                )
+                for rank in range(c.learners)
+            ]
+            self._place_ring(learners)
         actors = [
             ServiceProcess(
                 f"actor-{i}",
@@ -262,11 +284,37 @@ class Mesh:
             run,
             niceness=10,
         )
-        return [replay, parameter, learner, *actors, *([viewer] if c.viewer else [])]
+        return [replay, parameter, *learners, *actors, *([viewer] if c.viewer else [])]
+
+    def _learners_text(self) -> str:
+        c = self.config
+        return "1 learner" if c.learners == 1 else f"{c.learners} learner ranks ({c.ring} ring)"
+
+    @staticmethod
+    def _place_ring(ranks: list[ServiceProcess]) -> None:
+        """Gives each rank its place, as the Helm chart does; a fresh port for
+        the rendezvous each time the ring (re)starts."""
+        master_port = free_port()
+        for rank, service in enumerate(ranks):
+            service.env = {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(len(ranks)),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(len(ranks)),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(master_port),
+                "GLOO_SOCKET_IFNAME": "lo",
+                "HOROVOD_GLOO_IFACE": "lo",
+            }
 
     @property
     def actors(self) -> list[ServiceProcess]:
         return [s for s in self.services if s.name.startswith("actor-")]
+
+    @property
+    def learners(self) -> list[ServiceProcess]:
+        """The learner, or the ranks of the learner ring (rank 0 first)."""
+        return [s for s in self.services if s.name == "learner" or s.name.startswith("learner-")]
 
     @property
     def viewer_url(self) -> str | None:
@@ -281,8 +329,8 @@ class Mesh:
     def run(self, console: Console) -> dict:
         c = self.config
         console.print(
-            f"[bold]rlrings[/] mesh: {c.env} with {c.algorithm}, {c.actors} actors x {c.envs_per_actor} envs; "
-            f"run dir {self.run_dir}"
+            f"[bold]rlrings[/] mesh: {c.env} with {c.algorithm}, {c.actors} actors x {c.envs_per_actor} envs, "
+            f"{self._learners_text()}; run dir {self.run_dir}"
         )
         if self.viewer_url:
             console.print(f"watch the agent or play at [bold]{self.viewer_url}[/]")
@@ -308,6 +356,7 @@ class Mesh:
         return self._summarise(reason, console)
 
     def _supervise(self, console: Console) -> None:
+        ring = self.learners if len(self.learners) > 1 else []
         for service in self.services:
             if service.alive():
                 continue
@@ -316,6 +365,9 @@ class Mesh:
                 raise ConfigError(f"{service.name} refused its configuration; see {service.log_path}")
             if service.restarts >= MAX_RESTARTS:
                 raise RuntimeError(f"{service.name} died {MAX_RESTARTS} times; see {service.log_path}")
+            if service in ring:
+                self._restart_ring(service, code, console)
+                return
             if service.name in self.progress.env_steps:  # keep the steps of its earlier life
                 self.progress.steps_base[service.name] = self.progress.steps_base.get(
                     service.name, 0
@@ -326,6 +378,24 @@ class Mesh:
             self.progress.restarts.append(message)
             console.log(message)
             service.start()
+
+    def _restart_ring(self, dead: ServiceProcess, code: int | None, console: Console) -> None:
+        """One rank died: the others stop (they fail in their next allreduce
+        anyway), and all ranks start again together, from rank 0's last
+        checkpoint. Actors go on acting with the weights they have."""
+        ranks = self.learners
+        for rank in ranks:
+            if rank.alive():
+                rank.process.send_signal(signal.SIGTERM)
+        for rank in ranks:
+            rank.stop(timeout=60)
+        self._place_ring(ranks)
+        dead.restarts += 1
+        message = f"{dead.name} exited with {code}; restarting the learner ring (restart {dead.restarts})"
+        self.progress.restarts.append(message)
+        console.log(message)
+        for rank in ranks:
+            rank.start()
 
     def _stub(self, service: ServiceProcess, stub_cls):
         channel = self._channels.get(service.address)
@@ -354,7 +424,7 @@ class Mesh:
         if progress.first_steps_at is None and progress.total_env_steps:
             progress.first_steps_at = time.monotonic() - progress.start
         try:
-            progress.learner = self._stub(self.service("learner"), learner_pb2_grpc.LearnerServiceStub).GetStatus(
+            progress.learner = self._stub(self.learners[0], learner_pb2_grpc.LearnerServiceStub).GetStatus(
                 learner_pb2.GetLearnerStatusRequest(), timeout=2
             )
         except grpc.RpcError:
@@ -400,9 +470,9 @@ class Mesh:
 
     def stop(self) -> None:
         """Stops in order: actors (their last chunks still reach replay and the
-        learner), then the learner (it writes a checkpoint), then the stores."""
+        learner), then the learner ranks together (rank 0 writes a checkpoint), then the stores."""
         front = [s for s in self.services if s.name == "viewer"]
-        stages = [self.actors + front, [self.service("learner")], [self.service("parameter"), self.service("replay")]]
+        stages = [self.actors + front, self.learners, [self.service("parameter"), self.service("replay")]]
         for stage in stages:
             for service in stage:
                 if service.alive():
@@ -421,6 +491,8 @@ class Mesh:
         summary = {
             "env": c.env,
             "algorithm": c.algorithm,
+            "learners": c.learners,
+            "ring": c.ring if c.learners > 1 else "none",
             "reason": reason,
             "solved": p.solved_at is not None,
             "seconds_to_solve": p.solved_at,
@@ -469,7 +541,9 @@ class Mesh:
             axes.axhline(self.config.target_return, color="C2", linestyle="--", label="target")
         axes.set_xlabel("wall time (s)")
         axes.set_ylabel("return")
-        axes.set_title(f"{self.config.env}, {self.config.algorithm}, {self.config.actors} actors")
+        axes.set_title(
+            f"{self.config.env}, {self.config.algorithm}, {self.config.actors} actors, {self._learners_text()}"
+        )
         axes.legend(loc="lower right")
         figure.tight_layout()
         path = self.run_dir / "returns.png"

@@ -127,8 +127,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 def weights_to_bytes(model: nn.Module) -> bytes:
+    """The model's state as bytes, on the CPU whatever device trained it."""
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
     return buffer.getvalue()
 
 

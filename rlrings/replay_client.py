@@ -390,6 +390,10 @@ class Sampler:
         except queue.Empty:
             pass
         self._thread.join(timeout=10)
+        try:  # a consumer blocked in next() ends its iteration
+            self._queue.put_nowait(self._END)
+        except queue.Full:
+            pass
 
     def _put(self, item) -> bool:
         while not self._stopped.is_set():

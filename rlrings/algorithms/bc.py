@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from rlrings.algorithms.base import GradientLearner
 
 
-def behaviour_cloning_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor
-) -> dict[str, float]:
-    """One cross-entropy step on (observation, action) pairs."""
-    logits, _ = model(obs)
+def behaviour_cloning_step(learner: GradientLearner, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    """One cross-entropy step of ``learner``'s model and optimizer on
+    (observation, action) pairs; on a ring, gradients are averaged."""
+    logits, _ = learner.model(obs)
     loss = F.cross_entropy(logits, actions.long())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    learner.apply(loss, None)
     accuracy = (logits.argmax(-1) == actions).float().mean()
     return {"bc_loss": loss.item(), "bc_accuracy": accuracy.item()}

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlrings.algorithms.base import GradientLearner
+from rlrings.ring import Ring
+
 
 def double_dqn_loss(
     online: nn.Module,
@@ -83,11 +86,13 @@ class DqnConfig:
     priority_epsilon: float = 1e-3
 
 
-class DqnLearner:
-    def __init__(self, model: nn.Module, config: DqnConfig):
-        self.model, self.config = model, config
+class DqnLearner(GradientLearner):
+    """One double-DQN update per batch; with a ``ring``, gradients are averaged over its ranks."""
+
+    def __init__(self, model: nn.Module, config: DqnConfig, ring: Ring | None = None):
+        super().__init__(model, config.learning_rate, ring)
+        self.config = config
         self.target = copy.deepcopy(model).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         self.updates = 0
 
     def update(self, columns: dict[str, torch.Tensor], weights: torch.Tensor) -> tuple[dict[str, float], np.ndarray]:
@@ -97,12 +102,9 @@ class DqnLearner:
             self.model, self.target, first["obs"], first["action"], first["reward"], first["next_obs"],
             first["discount"], weights,
         )  # fmt: skip
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
-        self.optimizer.step()
+        grad_norm = self.apply(loss, self.config.max_grad_norm)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0:
             self.target.load_state_dict(self.model.state_dict())
-        priorities = td.abs().numpy() + self.config.priority_epsilon
+        priorities = td.abs().cpu().numpy() + self.config.priority_epsilon
         return {"loss": loss.item(), "td_abs": float(td.abs().mean()), "grad_norm": grad_norm}, priorities

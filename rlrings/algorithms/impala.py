@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlrings.algorithms.base import GradientLearner
+from rlrings.ring import Ring
+
 
 def vtrace(
     behaviour_logp: torch.Tensor,
@@ -59,12 +62,16 @@ class ImpalaConfig:
     max_grad_norm: float = 40.0
 
 
-class ImpalaLearner:
-    """One IMPALA update per batch of trajectories."""
+class ImpalaLearner(GradientLearner):
+    """One IMPALA update per batch of trajectories.
 
-    def __init__(self, model: nn.Module, config: ImpalaConfig):
-        self.model, self.config = model, config
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    With a ``ring`` of several ranks, each rank updates on its own batch and
+    the ring averages the gradients before they are clipped and applied.
+    """
+
+    def __init__(self, model: nn.Module, config: ImpalaConfig, ring: Ring | None = None):
+        super().__init__(model, config.learning_rate, ring)
+        self.config = config
 
     def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         obs = columns["obs"]  # [B, T+1, ...]
@@ -99,8 +106,5 @@ class ImpalaLearner:
 
     def update(self, columns: dict[str, torch.Tensor]) -> dict[str, float]:
         loss, stats = self.loss(columns)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        stats["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
-        self.optimizer.step()
+        stats["grad_norm"] = self.apply(loss, self.config.max_grad_norm)
         return stats

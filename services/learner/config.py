@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 from pydantic_settings import SettingsConfigDict
@@ -51,3 +52,11 @@ class LearnerConfig(WorkerConfig):
     """DQN: share of each batch drawn from the demonstrations (as one-step transitions)."""
     prefetch: pydantic.PositiveInt = 4
     """Batches read ahead from replay."""
+    ring: Literal["none", "horovod", "torch"] = "none"
+    """Data-parallel ring of learner ranks: horovod or torch (torch.distributed). Each rank reads its place
+    from RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (and LOCAL_RANK, LOCAL_WORLD_SIZE); batch_size is
+    per rank."""
+    ring_timeout_seconds: pydantic.PositiveFloat = 300.0
+    """How long a rank waits for the others: to join the ring, and in a collective."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (this rank's GPU where CUDA is available, else the CPU)."""

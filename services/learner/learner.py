@@ -1,7 +1,10 @@
-"""The learner's process shell: sampling, updates, publishing, checkpoints, logs.
+"""The learner's process shell: the ring, sampling, updates, publishing, checkpoints, logs.
 
 The algorithms themselves live in ``rlrings.algorithms``; this class feeds
-them batches from replay and sends their weights on.
+them batches from replay and sends their weights on. As one rank of a ring
+(``rlrings.ring``) it samples its own batches, lets the ring average the
+gradients, and agrees with the other ranks after every update whether to
+stop; rank 0 alone publishes weights, writes checkpoints and TensorBoard.
 """
 
 from __future__ import annotations
@@ -25,9 +28,22 @@ from rlrings.errors import ConfigError, NotFoundError, RlringsError
 from rlrings.models import WEIGHTS_FORMAT, ModelSpec, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
+from rlrings.ring import LocalRing, Ring, connect
 from services.learner.config import LearnerConfig
 
 log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU of this rank (``LOCAL_RANK``) where CUDA is available, else the CPU."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asks for CUDA, which this machine does not have")
+    return device
 
 
 class Learner:
@@ -35,8 +51,9 @@ class Learner:
         self.config = config
         torch.set_num_threads(config.torch_threads)
         torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
         self.model_spec = ModelSpec.for_env(env_spec(config.env), config.algorithm, config.architecture)
-        self.model = build_model(self.model_spec)
+        self.model = build_model(self.model_spec).to(self.device)
         rate = {} if config.learning_rate is None else {"learning_rate": config.learning_rate}
         if config.algorithm == "impala":
             self.algorithm = ImpalaLearner(
@@ -57,9 +74,11 @@ class Learner:
                     target_update_every=config.target_update_every,
                 ),
             )
+        self.ring: Ring = LocalRing()  # joined at the start of run(), once the server answers health checks
         self.replay = ReplayClient(config.replay_address)
         self.parameters = ParameterClient(config.parameter_address)
         self.step = 0
+        self.checkpointed_step = 0
         self.published_version = 0
         self.losses: dict[str, float] = {}
         self.policy_lag = 0.0
@@ -67,6 +86,9 @@ class Learner:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.running = False
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._sampler = None
         self._demo_sampler = None
         self._rate = RateMeter()
         self._checkpoint_path = Path(config.checkpoint_dir) / "learner.pt"
@@ -74,13 +96,33 @@ class Learner:
         self._lock = threading.Lock()  # guards the model between updates and checkpoints
         self.resume()
 
+    # -- the ring ----------------------------------------------------------------
+
+    def join_ring(self) -> None:
+        """Joins the configured ring (blocks until every rank is there) and
+        takes rank 0's weights, optimizer state and step."""
+        ring = connect(self.config.ring, self.device, self.config.ring_timeout_seconds)
+        self.algorithm.join(ring)
+        self.ring = ring
+        modules = [self.model, *([self.algorithm.target] if isinstance(self.algorithm, DqnLearner) else [])]
+        self.step = self.checkpointed_step = ring.broadcast_state(modules, self.algorithm.optimizer, self.step)
+        if isinstance(self.algorithm, DqnLearner):
+            self.algorithm.updates = self.step
+        if ring.size > 1:
+            log.info("rank %d of %d (%s) starts at update %d", ring.rank, ring.size, ring.backend, self.step)
+
     # -- checkpoints -------------------------------------------------------------
 
+    def _spec_record(self) -> dict:
+        return asdict(self.model_spec) | {"obs_shape": list(self.model_spec.obs_shape)}
+
     def resume(self) -> None:
+        """Loads the newest checkpoint, if there is one for this model. Every
+        rank reads it; joining the ring then makes rank 0's copy win."""
         if not self._checkpoint_path.exists():
             return
-        saved = torch.load(self._checkpoint_path, weights_only=False)
-        if saved["model_spec"] != asdict(self.model_spec) | {"obs_shape": list(self.model_spec.obs_shape)}:
+        saved = torch.load(self._checkpoint_path, map_location=self.device, weights_only=False)
+        if saved["model_spec"] != self._spec_record():
             log.warning("checkpoint %s is for another model; starting afresh", self._checkpoint_path)
             return
         self.model.load_state_dict(saved["model"])
@@ -88,11 +130,11 @@ class Learner:
         if isinstance(self.algorithm, DqnLearner):
             self.algorithm.target.load_state_dict(saved["target"])
             self.algorithm.updates = saved["step"]
-        self.step = saved["step"]
+        self.step = self.checkpointed_step = saved["step"]
         log.info("resumed from %s at update %d", self._checkpoint_path, self.step)
 
     def checkpoint(self) -> Path:
-        """Writes model, optimizer and step atomically (temp file, then rename)."""
+        """Writes model, optimizer and step atomically (temp file, fsync, rename)."""
         path = self._checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -100,15 +142,17 @@ class Learner:
                 "model": self.model.state_dict(),
                 "optimizer": self.algorithm.optimizer.state_dict(),
                 "step": self.step,
-                "model_spec": asdict(self.model_spec) | {"obs_shape": list(self.model_spec.obs_shape)},
+                "model_spec": self._spec_record(),
             }
             if isinstance(self.algorithm, DqnLearner):
                 state["target"] = self.algorithm.target.state_dict()
-            temporary = path.with_suffix(".tmp")
+            temporary = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(state, temporary)
+            step = self.step
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.rename(temporary, path)
+        self.checkpointed_step = step
         return path
 
     # -- the loop ----------------------------------------------------------------
@@ -121,30 +165,43 @@ class Learner:
         )
         return self.published_version
 
+    def _batch_columns(self, batch) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(np.array(value)).to(self.device) for name, value in batch.columns.items()}
+
     def pretrain(self) -> dict[str, float]:
         """Behaviour cloning on the demonstrations table, ``bc_pretrain_steps`` updates.
-        Skipped, with a warning, when the table has nothing in it."""
+        Skipped, with a warning, when the table has nothing in it (as rank 0 sees it)."""
         steps = self.config.bc_pretrain_steps
         if not steps:
             return {}
         info = self.replay.info([self.config.demonstrations_table])[self.config.demonstrations_table]
-        if info.size == 0:
+        if not self.ring.broadcast_object(info.size > 0):  # every rank takes the same branch
             log.warning("no demonstrations in %r; skipping behaviour cloning", self.config.demonstrations_table)
             return {}
         stats: dict[str, float] = {}
         with self.replay.sample(self.config.demonstrations_table, batch_size=self.config.batch_size) as sampler:
             for _, batch in zip(range(steps), sampler):
-                obs = torch.from_numpy(np.array(batch.columns["obs"][:, 0]))
-                actions = torch.from_numpy(np.array(batch.columns["action"][:, 0]))
+                columns = self._batch_columns(batch)
                 with self._lock:
-                    stats = behaviour_cloning_step(self.model, self.algorithm.optimizer, obs, actions)
+                    stats = behaviour_cloning_step(self.algorithm, columns["obs"][:, 0], columns["action"][:, 0])
         log.info("behaviour cloning: %d updates on %d demonstration steps: %s", steps, info.size, stats)
         self.losses = stats
         return stats
 
     def run(self) -> None:
+        self._loop_done.clear()
+        try:
+            self._run()
+        finally:
+            self.running = False
+            self._loop_done.set()
+
+    def _run(self) -> None:
+        self.join_ring()
+        root = self.ring.is_root
         self.replay.wait_ready(120)
-        self.parameters.wait_ready(120)
+        if root:
+            self.parameters.wait_ready(120)
         if self.config.bc_pretrain_steps or self.config.demo_fraction:
             table = self.config.demonstrations_table
             try:
@@ -155,13 +212,14 @@ class Learner:
                     "demo_fraction read"
                 ) from None
         self.pretrain()
-        self.publish()
-        if self.config.tensorboard_dir is not None:
+        if root:
+            self.publish()
+        if root and self.config.tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tensorboard = SummaryWriter(str(self.config.tensorboard_dir))
         beta = self.config.importance_sampling_exponent if self.config.algorithm == "dqn" else 0.0
-        sampler = self.replay.sample(
+        self._sampler = sampler = self.replay.sample(
             self.config.table,
             batch_size=self.config.batch_size,
             prefetch=self.config.prefetch,
@@ -170,54 +228,57 @@ class Learner:
         self.running = True
         try:
             for batch in sampler:
-                if self.stopped.is_set():
-                    break
                 while self.paused.is_set() and not self.stopped.is_set():
-                    time.sleep(0.05)
-                self._update(batch)
+                    time.sleep(0.05)  # on a ring, the other ranks wait in the next allreduce
+                stats = self._update(batch)
                 self.replay_wait_seconds = sampler.wait_seconds
-                if self.step % self.config.publish_every == 0:
-                    try:
-                        self.publish()
-                    except RlringsError as error:  # parameter restarting: the next publish catches up
-                        log.warning("publishing weights failed: %s", error)
-                if self.step % self.config.checkpoint_every == 0:
-                    self.checkpoint()
-                if self.config.max_updates and self.step >= self.config.max_updates:
+                finished = bool(self.config.max_updates and self.step >= self.config.max_updates)
+                stop, self.losses = self.ring.agree(self.stopped.is_set() or finished, stats)
+                if root:
+                    self._after_update_on_root()
+                if stop:
                     break
         finally:
-            self.running = False
             sampler.close()
             if self._demo_sampler is not None:
                 self._demo_sampler.close()
 
-    def _update(self, batch) -> None:
-        columns = {name: torch.from_numpy(np.array(value)) for name, value in batch.columns.items()}
-        weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32)
+    def _after_update_on_root(self) -> None:
+        if self.step % self.config.publish_every == 0:
+            try:
+                self.publish()
+            except RlringsError as error:  # parameter restarting: the next publish catches up
+                log.warning("publishing weights failed: %s", error)
+        if self.step % self.config.checkpoint_every == 0:
+            self.checkpoint()
+        if self._tensorboard is not None and self.step % 10 == 0:
+            for name, value in self.losses.items():
+                self._tensorboard.add_scalar(f"losses/{name}", value, self.step)
+            self._tensorboard.add_scalar("charts/learner_steps_per_second", self.steps_per_second(), self.step)
+            self._tensorboard.add_scalar("charts/policy_lag_versions", self.policy_lag, self.step)
+            self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
+
+    def _update(self, batch) -> dict[str, float]:
+        columns = self._batch_columns(batch)
+        weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32, device=self.device)
         mixed = self._demonstration_transitions() if isinstance(self.algorithm, DqnLearner) else None
         if mixed is not None:
             columns = {name: torch.cat([columns[name], mixed[name]]) for name in columns}
-            weights = torch.cat([weights, torch.ones(len(mixed["action"]))])
+            weights = torch.cat([weights, torch.ones(len(mixed["action"]), device=self.device)])
         with self._lock:
             if isinstance(self.algorithm, DqnLearner):
                 stats, priorities = self.algorithm.update(columns, weights)
                 priorities = priorities[: len(batch.keys)]  # demonstrations keep their own table's order
             else:
                 stats, priorities = self.algorithm.update(columns), None
+            self.step += 1
         if priorities is not None:
             try:
                 self.replay.update_priorities(self.config.table, batch.keys, priorities)
             except RlringsError as error:  # replay restarting: these items keep their old priority
                 log.warning("priority update lost: %s", error)
-        self.step += 1
-        self.losses = stats
         self.policy_lag = float(self.published_version - np.mean(batch.policy_versions))
-        if self._tensorboard is not None and self.step % 10 == 0:
-            for name, value in stats.items():
-                self._tensorboard.add_scalar(f"losses/{name}", value, self.step)
-            self._tensorboard.add_scalar("charts/learner_steps_per_second", self.steps_per_second(), self.step)
-            self._tensorboard.add_scalar("charts/policy_lag_versions", self.policy_lag, self.step)
-            self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
+        return stats
 
     def _demonstration_transitions(self) -> dict[str, torch.Tensor] | None:
         """A slice of demonstration steps as one-step DQN transitions, or None."""
@@ -231,8 +292,7 @@ class Learner:
             if self.replay.info([table])[table].size == 0:
                 return None
             self._demo_sampler = self.replay.sample(table, batch_size=count)
-        demo = next(self._demo_sampler)
-        c = {name: torch.from_numpy(np.array(value)) for name, value in demo.columns.items()}
+        c = self._batch_columns(next(self._demo_sampler))
         return {
             "obs": c["obs"],
             "action": c["action"],
@@ -245,10 +305,25 @@ class Learner:
         return self._rate.rate(self.step)
 
     def close(self) -> None:
+        """Stops the loop, writes a last checkpoint (rank 0) and leaves the ring.
+
+        The loop first gets a few seconds to stop after an update on which all
+        ranks agreed; a rank still waiting for a batch then has its sampler
+        closed, and a rank still waiting for its peers has the ring closed
+        under it. The model is never half-updated: an update that fails in
+        the ring fails before the optimizer steps.
+        """
         self.stopped.set()
-        if self.step:
+        if not self._loop_done.wait(5) and self._sampler is not None:
+            self._sampler.close()
+        if not self._loop_done.wait(30):
+            log.warning("the training loop is still waiting for the ring; leaving it")
+            self.ring.close()
+            self._loop_done.wait(10)
+        if self.ring.is_root and self._loop_done.is_set() and self.step > self.checkpointed_step:
             self.checkpoint()
         if self._tensorboard is not None:
             self._tensorboard.close()
+        self.ring.close()
         self.replay.close()
         self.parameters.close()

@@ -27,4 +27,10 @@ class LearnerCollector(Collector):
         losses = GaugeMetricFamily("rlrings_learner_loss", "Latest loss terms.", labels=["term"])
         for name, value in learner.losses.items():
             losses.add_metric([name], value)
-        yield from (updates, rate, version, lag, wait, losses)
+        ranks = GaugeMetricFamily("rlrings_learner_ring_ranks", "Ranks in this learner's ring (1: no ring).")
+        ranks.add_metric([], learner.ring.size)
+        allreduce = CounterMetricFamily(
+            "rlrings_learner_allreduce_seconds", "Time this rank waited for gradients to be averaged over the ring."
+        )
+        allreduce.add_metric([], learner.ring.communication_seconds)
+        yield from (updates, rate, version, lag, wait, losses, ranks, allreduce)

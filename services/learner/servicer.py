@@ -23,8 +23,8 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         learner = self.learner
         return learner_pb2.GetLearnerStatusResponse(
             state=self._state(),
-            rank=0,
-            world_size=1,
+            rank=learner.ring.rank,
+            world_size=learner.ring.size,
             algorithm=learner.config.algorithm,
             learner_step=learner.step,
             steps_per_second=learner.steps_per_second(),
