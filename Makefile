@@ -13,7 +13,7 @@ TERRAFORM_VERSION := 1.5.7
 HELM_VERSION := 3.19.0
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser tools run test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools horovod run test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -47,11 +47,19 @@ tools: setup ## terraform and helm (built from the Go module proxy) and checkov 
 	@test -x .venv-checkov/bin/checkov || { $(PYTHON) -m venv .venv-checkov && \
 	  $(BIN)/uv pip install -q --python .venv-checkov/bin/python checkov==$(CHECKOV_VERSION); }
 
+horovod: setup ## Build Horovod 0.28.1 for the installed PyTorch (cached in ~/.cache/rlrings/wheels) and install it
+	@$(BIN)/python -c 'import horovod.torch' 2> /dev/null && echo "horovod: installed" || { \
+	  wheel=$$(RLRINGS_CACHE=$(TOOLS_DIR) docker/build-horovod.sh $(BIN)/python) || { \
+	    echo "horovod: the build failed (above). Learner rings still run with --ring torch;" \
+	         "the Horovod tests of make test fail until it builds." >&2; exit 1; }; \
+	  $(BIN)/uv pip install -q --python $(BIN)/python --no-deps "$$wheel" && \
+	  $(BIN)/python -c 'import horovod.torch as hvd; print("horovod: installed, gloo", hvd.gloo_built(), "nccl", bool(hvd.nccl_built()))'; }
+
 run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
 	$(BIN)/rlrings up $(ARGS)
 
-test: setup browser tools lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
-	PATH="$(TOOLS_DIR)/bin:$$PATH" $(BIN)/pytest $(if $(pattern),-k "$(pattern)")
+test: setup browser tools horovod lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
+	PATH="$(TOOLS_DIR)/bin:$$PATH" RLRINGS_REQUIRE_HOROVOD=1 $(BIN)/pytest $(if $(pattern),-k "$(pattern)")
 
 test-fast: setup ## Unit tests only
 	$(BIN)/pytest tests/unit $(if $(pattern),-k "$(pattern)")

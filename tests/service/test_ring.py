@@ -1,0 +1,217 @@
+"""The learner ring with real ranks: separate processes joined over loopback.
+
+For both backends: after K updates every rank holds bit-identical weights,
+and a ring update on batches A and B equals one single-process update on A
+and B together. A rank that loses its peer gets a clear RingBrokenError.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rlrings.algorithms.dqn import DqnConfig, DqnLearner
+from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings.envs import env_spec
+from rlrings.errors import ConfigError
+from rlrings.mesh import free_port
+from rlrings.models import ModelSpec, build_model
+from rlrings.ring import HOROVOD_HINT, RingPlace, horovod_available
+
+pytestmark = pytest.mark.service
+
+UPDATES = 4
+RANKS = 2
+
+
+def backends():
+    """torch always; horovod where it is installed. `make test` sets RLRINGS_REQUIRE_HOROVOD=1,
+    so there a missing Horovod fails instead of skipping."""
+    required = os.environ.get("RLRINGS_REQUIRE_HOROVOD") == "1"
+    skip = pytest.mark.skipif(not horovod_available() and not required, reason=HOROVOD_HINT)
+    return ["torch", pytest.param("horovod", marks=skip)]
+
+
+# -- what each rank runs ----------------------------------------------------------
+
+
+def make_learner(algorithm: str, seed: int, ring=None):
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec.for_env(env_spec("CartPole-v1"), algorithm, None))
+    if algorithm == "impala":
+        return ImpalaLearner(model, ImpalaConfig(), ring)
+    return DqnLearner(model, DqnConfig(target_update_every=2), ring)
+
+
+def make_batch(algorithm: str, generator: torch.Generator, size: int = 8, steps: int = 5) -> dict:
+    if algorithm == "impala":
+        return {
+            "obs": torch.randn(size, steps + 1, 4, generator=generator),
+            "action": torch.randint(0, 2, (size, steps + 1), generator=generator),
+            "reward": torch.randn(size, steps + 1, generator=generator),
+            "terminated": torch.rand(size, steps + 1, generator=generator) < 0.1,
+            "truncated": torch.zeros(size, steps + 1, dtype=torch.bool),
+            "logp": -torch.rand(size, steps + 1, generator=generator),
+        }
+    return {
+        "obs": torch.randn(size, 1, 4, generator=generator),
+        "action": torch.randint(0, 2, (size, 1), generator=generator),
+        "reward": torch.randn(size, 1, generator=generator),
+        "next_obs": torch.randn(size, 1, 4, generator=generator),
+        "discount": torch.full((size, 1), 0.97),
+        "weights": torch.rand(size, generator=generator) + 0.5,
+    }
+
+
+def batches(algorithm: str) -> list[list[dict]]:
+    """batches[k][r]: the batch rank r learns from in update k."""
+    generator = torch.Generator().manual_seed(7)
+    return [[make_batch(algorithm, generator) for _ in range(RANKS)] for _ in range(UPDATES)]
+
+
+def update(learner, algorithm: str, batch: dict) -> dict:
+    if algorithm == "impala":
+        return learner.update(batch)
+    columns = {k: v for k, v in batch.items() if k != "weights"}
+    return learner.update(columns, batch["weights"])[0]
+
+
+def rank_main(backend: str, algorithm: str, out: str) -> None:
+    """One rank: joins the ring, starts from its own (different) weights,
+    takes rank 0's, updates UPDATES times on its own batches, saves the result."""
+    from rlrings.ring import connect
+
+    torch.set_num_threads(1)
+    ring = connect(backend, timeout_seconds=60)
+    learner = make_learner(algorithm, seed=100 + ring.rank, ring=ring)
+    modules = [learner.model, *([learner.target] if algorithm == "dqn" else [])]
+    step = ring.broadcast_state(modules, learner.optimizer, 5 if ring.rank == 0 else 0)
+    losses = []
+    for k, per_rank in enumerate(batches(algorithm)):
+        stats = update(learner, algorithm, per_rank[ring.rank])
+        stop, mean = ring.agree(ring.rank == 1 and k == UPDATES - 1, stats)
+        losses.append((stop, mean["loss"]))
+    state = {name: tensor.clone() for name, tensor in learner.model.state_dict().items()}
+    grads = {name: p.grad.clone() for name, p in learner.model.named_parameters() if p.grad is not None}
+    result = {"rank": ring.rank, "size": ring.size, "step": step, "state": state, "grads": grads, "losses": losses}
+    torch.save(result, out)
+    ring.close()
+
+
+def start_ranks(backend: str, code: str, tmp_path, extra_env: dict | None = None) -> list[subprocess.Popen]:
+    port = free_port()
+    processes = []
+    for rank in range(RANKS):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "WORLD_SIZE": str(RANKS),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(RANKS),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "GLOO_SOCKET_IFNAME": "lo",
+            "HOROVOD_GLOO_IFACE": "lo",
+            "OMP_NUM_THREADS": "1",
+            **(extra_env or {}),
+        }
+        with open(tmp_path / f"rank{rank}.log", "w") as log:  # the child keeps its own descriptor
+            processes.append(
+                subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+    return processes
+
+
+def wait_all(processes, tmp_path, timeout=120) -> list[int]:
+    codes = []
+    for rank, process in enumerate(processes):
+        try:
+            codes.append(process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise AssertionError(f"rank {rank} hung:\n{(tmp_path / f'rank{rank}.log').read_text()[-3000:]}") from None
+    return codes
+
+
+# -- the tests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["impala", "dqn"])
+@pytest.mark.parametrize("backend", backends())
+def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, tmp_path):
+    out = f"{str(tmp_path / 'result')!r} + __import__('os').environ['RANK']"
+    code = f"from tests.service.test_ring import rank_main; rank_main({backend!r}, {algorithm!r}, {out})"
+    processes = start_ranks(backend, code, tmp_path)
+    codes = wait_all(processes, tmp_path)
+    logs = "\n".join((tmp_path / f"rank{r}.log").read_text()[-2000:] for r in range(RANKS))
+    assert codes == [0] * RANKS, logs
+    results = [torch.load(tmp_path / f"result{r}", weights_only=False) for r in range(RANKS)]
+    assert [r["rank"] for r in results] == [0, 1] and {r["size"] for r in results} == {RANKS}
+    assert {r["step"] for r in results} == {5}  # rank 0's step reached rank 1
+
+    # Every rank holds the same weights, bit for bit.
+    for name, tensor in results[0]["state"].items():
+        assert torch.equal(tensor, results[1]["state"][name]), name
+
+    # One process, rank 0's initial weights, the two ranks' batches joined.
+    single = make_learner(algorithm, seed=100)
+    for per_rank in batches(algorithm):
+        joined = {name: torch.cat([b[name] for b in per_rank]) for name in per_rank[0]}
+        update(single, algorithm, joined)
+    for name, tensor in single.model.state_dict().items():
+        np.testing.assert_allclose(results[0]["state"][name].numpy(), tensor.numpy(), rtol=1e-4, atol=1e-6)
+    # The gradient the last step applied is the mean over the ring (Adam alone would hide a sum).
+    grads = {name: p.grad for name, p in single.model.named_parameters() if p.grad is not None}
+    for name, grad in results[0]["grads"].items():  # Horovod fills unused parameters' gradients with zeros
+        if name not in grads:
+            assert not grad.any(), name
+    for name, grad in grads.items():
+        np.testing.assert_allclose(results[0]["grads"][name].numpy(), grad.numpy(), rtol=1e-3, atol=1e-6)
+    initial = make_learner(algorithm, seed=100).model.state_dict()
+    assert any(not torch.equal(tensor, initial[name]) for name, tensor in single.model.state_dict().items())
+
+    # The ranks agreed on one mean loss per update, and on stopping after the last one (rank 1 asked).
+    assert results[0]["losses"] == results[1]["losses"]
+    assert [stop for stop, _ in results[0]["losses"]] == [False] * (UPDATES - 1) + [True]
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
+    code = (
+        "import os, torch\n"
+        "from rlrings.ring import connect\n"
+        f"ring = connect({backend!r}, timeout_seconds=30)\n"
+        "ring.barrier()\n"
+        "if ring.rank == 1: os._exit(9)\n"
+        "import time; time.sleep(1)\n"
+        "try:\n"
+        "    ring.allreduce_mean(torch.ones(3, dtype=torch.float64))\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error); raise SystemExit(3)\n"
+    )
+    processes = start_ranks(backend, code, tmp_path)
+    codes = wait_all(processes, tmp_path, timeout=60)
+    assert codes == [3, 9]
+    output = (tmp_path / "rank0.log").read_text()
+    assert "RingBrokenError ring: allreduce failed, a peer has left or timed out" in output
+
+
+def test_ring_place_comes_from_the_environment_with_clear_errors():
+    place = RingPlace.from_environ({"RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "learner-0", "MASTER_PORT": "29500"})
+    assert (place.rank, place.size, place.local_rank, place.local_size) == (1, 4, 0, 1)
+    assert (place.master_addr, place.master_port) == ("learner-0", 29500)
+    for environ, named in [
+        ({"WORLD_SIZE": "2"}, "RANK is not set"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not a whole number"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is outside"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "70000"}, "MASTER_PORT=70000"),
+        ({"RANK": "0", "WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_WORLD_SIZE=2"),
+    ]:
+        with pytest.raises(ConfigError, match=named):
+            RingPlace.from_environ(environ)
