@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlrings.errors import ConfigError
+from rlrings.ring import finish_process
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.config import LearnerConfig
@@ -28,4 +29,4 @@ def build(config: LearnerConfig) -> Service:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m services.learner`` and ``rlrings learner``."""
-    return service_main("learner", LearnerConfig, build, argv)
+    return finish_process(service_main("learner", LearnerConfig, build, argv))

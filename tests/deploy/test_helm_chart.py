@@ -321,10 +321,13 @@ def test_learner_ranks_find_each_other_through_the_headless_service(scenario):
     env = {e["name"]: e for e in learner["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["WORLD_SIZE"]["value"] == str(ranks)
     assert env["MASTER_ADDR"]["value"].startswith(f"{learner['metadata']['name']}-0.{headless['metadata']['name']}.")
-    assert env["RLRINGS_RING"]["value"] == (ring.get("backend", "horovod") if ranks > 1 else "none")
-    if ring.get("backend", "horovod") == "horovod":
-        assert env["HOROVOD_SIZE"]["value"] == str(ranks)
-        assert env["HOROVOD_GLOO_RENDEZVOUS_ADDR"]["value"] == env["MASTER_ADDR"]["value"]
+    assert env["MASTER_PORT"]["value"] == str(ring.get("port", 29500))
+    assert env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    volumes = learner["spec"]["template"]["spec"]["volumes"]
+    config_map = next(v for v in volumes if v["name"] == "config")["configMap"]["name"]
+    (data,) = [c["data"] for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == config_map]
+    config = yaml.safe_load(data["config.yaml"])
+    assert config["ring"] == (ring.get("backend", "horovod") if ranks > 1 else "none")
     # Every rank reads and rank 0 writes the same checkpoints: one ReadWriteMany claim.
     claim = next(v for v in learner["spec"]["template"]["spec"]["volumes"] if v["name"] == "checkpoints")
     pvc = next(

@@ -21,7 +21,7 @@ from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
 from rlrings.mesh import free_port
 from rlrings.models import ModelSpec, build_model
-from rlrings.ring import HOROVOD_HINT, RingPlace, horovod_available
+from rlrings.ring import HOROVOD_HINT, RingPlace, finish_process, horovod_available
 
 pytestmark = pytest.mark.service
 
@@ -101,6 +101,7 @@ def rank_main(backend: str, algorithm: str, out: str) -> None:
     result = {"rank": ring.rank, "size": ring.size, "step": step, "state": state, "grads": grads, "losses": losses}
     torch.save(result, out)
     ring.close()
+    finish_process(0)
 
 
 def start_ranks(backend: str, code: str, tmp_path, extra_env: dict | None = None) -> list[subprocess.Popen]:
@@ -185,7 +186,7 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
 def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
     code = (
         "import os, torch\n"
-        "from rlrings.ring import connect\n"
+        "from rlrings.ring import connect, finish_process\n"
         f"ring = connect({backend!r}, timeout_seconds=30)\n"
         "ring.barrier()\n"
         "if ring.rank == 1: os._exit(9)\n"
@@ -193,7 +194,8 @@ def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
         "try:\n"
         "    ring.allreduce_mean(torch.ones(3, dtype=torch.float64))\n"
         "except Exception as error:\n"
-        "    print(type(error).__name__, error); raise SystemExit(3)\n"
+        "    print(type(error).__name__, error)\n"
+        "    ring.close(); raise SystemExit(finish_process(3))\n"
     )
     processes = start_ranks(backend, code, tmp_path)
     codes = wait_all(processes, tmp_path, timeout=60)
