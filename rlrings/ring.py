@@ -294,17 +294,17 @@ class HorovodRing(Ring):
 
     backend = "horovod"
 
-    def __init__(self, place: RingPlace, timeout_seconds: float):
+    def __init__(self, place: RingPlace | None, timeout_seconds: float):
+        """``place`` None: started by ``horovodrun``, whose driver serves the rendezvous."""
         super().__init__()
         try:
             import horovod.torch as hvd
         except ImportError as error:
             raise ConfigError(f"ring: horovod: {HOROVOD_HINT} ({error})") from None
         self._hvd = hvd
-        self._rendezvous = None
-        if "HOROVOD_GLOO_RENDEZVOUS_ADDR" not in os.environ:  # not under horovodrun: rank 0 serves it
-            self._rendezvous = _horovod_environment(place, timeout_seconds)
-        with _collective(f"joining at {place.master_addr}:{place.master_port} (timeout {timeout_seconds:g}s)"):
+        self._rendezvous = None if place is None else _horovod_environment(place, timeout_seconds)
+        where = os.environ["HOROVOD_GLOO_RENDEZVOUS_ADDR"] + ":" + os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"]
+        with _collective(f"joining at {where} (timeout {timeout_seconds:g}s)"):
             hvd.init()
         self.rank, self.size = hvd.rank(), hvd.size()
         log.info("ring: horovod (gloo), rank %d of %d", self.rank, self.size)
@@ -411,6 +411,8 @@ def connect(backend: RingBackend, device: torch.device | None = None, timeout_se
     """
     if backend == "none":
         return LocalRing()
+    if backend == "horovod" and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in os.environ:  # under horovodrun
+        return HorovodRing(None, timeout_seconds)
     place = RingPlace.from_environ()
     if backend == "torch":
         return TorchRing(place, device or torch.device("cpu"), timeout_seconds)

@@ -149,9 +149,19 @@ def test_bad_input_gets_clear_messages_and_breaks_nothing(stack):
     assert [m for m in played if m["type"] == "frame"][-1]["step"] > 0, "the game went on"
 
     async def over_the_limit():
+        async def admitted(session):
+            # a slot is taken after the handshake, and the sockets above free theirs as their handlers end
+            for _ in range(100):
+                socket = await session.ws_connect(ws + "?mode=watch")
+                if json.loads((await socket.receive()).data)["type"] == "hello":
+                    return socket
+                await socket.close()
+                await asyncio.sleep(0.1)
+            raise AssertionError("no viewer slot came free")
+
         async with aiohttp.ClientSession() as session:
-            first = await session.ws_connect(ws + "?mode=watch")
-            second = await session.ws_connect(ws + "?mode=watch")
+            first = await admitted(session)
+            second = await admitted(session)
             third = await session.ws_connect(ws + "?mode=watch")
             refusal = json.loads((await third.receive()).data)
             # the two admitted viewers still get frames

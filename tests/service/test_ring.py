@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,33 @@ def test_ring_place_comes_from_the_environment_with_clear_errors():
     ]:
         with pytest.raises(ConfigError, match=named):
             RingPlace.from_environ(environ)
+
+
+LAUNCHED = """
+import torch
+from rlrings.ring import connect, finish_process
+ring = connect({backend!r}, timeout_seconds=60)
+mean = ring.allreduce_mean(torch.tensor([float(ring.rank)], dtype=torch.float64)).item()
+print(f"rank {{ring.rank}} of {{ring.size}}: mean {{mean}}", flush=True)
+ring.close()
+finish_process(0)
+"""
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_the_usual_launchers_start_the_same_ring(backend, tmp_path):
+    """horovodrun (its driver serves the rendezvous) and torchrun (it sets RANK and the rest)."""
+    script = tmp_path / "rank.py"
+    script.write_text(LAUNCHED.format(backend=backend))
+    bin_dir = os.path.dirname(sys.executable)
+    if backend == "horovod":
+        command = [os.path.join(bin_dir, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+                   "--network-interface", "lo", sys.executable, str(script)]  # fmt: skip
+    else:
+        command = [os.path.join(bin_dir, "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
+                   str(script)]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "rank 0 of 2: mean 0.5" in result.stdout and "rank 1 of 2: mean 0.5" in result.stdout
