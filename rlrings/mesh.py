@@ -366,7 +366,7 @@ class Mesh:
             if service.restarts >= MAX_RESTARTS:
                 raise RuntimeError(f"{service.name} died {MAX_RESTARTS} times; see {service.log_path}")
             if service in ring:
-                self._restart_ring(service, code, console)
+                self._restart_ring(service, console)
                 return
             if service.name in self.progress.env_steps:  # keep the steps of its earlier life
                 self.progress.steps_base[service.name] = self.progress.steps_base.get(
@@ -379,11 +379,12 @@ class Mesh:
             console.log(message)
             service.start()
 
-    def _restart_ring(self, dead: ServiceProcess, code: int | None, console: Console) -> None:
-        """One rank died: the others stop (they fail in their next allreduce
+    def _restart_ring(self, dead: ServiceProcess, console: Console) -> None:
+        """A rank died: the others stop (they fail in their next allreduce
         anyway), and all ranks start again together, from rank 0's last
         checkpoint. Actors go on acting with the weights they have."""
         ranks = self.learners
+        exits = [f"{r.name} exited with {r.process.returncode}" for r in ranks if r.process and not r.alive()]
         for rank in ranks:
             if rank.alive():
                 rank.process.send_signal(signal.SIGTERM)
@@ -391,7 +392,7 @@ class Mesh:
             rank.stop(timeout=60)
         self._place_ring(ranks)
         dead.restarts += 1
-        message = f"{dead.name} exited with {code}; restarting the learner ring (restart {dead.restarts})"
+        message = f"{', '.join(exits)}; restarting the learner ring (restart {dead.restarts})"
         self.progress.restarts.append(message)
         console.log(message)
         for rank in ranks:

@@ -109,7 +109,7 @@ def test_a_killed_rank_restarts_the_ring_from_its_last_checkpoint(backend, tmp_p
     assert process.returncode == 130, output[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     restarts = " ".join(summary["restarts"])
-    assert "learner-1 exited with -9; restarting the learner ring" in restarts
+    assert "learner-1 exited with -9" in restarts and "restarting the learner ring" in restarts
     assert "actor" not in restarts and "replay" not in restarts and "parameter" not in restarts
     saved = torch.load(tmp_path / "checkpoints" / "learner.pt", weights_only=False)  # whole, loadable
     assert saved["step"] >= resumed_at + 40, (tmp_path / "logs" / "learner-0.log").read_text()[-3000:]

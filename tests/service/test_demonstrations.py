@@ -113,8 +113,8 @@ def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
                 client.sample("experience", batch_size=64, num_batches=1, importance_sampling_exponent=0.4, timeout=30)
             )
         )
-    learner._update(batch)
-    assert learner.step == 1 and "td_abs" in learner.losses
+    stats = learner._update(batch)
+    assert learner.step == 1 and "td_abs" in stats
     learner.close()
 
 
