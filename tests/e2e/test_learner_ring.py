@@ -81,10 +81,12 @@ def test_a_killed_rank_restarts_the_ring_from_its_last_checkpoint(backend, tmp_p
         steps_before = env_steps(tmp_path)
         rank1.kill()  # kill -9
 
-        # Rank 0 leaves cleanly: it stops within seconds, saying why, instead of hanging in an allreduce.
+        # Rank 0 leaves cleanly within seconds instead of hanging in an allreduce: it fails its next
+        # allreduce saying why, or the supervisor, which saw rank 1 die, has stopped it first.
         rank0.wait(timeout=60)
         log0 = (tmp_path / "logs" / "learner-0.log").read_text()
-        assert "a peer has left or timed out" in log0, log0[-3000:]
+        assert "a peer has left or timed out" in log0 or "learner stopping" in log0, log0[-3000:]
+        assert "Traceback" not in log0, log0[-3000:]
         # The actors act on meanwhile.
         wait_until(lambda: env_steps(tmp_path) > steps_before + 5000, 60, "actors to keep acting")
 
