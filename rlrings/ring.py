@@ -343,9 +343,10 @@ class HorovodRing(Ring):
 
     def close(self):
         self._hvd.shutdown()
-        if self._rendezvous is not None:
-            self._rendezvous.shutdown()
-            self._rendezvous.server_close()
+        if self._rendezvous is not None:  # once: close() may be called again at the end of a stop
+            server, self._rendezvous = self._rendezvous, None
+            server.shutdown()
+            server.server_close()
 
 
 def _horovod_environment(place: RingPlace, timeout_seconds: float):
