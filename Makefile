@@ -13,7 +13,7 @@ TERRAFORM_VERSION := 1.5.7
 HELM_VERSION := 3.19.0
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser tools horovod run test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +54,15 @@ horovod: setup ## Build Horovod 0.28.1 for the installed PyTorch (cached in ~/.c
 	         "the Horovod tests of make test fail until it builds." >&2; exit 1; }; \
 	  $(BIN)/uv pip install -q --python $(BIN)/python --no-deps "$$wheel" && \
 	  $(BIN)/python -c 'import horovod.torch as hvd; print("horovod: installed, gloo", hvd.gloo_built(), "nccl", bool(hvd.nccl_built()))'; }
+
+cassandra-up: setup ## Start a Cassandra ring on 127.0.0.1..N (NODES=3; jars from Maven Central, cached) in .cassandra/
+	$(BIN)/python -m dev.cassandra_ring up --nodes $(or $(NODES),3)
+
+cassandra-down: setup ## Stop the ring (SIGTERM: each node flushes); its data stays in .cassandra/
+	$(BIN)/python -m dev.cassandra_ring down
+
+cassandra-wipe: setup ## Kill the ring and delete .cassandra/
+	$(BIN)/python -m dev.cassandra_ring wipe
 
 run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
 	$(BIN)/rlrings up $(ARGS)
