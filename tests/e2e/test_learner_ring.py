@@ -13,6 +13,7 @@ import grpc
 import pytest
 import torch
 
+from rlrings.errors import ConfigError
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 from tests.e2e.test_mesh import children_named, finish, up
 from tests.service.test_ring import backends
@@ -50,6 +51,15 @@ def wait_until(condition, timeout, what):
             pass  # starting or restarting
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_horovod_ring_without_horovod_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    import rlrings.mesh
+
+    monkeypatch.setattr(rlrings.mesh, "horovod_available", lambda: False)
+    with pytest.raises(ConfigError, match="make horovod.*--ring torch"):
+        rlrings.mesh.Mesh(rlrings.mesh.MeshConfig(learners=2, ring="horovod", run_dir=tmp_path))
+    assert not (tmp_path / "logs").exists(), "nothing was started"
 
 
 @pytest.mark.parametrize("backend", backends())

@@ -128,6 +128,8 @@ def test_ctrl_c_stops_every_process(tmp_path):
         (["--actors", "-1"], "actors: Input should be greater than 0"),
         (["--envs-per-actor", "0"], "envs_per_actor"),
         (["--algorithm", "sarsa"], "algorithm"),
+        (["--learners", "0"], "learners: Input should be greater than 0"),
+        (["--learners", "2", "--ring", "mpi"], "ring: Input should be 'horovod' or 'torch'"),
     ],
 )
 def test_bad_configuration_is_refused_at_start(tmp_path, flags, message):
