@@ -98,17 +98,13 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
 
 def run_config(backend: str, model: str, batch: int, steps: int, work: Path) -> dict:
     from rlrings.mesh import free_port
+    from rlrings.ring import local_ring_environment
 
     ranks = 1 if backend == "none" else 2
     port = free_port()
     processes = []
     for rank in range(ranks):
-        env = {
-            **os.environ,
-            "RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-            "HOROVOD_GLOO_IFACE": "lo", "OMP_NUM_THREADS": "1",
-        }  # fmt: skip
+        env = {**os.environ, **local_ring_environment(rank, ranks, port), "OMP_NUM_THREADS": "1"}
         out = work / f"{backend}-{model}-{rank}.json"
         code = f"from bench.ring import worker; worker({backend!r}, {MODELS[model]}, {batch}, {steps}, 3, {str(out)!r})"
         processes.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT))

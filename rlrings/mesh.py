@@ -37,7 +37,7 @@ from rlrings import experience
 from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
-from rlrings.ring import HOROVOD_HINT, horovod_available
+from rlrings.ring import HOROVOD_HINT, horovod_available, local_ring_environment
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -296,16 +296,7 @@ class Mesh:
         the rendezvous each time the ring (re)starts."""
         master_port = free_port()
         for rank, service in enumerate(ranks):
-            service.env = {
-                "RANK": str(rank),
-                "WORLD_SIZE": str(len(ranks)),
-                "LOCAL_RANK": str(rank),
-                "LOCAL_WORLD_SIZE": str(len(ranks)),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(master_port),
-                "GLOO_SOCKET_IFNAME": "lo",
-                "HOROVOD_GLOO_IFACE": "lo",
-            }
+            service.env = local_ring_environment(rank, len(ranks), master_port)
 
     @property
     def actors(self) -> list[ServiceProcess]:

@@ -106,6 +106,21 @@ class RingPlace:
         return place
 
 
+def local_ring_environment(rank: int, size: int, master_port: int) -> dict[str, str]:
+    """The variables that place rank ``rank`` of ``size`` ranks on this host,
+    meeting over loopback at ``master_port`` (what the Helm chart gives each pod)."""
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(size),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(master_port),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "HOROVOD_GLOO_IFACE": "lo",
+    }
+
+
 def clip_and_step(
     optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter], max_norm: float | None
 ) -> float:

@@ -22,7 +22,7 @@ from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
 from rlrings.mesh import free_port
 from rlrings.models import ModelSpec, build_model
-from rlrings.ring import HOROVOD_HINT, RingPlace, finish_process, horovod_available
+from rlrings.ring import HOROVOD_HINT, RingPlace, finish_process, horovod_available, local_ring_environment
 
 pytestmark = pytest.mark.service
 
@@ -105,23 +105,11 @@ def rank_main(backend: str, algorithm: str, out: str) -> None:
     finish_process(0)
 
 
-def start_ranks(backend: str, code: str, tmp_path, extra_env: dict | None = None) -> list[subprocess.Popen]:
+def start_ranks(code: str, tmp_path) -> list[subprocess.Popen]:
     port = free_port()
     processes = []
     for rank in range(RANKS):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "WORLD_SIZE": str(RANKS),
-            "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(RANKS),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "GLOO_SOCKET_IFNAME": "lo",
-            "HOROVOD_GLOO_IFACE": "lo",
-            "OMP_NUM_THREADS": "1",
-            **(extra_env or {}),
-        }
+        env = {**os.environ, **local_ring_environment(rank, RANKS, port), "OMP_NUM_THREADS": "1"}
         with open(tmp_path / f"rank{rank}.log", "w") as log:  # the child keeps its own descriptor
             processes.append(
                 subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -149,7 +137,7 @@ def wait_all(processes, tmp_path, timeout=120) -> list[int]:
 def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, tmp_path):
     out = f"{str(tmp_path / 'result')!r} + __import__('os').environ['RANK']"
     code = f"from tests.service.test_ring import rank_main; rank_main({backend!r}, {algorithm!r}, {out})"
-    processes = start_ranks(backend, code, tmp_path)
+    processes = start_ranks(code, tmp_path)
     codes = wait_all(processes, tmp_path)
     logs = "\n".join((tmp_path / f"rank{r}.log").read_text()[-2000:] for r in range(RANKS))
     assert codes == [0] * RANKS, logs
@@ -198,7 +186,7 @@ def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
         "    print(type(error).__name__, error)\n"
         "    ring.close(); raise SystemExit(finish_process(3))\n"
     )
-    processes = start_ranks(backend, code, tmp_path)
+    processes = start_ranks(code, tmp_path)
     codes = wait_all(processes, tmp_path, timeout=60)
     assert codes == [3, 9]
     output = (tmp_path / "rank0.log").read_text()
