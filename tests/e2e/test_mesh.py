@@ -34,7 +34,13 @@ def finish(process, run_dir, timeout=400):
 
 
 def children_named(pid, module):
-    return [p for p in psutil.Process(pid).children(recursive=True) if module in " ".join(p.cmdline())]
+    def cmdline(process):
+        try:
+            return " ".join(process.cmdline())
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # just killed, not yet reaped by the supervisor
+            return ""
+
+    return [p for p in psutil.Process(pid).children(recursive=True) if module in cmdline(p)]
 
 
 def test_default_run_solves_cartpole_within_budget(tmp_path):
