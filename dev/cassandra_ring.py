@@ -193,7 +193,7 @@ class Ring:
     """Nodes 1..n under one directory."""
 
     def __init__(self, directory: Path, nodes: int | None = None):
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()  # Cassandra wants absolute file:// URIs
         existing = sorted(int(p.name[4:]) for p in self.directory.glob("node*") if p.name[4:].isdigit())
         count = nodes or (max(existing) if existing else 1)
         self.nodes = [Node(i, self.directory) for i in range(1, count + 1)]
@@ -215,13 +215,13 @@ class Ring:
 
     def wait_joined(self, timeout: float) -> None:
         """Waits until every node sees every other one up (gossip lags CQL by a moment)."""
-        from cassandra.cluster import Cluster
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import WhiteListRoundRobinPolicy
 
         deadline = time.monotonic() + timeout
         for node in self.nodes:
-            cluster = Cluster([node.address], load_balancing_policy=WhiteListRoundRobinPolicy([node.address]),
-                              protocol_version=5)  # fmt: skip
+            only = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([node.address]))
+            cluster = Cluster([node.address], execution_profiles={EXEC_PROFILE_DEFAULT: only}, protocol_version=5)
             try:
                 session = cluster.connect()
                 while True:

@@ -3,6 +3,8 @@ context manager, a readiness wait and error mapping."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from rlrings.errors import UnavailableError, from_rpc_error
@@ -37,14 +39,27 @@ class ServiceClient:
         self._channel.close()
 
     def wait_ready(self, timeout: float = 30.0):
-        """Blocks until the server answers, or raises UnavailableError."""
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise UnavailableError(
-                f"{self.service} server at {self.address} did not answer within {timeout}s"
-            ) from None
-        return self
+        """Blocks until the server reports SERVING to health checks (a replay
+        shard does so once its store is connected), or raises UnavailableError."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        status = "no answer"
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=left, wait_for_ready=True)
+            except grpc.RpcError as error:
+                status = f"{error.code().name}: {error.details()}"
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    break
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return self
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        raise UnavailableError(f"{self.service} server at {self.address} was not serving within {timeout}s ({status})")
 
     @staticmethod
     def _call(method, request, timeout: float):

@@ -54,6 +54,8 @@ class Server:
         self.port = 0
         self.metrics_port = 0
         self._stop_requested = threading.Event()
+        self.serving_at_start = True
+        """False for a service that reports SERVING itself once ready (replay waiting for its ring)."""
 
     @property
     def address(self) -> str:
@@ -84,9 +86,7 @@ class Server:
             ) from None
         self.metrics_port = self._metrics_http.server_port
         self._grpc.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for service in self._services[2:]:
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.set_serving(self.serving_at_start)
         log.info(
             "%s serving gRPC on %s, metrics on http://%s:%d/metrics",
             self.name,
@@ -95,6 +95,12 @@ class Server:
             self.metrics_port,
         )
         return self
+
+    def set_serving(self, serving: bool) -> None:
+        """Reports every service SERVING or NOT_SERVING to health checks."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ["", *self._services[2:]]:
+            self.health.set(service, status)
 
     def stop(self, grace: float | None = None, drain: Callable[[], None] = lambda: None) -> None:
         """Reports NOT_SERVING, refuses new RPCs, calls ``drain`` (which should

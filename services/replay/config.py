@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -154,6 +155,34 @@ class CassandraConfig(pydantic.BaseModel):
     """User name (from a Secret, through RLRINGS_REPLAY_CASSANDRA__USERNAME)."""
     password: pydantic.SecretStr | None = None
     """Password (from a Secret, through RLRINGS_REPLAY_CASSANDRA__PASSWORD); never logged."""
+    replication_strategy: Literal["SimpleStrategy", "NetworkTopologyStrategy"] = "SimpleStrategy"
+    """Replication class of a keyspace the service creates."""
+    datacenter: str = "datacenter1"
+    """Data center that holds the copies under NetworkTopologyStrategy."""
+    shard: str = pydantic.Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """This replay shard's name in the ring's partition keys; shards sharing a ring need distinct
+    names. Defaults to the host name, which is stable for a StatefulSet's pods (replay-0, replay-1)."""
+    window_seconds: pydantic.PositiveInt = 600
+    """Width of a time bucket: rows written in one window share partitions (and TWCS windows)."""
+    partition_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """A window's partition is closed for a new one after this many bytes (Cassandra wants < 100 MB)."""
+    segment_bytes: int = pydantic.Field(default=512 * 1024, ge=4096, le=4 * 1024 * 1024)
+    """Largest row: a chunk above it is split by items into several rows."""
+    request_timeout_seconds: pydantic.PositiveFloat = 10.0
+    """Client-side timeout of one CQL request."""
+    write_attempts: pydantic.PositiveInt = 5
+    """Tries of one chunk's write (timeouts and unavailable replicas) before the insert fails
+    with UNAVAILABLE; a chunk is never acknowledged without a successful write."""
+    connect_timeout_seconds: pydantic.NonNegativeFloat = 0.0
+    """Give up and exit when the ring stays unreachable this long at start; 0 retries forever
+    (health reports NOT_SERVING meanwhile)."""
+    state_interval_seconds: pydantic.PositiveFloat = 2.0
+    """How often each table's counters and oldest key are saved, for the rebuild after a crash."""
+    sample_beyond_memory: bool = True
+    """Uniform tables with a FIFO remover also sample items evicted from memory but still
+    in the ring, in proportion to their number, through a reservoir refreshed in the background."""
+    reservoir_items: pydantic.PositiveInt = 4096
+    """Items of the ring's older experience each such table keeps at hand for sampling."""
 
 
 class ReplayConfig(ServiceConfig):
@@ -165,7 +194,8 @@ class ReplayConfig(ServiceConfig):
     """Tables to serve (a JSON list on the command line, a YAML list in the file)."""
     store: Literal["memory", "embedded", "cassandra"] = "embedded"
     """memory: nothing survives a restart; embedded: periodic snapshots to snapshot_dir;
-    cassandra: the ring described by ``cassandra`` (not available in this release: refused at start)."""
+    cassandra: every chunk is written to the ring described by ``cassandra`` before it is acknowledged;
+    a restarted shard rebuilds its tables from the ring."""
     cassandra: CassandraConfig = CassandraConfig()
     """The Cassandra ring, when store is cassandra."""
     snapshot_dir: Path = Path("./data/replay")

@@ -1,26 +1,74 @@
-"""The replay domain object: named tables plus their store, without gRPC."""
+"""The replay domain object: named tables plus their store, without gRPC.
+
+Two kinds of store: the embedded one snapshots memory to a local directory
+now and then; the Cassandra ring takes every chunk before it is acknowledged
+(:mod:`services.replay.cassandra_store`), and the tables are rebuilt from it
+when the shard starts.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError
+import numpy as np
+
+from rlrings import codec
+from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError, UnavailableError
+from rlrings.v1 import tensor_pb2
+from services.replay.cassandra_store import CassandraStore
 from services.replay.config import TableConfig
+from services.replay.older_items import OlderItems
 from services.replay.store import SnapshotStore
-from services.replay.table import Table
+from services.replay.table import SampledBatch, Table
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CheckpointResult:
-    path: Path
+    path: Path | str
     items: int
     seconds: float
+
+
+@dataclass
+class PendingInsert:
+    """A chunk on its way into a table: written to the ring (``written``), then
+    placed in memory by :meth:`finish` under the keys it was written with."""
+
+    table: Table
+    columns: dict[str, np.ndarray]
+    priorities: np.ndarray
+    policy_version: int
+    writer_id: str
+    sequence: int
+    keys: np.ndarray | None = None
+    written: Future | None = None
+    older: OlderItems | None = None
+    segments: list = None
+
+    def finish(self, is_active) -> tuple[np.ndarray, bool]:
+        """Waits for the ring, then for the rate limiter; returns (keys, duplicate)."""
+        if self.written is None:  # dismissed as a duplicate when it arrived
+            return np.empty(0, dtype=np.uint64), True
+        self.written.result()  # raises UnavailableError: not acknowledged
+        if self.older is not None:
+            for segment in self.segments:
+                self.older.add(segment)
+        return self.table.insert(
+            self.columns,
+            self.priorities,
+            policy_version=self.policy_version,
+            writer_id=self.writer_id,
+            sequence=self.sequence,
+            is_active=is_active,
+            keys=self.keys,
+        )
 
 
 class Replay:
@@ -32,6 +80,7 @@ class Replay:
         store: SnapshotStore | None = None,
         snapshot_interval_seconds: float = 0.0,
         max_item_bytes: int | None = None,
+        ring: CassandraStore | None = None,
     ):
         self.tables = {config.name: Table(config) for config in tables}
         if max_item_bytes is not None:
@@ -42,9 +91,17 @@ class Replay:
                         f"({max_item_bytes}); shorten sequence_length or raise max_message_bytes"
                     )
         self.store = store
+        self.ring = ring
+        self.older: dict[str, OlderItems] = {}
+        self.ready = threading.Event()
+        self._status = "starting"
         self._checkpoint_lock = threading.Lock()
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._rng = np.random.default_rng()
+        if ring is None:
+            self.ready.set()
         if store is not None:
             self._restore(store)
             if snapshot_interval_seconds > 0:
@@ -54,13 +111,125 @@ class Replay:
                 self._snapshotter.start()
 
     def table(self, name: str) -> Table:
+        if not self.ready.is_set():
+            raise UnavailableError(f"replay is not serving yet: {self._status}")
         try:
             return self.tables[name]
         except KeyError:
             raise NotFoundError(f"table {name!r} not found; this server has {sorted(self.tables)}") from None
 
+    # -- inserting and sampling --------------------------------------------------
+
+    def start_insert(self, chunk: tensor_pb2.Chunk) -> PendingInsert:
+        """Checks a chunk and, with a ring, starts writing it there under fresh keys.
+
+        Raises:
+            InvalidArgumentError: the chunk does not fit its table; nothing is written.
+        """
+        table = self.table(chunk.table)
+        columns = {name: codec.decode(tensor, f"chunk.columns[{name!r}]") for name, tensor in chunk.columns.items()}
+        n, priorities = table.check(columns, chunk.priorities)
+        pending = PendingInsert(table, columns, priorities, chunk.policy_version, chunk.writer_id, chunk.sequence)
+        if self.ring is None:
+            pending.written = _done()
+            return pending
+        if table.is_duplicate(chunk.writer_id, chunk.sequence):
+            return pending  # stored before; its ack was lost
+        pending.keys = table.reserve_keys(n)
+        items = {
+            name: array.reshape(n, table.sequence_length, *table.signature[name].shape)
+            for name, array in columns.items()
+        }
+        pending.written, pending.segments = self.ring.write(
+            table.name, pending.keys, items, chunk.columns, priorities,
+            chunk.policy_version, chunk.writer_id, chunk.sequence,
+        )  # fmt: skip
+        pending.older = self.older.get(table.name)
+        return pending
+
+    def sample(self, name: str, batch_size: int, timeout: float | None, beta: float, is_active) -> SampledBatch:
+        """A batch from memory, with a share from the ring's older rows where the table reaches them."""
+        table = self.table(name)
+        batch = table.sample(batch_size, timeout, beta, is_active)
+        older = self.older.get(name)
+        return batch if older is None else older.mix(batch, self._rng)
+
+    # -- the ring ------------------------------------------------------------------
+
+    def serve_ring(self, on_ready=lambda: None) -> None:
+        """Connects to the ring (retrying), rebuilds every table from it, calls
+        ``on_ready``, then saves the tables' state periodically until closed.
+
+        Raises:
+            UnavailableError: the ring stayed unreachable for ``connect_timeout_seconds``.
+        """
+        ring = self.ring
+        config = ring.config
+        policy = "retrying with backoff from 1s to 30s " + (
+            f"for up to {config.connect_timeout_seconds:g}s" if config.connect_timeout_seconds else "until it answers"
+        )
+        start, delay, attempt = time.monotonic(), 1.0, 0
+        while not self._stop.is_set():
+            attempt += 1
+            try:
+                ring.connect()
+                break
+            except UnavailableError as error:
+                self._status = f"{error} (attempt {attempt}; {policy})"
+                log.error("%s", self._status)
+                if config.connect_timeout_seconds and time.monotonic() - start + delay > config.connect_timeout_seconds:
+                    raise UnavailableError(f"gave up after {attempt} attempts: {error} ({policy})") from None
+                self._stop.wait(delay)
+                delay = min(30.0, delay * 2)
+        if self._stop.is_set():
+            return
+        self._status = f"rebuilding the tables from {ring.where}"
+        for table in self.tables.values():
+            self._rebuild(table)
+        self.ready.set()
+        self._status = "serving"
+        on_ready()
+        while not self._stop.wait(config.state_interval_seconds):
+            try:
+                self._save_ring_state()
+            except Exception as error:  # the next round tries again
+                log.warning("saving table state to the ring failed: %s", error)
+
+    def _rebuild(self, table: Table) -> None:
+        start = time.monotonic()
+        config = self.ring.config
+        rebuilt = self.ring.rebuild(table.name, table.signature, table.sequence_length, table.capacity)
+        if rebuilt.state is not None:
+            table.restore(rebuilt.state)
+        if (
+            config.sample_beyond_memory
+            and table.config.selector == "uniform"
+            and table.config.remover == "fifo"
+            and (table.config.max_times_sampled == 0)
+        ):
+            older = OlderItems(self.ring, table, rebuilt.older, config.reservoir_items)
+            self.older[table.name] = older
+            thread = threading.Thread(target=older.refresh, args=(self._stop,), name=f"older-{table.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "table %r rebuilt from %s in %.2fs: %d items in memory, %d beyond it",
+            table.name, self.ring.where, time.monotonic() - start, table.size, sum(s.items for s in rebuilt.older),
+        )  # fmt: skip
+
+    def _save_ring_state(self) -> None:
+        for table in self.tables.values():
+            oldest, counters, writers = table.bookkeeping()
+            self.ring.save_state(table.name, table.signature, table.sequence_length, oldest, counters, writers)
+
     def checkpoint(self) -> CheckpointResult:
-        """Writes a snapshot of every table now."""
+        """Writes a snapshot of every table now (with a ring: saves their state there)."""
+        if self.ring is not None:
+            start = time.monotonic()
+            self.table(next(iter(self.tables)))  # refuses while not serving
+            self._save_ring_state()
+            items = sum(table.size for table in self.tables.values())
+            return CheckpointResult(self.ring.where, items, time.monotonic() - start)
         if self.store is None:
             raise FailedPreconditionError("the memory store keeps no snapshots; run with store=embedded")
         with self._checkpoint_lock:
@@ -78,13 +247,25 @@ class Replay:
             table.close()
 
     def close(self) -> None:
-        """Releases waiters, stops periodic snapshots and writes a last one."""
+        """Releases waiters, stops periodic snapshots and writes a last one
+        (with a ring: saves the tables' state there and disconnects)."""
         self._stop.set()
         self.release_waiters()
+        for older in self.older.values():
+            older.wake()
+        for thread in self._threads:
+            thread.join(timeout=10)
         if self._snapshotter is not None:
             self._snapshotter.join()
         if self.store is not None:
             self.checkpoint()
+        if self.ring is not None:
+            if self.ready.is_set() and self.ring.session is not None:
+                try:
+                    self._save_ring_state()
+                except UnavailableError as error:
+                    log.warning("could not save the tables' state at shutdown: %s", error)
+            self.ring.close()
 
     def _restore(self, store: SnapshotStore) -> None:
         states = store.load({name: table.signature for name, table in self.tables.items()})
@@ -100,3 +281,9 @@ class Replay:
                 self.checkpoint()
             except Exception:  # a failed periodic snapshot must not end the service
                 log.exception("periodic snapshot failed; the next one will try again")
+
+
+def _done() -> Future:
+    future: Future = Future()
+    future.set_result(None)
+    return future

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 
-from rlrings.errors import ConfigError
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
+from services.replay.cassandra_store import CassandraStore
 from services.replay.config import ReplayConfig
 from services.replay.metrics import ReplayCollector
 from services.replay.replay import Replay
 from services.replay.servicer import ReplayServicer
 from services.replay.store import SnapshotStore
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
@@ -21,40 +25,61 @@ class ReplayServer:
 
     def __init__(self, config: ReplayConfig):
         self.config = config
-        if config.store == "cassandra":
-            raise ConfigError(
-                "store: 'cassandra' is not available in this release of the replay service "
-                "(its settings are accepted so that deployments can be prepared); use store: embedded"
-            )
         store = SnapshotStore(config.snapshot_dir) if config.store == "embedded" else None
+        ring = CassandraStore(config.cassandra) if config.store == "cassandra" else None
         self.replay = Replay(
             config.tables,
             store=store,
             snapshot_interval_seconds=config.snapshot_interval_seconds,
             max_item_bytes=config.max_message_bytes - 64 * 1024,
+            ring=ring,
         )
         self.server = Server(config, "replay")
+        self.server.serving_at_start = ring is None
         self.server.add(
             replay_pb2_grpc.add_ReplayServiceServicer_to_server,
             ReplayServicer(self.replay, config.max_message_bytes),
             SERVICE_NAME,
         )
         self.server.registry.register(ReplayCollector(self.replay))
+        self._ring_thread: threading.Thread | None = None
+        self.ring_error: BaseException | None = None
 
     @property
     def address(self) -> str:
         return self.server.address
 
     def start(self) -> ReplayServer:
+        """Serves; with a ring, health says NOT_SERVING until it is connected and the tables rebuilt."""
         self.server.start()
+        if self.replay.ring is not None:
+            self._ring_thread = threading.Thread(target=self._serve_ring, name="replay-ring", daemon=True)
+            self._ring_thread.start()
         return self
+
+    def _serve_ring(self) -> None:
+        try:
+            self.serve_ring()
+        except BaseException as error:
+            self.ring_error = error
+            log.error("replay cannot serve: %s", error)
+
+    def serve_ring(self) -> None:
+        self.replay.serve_ring(on_ready=lambda: self.server.set_serving(True))
 
     def stop(self, grace: float | None = None) -> None:
         self.server.stop(grace, drain=self.replay.release_waiters)
         self.replay.close()
+        if self._ring_thread is not None:
+            self._ring_thread.join(timeout=30)
 
     def service(self) -> Service:
-        return Service(self.server, on_stop=self.replay.close, drain=self.replay.release_waiters)
+        return Service(
+            self.server,
+            on_stop=self.replay.close,
+            drain=self.replay.release_waiters,
+            loop=self.serve_ring if self.replay.ring is not None else None,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import queue
+import threading
 
 import numpy as np
 
 from rlrings import codec
-from rlrings.errors import InvalidArgumentError
+from rlrings.errors import InvalidArgumentError, RlringsError
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
 from services.replay.table import SampledBatch, Table
@@ -16,6 +18,8 @@ from services.replay.table import SampledBatch, Table
 # beside its tensors (key, probability, weight, times sampled, policy version).
 _MESSAGE_HEADROOM = 64 * 1024
 _ITEM_METADATA_BYTES = 64
+# Chunks of one insert stream whose writes to the ring may be under way at once.
+_PIPELINE_DEPTH = 32
 
 
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
@@ -24,21 +28,45 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         self.max_message_bytes = max_message_bytes
 
     def Insert(self, request_iterator, context):
-        for request in request_iterator:
-            chunk = request.chunk
-            table = self.replay.table(chunk.table)
-            columns = {name: codec.decode(tensor, f"chunk.columns[{name!r}]") for name, tensor in chunk.columns.items()}
-            keys, duplicate = table.insert(
-                columns,
-                chunk.priorities,
-                policy_version=chunk.policy_version,
-                writer_id=chunk.writer_id,
-                sequence=chunk.sequence,
-                is_active=context.is_active,
-            )
-            yield replay_pb2.InsertResponse(
-                writer_id=chunk.writer_id, sequence=chunk.sequence, keys=keys.tolist(), duplicate=duplicate
-            )
+        if self.replay.ring is None:
+            for request in request_iterator:
+                yield _ack(request.chunk, self.replay.start_insert(request.chunk).finish(context.is_active))
+        else:
+            yield from self._insert_pipelined(request_iterator, context)
+
+    def _insert_pipelined(self, request_iterator, context):
+        """With a ring, the writes of the next chunks of a stream overlap with
+        the wait for the current one; acks still go out in order, each only
+        after its chunk is stored at the consistency level."""
+        started: queue.Queue = queue.Queue(maxsize=_PIPELINE_DEPTH)
+
+        def put(entry) -> bool:
+            while context.is_active():
+                try:
+                    started.put(entry, timeout=0.5)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    if not put((request.chunk, self.replay.start_insert(request.chunk))):
+                        return
+            except RlringsError as error:  # bad input: ends the stream after the chunks before it
+                put(error)
+            except Exception:  # the caller went away
+                pass
+            put(None)
+
+        reader = threading.Thread(target=read, name="insert-reader", daemon=True)
+        reader.start()
+        while (entry := started.get()) is not None:
+            if isinstance(entry, RlringsError):
+                raise entry
+            chunk, pending = entry
+            yield _ack(chunk, pending.finish(context.is_active))
 
     def Sample(self, request, context):
         table = self.replay.table(request.table)
@@ -52,7 +80,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         per_message = max(1, (self.max_message_bytes - _MESSAGE_HEADROOM) // (table.item_bytes + _ITEM_METADATA_BYTES))
         sent = 0
         while request.num_batches == 0 or sent < request.num_batches:
-            batch = table.sample(request.batch_size, request.timeout_seconds or None, beta, context.is_active)
+            batch = self.replay.sample(
+                request.table, request.batch_size, request.timeout_seconds or None, beta, context.is_active
+            )
             yield from _pieces(batch, per_message)
             sent += 1
 
@@ -69,6 +99,13 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     def Checkpoint(self, request, context):
         result = self.replay.checkpoint()
         return replay_pb2.CheckpointResponse(path=str(result.path), items=result.items, seconds=result.seconds)
+
+
+def _ack(chunk, stored: tuple[np.ndarray, bool]) -> replay_pb2.InsertResponse:
+    keys, duplicate = stored
+    return replay_pb2.InsertResponse(
+        writer_id=chunk.writer_id, sequence=chunk.sequence, keys=keys.tolist(), duplicate=duplicate
+    )
 
 
 def _pieces(batch: SampledBatch, per_message: int):

@@ -10,6 +10,7 @@ while the rate limiter holds them back: they sleep, they never spin.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -108,8 +109,12 @@ class Table:
         writer_id: str = "",
         sequence: int = 0,
         is_active: Callable[[], bool] = lambda: True,
+        keys: np.ndarray | None = None,
     ) -> tuple[np.ndarray, bool]:
         """Stores a chunk, waiting while the rate limiter blocks inserts.
+
+        ``keys`` are the items' keys when taken earlier with :meth:`reserve_keys`
+        (a durable store writes the chunk under them before it enters memory).
 
         Returns:
             The new items' keys and whether the chunk was a duplicate (a retry
@@ -119,11 +124,7 @@ class Table:
             InvalidArgumentError: the chunk does not fit the signature or the
                 priorities are bad; nothing is stored.
         """
-        steps = self.signature.check(columns, self.sequence_length)
-        n = steps // self.sequence_length
-        if n > self.capacity:
-            raise InvalidArgumentError(f"chunk: {n} items, more than table {self.name!r} holds ({self.capacity})")
-        item_priorities = _checked_priorities(priorities, n, "chunk.priorities")
+        n, item_priorities = self.check(columns, priorities)
         with self._cond:
             if self._closed:
                 raise UnavailableError(f"table {self.name!r} is shutting down")
@@ -142,8 +143,9 @@ class Table:
             del self._free[-n:]
             for name, column in self.signature.items():
                 self._storage[name][slots] = columns[name].reshape(n, self.sequence_length, *column.shape)
-            keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
-            self._next_key += n
+            if keys is None:
+                keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
+                self._next_key += n
             self._place(slots, keys, item_priorities, np.zeros(n, np.uint32), np.full(n, policy_version))
             self.limiter.inserts += n
             self.inserted_items += n
@@ -151,6 +153,30 @@ class Table:
                 self._writer_sequences[writer_id] = sequence
             self._cond.notify_all()
         return keys, False
+
+    def check(self, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = ()) -> tuple[int, np.ndarray]:
+        """(items, their priorities) of a chunk that fits this table.
+
+        Raises:
+            InvalidArgumentError: it does not fit, naming the field.
+        """
+        steps = self.signature.check(columns, self.sequence_length)
+        n = steps // self.sequence_length
+        if n > self.capacity:
+            raise InvalidArgumentError(f"chunk: {n} items, more than table {self.name!r} holds ({self.capacity})")
+        return n, _checked_priorities(priorities, n, "chunk.priorities")
+
+    def reserve_keys(self, n: int) -> np.ndarray:
+        """Takes the keys of ``n`` items to come; a key is never handed out twice."""
+        with self._cond:
+            keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
+            self._next_key += n
+        return keys
+
+    def is_duplicate(self, writer_id: str, sequence: int) -> bool:
+        """Whether this writer's chunk ``sequence`` is already stored."""
+        with self._cond:
+            return self._is_duplicate(writer_id, sequence)
 
     def _is_duplicate(self, writer_id: str, sequence: int) -> bool:
         return bool(writer_id) and sequence <= self._writer_sequences.get(writer_id, -1)
@@ -325,6 +351,21 @@ class Table:
             self.evicted_items = counters["evicted_items"] + (n - count)
             self._writer_sequences = dict(state.writer_sequences)
             return n - count
+
+    def bookkeeping(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """(oldest key in memory or the next key, counters, writer sequences):
+        what a durable store saves besides the items."""
+        with self._cond:
+            return self._oldest_key(), self._counters(), dict(self._writer_sequences)
+
+    def oldest_key(self) -> int:
+        """The oldest key memory holds (the next key when empty)."""
+        with self._cond:
+            return self._oldest_key()
+
+    def _oldest_key(self) -> int:
+        # keys enter memory nearly in order (concurrent streams may swap neighbours)
+        return min(itertools.islice(self._order, 64), default=self._next_key)
 
     def _counters(self) -> dict[str, int]:
         return {

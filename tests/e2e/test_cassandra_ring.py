@@ -3,26 +3,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
-from dev.cassandra_ring import CQL_PORT, Ring
+from dev.cassandra_ring import Ring
+from tests.e2e.conftest import HEAP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture
-def ring(tmp_path):
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", CQL_PORT)) == 0:
-            pytest.fail("something already listens on 127.0.0.1:9042; stop it (make cassandra-down) first")
-    ring = Ring(tmp_path / "ring", nodes=3)
-    try:
-        yield ring.up(heap="384M")
-    finally:
-        ring.wipe()
 
 
 def session(ring: Ring):
@@ -49,7 +37,8 @@ def retried(query, seconds: float = 30.0):
             time.sleep(1)
 
 
-def test_three_nodes_form_one_ring_that_survives_a_node_down_at_quorum(ring):
+def test_three_nodes_form_one_ring_that_survives_a_node_down_at_quorum(whole_ring):
+    ring = whole_ring
     assert [ready for *_, ready in ring.status()] == [True, True, True]
     cluster, cql = session(ring)
     try:
@@ -68,7 +57,7 @@ def test_three_nodes_form_one_ring_that_survives_a_node_down_at_quorum(ring):
         assert sorted(rows) == list(range(100))
         assert all(data == bytes([i % 256]) * 100 for i, data in rows.items())
 
-        ring.up(heap="384M")  # the node comes back with its data directory and catches up
+        ring.up(heap=HEAP)  # the node comes back with its data directory and catches up
         assert ring.status()[2][3]
     finally:
         cluster.shutdown()

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from rlrings.config import load_config
@@ -86,9 +88,7 @@ def test_actor_seed_null_draws_a_different_seed_per_process():
     assert len(seeds) == 4 and all(isinstance(s, int) for s in seeds)
 
 
-def test_cassandra_settings_come_from_file_and_secret_env_and_the_store_is_refused_clearly(monkeypatch):
-    from services.replay.server import ReplayServer
-
+def test_cassandra_settings_come_from_file_and_secret_env(monkeypatch):
     monkeypatch.setenv("RLRINGS_REPLAY_CASSANDRA__PASSWORD", "s3cret-from-a-secret")
     config = load_config(
         ReplayConfig,
@@ -100,7 +100,8 @@ def test_cassandra_settings_come_from_file_and_secret_env_and_the_store_is_refus
     assert config.cassandra.contact_points == ["10.0.0.4", "10.0.0.5"]
     assert config.cassandra.password.get_secret_value() == "s3cret-from-a-secret"
     assert "s3cret" not in repr(config)
-    with pytest.raises(ConfigError, match="store: 'cassandra' is not available"):
-        ReplayServer(config)
+    assert config.cassandra.shard == socket.gethostname()  # a StatefulSet pod's stable name
+    with pytest.raises(ConfigError, match="cassandra.shard"):
+        load_config(ReplayConfig, [], tables=[table("t")], cassandra={"shard": "two words"})
     with pytest.raises(ConfigError, match="cassandra.consistency"):
         load_config(ReplayConfig, [], tables=[table("t")], cassandra={"consistency": "MOST"})

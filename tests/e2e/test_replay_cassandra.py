@@ -1,0 +1,285 @@
+"""Replay on a real three-node Cassandra ring: chunks round-trip through the
+ring, nothing acknowledged is lost to a kill -9 of the replay server or of a
+Cassandra node, a node that comes back catches up, shards do not collide, and
+uniform tables sample beyond memory."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rlrings import codec
+from rlrings.config import load_config
+from rlrings.errors import UnavailableError
+from rlrings.mesh import free_port
+from rlrings.replay_client import ReplayClient
+from services.replay.config import ReplayConfig
+from services.replay.server import ReplayServer
+from tests.e2e.conftest import HEAP
+from tests.helpers import frames, table
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ALL_DTYPES = {
+    "b": {"dtype": "bool", "shape": [3]},
+    "u8": {"dtype": "uint8", "shape": [4, 4]},
+    "i8": {"dtype": "int8"},
+    "u16": {"dtype": "uint16", "shape": [2]},
+    "i16": {"dtype": "int16"},
+    "u32": {"dtype": "uint32"},
+    "i32": {"dtype": "int32", "shape": [2]},
+    "u64": {"dtype": "uint64"},
+    "i64": {"dtype": "int64"},
+    "f16": {"dtype": "float16", "shape": [3]},
+    "f32": {"dtype": "float32", "shape": [5]},
+    "f64": {"dtype": "float64", "shape": [16]},
+}
+
+
+def ring_settings(ring, keyspace: str, shard: str = "s", **cassandra) -> dict:
+    return {
+        "store": "cassandra",
+        "grace_seconds": 1,
+        "cassandra": {
+            "contact_points": ring.contact_points,
+            "keyspace": keyspace,
+            "replication_factor": 3,
+            "shard": shard,
+            "state_interval_seconds": 0.5,
+            **cassandra,
+        },
+    }
+
+
+@pytest.fixture
+def start_ring_replay():
+    servers: list[ReplayServer] = []
+
+    def start(ring, tables: list[dict], keyspace: str, shard: str = "s", **cassandra) -> ReplayServer:
+        config = load_config(
+            ReplayConfig, [], tables=tables, port=0, metrics_port=0, **ring_settings(ring, keyspace, shard, **cassandra)
+        )
+        server = ReplayServer(config).start()
+        servers.append(server)
+        ReplayClient(server.address).wait_ready(60).close()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+def every_item(client: ReplayClient, name: str):
+    """All items of a fifo table, oldest first."""
+    size = client.info([name])[name].size
+    return next(iter(client.sample(name, batch_size=size, num_batches=1)))
+
+
+def random_chunk(rng, steps: int) -> dict[str, np.ndarray]:
+    chunk = {}
+    for name, spec in ALL_DTYPES.items():
+        dtype, shape = np.dtype(spec["dtype"]), (steps, *spec.get("shape", []))
+        if dtype.kind == "b":
+            chunk[name] = rng.random(shape) < 0.5
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            chunk[name] = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+        else:
+            chunk[name] = (rng.standard_normal(shape) * 1e3).astype(dtype)
+    return chunk
+
+
+def test_every_dtype_round_trips_through_the_ring_and_shards_do_not_collide(cassandra_ring, start_ring_replay):
+    tables = [table("t", signature=ALL_DTYPES, sequence_length=2, max_size=1000, selector="fifo")]
+    written = {"a": [], "b": []}
+    for shard, compression in (("a", codec.Compression.COMPRESSION_NONE), ("b", codec.Compression.COMPRESSION_LZ4)):
+        # segment_bytes below one chunk: every chunk is split over several rows
+        server = start_ring_replay(cassandra_ring, tables, "roundtrip", shard, segment_bytes=4096)
+        rng = np.random.default_rng(ord(shard))
+        with ReplayClient(server.address) as client, client.writer("t", 24, compression=compression) as writer:
+            for _ in range(6):
+                chunk = random_chunk(rng, 24)
+                written[shard].append(chunk)
+                writer.write_chunk(chunk)
+        assert server.replay.ring.written_rows > 6, "chunks were split into rows under segment_bytes"
+        server.stop()
+
+    for shard in ("a", "b"):  # fresh servers: everything comes back from the ring, each shard its own
+        server = start_ring_replay(cassandra_ring, tables, "roundtrip", shard, segment_bytes=4096)
+        with ReplayClient(server.address) as client:
+            batch = every_item(client, "t")
+        assert len(batch.keys) == 6 * 12
+        for name in ALL_DTYPES:
+            expected = np.concatenate([chunk[name] for chunk in written[shard]])
+            got = batch.columns[name].reshape(expected.shape)
+            assert got.dtype == expected.dtype, name
+            assert np.array_equal(got, expected), f"column {name} of shard {shard}"
+
+
+def start_process(config_path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.replay", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_kill_9_of_replay_during_inserts_loses_no_acknowledged_chunk(cassandra_ring, tmp_path):
+    port = free_port()
+    config = tmp_path / "replay.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "port": port,
+                "metrics_port": 0,
+                "tables": [table("t", max_size=100_000, selector="fifo")],
+                **ring_settings(cassandra_ring, "killed"),
+            }
+        )
+    )
+    address = f"127.0.0.1:{port}"
+    process = start_process(config)
+    client = ReplayClient(address).wait_ready(60)
+    writer = client.writer("t", chunk_length=8, max_in_flight=8, retry_seconds=60)
+    stop = threading.Event()
+
+    def write():
+        step = 0
+        while not stop.is_set():
+            try:
+                writer.write_chunk(frames(8, start=step))
+            except Exception:  # the writer was closed under it
+                return
+            step += 8
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while writer.acked_items < 800 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()  # kill -9 in the middle of the stream
+    process.communicate(timeout=30)
+    acked = writer.acked_items
+    stop.set()
+    writer.close(flush=False)
+    thread.join(30)
+    assert acked >= 800
+
+    restarted = start_process(config)
+    try:
+        with ReplayClient(address).wait_ready(60) as again:
+            batch = every_item(again, "t")
+            steps = batch.columns["action"][:, 0]
+            assert len(np.unique(steps)) == len(steps), "no chunk is there twice"
+            assert set(range(acked)) <= set(steps.tolist()), "every acknowledged item is there"
+            assert np.array_equal(steps, np.arange(len(steps))), "in order, no gaps"
+            obs = batch.columns["obs"][:, 0]
+            assert np.array_equal(obs[:8], frames(8, start=0)["obs"]), "the data, not just the count"
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        output = restarted.communicate(timeout=60)[0]
+    assert restarted.returncode == 0, output
+    client.close()
+
+
+def node_alone(ring, index: int):
+    """A CQL session that talks to node ``index`` only, at consistency ONE."""
+    from cassandra import ConsistencyLevel
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
+
+    address = ring.nodes[index - 1].address
+    profile = ExecutionProfile(
+        consistency_level=ConsistencyLevel.ONE, load_balancing_policy=WhiteListRoundRobinPolicy([address])
+    )
+    cluster = Cluster([address], execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5)
+    return cluster, cluster.connect()
+
+
+def test_a_node_down_keeps_quorum_inserts_and_samples_going_and_it_catches_up(whole_ring, start_ring_replay):
+    ring = whole_ring
+    tables = [table("t", max_size=10_000, selector="fifo"), table("u", max_size=10_000)]
+    server = start_ring_replay(ring, tables, "nodedown")
+    client = ReplayClient(server.address)
+    with client.writer("t", chunk_length=16, retry_seconds=60) as writer:
+        for i in range(20):
+            writer.write_chunk(frames(16, start=16 * i))
+
+    ring.nodes[2].stop(kill=True)  # kill -9 node 3: QUORUM is 2 of 3
+    with client.writer("t", chunk_length=16, retry_seconds=60) as writer:
+        for i in range(20, 40):
+            writer.write_chunk(frames(16, start=16 * i))
+        writer.flush(60)
+    assert client.info(["t"])["t"].size == 640
+    assert len(next(iter(client.sample("t", batch_size=32, num_batches=1))).keys) == 32
+    server.stop()
+
+    server = start_ring_replay(ring, tables, "nodedown")  # rebuilt at QUORUM with node 3 still down
+    client = ReplayClient(server.address)
+    batch = every_item(client, "t")
+    assert np.array_equal(batch.columns["action"][:, 0], np.arange(640))
+
+    ring.nodes[1].stop(kill=True)  # two of three down: no quorum, nothing may be acknowledged
+    with client.writer("u", chunk_length=16, retry_seconds=3) as writer:
+        writer.write_chunk(frames(16))
+        with pytest.raises(UnavailableError, match="not acknowledged"):
+            writer.flush(60)
+        writer.close(flush=False)
+    assert client.info(["u"])["u"].size == 0
+
+    ring.up(heap=HEAP)  # nodes 2 and 3 return with their data directories; hints fill in what they missed
+    written = server.replay.ring.written_rows
+    cluster, node3 = node_alone(ring, 3)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            where = "WHERE table_name='t' AND shard='s'"
+            buckets = list(node3.execute(f"SELECT window, part FROM nodedown.buckets {where}"))
+            count = sum(
+                node3.execute(
+                    f"SELECT count(*) FROM nodedown.segments {where} AND window=%s AND part=%s",
+                    (b.window, b.part),
+                ).one()[0]
+                for b in buckets
+            )
+            if count >= 40 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert count == 40, f"node 3 holds {count} of the 40 rows (this server wrote {written} since the restart)"
+    finally:
+        cluster.shutdown()
+    server.stop()
+    client.close()
+
+
+def test_uniform_tables_sample_beyond_memory_from_the_ring(cassandra_ring, start_ring_replay):
+    server = start_ring_replay(
+        cassandra_ring, [table("t", max_size=64)], "beyond", reservoir_items=256, segment_bytes=1 << 20
+    )
+    with ReplayClient(server.address) as client:
+        with client.writer("t", chunk_length=16) as writer:
+            for i in range(40):
+                writer.write_chunk(frames(16, start=16 * i))
+        older = server.replay.older["t"]
+        deadline = time.monotonic() + 30
+        while older.filled < 256 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert older.items == 640 - 64
+        keys, actions, sizes = [], [], set()
+        for batch in client.sample("t", batch_size=256, num_batches=4):
+            keys.append(batch.keys)
+            actions.append(batch.columns["action"][:, 0])
+            sizes.add(batch.table_size)
+    keys, actions = np.concatenate(keys), np.concatenate(actions)
+    assert sizes == {640}, "the table's size counts what sampling reaches"
+    assert np.array_equal(actions, keys.astype(np.int64) - 1), "each item's data is its own"
+    share = np.mean(keys <= 640 - 64)
+    assert 0.8 < share < 0.97, f"{share:.2f} of the items came from beyond memory; 0.9 expected"
