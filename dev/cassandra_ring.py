@@ -131,6 +131,11 @@ class Node:
                     "start_native_transport: true",
                     "endpoint_snitch: SimpleSnitch",
                     "auto_bootstrap: false",  # a fresh ring has nothing to stream
+                    # small heaps: memtables off the heap, fewer writer threads
+                    "memtable_allocation_type: offheap_objects",
+                    "memtable_heap_space: 64MiB",
+                    "memtable_offheap_space: 256MiB",
+                    "concurrent_writes: 8",
                     "hinted_handoff_enabled: true",
                     "max_hint_window: 3h",
                     "",

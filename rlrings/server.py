@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+LIVENESS = "liveness"
+
+
 class Server:
     """A gRPC server with health, reflection and a Prometheus endpoint."""
 
@@ -86,6 +89,9 @@ class Server:
             ) from None
         self.metrics_port = self._metrics_http.server_port
         self._grpc.start()
+        # "liveness" answers SERVING while the process runs, even before it is ready
+        # (a replay shard waiting for its ring): liveness probes ask for it, readiness for "".
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.set_serving(self.serving_at_start)
         log.info(
             "%s serving gRPC on %s, metrics on http://%s:%d/metrics",

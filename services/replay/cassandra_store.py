@@ -114,13 +114,20 @@ class CassandraStore:
     def __init__(self, config: CassandraConfig):
         self.config = config
         self.shard = config.shard
+        self._compression = {
+            "none": codec.Compression.COMPRESSION_NONE,
+            "lz4": codec.Compression.COMPRESSION_LZ4,
+            "zstd": codec.Compression.COMPRESSION_ZSTD,
+        }[config.compression]
         self._cluster = None
         self.session = None
         self._partitions: dict[str, _Partitions] = {}
         self._partition_lock = threading.Lock()
         self._pending = 0
-        self._pending_lock = threading.Lock()
-        self.write_seconds: list[float] = []  # recent write latencies, drained by the metrics collector
+        self._pending_bytes = 0
+        self._pending_lock = threading.Condition()
+        self.write_seconds = 0.0  # summed over confirmed chunk writes, for the metrics
+        self.writes = 0
         self.write_retries = 0
         self.write_failures = 0
         self.written_rows = 0
@@ -168,8 +175,12 @@ class CassandraStore:
             connect_timeout=5,
             control_connection_timeout=5,
         )
+        driver_log = logging.getLogger("cassandra.cluster")
+        level = driver_log.level
+        driver_log.setLevel(logging.CRITICAL)  # its tracebacks of refused connections; ours names them once
         try:
             session = cluster.connect()
+            driver_log.setLevel(level)
             self._create_schema(session)
         except NoHostAvailable as error:
             cluster.shutdown()
@@ -178,6 +189,8 @@ class CassandraStore:
         except Exception:
             cluster.shutdown()
             raise
+        finally:
+            driver_log.setLevel(level)
         self._cluster, self.session = cluster, session
         self._prepare(session)
         log.info("connected to %s at %s", self.where, config.consistency)
@@ -247,6 +260,9 @@ class CassandraStore:
             f"INSERT INTO {ks}.table_state (table_name, shard, signature, oldest_key, counters, writer_sequences, "
             "saved_at) VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))"
         )
+        # a page of rows is a few MB, whatever the partition holds (a node reads a page into its heap)
+        self._select_rows.fetch_size = max(1, (4 << 20) // self.config.segment_bytes)
+        self._select_index.fetch_size = 5000
         for statement in (self._insert_segment, self._insert_bucket, self._upsert_state):
             statement.is_idempotent = True  # the same row with the same values: safe to send again
 
@@ -277,6 +293,12 @@ class CassandraStore:
         when the chunk fits in one row.
         """
         n = len(keys)
+        if (
+            encoded is not None
+            and self._compression
+            and any(tensor.compression == codec.Compression.COMPRESSION_NONE for tensor in encoded.values())
+        ):
+            encoded = None  # compress here
         item_bytes = sum(array[:1].nbytes for array in columns.values()) if n else 0
         per_row = max(1, self.config.segment_bytes // max(1, item_bytes))
         first = int(keys[0])
@@ -287,7 +309,10 @@ class CassandraStore:
             if encoded is not None and start == 0 and stop == n:
                 blob = tensor_pb2.Chunk(columns=encoded).SerializeToString()
             else:
-                tensors = {name: codec.encode(np.ascontiguousarray(a[start:stop])) for name, a in columns.items()}
+                tensors = {
+                    name: codec.encode(np.ascontiguousarray(a[start:stop]), self._compression)
+                    for name, a in columns.items()
+                }
                 blob = tensor_pb2.Chunk(columns=tensors).SerializeToString()
             with self._partition_lock:
                 partitions = self._partitions.setdefault(
@@ -316,14 +341,21 @@ class CassandraStore:
         lock = threading.Lock()
         start = time.monotonic()
         size = sum(len(row[11]) for row in rows)
-        with self._pending_lock:
+        with self._pending_lock:  # backpressure: wait while too much is on its way to the ring
+            self._pending_lock.wait_for(
+                lambda: self._pending_bytes + size <= self.config.max_pending_bytes or not self._pending
+            )
             self._pending += 1
+            self._pending_bytes += size
 
         def finish(error: BaseException | None) -> None:
             with self._pending_lock:
                 self._pending -= 1
+                self._pending_bytes -= size
+                self._pending_lock.notify_all()
             if error is None:
-                self.write_seconds.append(time.monotonic() - start)
+                self.write_seconds += time.monotonic() - start
+                self.writes += 1
                 self.written_rows += len(rows)
                 self.written_bytes += size
                 result.set_result(None)

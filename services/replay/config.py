@@ -168,6 +168,12 @@ class CassandraConfig(pydantic.BaseModel):
     """A window's partition is closed for a new one after this many bytes (Cassandra wants < 100 MB)."""
     segment_bytes: int = pydantic.Field(default=512 * 1024, ge=4096, le=4 * 1024 * 1024)
     """Largest row: a chunk above it is split by items into several rows."""
+    compression: Literal["none", "lz4", "zstd"] = "lz4"
+    """How columns that arrive uncompressed are compressed in the ring's rows (fewer bytes through
+    every replica's commit log and network); columns a writer compressed are stored as they came."""
+    max_pending_bytes: int = pydantic.Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    """Bytes of rows sent and not yet confirmed, across all streams; beyond it new writes wait, so a
+    slow ring slows the writers (through gRPC flow control) instead of filling memory or the nodes' heaps."""
     request_timeout_seconds: pydantic.PositiveFloat = 10.0
     """Client-side timeout of one CQL request."""
     write_attempts: pydantic.PositiveInt = 5

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the replay tables, read from the tables at scrape time.
+"""Prometheus metrics of the replay tables and of its Cassandra store, read at scrape time.
 
 Reading counters the tables keep anyway costs the insert and sample paths
 nothing; names follow ``rlrings_replay_<what>_<unit>``.
@@ -6,7 +6,7 @@ nothing; names follow ``rlrings_replay_<what>_<unit>``.
 
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from services.replay.replay import Replay
@@ -41,3 +41,44 @@ class ReplayCollector(Collector):
             waits.add_metric([name, "insert"], table.limiter.insert_wait_seconds)
             waits.add_metric([name, "sample"], table.limiter.sample_wait_seconds)
         yield from (inserted, inserted_bytes, sampled, sampled_bytes, evicted, size, capacity, waits)
+        if self.replay.ring is not None:
+            yield from self._ring()
+
+    def _ring(self):
+        ring = self.replay.ring
+        yield GaugeMetricFamily(
+            "rlrings_replay_store_ready",
+            "1 once the Cassandra ring is connected and the tables rebuilt.",
+            value=float(self.replay.ready.is_set()),
+        )
+        yield GaugeMetricFamily(
+            "rlrings_replay_store_pending_writes",
+            "Chunks sent to the Cassandra ring and not yet confirmed at the consistency level (the backlog).",
+            value=ring.pending_writes,
+        )
+        yield SummaryMetricFamily(
+            "rlrings_replay_store_write_seconds",
+            "Seconds from a chunk's write to its confirmation.",
+            count_value=ring.writes,
+            sum_value=ring.write_seconds,
+        )
+        yield CounterMetricFamily("rlrings_replay_store_rows", "Rows stored in the ring.", value=ring.written_rows)
+        yield CounterMetricFamily(
+            "rlrings_replay_store_written_bytes", "Bytes of chunk data stored in the ring.", value=ring.written_bytes
+        )
+        yield CounterMetricFamily(
+            "rlrings_replay_store_write_retries",
+            "Row writes sent again after a timeout or unavailable replicas.",
+            value=ring.write_retries,
+        )
+        yield CounterMetricFamily(
+            "rlrings_replay_store_write_failures",
+            "Chunks the ring did not take after every try (not acknowledged).",
+            value=ring.write_failures,
+        )
+        older = GaugeMetricFamily(
+            "rlrings_replay_older_items", "Items beyond memory, in the ring, that sampling reaches.", labels=["table"]
+        )
+        for name, items in self.replay.older.items():
+            older.add_metric([name], items.items)
+        yield older

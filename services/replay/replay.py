@@ -185,7 +185,20 @@ class Replay:
             return
         self._status = f"rebuilding the tables from {ring.where}"
         for table in self.tables.values():
-            self._rebuild(table)
+            delay = 1.0
+            while not self._stop.is_set():
+                try:
+                    self._rebuild(table)
+                    break
+                except ConfigError:
+                    raise
+                except Exception as error:  # a read timed out or a replica failed: read again
+                    self._status = f"rebuilding table {table.name!r} from {ring.where} failed ({error}); retrying"
+                    log.warning("%s", self._status)
+                    self._stop.wait(delay)
+                    delay = min(30.0, delay * 2)
+        if self._stop.is_set():
+            return
         self.ready.set()
         self._status = "serving"
         on_ready()

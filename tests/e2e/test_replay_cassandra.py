@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -278,6 +279,11 @@ def test_uniform_tables_sample_beyond_memory_from_the_ring(cassandra_ring, start
             keys.append(batch.keys)
             actions.append(batch.columns["action"][:, 0])
             sizes.add(batch.table_size)
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    metrics = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'rlrings_replay_older_items{table="t"} 576.0' in metrics
+    assert "rlrings_replay_store_pending_writes 0.0" in metrics
+    assert "rlrings_replay_store_rows_total 40.0" in metrics
     keys, actions = np.concatenate(keys), np.concatenate(actions)
     assert sizes == {640}, "the table's size counts what sampling reaches"
     assert np.array_equal(actions, keys.astype(np.int64) - 1), "each item's data is its own"

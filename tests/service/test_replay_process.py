@@ -7,9 +7,12 @@ import sys
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rlrings.errors import UnavailableError
 from rlrings.mesh import free_port
 from rlrings.replay_client import ReplayClient
 from tests.helpers import frames, table
@@ -129,3 +132,35 @@ def test_port_in_use_is_an_error(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
+
+
+def test_cassandra_unreachable_at_start_is_not_serving_and_names_the_contact_points(tmp_path):
+    nothing = free_port()  # no Cassandra listens here
+    config, address = write_config(
+        tmp_path, store="cassandra", cassandra={"contact_points": ["127.0.0.1"], "port": nothing, "shard": "s"}
+    )
+    process = start(config)
+    try:
+        with ReplayClient(address) as client:
+            with pytest.raises(UnavailableError, match=r"was not serving within 3s \(NOT_SERVING\)"):
+                client.wait_ready(3)
+            with pytest.raises(UnavailableError, match=f"127.0.0.1:{nothing}.*retrying with backoff"):
+                client.info(["t"])
+        with grpc.insecure_channel(address) as channel:  # alive, so Kubernetes does not restart it
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5).status == 1
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 2  # NOT_SERVING
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+
+    config, _ = write_config(
+        tmp_path,
+        store="cassandra",
+        cassandra={"contact_points": ["127.0.0.1"], "port": nothing, "connect_timeout_seconds": 2},
+    )
+    process = start(config)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, output
+    assert "gave up after" in output and f"127.0.0.1:{nothing}" in output, output

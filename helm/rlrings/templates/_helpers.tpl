@@ -145,6 +145,7 @@ ports:
 livenessProbe:
   grpc:
     port: {{ .values.port }}
+    service: liveness
   initialDelaySeconds: {{ .root.Values.probes.initialDelaySeconds }}
   periodSeconds: {{ .root.Values.probes.periodSeconds }}
   failureThreshold: {{ .root.Values.probes.failureThreshold }}
