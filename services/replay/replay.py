@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from rlrings import codec
 from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError, UnavailableError
 from rlrings.v1 import tensor_pb2
-from services.replay.cassandra_store import CassandraStore
+from services.replay.cassandra_store import CassandraStore, Segment
 from services.replay.config import TableConfig
 from services.replay.older_items import OlderItems
 from services.replay.store import SnapshotStore
@@ -50,7 +50,7 @@ class PendingInsert:
     keys: np.ndarray | None = None
     written: Future | None = None
     older: OlderItems | None = None
-    segments: list = None
+    segments: list[Segment] = field(default_factory=list)
 
     def finish(self, is_active) -> tuple[np.ndarray, bool]:
         """Waits for the ring, then for the rate limiter; returns (keys, duplicate)."""
