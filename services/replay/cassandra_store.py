@@ -43,6 +43,9 @@ from services.replay.table import TableState
 
 log = logging.getLogger(__name__)
 
+# Keys per partition of the priorities table.
+_PRIORITY_BLOCK = 1 << 16
+
 _COUNTERS = ("next_key", "inserts", "samples", "inserted_items", "sampled_items", "evicted_items")
 
 
@@ -129,6 +132,8 @@ class CassandraStore:
         self.write_seconds = 0.0  # summed over confirmed chunk writes, for the metrics
         self.writes = 0
         self.write_retries = 0
+        self.priority_failures = 0
+        self._pending_priorities = 0
         self.write_failures = 0
         self.written_rows = 0
         self.written_bytes = 0
@@ -224,6 +229,12 @@ class CassandraStore:
                 PRIMARY KEY ((table_name, shard), window, part))
             WITH default_time_to_live = {ttl + config.window_seconds if ttl else 0}"""
         )
+        session.execute(  # overwritten in place, so not TWCS; small rows
+            f"""CREATE TABLE IF NOT EXISTS {ks}.priorities (
+                table_name text, shard text, block bigint, key bigint, priority double,
+                PRIMARY KEY ((table_name, shard, block), key))
+            WITH default_time_to_live = {ttl}"""
+        )
         session.execute(
             f"""CREATE TABLE IF NOT EXISTS {ks}.table_state (
                 table_name text, shard text, signature text, oldest_key bigint,
@@ -252,6 +263,12 @@ class CassandraStore:
             f"SELECT first_key, items, policy_version, priorities, columns FROM {ks}.segments "
             "WHERE table_name = ? AND shard = ? AND window = ? AND part = ? AND first_key >= ? AND first_key < ?"
         )
+        self._upsert_priority = session.prepare(
+            f"INSERT INTO {ks}.priorities (table_name, shard, block, key, priority) VALUES (?, ?, ?, ?, ?)"
+        )
+        self._select_priorities = session.prepare(
+            f"SELECT key, priority FROM {ks}.priorities WHERE table_name = ? AND shard = ? AND block = ?"
+        )
         self._select_state = session.prepare(
             f"SELECT signature, oldest_key, counters, writer_sequences FROM {ks}.table_state "
             "WHERE table_name = ? AND shard = ?"
@@ -267,6 +284,9 @@ class CassandraStore:
             statement.is_idempotent = True  # the same row with the same values: safe to send again
 
     def close(self) -> None:
+        """Lets writes under way finish (up to 10 s), then disconnects."""
+        with self._pending_lock:
+            self._pending_lock.wait_for(lambda: not self._pending and not self._pending_priorities, timeout=10)
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = self.session = None
@@ -410,6 +430,43 @@ class CassandraStore:
                 self.write_retries += 1
                 time.sleep(min(2.0, 0.1 * 2 ** (tries - 1)))
 
+    # -- priorities ----------------------------------------------------------------
+
+    def save_priorities(self, table: str, keys: Sequence[int], priorities: Sequence[float]) -> None:
+        """Starts storing updated priorities (one single-partition batch per key block) and
+        returns at once: an update lost to a crash costs a priority, never an item."""
+        from cassandra.query import BatchStatement, BatchType
+
+        blocks: dict[int, BatchStatement] = {}
+        for key, priority in zip(keys, priorities):
+            block = int(key) // _PRIORITY_BLOCK
+            batch = blocks.setdefault(block, BatchStatement(batch_type=BatchType.UNLOGGED))
+            batch.add(self._upsert_priority, (table, self.shard, block, int(key), float(priority)))
+        for batch in blocks.values():
+            with self._pending_lock:
+                self._pending_priorities += 1
+            self.session.execute_async(batch).add_callbacks(self._priorities_done, self._priorities_done)
+
+    def _priorities_done(self, result) -> None:
+        if isinstance(result, BaseException):
+            self.priority_failures += 1
+            log.warning("storing updated priorities failed (%s); memory has them, a restart would not", result)
+        with self._pending_lock:
+            self._pending_priorities -= 1
+            self._pending_lock.notify_all()
+
+    def _saved_priorities(self, table: str, keys: np.ndarray) -> dict[int, float]:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if not len(keys):
+            return {}
+        blocks = range(int(keys.min()) // _PRIORITY_BLOCK, int(keys.max()) // _PRIORITY_BLOCK + 1)
+        results = execute_concurrent_with_args(
+            self.session, self._select_priorities, [(table, self.shard, b) for b in blocks], concurrency=16,
+            raise_on_first_error=True,
+        )  # fmt: skip
+        return {row.key: row.priority for _, result in results for row in result}
+
     # -- table state -----------------------------------------------------------
 
     def save_state(
@@ -485,6 +542,12 @@ class CassandraStore:
             return Rebuilt(None, [])
         fetched = self.fetch(table, signature, sequence_length, hot)
         keep = fetched.keys >= oldest
+        updated = self._saved_priorities(table, fetched.keys[keep])
+        if updated:  # priorities set after insertion (UpdatePriorities) win over the inserted ones
+            priorities = fetched.priorities.copy()
+            for index in np.flatnonzero(keep):
+                priorities[index] = updated.get(int(fetched.keys[index]), priorities[index])
+            fetched.priorities = priorities
         state = TableState(
             columns={name: array[keep] for name, array in fetched.columns.items()},
             keys=fetched.keys[keep],

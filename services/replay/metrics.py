@@ -76,6 +76,11 @@ class ReplayCollector(Collector):
             "Chunks the ring did not take after every try (not acknowledged).",
             value=ring.write_failures,
         )
+        yield CounterMetricFamily(
+            "rlrings_replay_store_priority_failures",
+            "Batches of updated priorities the ring did not take (memory has them).",
+            value=ring.priority_failures,
+        )
         older = GaugeMetricFamily(
             "rlrings_replay_older_items", "Items beyond memory, in the ring, that sampling reaches.", labels=["table"]
         )

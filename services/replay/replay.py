@@ -154,6 +154,13 @@ class Replay:
         older = self.older.get(name)
         return batch if older is None else older.mix(batch, self._rng)
 
+    def update_priorities(self, name: str, keys: list[int], priorities: list[float]) -> tuple[int, int]:
+        """Sets priorities by key (and, with a ring, stores them there); returns (updated, missing)."""
+        updated, missing = self.table(name).update_priorities(keys, priorities)
+        if self.ring is not None and updated:
+            self.ring.save_priorities(name, keys, priorities)
+        return updated, missing
+
     # -- the ring ------------------------------------------------------------------
 
     def serve_ring(self, on_ready=lambda: None) -> None:

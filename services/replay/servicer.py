@@ -87,9 +87,7 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
             sent += 1
 
     def UpdatePriorities(self, request, context):
-        updated, missing = self.replay.table(request.table).update_priorities(
-            list(request.keys), list(request.priorities)
-        )
+        updated, missing = self.replay.update_priorities(request.table, list(request.keys), list(request.priorities))
         return replay_pb2.UpdatePrioritiesResponse(updated=updated, missing=missing)
 
     def Info(self, request, context):

@@ -1,12 +1,15 @@
-"""Replay on a real three-node Cassandra ring: chunks round-trip through the
-ring, nothing acknowledged is lost to a kill -9 of the replay server or of a
-Cassandra node, a node that comes back catches up, shards do not collide, and
-uniform tables sample beyond memory."""
+"""Cassandra end to end, on one real three-node ring (127.0.0.1-3, started once
+for this module, about 20 s, and wiped after it): the development ring itself at
+QUORUM with a node down; then replay on it: chunks round-trip through the ring,
+nothing acknowledged is lost to a kill -9 of the replay server or of a Cassandra
+node, a node that comes back catches up, shards do not collide, updated
+priorities come back, and uniform tables sample beyond memory."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from dev.cassandra_ring import CQL_PORT, Ring
 from rlrings import codec
 from rlrings.config import load_config
 from rlrings.errors import UnavailableError
@@ -23,10 +27,81 @@ from rlrings.mesh import free_port
 from rlrings.replay_client import ReplayClient
 from services.replay.config import ReplayConfig
 from services.replay.server import ReplayServer
-from tests.e2e.conftest import HEAP
 from tests.helpers import frames, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+HEAP = "384M"
+
+
+@pytest.fixture(scope="module")
+def cassandra_ring(tmp_path_factory):
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", CQL_PORT)) == 0:
+            pytest.fail("something already listens on 127.0.0.1:9042; stop it (make cassandra-down) first")
+    ring = Ring(tmp_path_factory.mktemp("cassandra") / "ring", nodes=3)
+    try:
+        yield ring.up(heap=HEAP)
+    finally:
+        ring.wipe()
+
+
+@pytest.fixture
+def whole_ring(cassandra_ring):
+    """The ring, with every node running again after a test that stopped some."""
+    yield cassandra_ring
+    cassandra_ring.up(heap=HEAP)
+
+
+def session(ring: Ring):
+    from cassandra import ConsistencyLevel
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+
+    profile = ExecutionProfile(consistency_level=ConsistencyLevel.QUORUM, request_timeout=20)
+    cluster = Cluster(ring.contact_points, execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5)
+    return cluster, cluster.connect()
+
+
+def retried(query, seconds: float = 30.0):
+    """Until the failure detector convicts a killed node (a few seconds), a coordinator may
+    still wait on it and time out; a client retries, as replay's store will."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return query()
+        except (ReadTimeout, Unavailable, OperationTimedOut):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_three_nodes_form_one_ring_that_survives_a_node_down_at_quorum(whole_ring):
+    ring = whole_ring
+    assert [ready for *_, ready in ring.status()] == [True, True, True]
+    cluster, cql = session(ring)
+    try:
+        hosts = sorted(host.address for host in cluster.metadata.all_hosts())
+        assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        cql.execute("CREATE KEYSPACE k WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 3}")
+        cql.execute("CREATE TABLE k.items (id int PRIMARY KEY, data blob)")
+        insert = cql.prepare("INSERT INTO k.items (id, data) VALUES (?, ?)")
+        for i in range(50):
+            cql.execute(insert, (i, bytes([i]) * 100))
+
+        ring.nodes[2].stop(kill=True)  # kill -9 one node: QUORUM is 2 of 3
+        for i in range(50, 100):
+            cql.execute(insert, (i, bytes([i % 256]) * 100))
+        rows = {row.id: row.data for row in retried(lambda: cql.execute("SELECT id, data FROM k.items"))}
+        assert sorted(rows) == list(range(100))
+        assert all(data == bytes([i % 256]) * 100 for i, data in rows.items())
+
+        ring.up(heap=HEAP)  # the node comes back with its data directory and catches up
+        assert ring.status()[2][3]
+    finally:
+        cluster.shutdown()
+
 
 ALL_DTYPES = {
     "b": {"dtype": "bool", "shape": [3]},
@@ -289,3 +364,21 @@ def test_uniform_tables_sample_beyond_memory_from_the_ring(cassandra_ring, start
     assert np.array_equal(actions, keys.astype(np.int64) - 1), "each item's data is its own"
     share = np.mean(keys <= 640 - 64)
     assert 0.8 < share < 0.97, f"{share:.2f} of the items came from beyond memory; 0.9 expected"
+
+
+def test_updated_priorities_come_back_after_a_restart(cassandra_ring, start_ring_replay):
+    tables = [table("p", selector="prioritized", priority_exponent=1.0, max_size=1000)]
+    server = start_ring_replay(cassandra_ring, tables, "priorities")
+    with ReplayClient(server.address) as client:
+        with client.writer("p", chunk_length=10) as writer:
+            for i in range(3):
+                writer.write_chunk(frames(10, start=10 * i))
+        assert client.update_priorities("p", [5, 7], [1000.0, 0.0]) == (2, 0)
+    server.stop()
+
+    server = start_ring_replay(cassandra_ring, tables, "priorities")
+    with ReplayClient(server.address) as client:
+        batch = next(iter(client.sample("p", batch_size=200, num_batches=1)))
+    assert 7 not in batch.keys.tolist(), "priority 0: never drawn"
+    assert np.allclose(batch.probabilities[batch.keys == 5], 1000.0 / (1000.0 + 28)), "its updated priority"
+    assert np.allclose(batch.probabilities[batch.keys != 5], 1.0 / (1000.0 + 28))
