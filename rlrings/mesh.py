@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,9 @@ class MeshConfig(Settings):
     """Learner ranks; more than one form a data-parallel ring (batch_size is per rank)."""
     ring: Literal["horovod", "torch"] = "horovod"
     """Ring backend when learners > 1: horovod (gloo) or torch (torch.distributed, gloo)."""
+    cassandra: list[str] | None = None
+    """Contact points of a Cassandra ring for replay's store (for example 127.0.0.1,127.0.0.2,127.0.0.3
+    from `make cassandra-up`); None: the embedded store. Each run writes under its own shard name."""
     max_env_steps: pydantic.NonNegativeInt = 3_000_000
     """Stop after this many env steps across actors; 0: no limit."""
     max_seconds: pydantic.PositiveFloat = 600.0
@@ -94,6 +98,13 @@ class MeshConfig(Settings):
     """Port of the viewer's page; 0 picks a free one (printed at start)."""
     seed: int = 0
     """Seed; actor i uses seed + 1000 * i."""
+
+    @pydantic.field_validator("cassandra", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [point.strip() for point in value.split(",") if point.strip()]
+        return value
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -214,12 +225,19 @@ class Mesh:
         def ports() -> dict:
             return {"port": free_port(), "metrics_port": free_port()}
 
-        replay = ServiceProcess(
-            "replay",
-            "services.replay",
-            {**ports(), "tables": tables, "snapshot_dir": str(run / "replay"), "snapshot_interval_seconds": 30},
-            run,
-        )
+        store: dict = {"snapshot_dir": str(run / "replay"), "snapshot_interval_seconds": 30}
+        if c.cassandra:
+            shard = re.sub(r"[^A-Za-z0-9_.-]", "-", run.resolve().name)[-64:]
+            store = {
+                "store": "cassandra",
+                "cassandra": {
+                    "contact_points": c.cassandra,
+                    "keyspace": "rlrings_up",
+                    "replication_factor": min(3, len(c.cassandra)),
+                    "shard": shard,
+                },
+            }
+        replay = ServiceProcess("replay", "services.replay", {**ports(), "tables": tables, **store}, run)
         parameter = ServiceProcess(
             "parameter", "services.parameter", {**ports(), "directory": str(run / "weights")}, run
         )

@@ -382,3 +382,25 @@ def test_updated_priorities_come_back_after_a_restart(cassandra_ring, start_ring
     assert 7 not in batch.keys.tolist(), "priority 0: never drawn"
     assert np.allclose(batch.probabilities[batch.keys == 5], 1000.0 / (1000.0 + 28)), "its updated priority"
     assert np.allclose(batch.probabilities[batch.keys != 5], 1.0 / (1000.0 + 28))
+
+
+def test_rlrings_up_trains_on_the_ring(cassandra_ring, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlrings.cli", "up", "--run-dir", str(tmp_path), "--no-viewer",
+         "--cassandra", ",".join(cassandra_ring.contact_points), "--max-seconds", "240"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = process.communicate(timeout=400)[0]
+    assert process.returncode == 0, output[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["solved"], summary
+    replay_config = json.loads((tmp_path / "configs" / "replay.yaml").read_text())
+    assert replay_config["store"] == "cassandra"
+    cluster, cql = session(cassandra_ring)
+    try:
+        shard = replay_config["cassandra"]["shard"]
+        buckets = list(cql.execute("SELECT window, part FROM rlrings_up.buckets WHERE table_name = %s AND shard = %s",
+                                   ("experience", shard)))  # fmt: skip
+        assert buckets, "the run's trajectories went to the ring"
+    finally:
+        cluster.shutdown()
