@@ -56,19 +56,28 @@ class PendingInsert:
         """Waits for the ring, then for the rate limiter; returns (keys, duplicate)."""
         if self.written is None:  # dismissed as a duplicate when it arrived
             return np.empty(0, dtype=np.uint64), True
-        self.written.result()  # raises UnavailableError: not acknowledged
-        if self.older is not None:
-            for segment in self.segments:
-                self.older.add(segment)
-        return self.table.insert(
-            self.columns,
-            self.priorities,
-            policy_version=self.policy_version,
-            writer_id=self.writer_id,
-            sequence=self.sequence,
-            is_active=is_active,
-            keys=self.keys,
-        )
+        try:
+            self.written.result()  # raises UnavailableError: not acknowledged
+            if self.older is not None:
+                for segment in self.segments:
+                    self.older.add(segment)
+            return self.table.insert(
+                self.columns,
+                self.priorities,
+                policy_version=self.policy_version,
+                writer_id=self.writer_id,
+                sequence=self.sequence,
+                is_active=is_active,
+                keys=self.keys,
+            )
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Gives up the keys of a chunk that will not be placed in memory."""
+        if self.keys is not None:
+            self.table.release_keys(self.keys)
 
 
 class Replay:

@@ -52,7 +52,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         def read() -> None:
             try:
                 for request in request_iterator:
-                    if not put((request.chunk, self.replay.start_insert(request.chunk))):
+                    pending = self.replay.start_insert(request.chunk)
+                    if not put((request.chunk, pending)):
+                        pending.abandon()
                         return
             except RlringsError as error:  # bad input: ends the stream after the chunks before it
                 put(error)
@@ -62,11 +64,21 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
 
         reader = threading.Thread(target=read, name="insert-reader", daemon=True)
         reader.start()
-        while (entry := started.get()) is not None:
-            if isinstance(entry, RlringsError):
-                raise entry
-            chunk, pending = entry
-            yield _ack(chunk, pending.finish(context.is_active))
+        try:
+            while (entry := started.get()) is not None:
+                if isinstance(entry, RlringsError):
+                    raise entry
+                chunk, pending = entry
+                yield _ack(chunk, pending.finish(context.is_active))
+        finally:  # the stream ended early: chunks started but never finished give their keys up
+            reader.join(timeout=1.0)
+            while True:
+                try:
+                    entry = started.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(entry, tuple):
+                    entry[1].abandon()
 
     def Sample(self, request, context):
         table = self.replay.table(request.table)

@@ -87,6 +87,7 @@ class Table:
             self._selector = selector_cls(self.capacity, self._occupancy, self._order)
         self.limiter = RateLimiter.from_config(config.rate_limiter)
         self._writer_sequences: dict[str, int] = {}
+        self._unplaced: dict[int, int] = {}  # reserved keys not yet in memory: first key -> count
         self._cond = threading.Condition()
         self._rng = np.random.default_rng(seed)
         self._next_key = 1
@@ -128,6 +129,8 @@ class Table:
         with self._cond:
             if self._closed:
                 raise UnavailableError(f"table {self.name!r} is shutting down")
+            if keys is not None:
+                self._unplaced.pop(int(keys[0]), None)  # placed below, or a duplicate already is
             if self._is_duplicate(writer_id, sequence):
                 return np.empty(0, dtype=np.uint64), True
             self.limiter.insert_wait_seconds += self._wait(
@@ -167,11 +170,20 @@ class Table:
         return n, _checked_priorities(priorities, n, "chunk.priorities")
 
     def reserve_keys(self, n: int) -> np.ndarray:
-        """Takes the keys of ``n`` items to come; a key is never handed out twice."""
+        """Takes the keys of ``n`` items to come; a key is never handed out twice.
+        Until :meth:`insert` places them (or :meth:`release_keys` gives them up),
+        the oldest key reported for a durable store stays at or below them."""
         with self._cond:
             keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
+            self._unplaced[self._next_key] = n
             self._next_key += n
         return keys
+
+    def release_keys(self, keys: np.ndarray) -> None:
+        """Gives up reserved keys that will not be placed (the write failed, the caller left)."""
+        if len(keys):
+            with self._cond:
+                self._unplaced.pop(int(keys[0]), None)
 
     def is_duplicate(self, writer_id: str, sequence: int) -> bool:
         """Whether this writer's chunk ``sequence`` is already stored."""
@@ -364,8 +376,9 @@ class Table:
             return self._oldest_key()
 
     def _oldest_key(self) -> int:
-        # keys enter memory nearly in order (concurrent streams may swap neighbours)
-        return min(itertools.islice(self._order, 64), default=self._next_key)
+        # keys enter memory nearly in order (concurrent streams may swap neighbours);
+        # keys reserved for chunks still on their way count as held
+        return min(itertools.chain(itertools.islice(self._order, 64), self._unplaced), default=self._next_key)
 
     def _counters(self) -> dict[str, int]:
         return {

@@ -214,3 +214,18 @@ def test_snapshot_with_another_signature_is_refused(tmp_path):
     other = TableConfig(name="t", signature={"obs": {"dtype": "float32", "shape": [4]}})
     with pytest.raises(ConfigError, match=r"tables\.t\.signature"):
         store.load({"t": other.build_signature()})
+
+
+def test_reserved_keys_hold_the_oldest_key_down_until_placed_or_released():
+    table = Table(table_config(max_size=100, selector="fifo", max_times_sampled=1))
+    table.insert(frames(4))  # keys 1-4
+    first = table.reserve_keys(4)  # 5-8: a chunk on its way to a durable store
+    second = table.reserve_keys(4)  # 9-12
+    table.sample(4)  # the queue drains
+    assert table.size == 0
+    assert table.oldest_key() == 5, "a chunk written but not yet placed must not count as gone"
+    table.insert(frames(4), keys=second)
+    assert table.oldest_key() == 5
+    table.release_keys(first)  # its write failed
+    assert table.oldest_key() == 9
+    assert table.bookkeeping()[0] == 9
