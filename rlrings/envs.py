@@ -9,7 +9,9 @@ actors, models and the viewer treat them alike. Ids:
 - ``minerl:<MineRL env id>``, e.g. ``minerl:MineRLTreechop-v0``: the ``pov``
   frame and a discretised action set (movement, jump, attack, camera turns).
   MineRL needs JDK 8 and its own build, so it is imported only when used; the
-  actor image ships it.
+  actor image ships it;
+- ``task:<family>/<task>``, a task of a few-shot family (:mod:`rlrings.tasks`),
+  e.g. ``task:cartpole/l1.5-m0.1-f10`` or ``task:crafter/collect_wood``.
 """
 
 from __future__ import annotations
@@ -152,11 +154,15 @@ def env_factory(env_id: str) -> Callable[..., gym.Env]:
         return lambda **kwargs: CrafterEnv(**kwargs)
     if env_id.startswith("minerl:"):
         return lambda **kwargs: MineRLEnv(env_id.split(":", 1)[1], **kwargs)
+    if env_id.startswith("task:"):
+        from rlrings import tasks
+
+        return tasks.env_factory(env_id)
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower()[:4])][:5]
         raise ConfigError(
-            f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter' or "
-            f"'minerl:<id>'" + (f"; similar ids: {close}" if close else "")
+            f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter', "
+            f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
         )
     return _gymnasium(env_id)
 

@@ -1,0 +1,193 @@
+"""Task families for few-shot experiments: a task is an environment plus its variation.
+
+A family splits its tasks into training tasks (for pre-training or
+meta-training) and held-out test tasks (for adaptation), disjoint and fixed,
+so every method and every seed sees the same split. A task is addressable as
+an environment id, ``task:<family>/<task>``, so actors, the viewer and
+``rlrings up`` run it like any other game:
+
+- ``cartpole``: CartPole-v1 with varied physics (pole length and mass, push
+  force); cheap, runs anywhere. Test tasks have a longer pole than any
+  training task (27 training tasks, 9 test tasks).
+- ``crafter``: Crafter where a task pays 1 for one achievement (collect wood,
+  place a table, ...) and nothing else (16 training, 6 test achievements).
+- ``minerl``: MineRL's own tasks (Treechop, Navigate, ...); runs where MineRL
+  is installed (the actor image).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from rlrings.errors import ConfigError
+
+PREFIX = "task:"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a family: its name and how it varies the base game."""
+
+    family: str
+    name: str
+    variation: dict = field(default_factory=dict)
+
+    @property
+    def env_id(self) -> str:
+        return f"{PREFIX}{self.family}/{self.name}"
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """Tasks that share a game, split once into training and held-out test tasks."""
+
+    name: str
+    description: str
+    train: tuple[Task, ...]
+    test: tuple[Task, ...]
+    make: Callable[..., gym.Env]  # make(task, **env_kwargs)
+
+    def task(self, name: str) -> Task:
+        for task in (*self.train, *self.test):
+            if task.name == name:
+                return task
+        names = [task.name for task in (*self.train, *self.test)]
+        raise ConfigError(f"env: family {self.name!r} has no task {name!r}; its tasks are {names}")
+
+
+# -- cartpole: varied physics -------------------------------------------------------
+
+_LENGTHS = (0.25, 0.5, 1.0, 1.5)  # half pole length, metres (CartPole-v1: 0.5)
+_POLE_MASSES = (0.05, 0.1, 0.3)  # kg (0.1)
+_FORCES = (7.0, 10.0, 14.0)  # N (10)
+_HELD_OUT_LENGTH = 1.5  # test tasks: a pole longer than any training task's
+
+
+class CartPoleVariant(gym.Wrapper):
+    """CartPole-v1 with other physics constants (the derived ones kept consistent)."""
+
+    def __init__(self, task: Task, render_mode: str | None = "rgb_array"):
+        super().__init__(gym.make("CartPole-v1", render_mode=render_mode))
+        physics = self.env.unwrapped
+        for name, value in task.variation.items():
+            setattr(physics, name, float(value))
+        physics.total_mass = physics.masspole + physics.masscart
+        physics.polemass_length = physics.masspole * physics.length
+
+
+def _cartpole_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    train, test = [], []
+    for length, mass, force in itertools.product(_LENGTHS, _POLE_MASSES, _FORCES):
+        task = Task("cartpole", f"l{length:g}-m{mass:g}-f{force:g}", {"length": length, "masspole": mass,
+                                                                       "force_mag": force})  # fmt: skip
+        (test if length == _HELD_OUT_LENGTH else train).append(task)
+    return tuple(train), tuple(test)
+
+
+# -- crafter: one achievement per task ----------------------------------------------
+
+_CRAFTER_TEST = ("collect_sapling", "place_plant", "eat_cow", "make_wood_sword", "place_furnace", "collect_iron")
+
+
+class CrafterAchievement(gym.Wrapper):
+    """Crafter paying 1 each time the task's achievement is unlocked, and nothing else."""
+
+    def __init__(self, task: Task, render_mode: str | None = "rgb_array", length: int = 10000):
+        from rlrings.envs import CrafterEnv
+
+        super().__init__(CrafterEnv(render_mode=render_mode, length=length))
+        self.achievement = task.variation["achievement"]
+        self._count = 0
+
+    def reset(self, **kwargs):
+        self._count = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        count = info["achievements"][self.achievement]
+        reward = float(count > self._count)
+        self._count = count
+        return obs, reward, terminated, truncated, info
+
+
+def _crafter_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    import crafter
+
+    tasks = [Task("crafter", name, {"achievement": name}) for name in crafter.constants.achievements]
+    return (
+        tuple(task for task in tasks if task.name not in _CRAFTER_TEST),
+        tuple(task for task in tasks if task.name in _CRAFTER_TEST),
+    )
+
+
+# -- minerl: MineRL's own tasks -------------------------------------------------------
+
+_MINERL_TRAIN = ("MineRLNavigate-v0", "MineRLNavigateDense-v0", "MineRLNavigateExtreme-v0",
+                 "MineRLObtainIronPickaxe-v0")  # fmt: skip
+_MINERL_TEST = ("MineRLTreechop-v0", "MineRLObtainDiamond-v0")
+
+
+def _minerl_make(task: Task, **kwargs) -> gym.Env:
+    from rlrings.envs import MineRLEnv
+
+    return MineRLEnv(task.variation["minerl_id"], **kwargs)
+
+
+def _minerl_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    def task(minerl_id: str) -> Task:
+        return Task("minerl", minerl_id.removeprefix("MineRL").removesuffix("-v0").lower(), {"minerl_id": minerl_id})
+
+    return tuple(map(task, _MINERL_TRAIN)), tuple(map(task, _MINERL_TEST))
+
+
+FAMILIES = ("cartpole", "crafter", "minerl")
+
+
+def family(name: str) -> TaskFamily:
+    """The family ``name``.
+
+    Raises:
+        ConfigError: no such family.
+    """
+    if name == "cartpole":
+        train, test = _cartpole_tasks()
+        return TaskFamily(name, "CartPole-v1 with varied pole length and mass and push force; test tasks have a "
+                          "longer pole than any training task", train, test,
+                          lambda task, **kwargs: CartPoleVariant(task, **kwargs))  # fmt: skip
+    if name == "crafter":
+        train, test = _crafter_tasks()
+        return TaskFamily(name, "Crafter paying for one achievement per task", train, test,
+                          lambda task, **kwargs: CrafterAchievement(task, **kwargs))  # fmt: skip
+    if name == "minerl":
+        train, test = _minerl_tasks()
+        return TaskFamily(name, "MineRL's tasks (needs MineRL, as in the actor image)", train, test, _minerl_make)
+    raise ConfigError(f"family: unknown task family {name!r}; known: {list(FAMILIES)}")
+
+
+def env_factory(env_id: str) -> Callable[..., gym.Env]:
+    """A function making the task ``task:<family>/<task>``.
+
+    Raises:
+        ConfigError: a malformed id, or an unknown family or task.
+    """
+    rest = env_id.removeprefix(PREFIX)
+    family_name, _, task_name = rest.partition("/")
+    if not task_name:
+        raise ConfigError(f"env: {env_id!r} is not a task id; use task:<family>/<task>, e.g. task:cartpole/"
+                          f"l1.5-m0.1-f10")  # fmt: skip
+    tasks = family(family_name)
+    task = tasks.task(task_name)
+    return lambda **kwargs: tasks.make(task, **kwargs)
+
+
+def physics_of(env: gym.Env) -> dict[str, float]:
+    """The physics constants of a (wrapped) CartPole, for checks and reports."""
+    physics = env.unwrapped
+    names = ("gravity", "masscart", "masspole", "total_mass", "length", "polemass_length", "force_mag")
+    return {name: float(np.float64(getattr(physics, name))) for name in names}
