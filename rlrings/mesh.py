@@ -210,7 +210,11 @@ class Mesh:
     def spec_threshold(self) -> float | None:
         import gymnasium as gym
 
+        from rlrings import tasks
+
         try:
+            if self.config.env.startswith(tasks.PREFIX):
+                return tasks.family(self.config.env.removeprefix(tasks.PREFIX).split("/")[0]).reward_threshold
             return gym.spec(self.config.env).reward_threshold
         except Exception:
             return None

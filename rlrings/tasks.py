@@ -51,6 +51,8 @@ class TaskFamily:
     train: tuple[Task, ...]
     test: tuple[Task, ...]
     make: Callable[..., gym.Env]  # make(task, **env_kwargs)
+    reward_threshold: float | None = None
+    """Mean return at which a task counts as solved, where the family has one."""
 
     def task(self, name: str) -> Task:
         for task in (*self.train, *self.test):
@@ -159,7 +161,7 @@ def family(name: str) -> TaskFamily:
         train, test = _cartpole_tasks()
         return TaskFamily(name, "CartPole-v1 with varied pole length and mass and push force; test tasks have a "
                           "longer pole than any training task", train, test,
-                          lambda task, **kwargs: CartPoleVariant(task, **kwargs))  # fmt: skip
+                          lambda task, **kwargs: CartPoleVariant(task, **kwargs), 475.0)  # fmt: skip
     if name == "crafter":
         train, test = _crafter_tasks()
         return TaskFamily(name, "Crafter paying for one achievement per task", train, test,

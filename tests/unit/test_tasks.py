@@ -25,6 +25,7 @@ def test_cartpole_test_tasks_have_a_longer_pole_than_any_training_task():
     family = tasks.family("cartpole")
     assert (len(family.train), len(family.test)) == (27, 9)
     assert min(t.variation["length"] for t in family.test) > max(t.variation["length"] for t in family.train)
+    assert family.reward_threshold == 475.0  # rlrings up stops there, as on CartPole-v1
 
 
 def test_a_cartpole_task_runs_with_its_own_physics():
