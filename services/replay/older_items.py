@@ -12,6 +12,7 @@ never waits on Cassandra.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import threading
 
@@ -33,7 +34,7 @@ class OlderItems:
         self.table = table
         self._segments = sorted(segments, key=lambda s: s.first_key)
         self._firsts = [s.first_key for s in self._segments]
-        self._cumulative: np.ndarray | None = None
+        self._cumulative: list[int] | None = None  # running item counts over the index
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._rng = np.random.default_rng(seed)
@@ -54,7 +55,10 @@ class OlderItems:
             index = bisect.bisect(self._firsts, segment.first_key)
             self._firsts.insert(index, segment.first_key)
             self._segments.insert(index, segment)
-            self._cumulative = None
+            if self._cumulative is not None and index == len(self._cumulative):  # the usual case: newest
+                self._cumulative.append((self._cumulative[-1] if index else 0) + segment.items)
+            else:
+                self._cumulative = None
 
     def _older_prefix(self) -> tuple[int, int]:
         """(rows, items) of the index that memory no longer holds. Holds the lock."""
@@ -63,8 +67,8 @@ class OlderItems:
         while rows and self._segments[rows - 1].end_key > watermark:
             rows -= 1  # a row partly in memory is not older yet
         if self._cumulative is None:
-            self._cumulative = np.cumsum([s.items for s in self._segments], dtype=np.int64)
-        return rows, int(self._cumulative[rows - 1]) if rows else 0
+            self._cumulative = list(itertools.accumulate(s.items for s in self._segments))
+        return rows, self._cumulative[rows - 1] if rows else 0
 
     @property
     def items(self) -> int:
@@ -103,7 +107,7 @@ class OlderItems:
                 if not rows or not need:
                     self._wake.wait(0.5)
                     continue
-                weights = self._cumulative[:rows]
+                weights = np.asarray(self._cumulative[:rows])
                 draws = np.searchsorted(weights, self._rng.integers(0, older, _ROWS_PER_READ), side="right")
                 chosen = [self._segments[i] for i in sorted(set(draws.tolist()))]
             try:
