@@ -170,8 +170,7 @@ def stored_items(contact_points: list[str], keyspace: str) -> int:
     )
     store.connect()
     try:
-        segments, _ = store._index("bench")
-        return sum(s.items for s in segments)
+        return store.stored_items("bench")
     finally:
         store.close()
 

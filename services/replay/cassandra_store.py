@@ -117,11 +117,7 @@ class CassandraStore:
     def __init__(self, config: CassandraConfig):
         self.config = config
         self.shard = config.shard
-        self._compression = {
-            "none": codec.Compression.COMPRESSION_NONE,
-            "lz4": codec.Compression.COMPRESSION_LZ4,
-            "zstd": codec.Compression.COMPRESSION_ZSTD,
-        }[config.compression]
+        self._compression = codec.Compression.Value(f"COMPRESSION_{config.compression.upper()}")
         self._cluster = None
         self.session = None
         self._partitions: dict[str, _Partitions] = {}
@@ -401,7 +397,7 @@ class CassandraStore:
         def failed(row: tuple, tries: int, error: BaseException) -> None:
             if _retryable(error) and tries < self.config.write_attempts:
                 self.write_retries += 1
-                timer = threading.Timer(min(2.0, 0.1 * 2 ** (tries - 1)), attempt, (row, tries + 1))
+                timer = threading.Timer(_retry_delay(tries), attempt, (row, tries + 1))
                 timer.daemon = True
                 timer.start()
                 return
@@ -428,7 +424,7 @@ class CassandraStore:
                 if not _retryable(error) or tries == self.config.write_attempts:
                     raise UnavailableError(f"{self.where}: {type(error).__name__}: {error}") from None
                 self.write_retries += 1
-                time.sleep(min(2.0, 0.1 * 2 ** (tries - 1)))
+                time.sleep(_retry_delay(tries))
 
     # -- priorities ----------------------------------------------------------------
 
@@ -559,6 +555,11 @@ class CassandraStore:
         )
         return Rebuilt(state, older)
 
+    def stored_items(self, table: str) -> int:
+        """Items of a table this shard holds in the ring, each chunk counted once."""
+        segments, _ = self._index(table)
+        return sum(segment.items for segment in segments)
+
     def _index(self, table: str) -> tuple[list[Segment], dict[str, set[int]]]:
         """Every row of a table in this shard, oldest first, without their data;
         a chunk stored twice (a retried write whose first ack was lost) counts once."""
@@ -639,6 +640,11 @@ class CassandraStore:
             priorities=np.concatenate(priorities)[order] if keys else np.empty(0),
             policy_versions=np.concatenate(versions)[order] if keys else np.empty(0, np.int64),
         )
+
+
+def _retry_delay(tries: int) -> float:
+    """Seconds before the next try of a request that failed ``tries`` times: 0.1, 0.2, ... up to 2."""
+    return min(2.0, 0.1 * 2 ** (tries - 1))
 
 
 def _retryable(error: BaseException) -> bool:

@@ -43,7 +43,7 @@ class PendingInsert:
 
     table: Table
     columns: dict[str, np.ndarray]
-    priorities: np.ndarray
+    priorities: np.ndarray  # one per item, as Table.check returned them
     policy_version: int
     writer_id: str
     sequence: int
@@ -61,7 +61,7 @@ class PendingInsert:
             if self.older is not None:
                 for segment in self.segments:
                     self.older.add(segment)
-            return self.table.insert(
+            return self.table.insert_checked(
                 self.columns,
                 self.priorities,
                 policy_version=self.policy_version,

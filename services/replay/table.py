@@ -87,7 +87,7 @@ class Table:
             self._selector = selector_cls(self.capacity, self._occupancy, self._order)
         self.limiter = RateLimiter.from_config(config.rate_limiter)
         self._writer_sequences: dict[str, int] = {}
-        self._unplaced: dict[int, int] = {}  # reserved keys not yet in memory: first key -> count
+        self._unplaced: set[int] = set()  # first keys of reservations not yet in memory
         self._cond = threading.Condition()
         self._rng = np.random.default_rng(seed)
         self._next_key = 1
@@ -110,12 +110,8 @@ class Table:
         writer_id: str = "",
         sequence: int = 0,
         is_active: Callable[[], bool] = lambda: True,
-        keys: np.ndarray | None = None,
     ) -> tuple[np.ndarray, bool]:
         """Stores a chunk, waiting while the rate limiter blocks inserts.
-
-        ``keys`` are the items' keys when taken earlier with :meth:`reserve_keys`
-        (a durable store writes the chunk under them before it enters memory).
 
         Returns:
             The new items' keys and whether the chunk was a duplicate (a retry
@@ -125,36 +121,59 @@ class Table:
             InvalidArgumentError: the chunk does not fit the signature or the
                 priorities are bad; nothing is stored.
         """
-        n, item_priorities = self.check(columns, priorities)
+        _, item_priorities = self.check(columns, priorities)
+        return self.insert_checked(columns, item_priorities, policy_version, writer_id, sequence, is_active)
+
+    def insert_checked(
+        self,
+        columns: Mapping[str, np.ndarray],
+        item_priorities: np.ndarray,
+        policy_version: int = 0,
+        writer_id: str = "",
+        sequence: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+        keys: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, bool]:
+        """:meth:`insert` of a chunk that passed :meth:`check` (``item_priorities``
+        is what it returned). ``keys`` are the items' keys when taken earlier with
+        :meth:`reserve_keys` (a durable store writes the chunk under them before
+        it enters memory)."""
+        n = len(item_priorities)
         with self._cond:
-            if self._closed:
-                raise UnavailableError(f"table {self.name!r} is shutting down")
-            if keys is not None:
-                self._unplaced.pop(int(keys[0]), None)  # placed below, or a duplicate already is
-            if self._is_duplicate(writer_id, sequence):
-                return np.empty(0, dtype=np.uint64), True
-            self.limiter.insert_wait_seconds += self._wait(
-                lambda: self.limiter.can_insert(self.size), None, is_active, "insert"
-            )
-            if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
-                return np.empty(0, dtype=np.uint64), True
-            overflow = self.size + n - self.capacity
-            if overflow > 0:
-                self._remove(self._victims(overflow))
-                self.evicted_items += overflow
-            slots = np.array(self._free[-n:][::-1], dtype=np.int64)
-            del self._free[-n:]
-            for name, column in self.signature.items():
-                self._storage[name][slots] = columns[name].reshape(n, self.sequence_length, *column.shape)
-            if keys is None:
-                keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
-                self._next_key += n
-            self._place(slots, keys, item_priorities, np.zeros(n, np.uint32), np.full(n, policy_version))
-            self.limiter.inserts += n
-            self.inserted_items += n
-            if writer_id:
-                self._writer_sequences[writer_id] = sequence
-            self._cond.notify_all()
+            try:
+                return self._insert_locked(columns, n, item_priorities, policy_version, writer_id, sequence,
+                                           is_active, keys)  # fmt: skip
+            finally:
+                if keys is not None:  # placed, a duplicate of what is, or given up
+                    self._unplaced.discard(int(keys[0]))
+
+    def _insert_locked(self, columns, n, item_priorities, policy_version, writer_id, sequence, is_active, keys):
+        if self._closed:
+            raise UnavailableError(f"table {self.name!r} is shutting down")
+        if self._is_duplicate(writer_id, sequence):
+            return np.empty(0, dtype=np.uint64), True
+        self.limiter.insert_wait_seconds += self._wait(
+            lambda: self.limiter.can_insert(self.size), None, is_active, "insert"
+        )
+        if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
+            return np.empty(0, dtype=np.uint64), True
+        overflow = self.size + n - self.capacity
+        if overflow > 0:
+            self._remove(self._victims(overflow))
+            self.evicted_items += overflow
+        slots = np.array(self._free[-n:][::-1], dtype=np.int64)
+        del self._free[-n:]
+        for name, column in self.signature.items():
+            self._storage[name][slots] = columns[name].reshape(n, self.sequence_length, *column.shape)
+        if keys is None:
+            keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
+            self._next_key += n
+        self._place(slots, keys, item_priorities, np.zeros(n, np.uint32), np.full(n, policy_version))
+        self.limiter.inserts += n
+        self.inserted_items += n
+        if writer_id:
+            self._writer_sequences[writer_id] = sequence
+        self._cond.notify_all()
         return keys, False
 
     def check(self, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = ()) -> tuple[int, np.ndarray]:
@@ -171,11 +190,11 @@ class Table:
 
     def reserve_keys(self, n: int) -> np.ndarray:
         """Takes the keys of ``n`` items to come; a key is never handed out twice.
-        Until :meth:`insert` places them (or :meth:`release_keys` gives them up),
+        Until :meth:`insert_checked` places them (or :meth:`release_keys` gives them up),
         the oldest key reported for a durable store stays at or below them."""
         with self._cond:
             keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
-            self._unplaced[self._next_key] = n
+            self._unplaced.add(self._next_key)
             self._next_key += n
         return keys
 
@@ -183,7 +202,7 @@ class Table:
         """Gives up reserved keys that will not be placed (the write failed, the caller left)."""
         if len(keys):
             with self._cond:
-                self._unplaced.pop(int(keys[0]), None)
+                self._unplaced.discard(int(keys[0]))
 
     def is_duplicate(self, writer_id: str, sequence: int) -> bool:
         """Whether this writer's chunk ``sequence`` is already stored."""

@@ -224,7 +224,8 @@ def test_reserved_keys_hold_the_oldest_key_down_until_placed_or_released():
     table.sample(4)  # the queue drains
     assert table.size == 0
     assert table.oldest_key() == 5, "a chunk written but not yet placed must not count as gone"
-    table.insert(frames(4), keys=second)
+    chunk = frames(4)
+    table.insert_checked(chunk, table.check(chunk)[1], keys=second)
     assert table.oldest_key() == 5
     table.release_keys(first)  # its write failed
     assert table.oldest_key() == 9
