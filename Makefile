@@ -13,7 +13,7 @@ TERRAFORM_VERSION := 1.5.7
 HELM_VERSION := 3.19.0
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ cassandra-wipe: setup ## Kill the ring and delete .cassandra/
 
 run: setup ## Train on the local mesh (CartPole-v1 until solved); ARGS="--env crafter ..." passes settings
 	$(BIN)/rlrings up $(ARGS)
+
+fewshot: setup ## The few-shot baseline on cartpole (10 seeds, about 6 min on 2 cores); ARGS="--seeds 3 ..." passes settings
+	$(BIN)/rlrings experiment fewshot $(ARGS)
 
 test: setup browser tools horovod lint check-protos ## Lint, check generated code, run every test (pattern=NAME to filter)
 	PATH="$(TOOLS_DIR)/bin:$$PATH" RLRINGS_REQUIRE_HOROVOD=1 $(BIN)/pytest $(if $(pattern),-k "$(pattern)")

@@ -1,6 +1,7 @@
 """The ``rlrings`` command line.
 
     rlrings up [--env CartPole-v1 --actors 2 ...]   the whole mesh on this machine
+    rlrings experiment fewshot [--family cartpole --methods ... --shots 1,5,10 --seeds 5]
     rlrings replay|parameter|learner|actor|viewer   one service (its settings as flags)
     rlrings models pull [--address ... --tag latest --out model.pt]
     rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return importlib.import_module(SERVICES[command]).main(rest)
     if command == "up":
         return _up(rest)
+    if command == "experiment":
+        return _experiment(rest)
     if command == "cloud":
         from rlrings.cloud import main as cloud_main
 
@@ -46,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="run the whole mesh on this machine (see: rlrings up --help)")
+    commands.add_parser("experiment", help="experiments: fewshot (see: rlrings experiment fewshot --help)")
     for name in SERVICES:
         commands.add_parser(name, help=f"run one {name} service (see: rlrings {name} --help)")
     models = commands.add_parser("models", help="trained models").add_subparsers(dest="action", required=True)
@@ -98,6 +102,23 @@ def _up(argv: list[str]) -> int:
         print(f"rlrings up: {error}", file=sys.stderr)
         return 2
     return run_mesh(config)
+
+
+def _experiment(argv: list[str]) -> int:
+    from rlrings.config import load_config
+    from rlrings.errors import ConfigError
+
+    if not argv or argv[0] != "fewshot":
+        print("usage: rlrings experiment fewshot [--help] [settings]; the experiments: fewshot", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from rlrings.fewshot import FewShotConfig, run_experiment
+
+    try:
+        config = load_config(FewShotConfig, argv[1:])
+    except ConfigError as error:
+        print(f"rlrings experiment fewshot: {error}", file=sys.stderr)
+        return 2
+    return run_experiment(config)
 
 
 def _pull(address: str, tag: str, version: int, out: str) -> int:

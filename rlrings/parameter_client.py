@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 
@@ -32,15 +32,22 @@ class ParameterClient(ServiceClient):
         self._stub = parameter_pb2_grpc.ParameterServiceStub(self._channel)
 
     def publish(
-        self, data: bytes, model: spaces_pb2.ModelSpec, learner_step: int = 0, format: str = "torch.state_dict"
+        self,
+        data: bytes,
+        model: spaces_pb2.ModelSpec,
+        learner_step: int = 0,
+        format: str = "torch.state_dict",
+        tags: Sequence[str] = (),
     ) -> int:
-        """Publishes serialized weights; returns the version assigned."""
+        """Publishes serialized weights, under named ``tags`` if given (each moves
+        to this version and keeps it from retention); returns the version assigned."""
         header = parameter_pb2.WeightsHeader(
             model=model,
             format=format,
             total_bytes=len(data),
             sha256=hashlib.sha256(data).digest(),
             learner_step=learner_step,
+            tags=tags,
         )
 
         def requests():

@@ -4,21 +4,45 @@ Each version is two files, ``v<version>.bin`` (the weights) and
 ``v<version>.json`` (its header), written to temporary names and renamed, so a
 crash never leaves a half version. The newest ``keep`` versions are retained,
 and the one tagged ``best`` whatever its age.
+
+Besides ``latest`` and ``best``, which the store works out, a publisher may
+name a version (``fewshot/reptile/s0``): a named tag points at the newest
+version published with it, and that version is kept whatever its age.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
 from google.protobuf import json_format
 
-from rlrings.errors import NotFoundError, UnavailableError
+from rlrings.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from rlrings.v1 import parameter_pb2
 
 log = logging.getLogger(__name__)
+RESERVED_TAGS = ("latest", "best")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+
+
+def check_tags(tags) -> list[str]:
+    """Names a publisher may give a version.
+
+    Raises:
+        InvalidArgumentError: a reserved or malformed name.
+    """
+    for tag in tags:
+        if tag in RESERVED_TAGS:
+            raise InvalidArgumentError(f"header.tags: {tag!r} is set by the service, not by publishers")
+        if not TAG_PATTERN.fullmatch(tag):
+            raise InvalidArgumentError(
+                f"header.tags: {tag[:140]!r} is not a tag name (letters, digits and . _ / -, at most 128, "
+                f"starting with a letter or digit)"
+            )
+    return list(dict.fromkeys(tags))
 
 
 class WeightStore:
@@ -54,10 +78,18 @@ class WeightStore:
 
     def tags(self) -> dict[str, int]:
         with self._cond:
-            tags = {"latest": max(self._headers)} if self._headers else {}
+            tags = self._named()
+            if self._headers:
+                tags["latest"] = max(self._headers)
             if best := self._best():
                 tags["best"] = best
             return tags
+
+    def _named(self) -> dict[str, int]:
+        named: dict[str, int] = {}
+        for version in sorted(self._headers):
+            named.update(dict.fromkeys(self._headers[version].tags, version))
+        return named
 
     def header(self, version: int = 0, tag: str = "") -> parameter_pb2.WeightsHeader:
         """The header of a version, or of the version a tag points at."""
@@ -100,13 +132,18 @@ class WeightStore:
     # -- writing -------------------------------------------------------------
 
     def publish(self, header: parameter_pb2.WeightsHeader, data: bytes) -> int:
-        """Stores a new version and wakes the watchers; returns its number."""
+        """Stores a new version and wakes the watchers; returns its number.
+
+        Raises:
+            InvalidArgumentError: a tag in the header is reserved or malformed.
+        """
+        tags = check_tags(header.tags)
         with self._cond:
             version = max(self._headers, default=0) + 1
             stored = parameter_pb2.WeightsHeader()
             stored.CopyFrom(header)
             stored.version = version
-            del stored.tags[:]
+            stored.tags[:] = tags  # the names given; header() reports every tag pointing here
             stored.ClearField("evaluation_return")
             stored.created.GetCurrentTime()
             _write_atomic(self.directory / f"v{version:010d}.bin", data)
@@ -128,7 +165,7 @@ class WeightStore:
             return self._best()
 
     def _prune(self) -> None:
-        keep = set(sorted(self._headers)[-self.keep :]) | {self._best()}
+        keep = set(sorted(self._headers)[-self.keep :]) | {self._best()} | set(self._named().values())
         for version in [v for v in self._headers if v not in keep]:
             del self._headers[version]
             for suffix in ("bin", "json"):

@@ -18,6 +18,7 @@ import yaml
 from rlrings import experience
 from rlrings.config import load_config
 from rlrings.envs import env_spec
+from rlrings.fewshot import FewShotConfig
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.parameter.config import ParameterConfig
@@ -28,6 +29,7 @@ from tests.deploy.helpers import KUBERNETES_VERSION, ROOT
 CHART = ROOT / "helm" / "rlrings"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 CONFIGS = {
+    "FEWSHOT": FewShotConfig,
     "REPLAY": ReplayConfig,
     "PARAMETER": ParameterConfig,
     "LEARNER": LearnerConfig,
@@ -65,7 +67,7 @@ def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
     specs = []
     for o in objects:
         component = o["metadata"]["labels"]["app.kubernetes.io/component"]
-        if o["kind"] in ("Deployment", "StatefulSet"):
+        if o["kind"] in ("Deployment", "StatefulSet", "Job"):
             specs.append((component, o["spec"]["template"]["spec"]))
         elif o["kind"] == "Pod":
             specs.append((component, o["spec"]))
@@ -175,14 +177,45 @@ def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch
                     monkeypatch.setenv(name, var.get("value", "from-a-secret"))
             monkeypatch.setenv(f"RLRINGS_{prefix}_CONFIG", str(local))
             config = load_config(CONFIGS[prefix], [])
-            assert config.host == "0.0.0.0"
+            assert prefix == "FEWSHOT" or config.host == "0.0.0.0"
             for name in list(env):
                 monkeypatch.delenv(name, raising=False)
             checked.add(prefix)
             if prefix == "REPLAY":
                 assert config.store == values.get("replay", {}).get("store", "embedded")
     expected = set(CONFIGS) - (set() if values.get("viewer", {}).get("enabled", True) else {"VIEWER"})
+    if not values.get("experiments", {}).get("fewshot", {}).get("enabled", False):
+        expected.discard("FEWSHOT")
     assert checked == expected
+
+
+def test_the_fewshot_job_shards_the_experiment_over_indexed_pods_sharing_a_volume(scenario, tmp_path):
+    values, objects = scenario
+    jobs = by_kind(objects, "Job")
+    fewshot = values.get("experiments", {}).get("fewshot", {})
+    if not fewshot.get("enabled", False):
+        assert jobs == []
+        return
+    (job,) = jobs
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == fewshot["shards"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["experiment", "fewshot"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "data")["persistentVolumeClaim"]["claimName"]
+    (pvc,) = [p for p in by_kind(objects, "PersistentVolumeClaim") if p["metadata"]["name"] == claim]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every shard writes its jobs and reads the others'
+    config_map = next(c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == claim)
+    local = tmp_path / "fewshot.yaml"
+    local.write_text(config_map["data"]["config.yaml"])
+    config = load_config(FewShotConfig, ["--config", str(local)])
+    assert config.shards == fewshot["shards"] and str(config.out).startswith("/data/")
+    assert config.meta_env_steps == fewshot["settings"]["meta_env_steps"]
+    assert config.parameter_address.startswith("demo-rlrings-parameter.")
+    policy = next(p for p in by_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("-parameter"))
+    allowed = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for rule in policy["spec"]["ingress"]
+               for peer in rule.get("from", []) if "podSelector" in peer]  # fmt: skip
+    assert "fewshot" in allowed
 
 
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():

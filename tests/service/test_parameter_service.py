@@ -42,6 +42,29 @@ def test_publish_and_fetch_beyond_the_message_limit(start_parameter):
     assert header.model.architecture == "mlp" and list(header.tags) == ["latest"]
 
 
+def test_named_tags_move_to_the_newest_version_given_them_and_outlive_retention(start_parameter):
+    server = start_parameter(keep_versions=1)
+    with ParameterClient(server.address) as client:
+        assert client.publish(b"reptile s0", MODEL, tags=["fewshot/reptile/s0", "shared"]) == 1
+        assert client.publish(b"pretrain s0", MODEL, tags=["fewshot/pretrain/s0", "shared"]) == 2
+        for i in range(3):
+            client.publish(f"learner {i}".encode(), MODEL)
+        header, data = client.fetch(tag="fewshot/reptile/s0")
+        assert (header.version, data, list(header.tags)) == (1, b"reptile s0", ["fewshot/reptile/s0"])
+        assert client.fetch(tag="shared")[1] == b"pretrain s0"
+        assert dict(client.list().tags) == {"fewshot/reptile/s0": 1, "fewshot/pretrain/s0": 2, "shared": 2,
+                                            "latest": 5}  # fmt: skip
+        for bad, why in (("latest", "set by the service"), ("a b", "not a tag name"), ("/x", "not a tag name")):
+            with pytest.raises(InvalidArgumentError, match=f"header.tags: .*{why}"):
+                client.publish(b"x", MODEL, tags=[bad])
+        assert client.list().tags["latest"] == 5  # nothing stored by the refused publishes
+    server.stop()
+    again = start_parameter(keep_versions=1)
+    with ParameterClient(again.address) as client:
+        assert client.fetch(tag="fewshot/pretrain/s0")[1] == b"pretrain s0"
+        assert [h.version for h in client.list().versions] == [5, 2, 1]
+
+
 def test_watch_pushes_every_new_version(start_parameter):
     server = start_parameter()
     with ParameterClient(server.address) as client:

@@ -81,3 +81,15 @@ def test_bad_task_ids_name_what_exists():
         make_env("task:cartpole")
     with pytest.raises(ConfigError, match="MineRL is not installed"):
         make_env("task:minerl/treechop")
+
+
+def test_the_cartpole_expert_balances_every_task_to_the_limit():
+    cartpole = tasks.family("cartpole")
+    for task in (*cartpole.train, *cartpole.test):
+        env, act = cartpole.make(task, render_mode=None), cartpole.expert(task)
+        obs, _ = env.reset(seed=3)
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            obs, _, terminated, truncated, _ = env.step(int(act(obs[None])[0]))
+            steps += 1
+        assert (steps, terminated) == (500, False), task.name
