@@ -13,7 +13,7 @@ TERRAFORM_VERSION := 1.5.7
 HELM_VERSION := 3.19.0
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot chaos load test test-fast lint format protos check-protos bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -100,6 +100,12 @@ bench: setup horovod ## Replay vs Reverb, mesh vs RLlib and a one-process ceilin
 	$(BIN)/python -m bench.mesh
 	$(BIN)/python -m bench.ring
 	$(BIN)/python -m bench.replay_store
+
+chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn -> bench/results/chaos.json, chaos.png
+	$(BIN)/python -m bench.chaos $(ARGS)
+
+load: setup ## 32 writers + 4 samplers on one replay, 64 watchers on parameter, 5 min each -> bench/results/load.json, load.png
+	$(BIN)/python -m bench.load $(ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs data bench/results .pytest_cache .ruff_cache .hypothesis

@@ -7,6 +7,7 @@
     rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
     rlrings info [--address ...]                    a replay server's tables
     rlrings health ADDRESS...                       grpc.health.v1 of running services
+    rlrings certs --out certs --hosts a,b           a development CA and certificate for TLS
     rlrings tables --env crafter --algorithm dqn    replay tables for a config file or Helm values
     rlrings cloud up|status|down ...                the stack on AKS (see: rlrings cloud --help)
 
@@ -71,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = commands.add_parser("health", help="check that services answer grpc.health.v1 with SERVING")
     health.add_argument("addresses", nargs="+", metavar="ADDRESS", help="host:port of a service")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
+    for command in (pull, render, info, health):
+        _add_security_flags(command)
+    make_certs = commands.add_parser("certs", help="make a development CA and a certificate for TLS")
+    make_certs.add_argument("--out", default="certs", help="directory to write to (default certs)")
+    make_certs.add_argument("--hosts", default="localhost,127.0.0.1", help="names and IPs the certificate is for")
+    make_certs.add_argument("--name", default="rlrings", help="file name of the certificate (default rlrings)")
     tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
     tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
     tables.add_argument("--algorithm", choices=["impala", "dqn"], default="impala", help="(default impala)")
@@ -80,15 +87,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables.add_argument("--capacity", type=int, default=100_000, help="DQN replay capacity (default 100000)")
     commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
     args = parser.parse_args(argv)
-    if args.command == "models":
-        return _pull(args.address, args.tag, args.version, args.out)
-    if args.command == "render":
-        return _render(args)
-    if args.command == "health":
-        return _health(args.addresses, args.timeout)
     if args.command == "tables":
         return _tables(args)
-    return _info(args.address)
+    if args.command == "certs":
+        return _certs(args)
+    try:
+        security = _security(args)
+    except (OSError, ValueError) as error:
+        print(f"rlrings {args.command}: {error}", file=sys.stderr)
+        return 2
+    if args.command == "models":
+        return _pull(args.address, args.tag, args.version, args.out, security)
+    if args.command == "render":
+        return _render(args, security)
+    if args.command == "health":
+        return _health(args.addresses, args.timeout, security)
+    return _info(args.address, security)
+
+
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS and tokens (the token itself comes from $RLRINGS_TOKEN)")
+    group.add_argument("--ca-file", help="PEM CA that signed the servers' certificates: dial with TLS")
+    group.add_argument("--cert-file", help="PEM client certificate, for servers that require one (mutual TLS)")
+    group.add_argument("--key-file", help="PEM key of --cert-file")
+    group.add_argument("--server-name", help="name expected in the server's certificate instead of the host dialled")
+
+
+def _security(args):
+    """How a command dials: TLS from its flags, the token from $RLRINGS_TOKEN (kept out of shell history)."""
+    import os
+
+    import pydantic
+
+    from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+
+    try:
+        tls = TlsConfig(
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            mutual=bool(args.cert_file),
+            server_name=args.server_name,
+        )
+    except pydantic.ValidationError as error:
+        raise ValueError("; ".join(problem["msg"] for problem in error.errors())) from None
+    if args.cert_file and not args.ca_file:
+        raise ValueError("--cert-file needs --ca-file")
+    return ClientSecurity.of(tls, AuthConfig(token=os.environ.get("RLRINGS_TOKEN") or None))
+
+
+def _certs(args) -> int:
+    from pathlib import Path
+
+    from rlrings import certs
+
+    out = Path(args.out)
+    ca = certs.make_ca(out)
+    pair = certs.issue(ca, out, args.name, [h.strip() for h in args.hosts.split(",") if h.strip()])
+    Console().print(
+        f"CA: {ca.cert_file} (key {ca.key_file}); certificate for {args.hosts}: {pair.cert_file} (key {pair.key_file})"
+    )
+    return 0
 
 
 def _up(argv: list[str]) -> int:
@@ -121,14 +180,14 @@ def _experiment(argv: list[str]) -> int:
     return run_experiment(config)
 
 
-def _pull(address: str, tag: str, version: int, out: str) -> int:
+def _pull(address: str, tag: str, version: int, out: str, security) -> int:
     from rlrings.errors import RlringsError
     from rlrings.models import ModelSpec, Policy, build_model, load_weights
     from rlrings.parameter_client import ParameterClient
 
     console = Console()
     try:
-        with ParameterClient(address) as client:
+        with ParameterClient(address, security=security) as client:
             header, data = client.fetch(version=version, tag=tag)
     except RlringsError as error:
         console.print(f"[red]rlrings models pull: {error}[/]")
@@ -144,7 +203,7 @@ def _pull(address: str, tag: str, version: int, out: str) -> int:
     return 0
 
 
-def _load_policy(model: str, address: str):
+def _load_policy(model: str, address: str, security):
     """A Policy from a file, or from the parameter service by tag or version."""
     from pathlib import Path
 
@@ -154,7 +213,7 @@ def _load_policy(model: str, address: str):
     if Path(model).is_file():
         return Policy.load(model)
     version, tag = (int(model), "") if model.isdigit() else (0, model)
-    with ParameterClient(address) as client:
+    with ParameterClient(address, security=security) as client:
         header, data = client.fetch(version=version, tag=tag or "latest")
     spec = ModelSpec.from_proto(header.model)
     network = build_model(spec)
@@ -162,7 +221,7 @@ def _load_policy(model: str, address: str):
     return Policy(spec, network, header.version)
 
 
-def _render(args) -> int:
+def _render(args, security) -> int:
     from rlrings.errors import RlringsError
     from rlrings.video import record_episodes, write_video
 
@@ -171,7 +230,7 @@ def _render(args) -> int:
         console.print(f"[red]rlrings render: --episodes: must be >= 1, got {args.episodes}[/]")
         return 2
     try:
-        policy = _load_policy(args.model, args.address)
+        policy = _load_policy(args.model, args.address, security)
         env_id = args.env or policy.spec.env_id
         frames = record_episodes(policy, env_id, args.episodes, args.max_steps)
         write_video(frames, args.out, fps=args.fps)
@@ -182,13 +241,13 @@ def _render(args) -> int:
     return 0
 
 
-def _info(address: str) -> int:
+def _info(address: str, security) -> int:
     from rlrings.errors import RlringsError
     from rlrings.replay_client import ReplayClient
 
     console = Console()
     try:
-        with ReplayClient(address) as client:
+        with ReplayClient(address, security=security) as client:
             tables = client.info()
     except RlringsError as error:
         console.print(f"[red]rlrings info: {error}[/]")
@@ -209,7 +268,7 @@ def _info(address: str) -> int:
     return 0
 
 
-def _health(addresses: list[str], timeout: float) -> int:
+def _health(addresses: list[str], timeout: float, security) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -217,7 +276,7 @@ def _health(addresses: list[str], timeout: float) -> int:
     view = RichTable("service", "status")
     serving = 0
     for address in addresses:
-        with grpc.insecure_channel(address) as channel:
+        with security.channel(address, []) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True

@@ -8,6 +8,7 @@ import time
 import grpc
 
 from rlrings.errors import UnavailableError, from_rpc_error
+from rlrings.security import PLAINTEXT, ClientSecurity
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -24,10 +25,15 @@ class ServiceClient:
 
     service = "service"
 
-    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(
+        self,
+        address: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        security: ClientSecurity = PLAINTEXT,
+    ):
         self.address = address
         self.max_message_bytes = max_message_bytes
-        self._channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self._channel = security.channel(address, channel_options(max_message_bytes))
 
     def __enter__(self):
         return self

@@ -21,6 +21,7 @@ import yaml
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
 from rlrings.errors import ConfigError
+from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rlrings_config_file")
 
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
         cli_implicit_flags=True,
         extra="forbid",
         validate_default=True,
+        env_nested_delimiter="__",
     )
 
     config: Path | None = None
@@ -63,6 +65,17 @@ class ServiceConfig(Settings):
     """On SIGTERM, how long in-flight RPCs may run on before they are cancelled."""
     log_level: str = "INFO"
     """Python logging level name."""
+    tls: TlsConfig = TlsConfig()
+    """TLS of this server and of the clients it dials other services with."""
+    auth: AuthConfig = AuthConfig()
+    """Tokens this server accepts, and the one its clients present (RLRINGS_<SERVICE>_AUTH__TOKEN)."""
+    health_port: int | None = pydantic.Field(default=None, ge=0, le=65535)
+    """A plaintext port answering health checks only, for probes that cannot speak TLS
+    (Kubernetes' gRPC probes); None: none; 0 picks a free one."""
+
+    def client_security(self) -> ClientSecurity:
+        """How this process dials other services."""
+        return ClientSecurity.of(self.tls, self.auth)
 
 
 C = TypeVar("C", bound=Settings)

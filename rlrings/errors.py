@@ -58,6 +58,18 @@ class CancelledError(RlringsError):
     code = grpc.StatusCode.CANCELLED
 
 
+class UnauthenticatedError(RlringsError):
+    """A call without a valid token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(RlringsError):
+    """A call whose token lacks the scope the RPC needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ConfigError(RlringsError, ValueError):
     """A configuration file, flag or environment variable that cannot be used."""
 
@@ -74,6 +86,8 @@ _BY_CODE = {
         UnavailableError,
         FailedPreconditionError,
         CancelledError,
+        UnauthenticatedError,
+        PermissionDeniedError,
     )
 }
 

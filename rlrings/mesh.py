@@ -39,6 +39,7 @@ from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
 from rlrings.ring import HOROVOD_HINT, horovod_available, local_ring_environment
+from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ class MeshConfig(Settings):
     """Port of the viewer's page; 0 picks a free one (printed at start)."""
     seed: int = 0
     """Seed; actor i uses seed + 1000 * i."""
+    tls: bool = False
+    """Mutual TLS between every service: a development CA and a certificate are made in the run
+    directory (tls/); every server requires it, every client and the supervisor present it."""
 
     @pydantic.field_validator("cassandra", mode="before")
     @classmethod
@@ -306,7 +310,20 @@ class Mesh:
             run,
             niceness=10,
         )
-        return [replay, parameter, *learners, *actors, *([viewer] if c.viewer else [])]
+        services = [replay, parameter, *learners, *actors, *([viewer] if c.viewer else [])]
+        if c.tls:
+            tls = self._make_certificates()
+            for service in services:
+                service.config["tls"] = tls
+        return services
+
+    def _make_certificates(self) -> dict:
+        from rlrings import certs
+
+        ca = certs.make_ca(self.run_dir / "tls")
+        pair = certs.issue(ca, self.run_dir / "tls", "mesh", ["127.0.0.1", "localhost"])
+        return {"cert_file": str(pair.cert_file), "key_file": str(pair.key_file), "ca_file": str(ca.cert_file),
+                "mutual": True}  # fmt: skip
 
     def _learners_text(self) -> str:
         c = self.config
@@ -414,7 +431,8 @@ class Mesh:
     def _stub(self, service: ServiceProcess, stub_cls):
         channel = self._channels.get(service.address)
         if channel is None:
-            channel = self._channels[service.address] = grpc.insecure_channel(service.address)
+            security = ClientSecurity.of(TlsConfig(**service.config.get("tls", {})), AuthConfig())
+            channel = self._channels[service.address] = security.channel(service.address, [])
         return stub_cls(channel)
 
     def _poll(self) -> None:

@@ -18,6 +18,7 @@ import grpc
 
 from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
 from rlrings.errors import UnavailableError, from_rpc_error
+from rlrings.security import PLAINTEXT, ClientSecurity
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,11 @@ _PIECE_BYTES = 1024 * 1024
 class ParameterClient(ServiceClient):
     service = "parameter"
 
-    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        super().__init__(address, max_message_bytes)
+    def __init__(
+        self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, security: ClientSecurity = PLAINTEXT
+    ):
+        """``security``: TLS and token to dial with (a service passes ``config.client_security()``)."""
+        super().__init__(address, max_message_bytes, security)
         self._stub = parameter_pb2_grpc.ParameterServiceStub(self._channel)
 
     def publish(

@@ -33,6 +33,7 @@ import numpy as np
 from rlrings import codec
 from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
 from rlrings.errors import InvalidArgumentError, RlringsError, UnavailableError, from_rpc_error
+from rlrings.security import PLAINTEXT, ClientSecurity
 from rlrings.signature import Signature
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
 
@@ -46,8 +47,11 @@ class ReplayClient(ServiceClient):
 
     service = "replay"
 
-    def __init__(self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        super().__init__(address, max_message_bytes)
+    def __init__(
+        self, address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, security: ClientSecurity = PLAINTEXT
+    ):
+        """``security``: TLS and token to dial with (a service passes ``config.client_security()``)."""
+        super().__init__(address, max_message_bytes, security)
         self._stub = replay_pb2_grpc.ReplayServiceStub(self._channel)
 
     # -- unary calls ---------------------------------------------------------

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import ConfigError, RlringsError
+from rlrings.security import AuthInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ class Server:
         limit = config.max_message_bytes
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[StatusAndMetricsInterceptor(self.registry)],
+            # the status interceptor is outermost: it maps and counts what the auth checks refuse
+            interceptors=[
+                StatusAndMetricsInterceptor(self.registry),
+                AuthInterceptor(config.auth, config.tls, self.registry),
+            ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -53,8 +58,15 @@ class Server:
             ],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        self._health_only: grpc.Server | None = None
+        if config.health_port is not None:  # plaintext, for probes that cannot speak TLS
+            self._health_only = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-health")
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_only)
         self._metrics_http = None
         self.port = 0
+        self.health_port = 0
         self.metrics_port = 0
         self._stop_requested = threading.Event()
         self.serving_at_start = True
@@ -72,12 +84,16 @@ class Server:
     def start(self) -> Server:
         """Binds, starts serving and marks every service SERVING."""
         where = f"{self.config.host}:{self.config.port}"
-        try:
-            self.port = self._grpc.add_insecure_port(where)
-        except RuntimeError:
-            self.port = 0
+        credentials = self.config.tls.server_credentials()
+        self.port = _bind(self._grpc, where, credentials)
         if not self.port:
             raise OSError(f"{self.name}: cannot bind gRPC to {where} (in use, or not an address of this host)")
+        if self._health_only is not None:
+            health_where = f"{self.config.host}:{self.config.health_port}"
+            self.health_port = _bind(self._health_only, health_where, None)
+            if not self.health_port:
+                raise OSError(f"{self.name}: cannot bind the health port to {health_where}")
+            self._health_only.start()
         reflection.enable_server_reflection(self._services, self._grpc)
         try:
             self._metrics_http, _ = start_http_server(
@@ -94,11 +110,13 @@ class Server:
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.set_serving(self.serving_at_start)
         log.info(
-            "%s serving gRPC on %s, metrics on http://%s:%d/metrics",
+            "%s serving gRPC%s on %s, metrics on http://%s:%d/metrics%s",
             self.name,
+            " over TLS" + (" (client certificates required)" if self.config.tls.mutual else "") if credentials else "",
             self.address,
             self.config.host,
             self.metrics_port,
+            f", health checks also on plaintext port {self.health_port}" if self.health_port else "",
         )
         return self
 
@@ -116,6 +134,8 @@ class Server:
         stopped = self._grpc.stop(self.config.grace_seconds if grace is None else grace)
         drain()
         stopped.wait()
+        if self._health_only is not None:
+            self._health_only.stop(0).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -148,6 +168,16 @@ class Server:
         self.stop(drain=drain)
         on_stop()
         log.info("%s stopped", self.name)
+        return 0
+
+
+def _bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:
+    """The port bound at ``where`` (0 if it could not be)."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(where)
+        return server.add_secure_port(where, credentials)
+    except RuntimeError:
         return 0
 
 

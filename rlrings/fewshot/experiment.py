@@ -34,6 +34,7 @@ from rlrings.fewshot.adaptation import AdaptConfig, MetaConfig
 from rlrings.fewshot.jobs import METHODS, TRAINED, Job, JobSettings, init_tag, run_job, start_worker
 from rlrings.mesh import ServiceProcess, free_port
 from rlrings.parameter_client import ParameterClient
+from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 
 
 class FewShotConfig(Settings):
@@ -84,6 +85,10 @@ class FewShotConfig(Settings):
     parameter_address: str | None = None
     """A running parameter service to keep the trained initialisations in (the stack's, on a
     cluster); None: start one on loopback, keeping its versions in the experiment directory."""
+    tls: TlsConfig = TlsConfig()
+    """TLS for dialling a running parameter service (ca_file; cert_file and key_file under mutual TLS)."""
+    auth: AuthConfig = AuthConfig()
+    """auth.token: the bearer token for a parameter service that requires one (RLRINGS_FEWSHOT_AUTH__TOKEN)."""
     out: Path | None = None
     """Experiment directory (jobs, parameters, results); None: runs/fewshot-<family>. Running again
     with the same directory resumes."""
@@ -131,7 +136,7 @@ class FewShotConfig(Settings):
 
     def results_settings(self) -> dict:
         """The settings results depend on (a resumed run must match them)."""
-        skip = {"config", "workers", "out", "shards", "shard_index", "parameter_address"}
+        skip = {"config", "workers", "out", "shards", "shard_index", "parameter_address", "tls", "auth"}
         return {name: value for name, value in self.model_dump(mode="json").items() if name not in skip}
 
     def adapt_config(self) -> AdaptConfig:
@@ -230,8 +235,9 @@ class Experiment:
             config = {**ports, "directory": str(self.directory / "parameters")}
             parameter = ServiceProcess("parameter", "services.parameter", config, self.directory).start()
         address = c.parameter_address or parameter.address
+        tls, auth = (c.tls, c.auth) if c.parameter_address else (TlsConfig(), AuthConfig())
         try:
-            with ParameterClient(address) as client:
+            with ParameterClient(address, security=ClientSecurity.of(tls, auth)) as client:
                 client.wait_ready(timeout=60)
                 published = dict(client.list().tags)
             done = self.finished()
@@ -249,7 +255,7 @@ class Experiment:
             )
             settings = JobSettings(
                 c.family, c.name, c.adapt_config(), c.meta_config(), c.eval_episodes, c.bc_epochs,
-                c.bc_learning_rate, address,
+                c.bc_learning_rate, address, tls, auth,
             )  # fmt: skip
             self._schedule(todo, done, settings, workers, console)
         finally:

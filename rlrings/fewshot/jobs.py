@@ -37,6 +37,7 @@ from rlrings.fewshot.adaptation import (
 )
 from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
+from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 
 METHODS = ("scratch", "pretrain", "reptile", "bc")
 TRAINED = ("pretrain", "reptile")
@@ -76,6 +77,8 @@ class JobSettings:
     bc_epochs: int
     bc_learning_rate: float
     parameter_address: str
+    tls: TlsConfig
+    auth: AuthConfig
 
 
 class Worker:
@@ -164,7 +167,8 @@ class Worker:
 
     def _client(self) -> ParameterClient:
         if self._parameters is None:
-            self._parameters = ParameterClient(self.settings.parameter_address)
+            security = ClientSecurity.of(self.settings.tls, self.settings.auth)
+            self._parameters = ParameterClient(self.settings.parameter_address, security=security)
         return self._parameters
 
 

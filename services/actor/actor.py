@@ -44,8 +44,8 @@ class Actor:
         self.config = config
         self.spec = env_spec(config.env)
         self.expected_signature = experience.signature(config.algorithm, self.spec)
-        self.replay = ReplayClient(config.replay_address)
-        self.parameters = ParameterClient(config.parameter_address)
+        self.replay = ReplayClient(config.replay_address, security=config.client_security())
+        self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.env_steps = 0
         self.episodes: collections.deque[Episode] = collections.deque(maxlen=1000)
         self.episode_count = 0

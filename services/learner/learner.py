@@ -75,8 +75,8 @@ class Learner:
                 ),
             )
         self.ring: Ring = LocalRing()  # joined at the start of run(), once the server answers health checks
-        self.replay = ReplayClient(config.replay_address)
-        self.parameters = ParameterClient(config.parameter_address)
+        self.replay = ReplayClient(config.replay_address, security=config.client_security())
+        self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.step = 0
         self.checkpointed_step = 0
         self.published_version = 0

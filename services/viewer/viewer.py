@@ -63,8 +63,8 @@ class Viewer:
         self.config = config
         self.spec = env_spec(config.env)
         self.keymap = keymap_for(self.spec)
-        self.replay = ReplayClient(config.replay_address)
-        self.parameters = ParameterClient(config.parameter_address)
+        self.replay = ReplayClient(config.replay_address, security=config.client_security())
+        self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.follower = WeightsFollower(self.parameters)
         self.demonstrations: list[Demonstration] = []
         self._episode_ids = itertools.count(int(time.time() * 1000))

@@ -6,6 +6,7 @@ that service's settings class, GPUs go only where they are meant to, images are 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rlrings import experience
+from rlrings import certs, experience
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.fewshot import FewShotConfig
@@ -156,6 +157,11 @@ def test_every_service_selects_pods_that_expose_its_target_ports(scenario):
 
 def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch, tmp_path):
     values, objects = scenario
+    ca = certs.make_ca(tmp_path / "tls")
+    pair = certs.issue(ca, tmp_path / "tls", "tls", ["localhost"])
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump([{"name": "game", "token": "x" * 24, "scopes": ["insert"]}]))
+    secret_files = {"ca.crt": ca.cert_file, "tls.crt": pair.cert_file, "tls.key": pair.key_file, "tokens.yaml": tokens}
     config_maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
     checked = set()
     for _, spec in pod_specs(objects):
@@ -175,6 +181,9 @@ def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch
                 if name.startswith(f"RLRINGS_{prefix}_") and name != f"RLRINGS_{prefix}_CONFIG":
                     # secretKeyRef values are only known in the cluster: a stand-in proves they are accepted
                     monkeypatch.setenv(name, var.get("value", "from-a-secret"))
+            for name, var in env.items():  # files from the TLS and token Secrets: stand-ins of the same shape
+                if var.get("value", "").startswith(("/etc/rlrings-tls/", "/etc/rlrings-auth/")):
+                    monkeypatch.setenv(name, str(secret_files[Path(var["value"]).name]))
             monkeypatch.setenv(f"RLRINGS_{prefix}_CONFIG", str(local))
             config = load_config(CONFIGS[prefix], [])
             assert prefix == "FEWSHOT" or config.host == "0.0.0.0"
@@ -216,6 +225,38 @@ def test_the_fewshot_job_shards_the_experiment_over_indexed_pods_sharing_a_volum
     allowed = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for rule in policy["spec"]["ingress"]
                for peer in rule.get("from", []) if "podSelector" in peer]  # fmt: skip
     assert "fewshot" in allowed
+
+
+def test_tls_and_tokens_come_from_secrets_and_probes_keep_a_plaintext_health_port(scenario):
+    values, objects = scenario
+    security = values.get("security", {})
+    tls_on = security.get("tls", {}).get("enabled", False)
+    auth_on = security.get("auth", {}).get("enabled", False)
+    for component, spec in pod_specs(objects):
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        for container in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            if component == "test":
+                args = container["args"]
+                assert ("--ca-file" in args) == tls_on and ("--cert-file" in args) == (
+                    tls_on and security["tls"]["mutual"]
+                )
+                continue
+            if "grpc" not in ports:
+                continue
+            prefix = next(name for name in env if name.endswith("_CONFIG")).removesuffix("CONFIG")
+            probe = container["readinessProbe"]["grpc"]["port"]
+            assert container["livenessProbe"]["grpc"]["port"] == probe
+            if tls_on:
+                assert probe == ports["health"] == int(env[f"{prefix}HEALTH_PORT"]) != ports["grpc"]
+                assert env[f"{prefix}TLS__CERT_FILE"] == "/etc/rlrings-tls/tls.crt"
+                assert secrets["tls"] == security["tls"]["secretName"]
+            else:
+                assert probe == ports["grpc"] and not any("TLS__" in name for name in env)
+            assert (f"{prefix}AUTH__TOKENS_FILE" in env) == auth_on
+            if auth_on:
+                assert secrets["auth"] == security["auth"]["secretName"]
 
 
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():
@@ -260,11 +301,12 @@ def test_every_rlrings_server_has_native_grpc_probes_on_its_port(scenario):
     _, objects = scenario
     for component, spec in pod_specs(objects):
         for container in spec["containers"]:
-            grpc_ports = [p["containerPort"] for p in container.get("ports", []) if p["name"] == "grpc"]
-            if not grpc_ports:
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            if "grpc" not in ports:
                 continue
-            assert container["livenessProbe"]["grpc"]["port"] == grpc_ports[0], component
-            assert container["readinessProbe"]["grpc"]["port"] == grpc_ports[0], component
+            probed = ports.get("health", ports["grpc"])  # with TLS on, the plaintext health-only port
+            assert container["livenessProbe"]["grpc"]["port"] == probed, component
+            assert container["readinessProbe"]["grpc"]["port"] == probed, component
 
 
 def test_only_the_viewer_is_exposed_and_only_replay_reaches_cassandra(scenario):
@@ -324,7 +366,7 @@ def test_credentials_come_from_secrets_never_from_values(scenario):
     for _, spec in pod_specs(objects):
         for container in spec["containers"]:
             for var in container.get("env", []):
-                if re.search(r"PASSWORD|TOKEN|SECRET", var["name"]):
+                if re.search(r"PASSWORD|TOKEN$|SECRET", var["name"]):  # (a *_FILE is a path to a mounted Secret)
                     assert "value" not in var and "secretKeyRef" in var["valueFrom"], var["name"]
     secret = values.get("cassandra", {}).get("external", {}).get("existingSecret")
     if secret and values.get("replay", {}).get("store") == "cassandra":
@@ -383,7 +425,8 @@ def test_helm_test_hook_checks_every_grpc_service(scenario):
         for p in s["spec"]["ports"]
         if p["name"] == "grpc" and s["spec"].get("clusterIP") != "None"
     }
-    assert set(args[3:]) == grpc_services
+    addresses = list(itertools.takewhile(lambda arg: not arg.startswith("--"), args[3:]))
+    assert set(addresses) == grpc_services
 
 
 def test_monitoring_follows_its_flags(scenario):

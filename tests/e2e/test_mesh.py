@@ -155,3 +155,16 @@ def test_the_readme_run_command(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["reason"] == "time limit reached" and summary["learner_steps"] > 0
+
+
+def test_the_mesh_trains_over_mutual_tls(tmp_path):
+    """Every server requires a client certificate: replay, parameter, learner, actors and the
+    supervisor's status calls all dial with the run's certificate, and training still works."""
+    summary, output = finish(up(tmp_path, "--tls", "--max-seconds", "200", "--actors", "1", "--no-viewer"), tmp_path)
+    assert summary["solved"] or summary["learner_steps"] > 200, summary
+    assert summary["published_version"] > 1 and summary["episodes"] > 0
+    logs = {path.stem: path.read_text() for path in (tmp_path / "logs").glob("*.log")}
+    assert set(logs) >= {"replay", "parameter", "learner", "actor-0"}
+    for name, text in logs.items():
+        assert "over TLS (client certificates required)" in text, name
+    assert (tmp_path / "tls" / "ca.pem").exists()

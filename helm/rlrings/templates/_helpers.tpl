@@ -103,19 +103,76 @@ securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* The config file (RLRINGS_<SERVICE>_CONFIG below) and a writable /tmp under a read-only root. */}}
+{{/* The config file (RLRINGS_<SERVICE>_CONFIG below), a writable /tmp under a read-only root,
+and the TLS and token Secrets when security is on. */}}
 {{- define "rlrings.serverMounts" -}}
 - {name: config, mountPath: /etc/rlrings, readOnly: true}
 - {name: tmp, mountPath: /tmp}
+{{- if .Values.security.tls.enabled }}
+- {name: tls, mountPath: /etc/rlrings-tls, readOnly: true}
+{{- end }}
+{{- if .Values.security.auth.enabled }}
+- {name: auth, mountPath: /etc/rlrings-auth, readOnly: true}
+{{- end }}
 {{- end }}
 
-{{/* Volumes behind rlrings.serverMounts; the argument is the component's ConfigMap name. */}}
+{{/* Volumes behind rlrings.serverMounts: (dict "root" $ "name" <the component's ConfigMap>) */}}
 {{- define "rlrings.serverVolumes" -}}
 - name: config
   configMap:
-    name: {{ . }}
+    name: {{ .name }}
 - name: tmp
   emptyDir: {}
+{{- with .root.Values.security }}
+{{- if .tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "security.tls.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt)" .tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- if .auth.enabled }}
+- name: auth
+  secret:
+    secretName: {{ required "security.auth.secretName: name the Secret holding the tokens file" .auth.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .auth.tokensKey }}, path: tokens.yaml}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* How a process dials and is dialled when security is on: (dict "root" $ "prefix" "REPLAY" "serves" true) */}}
+{{- define "rlrings.securityEnv" -}}
+{{- $s := .root.Values.security }}
+{{- if $s.tls.enabled }}
+- name: RLRINGS_{{ .prefix }}_TLS__CA_FILE
+  value: /etc/rlrings-tls/ca.crt
+{{- if or .serves $s.tls.mutual }}
+- name: RLRINGS_{{ .prefix }}_TLS__CERT_FILE
+  value: /etc/rlrings-tls/tls.crt
+- name: RLRINGS_{{ .prefix }}_TLS__KEY_FILE
+  value: /etc/rlrings-tls/tls.key
+{{- end }}
+- name: RLRINGS_{{ .prefix }}_TLS__MUTUAL
+  value: {{ $s.tls.mutual | quote }}
+{{- if .serves }}
+- name: RLRINGS_{{ .prefix }}_HEALTH_PORT
+  value: {{ $s.tls.healthPort | quote }}
+{{- end }}
+{{- end }}
+{{- if $s.auth.enabled }}
+{{- if .serves }}
+- name: RLRINGS_{{ .prefix }}_AUTH__TOKENS_FILE
+  value: /etc/rlrings-auth/tokens.yaml
+{{- end }}
+{{- if $s.auth.internalTokenKey }}
+- name: RLRINGS_{{ .prefix }}_AUTH__TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.auth.secretName }}
+      key: {{ $s.auth.internalTokenKey }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Settings every rlrings server takes from the environment: (dict "root" $ "prefix" "REPLAY" "values" .Values.replay) */}}
@@ -130,6 +187,7 @@ securityContext:
   value: /etc/rlrings/config.yaml
 - name: RLRINGS_{{ .prefix }}_LOG_LEVEL
   value: {{ .root.Values.logLevel | quote }}
+{{- include "rlrings.securityEnv" (dict "root" .root "prefix" .prefix "serves" true) }}
 {{- end }}
 
 {{/* Container ports, native gRPC probes, security context and config mount of an rlrings server. */}}
@@ -142,16 +200,23 @@ ports:
 {{- with .extraPorts }}
 {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- /* the kubelet's gRPC probes speak no TLS: with TLS on they ask the plaintext health-only port */}}
+{{- $probePort := .values.port }}
+{{- if .root.Values.security.tls.enabled }}
+{{- $probePort = .root.Values.security.tls.healthPort }}
+  - name: health
+    containerPort: {{ $probePort }}
+{{- end }}
 livenessProbe:
   grpc:
-    port: {{ .values.port }}
+    port: {{ $probePort }}
     service: liveness
   initialDelaySeconds: {{ .root.Values.probes.initialDelaySeconds }}
   periodSeconds: {{ .root.Values.probes.periodSeconds }}
   failureThreshold: {{ .root.Values.probes.failureThreshold }}
 readinessProbe:
   grpc:
-    port: {{ .values.port }}
+    port: {{ $probePort }}
   periodSeconds: {{ .root.Values.probes.periodSeconds }}
 securityContext:
   {{- toYaml .root.Values.containerSecurityContext | nindent 2 }}

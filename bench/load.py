@@ -1,0 +1,404 @@
+"""Load tests: one replay server under 32 writers and 4 samplers, one parameter
+service under 64 watchers while weights are published every second.
+
+Every client is a real gRPC client on loopback, spread over a few client
+processes (threads inside each), and the load is bounded in count and time:
+a fixed number of clients for a fixed number of seconds. Writers keep at most
+``window`` chunks unacknowledged and time each chunk from send to ack; the
+server's resident memory is read every second. Figures: errors (target 0),
+p50/p99 insert latency, throughput over time, resident memory at start, after
+warm-up and at the end (growth after warm-up under 10%); for the parameter
+service, how long a new version takes to reach every watcher, and whether each
+saw every version. Results: bench/results/load.json and load.png.
+
+    python -m bench.load [--seconds 300] [--writers 32] [--samplers 4] [--watchers 64] [--profile transitions]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bench.replay_store import PROFILES, make_chunks
+from rlrings import codec
+from rlrings.mesh import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CLIENT_PROCESSES = 4
+WARM_UP_SECONDS = 30
+
+
+# -- client processes --------------------------------------------------------------
+
+
+def replay_clients(address: str, writers: int, samplers: int, seconds: float, profile: str, window: int, out) -> None:
+    """One client process: ``writers`` insert streams and ``samplers`` sample streams, in threads."""
+    import grpc
+
+    from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
+
+    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    stub = replay_pb2_grpc.ReplayServiceStub(channel)
+    start = time.time()
+    stop_at = time.monotonic() + seconds
+    lock = threading.Lock()
+    acked = np.zeros(int(seconds) + 2, np.int64)  # items acknowledged per second since start
+    sampled = np.zeros(int(seconds) + 2, np.int64)
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def write(seed: int) -> None:
+        columns = [{k: codec.encode(v) for k, v in chunk.items()} for chunk in make_chunks(profile, seed)]
+        writer_id, sequence = uuid.uuid4().hex, 0
+        while time.monotonic() < stop_at:
+            slots = threading.Semaphore(window)
+            sent: dict[int, float] = {}
+
+            def requests(slots=slots, sent=sent):
+                nonlocal sequence
+                while time.monotonic() < stop_at:
+                    if not slots.acquire(timeout=1.0):
+                        continue
+                    sequence += 1
+                    sent[sequence] = time.perf_counter()
+                    chunk = tensor_pb2.Chunk(table="load", columns=columns[sequence % len(columns)],
+                                             writer_id=writer_id, sequence=sequence)  # fmt: skip
+                    yield replay_pb2.InsertRequest(chunk=chunk)
+
+            try:
+                for response in stub.Insert(requests()):
+                    latency = time.perf_counter() - sent.pop(response.sequence)
+                    second = int(time.time() - start)
+                    with lock:
+                        latencies.append(latency)
+                        acked[min(second, len(acked) - 1)] += len(response.keys)
+                    slots.release()
+            except grpc.RpcError as error:
+                with lock:
+                    errors.append(f"insert: {error.code().name}: {error.details()}")
+
+    def sample() -> None:
+        while time.monotonic() < stop_at:
+            request = replay_pb2.SampleRequest(table="load", batch_size=64, num_batches=0, timeout_seconds=5)
+            call = stub.Sample(request, timeout=max(1.0, stop_at - time.monotonic()))
+            try:
+                for response in call:
+                    second = int(time.time() - start)
+                    with lock:
+                        sampled[min(second, len(sampled) - 1)] += len(response.keys)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # the end of the run
+                    with lock:
+                        errors.append(f"sample: {error.code().name}: {error.details()}")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    threads += [threading.Thread(target=sample) for _ in range(samplers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    channel.close()
+    out.send({"start": start, "acked": acked.tolist(), "sampled": sampled.tolist(), "latencies": latencies,
+              "errors": errors})  # fmt: skip
+
+
+def parameter_watchers(address: str, watchers: int, seconds: float, out) -> None:
+    """One client process: ``watchers`` threads, each following new versions and downloading each."""
+    from rlrings.parameter_client import ParameterClient
+
+    stop_at = time.monotonic() + seconds
+    lock = threading.Lock()
+    delays: list[tuple[float, float]] = []  # (publish time, seconds until this watcher had the bytes)
+    seen: list[set[int]] = [set() for _ in range(watchers)]
+    errors: list[str] = []
+
+    def watch(i: int) -> None:
+        with ParameterClient(address, max_message_bytes=64 << 20) as client:
+            call = client.watch(send_current=False)
+            timer = threading.Timer(max(0.0, stop_at - time.monotonic()), call.cancel)
+            timer.start()
+            try:
+                for notice in call:
+                    header, data = client.fetch(version=notice.version, tag="")
+                    published = header.created.ToDatetime().timestamp()
+                    with lock:
+                        delays.append((published, time.time() - published))
+                        seen[i].add(notice.version)
+                    if len(data) != header.total_bytes:
+                        raise ValueError("short download")
+            except Exception as error:  # noqa: BLE001 - counted and reported
+                if time.monotonic() < stop_at - 0.5:
+                    with lock:
+                        errors.append(f"watch: {type(error).__name__}: {error}")
+            finally:
+                timer.cancel()
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(watchers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.send({"delays": delays, "seen": [sorted(s) for s in seen], "errors": errors})
+
+
+# -- the runs ----------------------------------------------------------------------
+
+
+def start(module: str, config: dict, work: Path) -> tuple[subprocess.Popen, str]:
+    path = work / f"{module.rsplit('.', 1)[-1]}.yaml"
+    path.write_text(json.dumps(config))
+    log = open(work / f"{path.stem}.log", "w")  # noqa: SIM115 - the child keeps its own descriptor
+    server = subprocess.Popen([sys.executable, "-m", module, "--config", str(path)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    from rlrings.client import ServiceClient
+
+    address = f"127.0.0.1:{config['port']}"
+    with ServiceClient(address) as client:
+        client.wait_ready(60)
+    return server, address
+
+
+def watch_memory(pid: int, seconds: float, progress: Progress, label: str) -> list[tuple[float, float]]:
+    """(seconds since start, resident MiB) of ``pid`` every second, with a progress bar."""
+    process, samples, begin = psutil.Process(pid), [], time.monotonic()
+    task = progress.add_task(label, total=seconds)
+    while (elapsed := time.monotonic() - begin) < seconds:
+        samples.append((elapsed, process.memory_info().rss / 2**20))
+        progress.update(task, completed=elapsed)
+        time.sleep(1.0)
+    progress.update(task, completed=seconds)
+    return samples
+
+
+def memory_figures(samples: list[tuple[float, float]], warm_up: float) -> dict:
+    after = [mib for t, mib in samples if t >= warm_up] or [samples[-1][1]]
+    return {"start_mib": samples[0][1], "after_warm_up_mib": after[0], "end_mib": samples[-1][1],
+            "growth_after_warm_up": samples[-1][1] / after[0] - 1}  # fmt: skip
+
+
+def run_replay(seconds: float, writers: int, samplers: int, profile: str, window: int, work: Path,
+               progress: Progress) -> tuple[dict, np.ndarray]:  # fmt: skip
+    spec = PROFILES[profile]
+    config = {"port": free_port(), "metrics_port": free_port(), "workers": writers + samplers + 8,
+              "snapshot_dir": str(work / "replay"), "snapshot_interval_seconds": 0,
+              "tables": [{"name": "load", "signature": spec["signature"], "max_size": spec["max_size"],
+                          "selector": "uniform"}]}  # fmt: skip
+    server, address = start("services.replay", config, work)
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    try:
+        for i in range(CLIENT_PROCESSES):
+            mine_w = writers // CLIENT_PROCESSES + (i < writers % CLIENT_PROCESSES)
+            mine_s = samplers // CLIENT_PROCESSES + (i < samplers % CLIENT_PROCESSES)
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=replay_clients,
+                                      args=(address, mine_w, mine_s, seconds, profile, window, send))  # fmt: skip
+            process.start()
+            pipes.append(receive)
+            processes.append(process)
+        memory = watch_memory(server.pid, seconds, progress, f"replay: {writers} writers, {samplers} samplers")
+        reports = [pipe.recv() for pipe in pipes]
+    finally:
+        for process in processes:
+            process.join(30)
+        server.terminate()
+        server.wait(30)
+    base = min(r["start"] for r in reports)
+    length = int(seconds) + 2
+    acked, sampled = np.zeros(length, np.int64), np.zeros(length, np.int64)
+    for report in reports:
+        shift = int(round(report["start"] - base))
+        acked[shift:] += np.asarray(report["acked"])[: length - shift]
+        sampled[shift:] += np.asarray(report["sampled"])[: length - shift]
+    latencies = np.asarray([x for r in reports for x in r["latencies"]])
+    errors = [e for r in reports for e in r["errors"]]
+    whole = slice(0, int(seconds))
+    result = {
+        "profile": profile,
+        "item_bytes": spec["item_bytes"],
+        "writers": writers,
+        "samplers": samplers,
+        "window": window,
+        "seconds": seconds,
+        "errors": len(errors),
+        "error_examples": errors[:5],
+        "chunks_acknowledged": int(latencies.size),
+        "insert_latency_ms": {q: float(np.percentile(latencies, p) * 1000) for q, p in (("p50", 50), ("p99", 99))},
+        "inserted_items_per_second": float(acked[whole].mean()),
+        "sampled_items_per_second": float(sampled[whole].mean()),
+        "inserted_per_second_series": acked[whole].tolist(),
+        "sampled_per_second_series": sampled[whole].tolist(),
+        "memory": memory_figures(memory, WARM_UP_SECONDS),
+        "memory_series": memory,
+    }
+    return result, latencies
+
+
+def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, progress: Progress) -> dict:
+    config = {"port": free_port(), "metrics_port": free_port(), "workers": 2 * watchers + 8,
+              "directory": str(work / "weights"), "keep_versions": 5, "max_message_bytes": 64 << 20}  # fmt: skip
+    server, address = start("services.parameter", config, work)
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    published: list[int] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        from rlrings.parameter_client import ParameterClient
+        from rlrings.v1 import spaces_pb2
+
+        rng = np.random.default_rng(0)
+        model = spaces_pb2.ModelSpec(architecture="mlp", env_id="load")
+        with ParameterClient(address, max_message_bytes=64 << 20) as client:
+            next_at = time.monotonic() + 2.0  # the watchers connect first
+            while not stop.wait(max(0.0, next_at - time.monotonic())):
+                published.append(client.publish(rng.bytes(model_bytes), model))
+                next_at += 1.0
+
+    try:
+        for i in range(CLIENT_PROCESSES):
+            receive, send = context.Pipe(duplex=False)
+            mine = watchers // CLIENT_PROCESSES + (i < watchers % CLIENT_PROCESSES)
+            process = context.Process(target=parameter_watchers, args=(address, mine, seconds, send))
+            process.start()
+            pipes.append(receive)
+            processes.append(process)
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        memory = watch_memory(server.pid, seconds, progress, f"parameter: {watchers} watchers, 1 version/s")
+        stop.set()
+        publisher.join()
+        reports = [pipe.recv() for pipe in pipes]
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(30)
+        server.terminate()
+        server.wait(30)
+    delays = np.asarray([d for r in reports for _, d in r["delays"]])
+    # versions published while every watcher was following (not the last second's, still on their way)
+    expected = set(published[:-2])
+    complete = sum(expected <= set(seen) for r in reports for seen in r["seen"])
+    return {
+        "watchers": watchers,
+        "model_bytes": model_bytes,
+        "seconds": seconds,
+        "versions_published": len(published),
+        "errors": sum(len(r["errors"]) for r in reports),
+        "error_examples": [e for r in reports for e in r["errors"]][:5],
+        "watchers_that_saw_every_version": complete,
+        "delivery_seconds": {q: float(np.percentile(delays, p)) for q, p in (("p50", 50), ("p99", 99))}
+        if delays.size
+        else {},  # fmt: skip
+        "downloads": int(delays.size),
+        "memory": memory_figures(memory, WARM_UP_SECONDS),
+        "memory_series": memory,
+    }
+
+
+def plot(results: dict, latencies: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.2), dpi=100)
+    replay, parameter = results.get("replay"), results.get("parameter")
+    if replay:
+        axes[0].plot(replay["inserted_per_second_series"], label="inserted items/s")
+        axes[0].plot(replay["sampled_per_second_series"], label="sampled items/s")
+        axes[0].set_title(f"replay: {replay['writers']} writers, {replay['samplers']} samplers ({replay['profile']})")
+        axes[0].set_xlabel("seconds")
+        axes[0].legend()
+    for result, name in ((replay, "replay"), (parameter, "parameter")):
+        if result:
+            t, mib = zip(*result["memory_series"])
+            axes[1].plot(t, mib, label=name)
+    axes[1].axvline(WARM_UP_SECONDS, color="grey", linestyle="--", label="end of warm-up")
+    axes[1].set_title("server resident memory (MiB)")
+    axes[1].set_xlabel("seconds")
+    axes[1].legend()
+    if replay:
+        axes[2].set_title("insert latency (chunk sent to acknowledged)")
+        axes[2].set_xlabel("ms")
+        axes[2].hist(latencies * 1000, bins=100, log=True)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=300.0, help="length of each run (default 300)")
+    parser.add_argument("--writers", type=int, default=32)
+    parser.add_argument("--samplers", type=int, default=4)
+    parser.add_argument("--window", type=int, default=4, help="chunks a writer may have unacknowledged (default 4)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="transitions")
+    parser.add_argument("--watchers", type=int, default=64)
+    parser.add_argument("--model-bytes", type=int, default=1 << 20, help="size of each published version")
+    parser.add_argument("--only", choices=["replay", "parameter"], help="run one of the two")
+    parser.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    args = parser.parse_args(argv)
+    console = Console()
+    results: dict = {"cpus": os.cpu_count()}
+    latencies = np.zeros(0)
+    with tempfile.TemporaryDirectory() as work, Progress(console=console) as progress:
+        if args.only in (None, "replay"):
+            replay_args = (args.seconds, args.writers, args.samplers, args.profile, args.window, Path(work), progress)
+            results["replay"], latencies = run_replay(*replay_args)
+        if args.only in (None, "parameter"):
+            results["parameter"] = run_parameter(args.seconds, args.watchers, args.model_bytes, Path(work), progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_path = args.out.with_suffix(".png")
+    plot(results, latencies, plot_path)
+    args.out.write_text(json.dumps(results, indent=2))
+    report(results, console)
+    console.print(f"results: {args.out}, plot: {plot_path}")
+    failed = sum(results[k]["errors"] for k in ("replay", "parameter") if k in results)
+    return 1 if failed else 0
+
+
+def report(results: dict, console: Console) -> None:
+    table = Table(title="load test", show_header=False)
+    if replay := results.get("replay"):
+        m = replay["memory"]
+        table.add_row("replay errors", str(replay["errors"]))
+        table.add_row("insert latency p50 / p99", f"{replay['insert_latency_ms']['p50']:.1f} / "
+                      f"{replay['insert_latency_ms']['p99']:.1f} ms")  # fmt: skip
+        table.add_row("inserted / sampled items/s", f"{replay['inserted_items_per_second']:,.0f} / "
+                      f"{replay['sampled_items_per_second']:,.0f}")  # fmt: skip
+        table.add_row("replay memory start / warm / end", f"{m['start_mib']:.0f} / {m['after_warm_up_mib']:.0f} / "
+                      f"{m['end_mib']:.0f} MiB ({m['growth_after_warm_up']:+.1%} after warm-up)")  # fmt: skip
+    if parameter := results.get("parameter"):
+        m = parameter["memory"]
+        delivery = parameter["delivery_seconds"]
+        table.add_row("parameter errors", str(parameter["errors"]))
+        table.add_row("versions; watchers that saw all", f"{parameter['versions_published']}; "
+                      f"{parameter['watchers_that_saw_every_version']} of {parameter['watchers']}")  # fmt: skip
+        if delivery:
+            table.add_row(
+                "version to watcher p50 / p99", f"{delivery['p50'] * 1000:.0f} / {delivery['p99'] * 1000:.0f} ms"
+            )
+        table.add_row("parameter memory start / warm / end", f"{m['start_mib']:.0f} / {m['after_warm_up_mib']:.0f} / "
+                      f"{m['end_mib']:.0f} MiB ({m['growth_after_warm_up']:+.1%} after warm-up)")  # fmt: skip
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""TLS, tokens and per-client limits, for every rlrings server and client.
+
+Services are exposed to game clients outside the cluster, so a server can:
+
+- speak TLS (``tls.cert_file``/``tls.key_file``), and with ``tls.mutual`` require
+  client certificates signed by ``tls.ca_file`` (mutual TLS between services);
+- require a bearer token (``auth.tokens_file``): each token has a name, scopes
+  and limits. An RPC needs one scope (:data:`METHOD_SCOPES`): no token or an
+  unknown one is UNAUTHENTICATED, a token without the scope is
+  PERMISSION_DENIED (an upload-only token may insert, not sample or publish);
+- limit each token's message size and insert rate (RESOURCE_EXHAUSTED).
+
+Health checks and reflection stay open, so probes work whatever the settings;
+with TLS on, a server also answers health checks on a plaintext
+``health_port``, which is all Kubernetes' gRPC probes can speak. A peer that
+presents a client certificate the CA signed is a service of the mesh and may
+call everything. Secrets never reach logs, metrics or error messages: tokens
+are named by their ``name`` only, and held as ``SecretStr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pydantic
+import yaml
+from prometheus_client import CollectorRegistry, Counter
+
+from rlrings.errors import (
+    ConfigError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+
+SCOPES = ("insert", "sample", "read", "publish", "control")
+METHOD_SCOPES = {
+    "/rlrings.v1.ReplayService/Insert": "insert",
+    "/rlrings.v1.ReplayService/Sample": "sample",
+    "/rlrings.v1.ReplayService/UpdatePriorities": "sample",
+    "/rlrings.v1.ReplayService/Info": "read",
+    "/rlrings.v1.ReplayService/Checkpoint": "control",
+    "/rlrings.v1.ParameterService/Publish": "publish",
+    "/rlrings.v1.ParameterService/ReportEvaluation": "publish",
+    "/rlrings.v1.ParameterService/Fetch": "read",
+    "/rlrings.v1.ParameterService/Watch": "read",
+    "/rlrings.v1.ParameterService/List": "read",
+    "/rlrings.v1.ActorService/GetStatus": "read",
+    "/rlrings.v1.LearnerService/GetStatus": "read",
+    "/rlrings.v1.ViewerService/ListEnvironments": "read",
+    "/rlrings.v1.ViewerService/ListDemonstrations": "read",
+    "/rlrings.v1.ViewerService/Watch": "read",
+}
+"""The scope each RPC needs; any other rlrings RPC (pause, resume, config updates, Play) needs 'control'."""
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""RPCs that need no token: health checks (probes) and reflection."""
+INSERT_METHOD = "/rlrings.v1.ReplayService/Insert"
+
+
+class TlsConfig(pydantic.BaseModel):
+    """TLS of a process's server and of the clients it dials other services with."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    cert_file: Path | None = None
+    """PEM certificate chain this process presents (as a server, and as a client under mutual TLS)."""
+    key_file: Path | None = None
+    """PEM private key of cert_file."""
+    ca_file: Path | None = None
+    """PEM CA bundle that signs the services' certificates: clients verify servers with it, and
+    servers verify client certificates with it under mutual TLS."""
+    mutual: bool = False
+    """Servers require a client certificate signed by ca_file; clients present cert_file."""
+    server_name: str | None = None
+    """Name clients expect in servers' certificates instead of the dialled host (for example the
+    Service name when dialling an IP)."""
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        if self.mutual and (self.cert_file is None or self.ca_file is None):
+            raise ValueError("mutual needs cert_file, key_file and ca_file")
+        for name in ("cert_file", "key_file", "ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @property
+    def serving(self) -> bool:
+        return self.cert_file is not None
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        if not self.serving:
+            return None
+        pair = [(Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())]
+        root = Path(self.ca_file).read_bytes() if self.mutual else None
+        return grpc.ssl_server_credentials(pair, root_certificates=root, require_client_auth=self.mutual)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """Credentials for dialling a service; None: plaintext (no CA configured)."""
+        if self.ca_file is None:
+            return None
+        key = Path(self.key_file).read_bytes() if self.mutual else None
+        chain = Path(self.cert_file).read_bytes() if self.mutual else None
+        return grpc.ssl_channel_credentials(Path(self.ca_file).read_bytes(), key, chain)
+
+
+class ClientLimits(pydantic.BaseModel):
+    """Limits of one token's calls."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    max_message_bytes: pydantic.PositiveInt | None = None
+    """Largest request message this client may send (below the server's own limit)."""
+    insert_bytes_per_second: pydantic.PositiveFloat | None = None
+    """Sustained Insert traffic, in request bytes per second."""
+    insert_burst_bytes: pydantic.PositiveInt | None = None
+    """Insert bytes allowed at once above the rate; default: one second's worth."""
+
+
+class Token(pydantic.BaseModel):
+    """One client's token (from a Secret), what it may call, and its limits."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str = pydantic.Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    """Who the token belongs to; the only part of it that logs, metrics and errors show."""
+    token: pydantic.SecretStr
+    """The bearer token itself (at least 16 characters)."""
+    scopes: list[str]
+    """What it may do: insert, sample, read, publish, control."""
+    limits: ClientLimits = ClientLimits()
+
+    @pydantic.field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: pydantic.SecretStr) -> pydantic.SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a token needs at least 16 characters")
+        return value
+
+    @pydantic.field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {list(SCOPES)}")
+        return value
+
+
+class AuthConfig(pydantic.BaseModel):
+    """Who may call this process's server, and the token it calls other services with."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    tokens_file: Path | None = None
+    """YAML list of tokens ({name, token, scopes, limits}) this server accepts; None: no tokens
+    needed. Mount it from a Secret."""
+    token: pydantic.SecretStr | None = None
+    """Bearer token this process sends when it calls other services (from a Secret)."""
+    trust_client_certificates: bool = True
+    """Under mutual TLS, a peer with a certificate the CA signed (a service of the mesh) may call
+    everything without a token."""
+
+    def tokens(self) -> list[Token]:
+        if self.tokens_file is None:
+            return []
+        try:
+            entries = yaml.safe_load(Path(self.tokens_file).read_text()) or []
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"auth.tokens_file {self.tokens_file}: cannot read it ({error})") from None
+        if not isinstance(entries, list):
+            raise ConfigError(f"auth.tokens_file {self.tokens_file}: expected a list of tokens")
+        tokens = []
+        for i, entry in enumerate(entries):
+            try:
+                tokens.append(Token.model_validate(entry))
+            except pydantic.ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors())
+                raise ConfigError(f"auth.tokens_file {self.tokens_file}: token {i}: {problems}") from None
+        names = [t.name for t in tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"auth.tokens_file {self.tokens_file}: token names repeat ({names})")
+        return tokens
+
+
+# -- clients ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How a client dials: TLS credentials and the token it presents."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    token: str | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def of(cls, tls: TlsConfig, auth: AuthConfig) -> ClientSecurity:
+        token = auth.token.get_secret_value() if auth.token is not None else None
+        return cls(tls.channel_credentials(), token, tls.server_name)
+
+    def channel(self, address: str, options: list[tuple[str, object]]) -> grpc.Channel:
+        options = list(options)
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        if self.credentials is not None:
+            channel = grpc.secure_channel(address, self.credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(address, options=options)
+        if self.token:
+            channel = grpc.intercept_channel(channel, _BearerToken(self.token))
+        return channel
+
+
+PLAINTEXT = ClientSecurity()
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str):
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):
+        metadata = [*(details.metadata or ()), self._metadata]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)  # fmt: skip
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: list
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+# -- servers ---------------------------------------------------------------------
+
+
+class _Bucket:
+    """A token bucket of bytes per second (thread-safe)."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.level, self.updated = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, amount: float) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+            if amount > self.level:
+                return False
+            self.level -= amount
+            return True
+
+
+@dataclass
+class _Client:
+    token: Token
+    digest: bytes
+    bucket: _Bucket | None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Checks every RPC's token and scope and applies the token's limits.
+
+    It raises rlrings errors inside the handler, so the status interceptor
+    around it maps them to their codes and counts them by method and code.
+    """
+
+    def __init__(self, auth: AuthConfig, tls: TlsConfig, registry: CollectorRegistry):
+        self.clients = []
+        for token in auth.tokens():
+            secret = token.token.get_secret_value().encode()
+            limits = token.limits
+            bucket = None
+            if limits.insert_bytes_per_second:
+                burst = limits.insert_burst_bytes or limits.insert_bytes_per_second
+                bucket = _Bucket(limits.insert_bytes_per_second, burst)
+            self.clients.append(_Client(token, hashlib.sha256(secret).digest(), bucket))
+        self.required = bool(self.clients) or (tls.mutual and not auth.trust_client_certificates)
+        self.trust_certificates = tls.mutual and auth.trust_client_certificates
+        self.rejected = Counter(
+            "rlrings_auth_rejected",
+            "Calls refused by authentication, scope or a client's limits, by method and reason.",
+            ["method", "reason"],
+            registry=registry,
+        )
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.required or method.startswith(OPEN_PREFIXES):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        scope = METHOD_SCOPES.get(method, "control")
+
+        def admit(context: grpc.ServicerContext) -> _Client | None:
+            if self.trust_certificates and context.auth_context().get("x509_common_name"):
+                return None  # a service of the mesh, by its certificate
+            client = self._identify(metadata.get("authorization"), method)
+            if scope not in client.token.scopes:
+                self.rejected.labels(method, "scope").inc()
+                raise PermissionDeniedError(
+                    f"token {client.token.name!r} may {', '.join(client.token.scopes) or 'nothing'}; "
+                    f"{method.rsplit('/', 1)[-1]} needs scope {scope!r}"
+                )
+            return client
+
+        return _wrap(handler, method, admit, self._check_message)
+
+    def _identify(self, header: str | None, method: str) -> _Client:
+        if not header:
+            self.rejected.labels(method, "missing").inc()
+            raise UnauthenticatedError("authorization: no bearer token; send 'authorization: Bearer <token>'")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            self.rejected.labels(method, "malformed").inc()
+            raise UnauthenticatedError("authorization: expected 'Bearer <token>'")
+        digest = hashlib.sha256(presented.strip().encode()).digest()
+        found = None
+        for client in self.clients:  # compare every token in constant time
+            if hmac.compare_digest(client.digest, digest):
+                found = client
+        if found is None:
+            self.rejected.labels(method, "unknown").inc()
+            raise UnauthenticatedError("authorization: the token is not recognised")
+        return found
+
+    def _check_message(self, client: _Client | None, method: str, message) -> None:
+        if client is None:
+            return
+        size = message.ByteSize()
+        limits = client.token.limits
+        if limits.max_message_bytes is not None and size > limits.max_message_bytes:
+            self.rejected.labels(method, "message_size").inc()
+            raise ResourceExhaustedError(
+                f"message: {size:,} bytes is above the {limits.max_message_bytes:,} bytes allowed to "
+                f"{client.token.name!r}; send smaller chunks"
+            )
+        if method == INSERT_METHOD and client.bucket is not None and not client.bucket.take(size):
+            self.rejected.labels(method, "insert_rate").inc()
+            raise ResourceExhaustedError(
+                f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s; "
+                f"what was not acknowledged was not stored, send it again more slowly"
+            )
+
+
+def _wrap(handler, method: str, admit, check) -> grpc.RpcMethodHandler:
+    """``handler`` with ``admit`` run first and ``check`` run on every request message."""
+    if handler.request_streaming:
+        behavior = handler.stream_stream or handler.stream_unary
+
+        def streaming_requests(requests, context):
+            client = admit(context)
+
+            def checked():
+                for request in requests:
+                    check(client, method, request)
+                    yield request
+
+            return behavior(checked(), context)
+
+        run = streaming_requests
+    else:
+        behavior = handler.unary_stream or handler.unary_unary
+
+        def single_request(request, context):
+            client = admit(context)
+            check(client, method, request)
+            return behavior(request, context)
+
+        run = single_request
+    if handler.unary_unary:
+        make = grpc.unary_unary_rpc_method_handler
+    elif handler.unary_stream:
+        make = grpc.unary_stream_rpc_method_handler
+    elif handler.stream_unary:
+        make = grpc.stream_unary_rpc_method_handler
+    else:
+        make = grpc.stream_stream_rpc_method_handler
+    return make(run, handler.request_deserializer, handler.response_serializer)

@@ -1,0 +1,27 @@
+"""The fault-injection suite, short (``make chaos`` runs it longer, with a learner ring):
+``kill -9`` of each service of a training mesh in turn, on the embedded store."""
+
+import pytest
+from rich.console import Console
+
+from bench import chaos
+from rlrings.mesh import MeshConfig
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.mark.timeout(600)
+def test_each_service_survives_kill_9_and_nothing_acknowledged_is_lost(tmp_path):
+    config = MeshConfig(actors=2, envs_per_actor=4, checkpoint_every=20, max_seconds=3600, max_env_steps=0,
+                        target_return=1e9, run_dir=tmp_path / "mesh")  # fmt: skip
+    results = chaos.run(config, None, settle=3, timeout=90, console=Console(width=160))
+    reports = {kill["service"]: kill for kill in results["kills"]}
+    assert list(reports) == ["actor-0", "replay", "learner", "parameter", "viewer"]
+    for report in reports.values():
+        assert report["probe_items_lost"] == 0, report  # checkpointed before each kill
+        assert report["seconds_until_back"] is not None, report
+        assert report["seconds_until_training_progresses"] is not None, report
+        assert report["other_restarts"] == [], report  # nobody else crashed
+    assert reports["learner"]["learner_steps_lost"] <= 20 + 5  # at most one checkpoint interval (and a publish)
+    assert reports["viewer"]["probe_items_acknowledged"] == 5 * 64
+    assert results["passed"]

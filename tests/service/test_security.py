@@ -1,0 +1,238 @@
+"""TLS, mutual TLS, tokens with scopes and per-client limits, against real servers on loopback."""
+
+import logging
+import urllib.request
+
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rlrings import certs
+from rlrings.config import load_config
+from rlrings.errors import (
+    ConfigError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    RlringsError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from rlrings.parameter_client import ParameterClient
+from rlrings.replay_client import ReplayClient
+from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.v1 import spaces_pb2
+from services.parameter.config import ParameterConfig
+from services.parameter.server import ParameterServer
+from tests.helpers import frames, table
+
+pytestmark = pytest.mark.service
+SECRETS = {
+    "uploader": "upload-0123456789abcdef",
+    "trainer": "train-0123456789abcdef",
+    "publisher": "publish-0123456789abcdef",
+    "small": "small-0123456789abcdef",
+}
+MODEL = spaces_pb2.ModelSpec(architecture="mlp", env_id="CartPole-v1")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    ca = certs.make_ca(root / "ca")
+    rogue = certs.make_ca(root / "rogue", name="somebody else's CA")
+    return {
+        "ca": ca,
+        "service": certs.issue(ca, root / "issued", "service", ["127.0.0.1", "localhost"]),
+        "rogue": certs.issue(rogue, root / "rogue", "intruder", ["127.0.0.1"]),
+        "rogue_ca": rogue,
+    }
+
+
+@pytest.fixture
+def tokens_file(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    entries = [
+        {"name": "uploader", "token": SECRETS["uploader"], "scopes": ["insert"]},
+        {"name": "trainer", "token": SECRETS["trainer"], "scopes": ["sample", "read"]},
+        {"name": "publisher", "token": SECRETS["publisher"], "scopes": ["publish", "read"]},
+        {"name": "small", "token": SECRETS["small"], "scopes": ["insert", "read"],
+         "limits": {"max_message_bytes": 2_000, "insert_bytes_per_second": 4_000, "insert_burst_bytes": 8_000}},
+    ]  # fmt: skip
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+def tls(pki, mutual=False, cert="service", ca="ca") -> dict:
+    return {"cert_file": pki[cert].cert_file, "key_file": pki[cert].key_file, "ca_file": pki[ca].cert_file,
+            "mutual": mutual}  # fmt: skip
+
+
+def dial(pki=None, token=None, ca="ca", cert=None) -> ClientSecurity:
+    if pki is None:
+        return ClientSecurity(token=token)
+    settings = {"ca_file": pki[ca].cert_file}
+    if cert:
+        settings |= {"cert_file": pki[cert].cert_file, "key_file": pki[cert].key_file, "mutual": True}
+    return ClientSecurity.of(TlsConfig(**settings), AuthConfig(token=token))
+
+
+def health(address, security=None):
+    channel = (security or ClientSecurity()).channel(address, [])
+    with channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def test_tls_serves_those_who_trust_the_ca_and_health_stays_plaintext_on_its_port(start_replay, pki):
+    server = start_replay([table("t")], tls=tls(pki), health_port=0)
+    with ReplayClient(server.address, security=dial(pki)) as client:
+        client.insert("t", frames(4))
+        assert client.info()["t"].size == 4
+    for stranger in (ClientSecurity(), dial(pki, ca="rogue_ca")):  # plaintext, or a CA that did not sign it
+        with ReplayClient(server.address, security=stranger) as client, pytest.raises(UnavailableError):
+            client.info(timeout=3)
+    assert health(f"127.0.0.1:{server.server.health_port}") == health_pb2.HealthCheckResponse.SERVING
+    assert health(server.address, dial(pki)) == health_pb2.HealthCheckResponse.SERVING
+    health_only = ReplayClient(f"127.0.0.1:{server.server.health_port}")
+    with health_only, pytest.raises(RlringsError, match="UNIMPLEMENTED"):  # the health port serves nothing else
+        health_only.info(timeout=3)
+
+
+def test_mutual_tls_admits_only_certificates_the_ca_signed(start_replay, pki, tokens_file):
+    server = start_replay([table("t")], tls=tls(pki, mutual=True), auth={"tokens_file": tokens_file})
+    # a service of the mesh: its certificate is its identity, no token needed
+    with ReplayClient(server.address, security=dial(pki, cert="service")) as client:
+        client.insert("t", frames(2))
+        assert client.info()["t"].size == 2
+    for stranger in (dial(pki), dial(pki, cert="rogue"), dial(pki, token=SECRETS["trainer"])):
+        with ReplayClient(server.address, security=stranger) as client, pytest.raises(UnavailableError):
+            client.info(timeout=3)
+
+
+def test_tokens_need_the_scope_of_each_call(start_replay, tokens_file, tmp_path):
+    server = start_replay([table("t")], auth={"tokens_file": tokens_file})
+    with ReplayClient(server.address) as anonymous, pytest.raises(UnauthenticatedError, match="no bearer token"):
+        anonymous.info()
+    forged = ReplayClient(server.address, security=dial(token="not-a-token-0000000"))
+    with forged, pytest.raises(UnauthenticatedError, match="not recognised"):
+        forged.insert("t", frames(2))
+    with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as uploader:
+        uploader.insert("t", frames(3))  # upload-only: may insert ...
+        with pytest.raises(PermissionDeniedError, match="'uploader' may insert; Info needs scope 'read'"):
+            uploader.info()
+        with pytest.raises(PermissionDeniedError, match="needs scope 'sample'"):
+            next(iter(uploader.sample("t", batch_size=1, num_batches=1)))
+    with ReplayClient(server.address, security=dial(token=SECRETS["trainer"])) as trainer:
+        assert trainer.info()["t"].size == 3
+        assert len(next(iter(trainer.sample("t", batch_size=2, num_batches=1))).keys) == 2
+        with pytest.raises(PermissionDeniedError, match="needs scope 'insert'"):
+            trainer.insert("t", frames(1))
+        assert trainer.info()["t"].size == 3  # the refused insert stored nothing
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics") as response:
+        metrics = response.read().decode()
+    assert 'rlrings_auth_rejected_total{method="/rlrings.v1.ReplayService/Info",reason="missing"} 1.0' in metrics
+    assert 'reason="scope"} 1.0' in metrics and 'code="PERMISSION_DENIED"' in metrics
+
+
+def test_upload_only_tokens_cannot_publish_weights(tmp_path, tokens_file):
+    config = load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "w",
+                         auth={"tokens_file": tokens_file})  # fmt: skip
+    server = ParameterServer(config).start()
+    try:
+        uploader = ParameterClient(server.address, security=dial(token=SECRETS["uploader"]))
+        with uploader, pytest.raises(PermissionDeniedError, match="Publish needs scope 'publish'"):
+            uploader.publish(b"weights", MODEL)
+        with ParameterClient(server.address, security=dial(token=SECRETS["publisher"])) as publisher:
+            assert publisher.publish(b"weights", MODEL) == 1
+            assert publisher.fetch()[1] == b"weights"
+    finally:
+        server.stop(grace=0)
+
+
+def test_a_clients_limits_refuse_big_messages_and_fast_inserts_and_store_nothing_refused(start_replay, tokens_file):
+    server = start_replay([table("t")], auth={"tokens_file": tokens_file})
+    small = frames(1)  # 192 B of obs plus a little
+    with ReplayClient(server.address, security=dial(token=SECRETS["small"])) as client:
+        with pytest.raises(ResourceExhaustedError, match=r"message: 3,\d{3} bytes is above the 2,000 bytes allowed"):
+            client.insert("t", frames(16))
+        assert client.info()["t"].size == 0
+        stored = 0
+        with pytest.raises(ResourceExhaustedError, match="insert rate: 'small' is above its 4,000 bytes/s"):
+            for _ in range(200):  # ~220 B each: the 8,000 B burst runs out long before 200
+                client.insert("t", small)
+                stored += 1
+        assert 20 <= stored < 200
+        assert client.info()["t"].size == stored  # exactly what was acknowledged
+    with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as other:
+        other.insert("t", frames(16))  # other clients are not slowed by one client's limit
+
+
+def test_secrets_stay_out_of_logs_metrics_errors_and_settings(start_replay, tokens_file, caplog):
+    caplog.set_level(logging.DEBUG)
+    config_token = "process-token-0123456789"
+    server = start_replay([table("t")], auth={"tokens_file": tokens_file, "token": config_token})
+    messages = []
+    for token in (SECRETS["uploader"], SECRETS["trainer"][:-1] + "x", None):
+        with ReplayClient(server.address, security=dial(token=token)) as client:
+            try:
+                client.info()
+            except (PermissionDeniedError, UnauthenticatedError) as error:
+                messages.append(str(error))
+    assert len(messages) == 3
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics") as response:
+        metrics = response.read().decode()
+    shown = "\n".join([*messages, metrics, caplog.text, repr(server.config), str(server.config.model_dump())])
+    for secret in (*SECRETS.values(), config_token, SECRETS["trainer"][:-1]):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"name": "a", "token": "short", "scopes": ["insert"]}], "at least 16 characters"),
+        ([{"name": "a", "token": "x" * 20, "scopes": ["delete"]}], r"unknown scopes \['delete'\]"),
+        ([{"name": "a", "token": "x" * 20, "scopes": []}, {"name": "a", "token": "y" * 20, "scopes": []}], "repeat"),
+        ({"name": "a"}, "expected a list of tokens"),
+    ],
+)
+def test_bad_token_files_are_refused_naming_the_problem_not_the_token(start_replay, tmp_path, entries, message):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    with pytest.raises(ConfigError, match=message) as caught:
+        start_replay([table("t")], auth={"tokens_file": path})
+    assert "x" * 20 not in str(caught.value)
+
+
+def test_tls_settings_are_checked_before_anything_starts(pki, tmp_path):
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        load_config(ParameterConfig, [], tls={"cert_file": pki["service"].cert_file})
+    with pytest.raises(ConfigError, match="mutual needs cert_file, key_file and ca_file"):
+        load_config(ParameterConfig, [], tls={**tls(pki), "ca_file": None, "mutual": True})
+    with pytest.raises(ConfigError, match="ca_file: .*missing.pem is not a readable file"):
+        load_config(ParameterConfig, [], tls={**tls(pki), "ca_file": tmp_path / "missing.pem"})
+
+
+def test_the_cli_dials_with_tls_flags_and_the_token_from_the_environment(start_replay, pki, tokens_file, monkeypatch,
+                                                                         capsys):  # fmt: skip
+    from rlrings.cli import main
+
+    server = start_replay([table("t")], tls=tls(pki), auth={"tokens_file": tokens_file})
+    ca = ["--ca-file", str(pki["ca"].cert_file)]
+    assert main(["health", server.address, *ca]) == 0
+    assert main(["health", server.address, "--timeout", "2"]) == 1  # plaintext against TLS
+    assert main(["info", "--address", server.address, *ca]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().out
+    monkeypatch.setenv("RLRINGS_TOKEN", SECRETS["trainer"])
+    assert main(["info", "--address", server.address, *ca]) == 0
+    out = capsys.readouterr().out
+    assert "t" in out and SECRETS["trainer"] not in out
+    assert main(["info", "--address", server.address, "--cert-file", str(pki["service"].cert_file)]) == 2
+
+
+def test_certs_command_makes_a_ca_and_a_certificate_servers_accept(tmp_path, start_replay):
+    from rlrings.cli import main
+
+    assert main(["certs", "--out", str(tmp_path / "c"), "--hosts", "localhost,127.0.0.1", "--name", "svc"]) == 0
+    files = {"cert_file": tmp_path / "c" / "svc.pem", "key_file": tmp_path / "c" / "svc-key.pem",
+             "ca_file": tmp_path / "c" / "ca.pem"}  # fmt: skip
+    server = start_replay([table("t")], tls=files)
+    assert health(server.address, ClientSecurity.of(TlsConfig(ca_file=files["ca_file"]), AuthConfig())) == 1
