@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -80,6 +81,7 @@ class Chaos:
         self.kills: list[tuple[float, str]] = []
         self._start = time.monotonic()
         self._probe_sent = 0
+        self._lock = threading.Lock()
 
     # -- observing -------------------------------------------------------------
 
@@ -92,7 +94,8 @@ class Chaos:
                 )
         except grpc.RpcError:
             return None
-        self.steps.append((time.monotonic() - self._start, status.learner_step))
+        with self._lock:
+            self.steps.append((time.monotonic() - self._start, status.learner_step))
         return status.learner_step
 
     @staticmethod
@@ -134,6 +137,14 @@ class Chaos:
         quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - the mesh's live view, unseen
         runner = threading.Thread(target=self.mesh.run, args=(quiet,), daemon=True)
         runner.start()
+        done = threading.Event()
+
+        def follow() -> None:  # the learner's step 4 times a second, for the plot
+            while not done.wait(0.25):
+                self.learner_step()
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
         reports = []
         try:
             if self.wait_for(lambda: (self.learner_step() or 0) > 0, timeout=180) is None:
@@ -143,6 +154,8 @@ class Chaos:
                 reports.append(self.kill(name, timeout))
                 self.console.print(_line(reports[-1]))
         finally:
+            done.set()
+            follower.join()
             self.mesh.config.max_seconds = 0  # the supervisor stops the mesh in order
             runner.join(120)
         return reports
@@ -170,6 +183,7 @@ class Chaos:
             return len(resumed) > 1 and step > resumed[0]
 
         until_progress = self.wait_for(progressing, timeout) if until_back is not None else None
+        restored = self.restored_step() if target in self.mesh.learners else None
         stored = self.probe_stored()
         new_restarts = self.mesh.progress.restarts[restarts_before:]
         ring = [r.name for r in self.mesh.learners] if len(self.mesh.learners) > 1 else []
@@ -184,10 +198,17 @@ class Chaos:
             seconds_until_back=until_back,
             seconds_until_training_progresses=None if until_progress is None else until_back + until_progress,
             learner_step_at_kill=step_at_kill,
-            learner_steps_lost=max(0, step_at_kill - resumed[0]) if resumed else step_at_kill,
+            learner_steps_lost=max(0, step_at_kill - (restored if restored is not None else resumed[0]))
+            if resumed
+            else step_at_kill,
             other_restarts=others,
             ring_peers_restarted=peers,
         )
+
+    def restored_step(self) -> int | None:
+        """The update rank 0 resumed from after its last start (from its log)."""
+        found = re.findall(r"rank 0 of \d+ \(\w+\) starts at update (\d+)", self.mesh.learners[0].log_path.read_text())
+        return int(found[-1]) if found else None
 
     def plot(self, path: Path) -> None:
         import matplotlib
@@ -197,7 +218,7 @@ class Chaos:
 
         figure, axes = plt.subplots(figsize=(10, 4), dpi=100)
         if self.steps:
-            t, step = zip(*self.steps)
+            t, step = zip(*sorted(self.steps))
             axes.plot(t, step, ".-", markersize=2)
         for when, name in self.kills:
             axes.axvline(when, color="red", alpha=0.5)

@@ -118,21 +118,27 @@ def replay_clients(address: str, writers: int, samplers: int, seconds: float, pr
               "errors": errors})  # fmt: skip
 
 
-def parameter_watchers(address: str, watchers: int, seconds: float, out) -> None:
-    """One client process: ``watchers`` threads, each following new versions and downloading each."""
+def parameter_watchers(address: str, watchers: int, stop, out) -> None:
+    """One client process: ``watchers`` threads, each following new versions and downloading each.
+
+    Sends ``"ready"`` once every watcher is connected (publishing starts then), and its
+    figures once ``stop`` is set."""
     from rlrings.parameter_client import ParameterClient
 
-    stop_at = time.monotonic() + seconds
     lock = threading.Lock()
     delays: list[tuple[float, float]] = []  # (publish time, seconds until this watcher had the bytes)
     seen: list[set[int]] = [set() for _ in range(watchers)]
     errors: list[str] = []
+    calls: list = []
+    connected = threading.Barrier(watchers + 1)
 
     def watch(i: int) -> None:
         with ParameterClient(address, max_message_bytes=64 << 20) as client:
+            client.list()  # connected before publishing starts
             call = client.watch(send_current=False)
-            timer = threading.Timer(max(0.0, stop_at - time.monotonic()), call.cancel)
-            timer.start()
+            with lock:
+                calls.append(call)
+            connected.wait()
             try:
                 for notice in call:
                     header, data = client.fetch(version=notice.version, tag="")
@@ -143,15 +149,19 @@ def parameter_watchers(address: str, watchers: int, seconds: float, out) -> None
                     if len(data) != header.total_bytes:
                         raise ValueError("short download")
             except Exception as error:  # noqa: BLE001 - counted and reported
-                if time.monotonic() < stop_at - 0.5:
+                if not stop.is_set():
                     with lock:
                         errors.append(f"watch: {type(error).__name__}: {error}")
-            finally:
-                timer.cancel()
 
     threads = [threading.Thread(target=watch, args=(i,)) for i in range(watchers)]
     for thread in threads:
         thread.start()
+    connected.wait()
+    out.send("ready")
+    stop.wait()
+    with lock:
+        for call in calls:
+            call.cancel()
     for thread in threads:
         thread.join()
     out.send({"delays": delays, "seen": [sorted(s) for s in seen], "errors": errors})
@@ -187,9 +197,14 @@ def watch_memory(pid: int, seconds: float, progress: Progress, label: str) -> li
 
 
 def memory_figures(samples: list[tuple[float, float]], warm_up: float) -> dict:
-    after = [mib for t, mib in samples if t >= warm_up] or [samples[-1][1]]
-    return {"start_mib": samples[0][1], "after_warm_up_mib": after[0], "end_mib": samples[-1][1],
-            "growth_after_warm_up": samples[-1][1] / after[0] - 1}  # fmt: skip
+    """Resident memory at start, just after warm-up and at the end; the last two are medians of
+    30 s (single readings swing with the allocator), and growth compares them."""
+    end = samples[-1][0]
+    early = [mib for t, mib in samples if warm_up <= t < warm_up + 30] or [samples[-1][1]]
+    late = [mib for t, mib in samples if t >= max(warm_up, end - 30)] or [samples[-1][1]]
+    return {"start_mib": samples[0][1], "after_warm_up_mib": float(np.median(early)),
+            "end_mib": float(np.median(late)), "peak_mib": max(mib for _, mib in samples),
+            "growth_after_warm_up": float(np.median(late) / np.median(early) - 1)}  # fmt: skip
 
 
 def run_replay(seconds: float, writers: int, samplers: int, profile: str, window: int, work: Path,
@@ -266,35 +281,41 @@ def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, p
         rng = np.random.default_rng(0)
         model = spaces_pb2.ModelSpec(architecture="mlp", env_id="load")
         with ParameterClient(address, max_message_bytes=64 << 20) as client:
-            next_at = time.monotonic() + 2.0  # the watchers connect first
+            next_at = time.monotonic()
             while not stop.wait(max(0.0, next_at - time.monotonic())):
                 published.append(client.publish(rng.bytes(model_bytes), model))
                 next_at += 1.0
 
+    watchers_stop = context.Event()
     try:
         for i in range(CLIENT_PROCESSES):
             receive, send = context.Pipe(duplex=False)
             mine = watchers // CLIENT_PROCESSES + (i < watchers % CLIENT_PROCESSES)
-            process = context.Process(target=parameter_watchers, args=(address, mine, seconds, send))
+            process = context.Process(target=parameter_watchers, args=(address, mine, watchers_stop, send))
             process.start()
             pipes.append(receive)
             processes.append(process)
+        for pipe in pipes:  # every watcher connected
+            if not pipe.poll(120) or pipe.recv() != "ready":
+                raise RuntimeError("the watcher processes did not connect within 120 s")
         publisher = threading.Thread(target=publish)
         publisher.start()
         memory = watch_memory(server.pid, seconds, progress, f"parameter: {watchers} watchers, 1 version/s")
         stop.set()
         publisher.join()
+        time.sleep(3.0)  # the last versions reach the watchers
+        watchers_stop.set()
         reports = [pipe.recv() for pipe in pipes]
     finally:
         stop.set()
+        watchers_stop.set()
         for process in processes:
             process.join(30)
         server.terminate()
         server.wait(30)
     delays = np.asarray([d for r in reports for _, d in r["delays"]])
-    # versions published while every watcher was following (not the last second's, still on their way)
-    expected = set(published[:-2])
-    complete = sum(expected <= set(seen) for r in reports for seen in r["seen"])
+    # every watcher was connected before the first version, and was given 3 s for the last
+    complete = sum(set(published) <= set(seen) for r in reports for seen in r["seen"])
     return {
         "watchers": watchers,
         "model_bytes": model_bytes,
@@ -389,8 +410,9 @@ def report(results: dict, console: Console) -> None:
         m = parameter["memory"]
         delivery = parameter["delivery_seconds"]
         table.add_row("parameter errors", str(parameter["errors"]))
-        table.add_row("versions; watchers that saw all", f"{parameter['versions_published']}; "
-                      f"{parameter['watchers_that_saw_every_version']} of {parameter['watchers']}")  # fmt: skip
+        complete = parameter["watchers_that_saw_every_version"]
+        table.add_row("versions; watchers that missed none",
+                      f"{parameter['versions_published']}; {complete} of {parameter['watchers']}")  # fmt: skip
         if delivery:
             table.add_row(
                 "version to watcher p50 / p99", f"{delivery['p50'] * 1000:.0f} / {delivery['p99'] * 1000:.0f} ms"

@@ -63,7 +63,7 @@ def _scalar(field: pb.FieldDescriptor, depth: int) -> st.SearchStrategy:
     kind = field.type
     if kind in _INTS:
         low, high = _INTS[kind]
-        return st.one_of(st.integers(-3, 40), st.integers(low, high))
+        return st.one_of(st.integers(max(low, -3), 40), st.integers(low, high))
     if kind in (pb.FieldDescriptor.TYPE_FLOAT, pb.FieldDescriptor.TYPE_DOUBLE):
         width = 32 if kind == pb.FieldDescriptor.TYPE_FLOAT else 64
         return st.floats(width=width, allow_nan=True, allow_infinity=True)
@@ -88,7 +88,7 @@ def messages(descriptor: pb.Descriptor, depth: int = 0) -> st.SearchStrategy:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
             fields[field.name] = st.dictionaries(_scalar(key, depth), _scalar(value, depth), max_size=3)
-        elif field.label == pb.FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             fields[field.name] = st.lists(_scalar(field, depth), max_size=4)
         else:
             fields[field.name] = _scalar(field, depth)
@@ -110,7 +110,7 @@ def messages(descriptor: pb.Descriptor, depth: int = 0) -> st.SearchStrategy:
                         target[k].CopyFrom(v)
                     else:
                         target[k] = v
-            elif field.label == pb.FieldDescriptor.LABEL_REPEATED:
+            elif field.is_repeated:
                 if field.message_type is not None:
                     getattr(message, name).extend(value)
                 else:
