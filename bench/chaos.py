@@ -248,7 +248,8 @@ def default_kills(config: MeshConfig) -> list[str]:
     return ["actor-0", "replay", learner, "parameter", *(["viewer"] if config.viewer else [])]
 
 
-def run(config: MeshConfig, kills: list[str] | None, settle: float, timeout: float, console: Console) -> dict:
+def run(config: MeshConfig, kills: list[str] | None, settle: float, timeout: float, console: Console,
+        plot: Path) -> dict:  # fmt: skip
     chaos = Chaos(config, console)
     kills = kills or default_kills(config)
     console.print(f"[bold]chaos[/]: kill -9 {', '.join(kills)} in turn; run dir {chaos.mesh.run_dir}")
@@ -262,8 +263,8 @@ def run(config: MeshConfig, kills: list[str] | None, settle: float, timeout: flo
             for r in reports
         ),  # fmt: skip
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    chaos.plot(RESULTS / "chaos.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    chaos.plot(plot)
     table = Table("killed", "items lost", "back after", "training after", "steps lost", "other crashes")
     for r in reports:
         table.add_row(
@@ -285,22 +286,25 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", help="services to kill, comma-separated (default: one of each)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of training between kills")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for recovery per kill")
-    parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json", help="results; the plot goes beside it")
+    parser.add_argument("--run-dir", type=Path, help="keep the mesh's logs and data here (default: a temporary one)")
     args = parser.parse_args(argv)
     console = Console()
+    plot = args.out.with_suffix(".png")
     with tempfile.TemporaryDirectory() as work:
         config = MeshConfig(
             learners=args.learners, ring="torch", cassandra=args.cassandra, checkpoint_every=20,
-            max_seconds=3600, max_env_steps=0, target_return=1e9, run_dir=Path(work) / "mesh",
+            max_seconds=3600, max_env_steps=0, target_return=1e9, run_dir=args.run_dir or Path(work) / "mesh",
         )  # fmt: skip
         try:
-            results = run(config, args.kills.split(",") if args.kills else None, args.settle, args.timeout, console)
+            kills = args.kills.split(",") if args.kills else None
+            results = run(config, kills, args.settle, args.timeout, console, plot)
         except (RuntimeError, RlringsError) as error:
             console.print(f"[red]chaos: {error}[/]")
             return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    console.print(f"{'passed' if results['passed'] else 'FAILED'}; results: {args.out}, plot: {RESULTS / 'chaos.png'}")
+    console.print(f"{'passed' if results['passed'] else 'FAILED'}; results: {args.out}, plot: {plot}")
     return 0 if results["passed"] else 1
 
 

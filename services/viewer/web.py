@@ -181,3 +181,5 @@ class WebServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()  # now, not in a destructor at interpreter exit when its pipe is gone

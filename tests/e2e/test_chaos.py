@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_each_service_survives_kill_9_and_nothing_acknowledged_is_lost(tmp_path):
     config = MeshConfig(actors=2, envs_per_actor=4, checkpoint_every=20, max_seconds=3600, max_env_steps=0,
                         target_return=1e9, run_dir=tmp_path / "mesh")  # fmt: skip
-    results = chaos.run(config, None, settle=3, timeout=90, console=Console(width=160))
+    plot = tmp_path / "chaos.png"
+    results = chaos.run(config, None, settle=3, timeout=90, console=Console(width=160), plot=plot)
     reports = {kill["service"]: kill for kill in results["kills"]}
     assert list(reports) == ["actor-0", "replay", "learner", "parameter", "viewer"]
     for report in reports.values():
@@ -28,6 +29,7 @@ def test_each_service_survives_kill_9_and_nothing_acknowledged_is_lost(tmp_path)
     assert 0 <= reports["learner"]["learner_steps_lost"] <= 20  # at most one checkpoint interval
     assert reports["viewer"]["probe_items_acknowledged"] == 5 * 64
     assert results["passed"]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_load_harness_runs_short_and_counts_no_errors(tmp_path):
