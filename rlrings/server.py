@@ -273,9 +273,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
     glibc gives busy threads arenas of their own, up to 8 per core, and memory
     freed in one arena is not reused by another. A server's gRPC threads then
-    grow its resident memory in steps under sustained load (measured by
-    ``make load``: +148% over 5 minutes with the default, flat with 2 arenas).
-    Call before threads start.
+    grow its resident memory in steps under sustained load. ``make load`` on
+    replay: +148% in 5 minutes with glibc's default, -2.8% with 2 arenas, and
+    the same insert throughput either way. Call before threads start.
     """
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return

@@ -404,3 +404,24 @@ def test_rlrings_up_trains_on_the_ring(cassandra_ring, tmp_path):
         assert buckets, "the run's trajectories went to the ring"
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.timeout(600)
+def test_chaos_on_the_ring_each_service_killed_loses_nothing_acknowledged(cassandra_ring, tmp_path):
+    """The short chaos suite with replay on the ring: no checkpoints, every acknowledged probe item survives."""
+    from rich.console import Console
+
+    from bench import chaos
+    from rlrings.mesh import MeshConfig
+
+    config = MeshConfig(actors=2, envs_per_actor=4, checkpoint_every=20, max_seconds=3600, max_env_steps=0,
+                        target_return=1e9, run_dir=tmp_path / "mesh",
+                        cassandra=cassandra_ring.contact_points)  # fmt: skip
+    results = chaos.run(config, None, settle=3, timeout=90, console=Console(width=160), plot=tmp_path / "chaos.png")
+    assert results["store"] == "cassandra"
+    for report in results["kills"]:
+        assert report["probe_items_lost"] == 0, report
+        assert report["seconds_until_training_progresses"] is not None, report
+        assert report["other_restarts"] == [], report
+    assert [r["service"] for r in results["kills"]] == ["actor-0", "replay", "learner", "parameter", "viewer"]
+    assert results["passed"]
