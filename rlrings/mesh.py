@@ -12,6 +12,7 @@ summary (``summary.json``) and a plot of return against time
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +153,7 @@ class ServiceProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **self.env},
-                preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
+                preexec_fn=lambda: _in_child(self.niceness),
             )
         return self
 
@@ -169,6 +171,19 @@ class ServiceProcess:
                 log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
                 self.process.kill()
         return self.process.wait()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _in_child(niceness: int) -> None:
+    """Runs in a service's process before it starts: SIGTERM when the supervisor dies (even
+    by SIGKILL, so no service outlives it), and the service's niceness."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if niceness:
+        os.nice(niceness)
 
 
 @dataclass
@@ -585,8 +600,14 @@ class Mesh:
 
 
 def run_mesh(config: MeshConfig, console: Console | None = None) -> int:
-    """Runs the mesh; returns the exit status (0, 1 on failure, 2 on bad config, 130 on Ctrl-C)."""
+    """Runs the mesh; returns the exit status (0, 1 on failure, 2 on bad config, 130 on Ctrl-C or SIGTERM)."""
     console = console or Console()
+
+    def terminated(signum, frame):  # a process manager's stop: as Ctrl-C, the mesh stops in order
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
     try:
         mesh = Mesh(config)
         summary = mesh.run(console)

@@ -111,7 +111,15 @@ def test_dqn_path_learns_through_prioritized_replay(tmp_path):
     assert summary["learner_steps"] > 100 and summary["episodes"] > 50
 
 
-def test_ctrl_c_stops_every_process(tmp_path):
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "ctrl-c",  # a terminal's Ctrl-C: SIGINT to the whole process group
+        "sigterm",  # a process manager's stop: SIGTERM to rlrings up alone
+        "sigkill",  # the supervisor itself killed: its services get SIGTERM from the kernel
+    ],
+)
+def test_stopping_rlrings_up_stops_every_process(tmp_path, stop):
     process = up(tmp_path, "--max-seconds", "300", start_new_session=True)
     deadline = time.monotonic() + 60
     children = []
@@ -120,11 +128,16 @@ def test_ctrl_c_stops_every_process(tmp_path):
         time.sleep(0.2)
     assert len(children) == 6, "replay, parameter, learner, two actors and the viewer"
     time.sleep(5)
-    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM if stop == "sigterm" else signal.SIGKILL)
     output = process.communicate(timeout=120)[0]
-    assert process.returncode == 130, output
+    assert process.returncode == {"ctrl-c": 130, "sigterm": 130, "sigkill": -signal.SIGKILL}[stop], output
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"orphans left behind: {alive}"
+    if stop != "sigkill":
+        assert "interrupted: stopping the mesh" in output
 
 
 @pytest.mark.parametrize(
