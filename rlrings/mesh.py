@@ -12,7 +12,7 @@ summary (``summary.json``) and a plot of return against time
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import json
 import logging
 import math
@@ -42,6 +42,7 @@ from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
 from rlrings.ring import HOROVOD_HINT, horovod_available, local_ring_environment
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.server import SUPERVISOR_ENV
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -152,9 +153,18 @@ class ServiceProcess:
                 [sys.executable, "-m", self.module, "--config", str(config_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **self.env},
-                preexec_fn=lambda: _in_child(self.niceness),
-            )
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "OMP_NUM_THREADS": "1",
+                    **self.env,
+                    SUPERVISOR_ENV: str(os.getpid()),
+                },  # fmt: skip
+            )  # (no preexec_fn: forking a threaded process that holds gRPC channels can crash it)
+        if self.niceness:
+            with contextlib.suppress(ProcessLookupError):
+                nice = os.getpriority(os.PRIO_PROCESS, 0) + self.niceness
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
         return self
 
     def alive(self) -> bool:
@@ -171,19 +181,6 @@ class ServiceProcess:
                 log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
                 self.process.kill()
         return self.process.wait()
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
-
-
-def _in_child(niceness: int) -> None:
-    """Runs in a service's process before it starts: SIGTERM when the supervisor dies (even
-    by SIGKILL, so no service outlives it), and the service's niceness."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if niceness:
-        os.nice(niceness)
 
 
 @dataclass

@@ -286,9 +286,26 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
+SUPERVISOR_ENV = "RLRINGS_SUPERVISOR_PID"
+"""Set by ``rlrings up`` on every service it starts: the supervisor's process id."""
+
+
+def follow_supervisor() -> None:
+    """A service started by ``rlrings up`` asks the kernel for SIGTERM when its
+    supervisor dies, even by SIGKILL, so that no service outlives it; and exits
+    at once if the supervisor is already gone."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(supervisor):
+        sys.exit(0)
+
+
 def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, argv: Sequence[str] | None) -> int:
     """The entry point every service shares: settings, logging, serving until
     SIGTERM, and an exit status (0; 1 on failure; 2 on bad settings)."""
+    follow_supervisor()
     limit_malloc_arenas()
     try:
         config = load_config(config_cls, sys.argv[1:] if argv is None else argv)
