@@ -184,6 +184,7 @@ class Chaos:
 
         until_progress = self.wait_for(progressing, timeout) if until_back is not None else None
         restored = self.restored_step() if target in self.mesh.learners else None
+        resumed_at = (restored if restored is not None else resumed[0]) if resumed else 0
         stored = self.probe_stored()
         new_restarts = self.mesh.progress.restarts[restarts_before:]
         ring = [r.name for r in self.mesh.learners] if len(self.mesh.learners) > 1 else []
@@ -198,9 +199,7 @@ class Chaos:
             seconds_until_back=until_back,
             seconds_until_training_progresses=None if until_progress is None else until_back + until_progress,
             learner_step_at_kill=step_at_kill,
-            learner_steps_lost=max(0, step_at_kill - (restored if restored is not None else resumed[0]))
-            if resumed
-            else step_at_kill,
+            learner_steps_lost=max(0, step_at_kill - resumed_at),
             other_restarts=others,
             ring_peers_restarted=peers,
         )

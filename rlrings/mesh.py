@@ -159,7 +159,7 @@ class ServiceProcess:
                     "OMP_NUM_THREADS": "1",
                     **self.env,
                     SUPERVISOR_ENV: str(os.getpid()),
-                },  # fmt: skip
+                },
             )  # (no preexec_fn: forking a threaded process that holds gRPC channels can crash it)
         if self.niceness:
             with contextlib.suppress(ProcessLookupError):

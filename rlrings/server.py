@@ -268,6 +268,11 @@ class Service:
     """Work the process does besides serving (acting, training); the process stops when it ends."""
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, where it is Linux's (mallopt and prctl are called through it)."""
+    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Caps glibc's malloc arenas (unless MALLOC_ARENA_MAX says otherwise).
 
@@ -277,12 +282,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     replay: +148% in 5 minutes with glibc's default, -2.8% with 2 arenas, and
     the same insert throughput either way. Call before threads start.
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl has no arenas to cap)
-        return
+    libc = _glibc()
+    if os.environ.get("MALLOC_ARENA_MAX") or libc is None or not hasattr(libc, "mallopt"):
+        return  # (musl has no mallopt, and no arenas to cap)
     libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
@@ -294,10 +296,10 @@ def follow_supervisor() -> None:
     """A service started by ``rlrings up`` asks the kernel for SIGTERM when its
     supervisor dies, even by SIGKILL, so that no service outlives it; and exits
     at once if the supervisor is already gone."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or not sys.platform.startswith("linux"):
+    supervisor, libc = os.environ.get(SUPERVISOR_ENV), _glibc()
+    if not supervisor or libc is None:
         return
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != int(supervisor):
         sys.exit(0)
 
