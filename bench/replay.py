@@ -53,7 +53,7 @@ def sample(address: str, batch: int, batches: int) -> dict:
 
     with (
         ReplayClient(address).wait_ready(30) as client,
-        client.sample("bench", batch_size=batch, prefetch=4) as sampler,
+        client.sample("bench", batch_size=batch, max_in_flight=4) as sampler,
     ):
         next(sampler)  # opens the stream; not counted
         start = time.perf_counter()

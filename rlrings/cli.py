@@ -303,8 +303,9 @@ def _tables(args) -> int:
         print(f"rlrings tables: {error}", file=sys.stderr)
         return 2
     tables = experience.replay_tables(
-        args.algorithm, spec, args.table, args.unroll_length, args.queue_size, args.capacity
-    )
+        args.algorithm, spec, args.table, unroll_length=args.unroll_length, queue_size=args.queue_size,
+        dqn_capacity=args.capacity,
+    )  # fmt: skip
     print(yaml.safe_dump(tables, sort_keys=False, default_flow_style=None), end="")
     return 0
 

@@ -1,7 +1,9 @@
 """What actors write for each algorithm: table signatures and table configs.
 
 IMPALA learns from trajectories of ``unroll_length + 1`` steps (the last
-step's observation bootstraps the value) drawn once each from a FIFO queue.
+step's observation bootstraps the value; ``final_obs`` holds the last
+observation of an episode cut by a time limit, for the learner to bootstrap
+from) drawn once each from a FIFO queue that blocks writers when full.
 DQN learns from n-step transitions drawn from a prioritized table. The mesh
 builds replay's tables from these, and actors check the tables they find
 against them before writing.
@@ -30,6 +32,7 @@ def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
             "terminated": {"dtype": "bool", "shape": []},
             "truncated": {"dtype": "bool", "shape": []},
             "logp": {"dtype": "float32", "shape": []},
+            "final_obs": observation_column(env),
         }
     if algorithm == "dqn":
         return {
@@ -43,9 +46,23 @@ def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
 
 
 def table_config(
-    algorithm: str, env: EnvSpec, name: str, unroll_length: int, queue_size: int, dqn_capacity: int
+    algorithm: str,
+    env: EnvSpec,
+    name: str,
+    unroll_length: int,
+    queue_size: int,
+    dqn_capacity: int,
+    replay_ratio: float = 8.0,
+    batch_size: int = 128,
+    chunk_length: int = 64,
+    max_policy_lag: int = 0,
 ) -> dict:
-    """The replay table ``algorithm`` learns from, as a config mapping."""
+    """The replay table ``algorithm`` learns from, as a config mapping.
+
+    DQN's table keeps ``replay_ratio`` samples per inserted transition (a band of
+    two batches or two chunks' worth either side), so neither actors nor the
+    learner run away from the other.
+    """
     if algorithm == "impala":
         return {
             "name": name,
@@ -54,15 +71,21 @@ def table_config(
             "max_size": queue_size,
             "selector": "fifo",
             "max_times_sampled": 1,
+            **({"max_policy_lag": max_policy_lag} if max_policy_lag else {}),
             "rate_limiter": {"min_size_to_sample": 1, "samples_per_insert": 1.0, "min_diff": 0, "max_diff": queue_size},
         }
+    learning_starts = 1000
     return {
         "name": name,
         "signature": signature(algorithm, env),
         "max_size": dqn_capacity,
         "selector": "prioritized",
         "priority_exponent": 0.6,
-        "rate_limiter": {"min_size_to_sample": 1000},
+        "rate_limiter": {
+            "min_size_to_sample": learning_starts,
+            "samples_per_insert": replay_ratio,
+            "error_buffer": max(2.0 * batch_size, 2.0 * chunk_length * replay_ratio),
+        },
     }
 
 
@@ -79,11 +102,10 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
     return f"the table wants columns {extra} that this actor does not write" if extra else None
 
 
-def replay_tables(
-    algorithm: str, env: EnvSpec, name: str, unroll_length: int, queue_size: int, dqn_capacity: int
-) -> list[dict]:
-    """Every table a mesh playing ``env`` serves: the learner's, then the viewer's demonstrations."""
-    return [table_config(algorithm, env, name, unroll_length, queue_size, dqn_capacity), demonstrations_table(env)]
+def replay_tables(algorithm: str, env: EnvSpec, name: str, **settings) -> list[dict]:
+    """Every table a mesh playing ``env`` serves: the learner's (``settings`` as for
+    :func:`table_config`), then the viewer's demonstrations."""
+    return [table_config(algorithm, env, name, **settings), demonstrations_table(env)]
 
 
 def demonstrations_table(env: EnvSpec, name: str = "demonstrations", max_size: int = 100_000) -> dict:

@@ -5,9 +5,14 @@ run as their own process on a free loopback port, exactly as they would in a
 cluster. This module is their supervisor: it writes each service's config
 file into the run directory, starts the processes, restarts any that die (a
 ring restarts as a whole, from its last checkpoint), shows live progress from the
-services' status RPCs, and at the end stops them in order and writes a
-summary (``summary.json``) and a plot of return against time
-(``returns.png``).
+services' status RPCs, runs the evaluator (frozen published versions on
+fresh episodes, ``rlrings.evaluation``), and at the end stops them in order and
+writes a summary (``summary.json``) and a plot of return against env steps and
+time (``returns.png``).
+
+"Solved" is the env's own definition, judged on fresh episodes: the mean
+greedy return of one frozen version over ``confirm_episodes`` (100 for
+CartPole-v1) consecutive evaluation episodes reaches the threshold.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from rlrings import experience
 from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
+from rlrings.evaluation import Evaluation, Evaluator
 from rlrings.ring import HOROVOD_HINT, horovod_available, local_ring_environment
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 from rlrings.server import SUPERVISOR_ENV
@@ -71,9 +77,20 @@ class MeshConfig(Settings):
     """Learner learning rate; None: the algorithm's default."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
     """IMPALA: entropy bonus weight."""
+    normalize_advantages: bool = False
+    """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
+    IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""
     queue_size: pydantic.PositiveInt | None = None
-    """IMPALA: trajectories the queue holds; None: max(4 x batch, 2 x all envs). Smaller is fresher
-    data but more waiting for actors."""
+    """IMPALA: trajectories the queue holds; None: 2 x batch + one write of each actor. It must hold a
+    batch and one actor's write; actors wait while it is full, so smaller is fresher data."""
+    max_policy_lag: pydantic.NonNegativeInt = 0
+    """IMPALA: the queue drops trajectories whose policy is more than this many versions older
+    than the learner's (counted in rlrings_replay_stale_items); 0 keeps them all."""
+    replay_ratio: pydantic.PositiveFloat = 8.0
+    """DQN: transitions sampled per transition inserted, held by replay's rate limiter."""
+    epsilon_decay_env_steps: pydantic.NonNegativeInt = 100_000
+    """DQN: env steps (all actors together) over which exploration falls from 1 to each actor's
+    final epsilon (spread from 0.1 to 0.01 across actors)."""
     publish_every: pydantic.PositiveInt = 5
     """Learner updates between weight versions."""
     checkpoint_every: pydantic.PositiveInt = 500
@@ -85,15 +102,27 @@ class MeshConfig(Settings):
     cassandra: list[str] | None = None
     """Contact points of a Cassandra ring for replay's store (for example 127.0.0.1,127.0.0.2,127.0.0.3
     from `make cassandra-up`); None: the embedded store. Each run writes under its own shard name."""
-    max_env_steps: pydantic.NonNegativeInt = 3_000_000
-    """Stop after this many env steps across actors; 0: no limit."""
+    max_env_steps: pydantic.NonNegativeInt = 1_000_000
+    """Stop after this many env steps across actors; 0: no limit. IMPALA's learning rate falls
+    linearly to 0 over this budget."""
     max_seconds: pydantic.PositiveFloat = 600.0
     """Stop after this long."""
     target_return: float | None = None
-    """Stop once the mean return of the last `return_window` episodes reaches this; None: the env's own
-    threshold where it has one (475 for CartPole-v1), else run to the budget."""
-    return_window: pydantic.PositiveInt = 20
-    """Episodes in the moving mean that `target_return` is compared with."""
+    """Solved once the evaluator's mean greedy return over `confirm_episodes` fresh episodes of one
+    version reaches this; None: the env's own threshold where it has one (475 for CartPole-v1)."""
+    return_window: pydantic.PositiveInt = 100
+    """Training episodes in the moving mean shown and summarised (100, as the env's definition)."""
+    evaluation: bool = True
+    """Run the evaluator: each new version plays fresh episodes (greedy and sampled)."""
+    eval_episodes: pydantic.PositiveInt = 10
+    """Episodes of each evaluation round, greedy and again sampled."""
+    confirm_episodes: pydantic.PositiveInt = 100
+    """Greedy episodes that confirm a version whose round reached the target (the env's definition)."""
+    eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
+    """Pause between evaluation rounds."""
+    keep_running_seconds: pydantic.NonNegativeFloat = 0.0
+    """Once solved, go on training this long and record how much of it the evaluator found solved;
+    0 stops at once."""
     run_dir: Path | None = None
     """Where configs, logs, checkpoints and the plot go; None: runs/<time>."""
     viewer: bool = True
@@ -191,22 +220,43 @@ class Progress:
     start_wall: float = field(default_factory=time.time)
     ended: float | None = None  # seconds since start when the run stopped
     first_steps_at: float | None = None  # seconds since start when actors first reported steps
-    episodes: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, return)
+    episodes: list[tuple[float, float, int]] = field(default_factory=list)  # (seconds, return, env steps then)
     last_episode: dict[str, int] = field(default_factory=dict)
     env_steps: dict[str, int] = field(default_factory=dict)
     steps_base: dict[str, int] = field(default_factory=dict)  # steps of earlier lives of a restarted actor
     env_rate: float = 0.0
     learner: learner_pb2.GetLearnerStatusResponse | None = None
-    solved_at: float | None = None
+    lags: list[tuple[float, float, float]] = field(default_factory=list)  # (versions, updates, seconds) polled
+    evaluations: list[Evaluation] = field(default_factory=list)
+    confirmations: list[Evaluation] = field(default_factory=list)
+    solved_by: Evaluation | None = None  # the confirmation that solved the task
+    solved_confirmed_at: float | None = None  # seconds since start when it was confirmed
+    train_solved_at: tuple[float, int] | None = None  # (seconds, env steps) the training mean first reached the target
     restarts: list[str] = field(default_factory=list)
+
+    @property
+    def solved_at(self) -> float | None:
+        """Seconds since start when the version that solved was fetched for evaluation."""
+        return None if self.solved_by is None else self.solved_by.started_seconds
 
     @property
     def total_env_steps(self) -> int:
         return sum(self.env_steps.values()) + sum(self.steps_base.values())
 
     def mean_return(self, window: int) -> float:
-        recent = [ret for _, ret in self.episodes[-window:]]
+        recent = [ret for _, ret, _ in self.episodes[-window:]]
         return float(np.mean(recent)) if recent else math.nan
+
+    def stayed_solved(self, target: float, seconds: float) -> tuple[float | None, int]:
+        """(share of the evaluations of the ``seconds`` after solving whose greedy mean reached
+        ``target``, how many there were); (None, 0) before solving or without any."""
+        if self.solved_by is None:
+            return None, 0
+        start = self.solved_by.started_seconds
+        after = [e for e in self.evaluations if start < e.started_seconds <= start + seconds]
+        if not after:
+            return None, 0
+        return sum(e.greedy_mean >= target for e in after) / len(after), len(after)
 
 
 class Mesh:
@@ -239,8 +289,17 @@ class Mesh:
         c, run = self.config, self.run_dir
         impala = c.algorithm == "impala"
         batch = c.batch_size or (16 if impala else 128)
-        queue = c.queue_size or max(4 * batch, 2 * c.actors * c.envs_per_actor)
-        tables = experience.replay_tables(c.algorithm, self.spec, TABLE, c.unroll_length, queue, 100_000)
+        queue = c.queue_size or 2 * batch + c.actors * c.envs_per_actor
+        if impala and queue < batch + c.envs_per_actor:
+            raise ConfigError(
+                f"queue_size: {queue} trajectories cannot hold a batch ({batch}) and one actor's write "
+                f"({c.envs_per_actor}); give at least {batch + c.envs_per_actor}"
+            )
+        chunk = 64  # the actors' DQN chunk_length default
+        tables = experience.replay_tables(
+            c.algorithm, self.spec, TABLE, unroll_length=c.unroll_length, queue_size=queue, dqn_capacity=100_000,
+            replay_ratio=c.replay_ratio, batch_size=batch, chunk_length=chunk, max_policy_lag=c.max_policy_lag,
+        )  # fmt: skip
 
         def ports() -> dict:
             return {"port": free_port(), "metrics_port": free_port()}
@@ -270,6 +329,7 @@ class Mesh:
             "table": TABLE,
             "batch_size": batch,
             "entropy_cost": c.entropy_cost,
+            **({"normalize_advantages": c.normalize_advantages} if impala else {}),
             "publish_every": c.publish_every,
             "checkpoint_every": c.checkpoint_every,
             "checkpoint_dir": str(run / "checkpoints"),
@@ -278,6 +338,8 @@ class Mesh:
         }
         if c.learning_rate:
             learner_config["learning_rate"] = c.learning_rate
+        if impala and c.max_env_steps:  # the learning rate decays over the step budget
+            learner_config["learning_rate_decay_updates"] = c.max_env_steps // (batch * c.learners * c.unroll_length)
         if c.learners == 1:
             learners = [ServiceProcess("learner", "services.learner", learner_config, run)]
         else:
@@ -302,8 +364,7 @@ class Mesh:
                     "table": TABLE,
                     "unroll_length": c.unroll_length,
                     "seed": c.seed + 1000 * i,
-                    # Ape-X style: each actor explores at its own rate.
-                    "epsilon": 0.4 ** (1 + 7 * i / max(1, c.actors - 1)) if not impala else 0.0,
+                    **({} if impala else self._exploration(i)),
                 },
                 run,
             )
@@ -328,6 +389,14 @@ class Mesh:
             for service in services:
                 service.config["tls"] = tls
         return services
+
+    def _exploration(self, i: int) -> dict:
+        """DQN: actor i's epsilon, annealed from 1 over its share of the decay to its own final
+        value; final values spread geometrically from 0.1 to 0.01 across actors (Ape-X's spread,
+        narrowed so that with 2 actors neither is almost greedy nor almost random)."""
+        c = self.config
+        final = 0.1 ** (1 + i / (c.actors - 1)) if c.actors > 1 else 0.1**1.5
+        return {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": c.epsilon_decay_env_steps // c.actors}
 
     def _make_certificates(self) -> dict:
         from rlrings import certs
@@ -378,6 +447,7 @@ class Mesh:
             console.print(f"watch the agent or play at [bold]{self.viewer_url}[/]")
         for service in self.services:
             service.start()
+        evaluator = self._start_evaluator()
         reason = "interrupted"
         try:
             with Live(console=console, refresh_per_second=2) as live:
@@ -394,8 +464,37 @@ class Mesh:
             reason = "interrupted"
         finally:
             self.progress.ended = time.monotonic() - self.progress.start
+            if evaluator is not None:
+                evaluator.stop()
             self.stop()
         return self._summarise(reason, console)
+
+    def _start_evaluator(self) -> Evaluator | None:
+        c = self.config
+        if not c.evaluation:
+            return None
+        from rlrings.parameter_client import ParameterClient
+
+        parameter = self.service("parameter")
+        security = ClientSecurity.of(TlsConfig(**parameter.config.get("tls", {})), AuthConfig())
+        progress = self.progress
+
+        def context() -> tuple[float, int]:
+            return time.monotonic() - progress.start, progress.total_env_steps
+
+        def on_result(result: Evaluation, confirmation: Evaluation | None) -> None:
+            progress.evaluations.append(result)
+            if confirmation is not None:
+                progress.confirmations.append(confirmation)
+                if progress.solved_by is None and confirmation.greedy_mean >= c.target_return:
+                    progress.solved_by = confirmation
+                    progress.solved_confirmed_at = time.monotonic() - progress.start
+
+        return Evaluator(
+            c.env, ParameterClient(parameter.address, security=security), context, on_result,
+            episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, target=c.target_return,
+            sampled=c.algorithm == "impala", interval_seconds=c.eval_interval_seconds, seed=c.seed,
+        ).start()  # fmt: skip
 
     def _supervise(self, console: Console) -> None:
         ring = self.learners if len(self.learners) > 1 else []
@@ -461,30 +560,34 @@ class Mesh:
             progress.env_steps[actor.name] = status.env_steps
             rate += status.steps_per_second
             for episode in status.recent_episodes:
-                progress.episodes.append((episode.end_time - progress.start_wall, episode.episode_return))
+                progress.episodes.append(
+                    (episode.end_time - progress.start_wall, episode.episode_return, progress.total_env_steps)
+                )
                 progress.last_episode[actor.name] = episode.index
         progress.episodes.sort(key=lambda e: e[0])
         progress.env_rate = rate
         if progress.first_steps_at is None and progress.total_env_steps:
             progress.first_steps_at = time.monotonic() - progress.start
         try:
-            progress.learner = self._stub(self.learners[0], learner_pb2_grpc.LearnerServiceStub).GetStatus(
+            progress.learner = learner = self._stub(self.learners[0], learner_pb2_grpc.LearnerServiceStub).GetStatus(
                 learner_pb2.GetLearnerStatusRequest(), timeout=2
             )
+            if learner.learner_step:
+                progress.lags.append((learner.policy_lag, learner.policy_lag_updates, learner.policy_lag_seconds))
         except grpc.RpcError:
             pass
         target = self.config.target_return
         if (
             target is not None
-            and progress.solved_at is None
+            and progress.train_solved_at is None
             and len(progress.episodes) >= self.config.return_window
             and progress.mean_return(self.config.return_window) >= target
         ):
-            progress.solved_at = time.monotonic() - progress.start
+            progress.train_solved_at = (time.monotonic() - progress.start, progress.total_env_steps)
 
     def _finished(self) -> str:
         c, p = self.config, self.progress
-        if p.solved_at is not None:
+        if p.solved_confirmed_at is not None and time.monotonic() - p.start >= p.solved_at + c.keep_running_seconds:
             return "solved"
         if c.max_env_steps and p.total_env_steps >= c.max_env_steps:
             return "step budget reached"
@@ -502,7 +605,12 @@ class Mesh:
         view.add_row("env steps", f"{p.total_env_steps:,}{budget}", f"{p.env_rate:,.0f}/s")
         if learner is not None:
             view.add_row("learner steps", f"{learner.learner_step:,}", f"{learner.steps_per_second:,.1f}/s")
-            view.add_row("policy version", f"{learner.published_version:,}", f"lag {learner.policy_lag:.1f} versions")
+            view.add_row(
+                "policy version",
+                f"{learner.published_version:,}",
+                f"lag {learner.policy_lag:.1f} versions, {learner.policy_lag_updates:.1f} updates, "
+                f"{learner.policy_lag_seconds:.2f}s",
+            )
         target = f" (target {c.target_return:g})" if c.target_return is not None else ""
         mean = p.mean_return(c.return_window)
         view.add_row(
@@ -510,6 +618,20 @@ class Mesh:
             "-" if math.isnan(mean) else f"{mean:,.1f}{target}",
             f"{len(p.episodes):,} episodes",
         )
+        if p.evaluations:
+            last = p.evaluations[-1]
+            sampled = "" if math.isnan(last.sampled_mean) else f", sampled {last.sampled_mean:,.1f}"
+            view.add_row(
+                "evaluation", f"version {last.version:,}: greedy {last.greedy_mean:,.1f}{sampled}",
+                f"{len(last.greedy_returns)} fresh episodes",
+            )  # fmt: skip
+        if p.solved_by is not None:
+            view.add_row(
+                "solved",
+                f"version {p.solved_by.version:,}, {p.solved_by.greedy_mean:,.1f} over "
+                f"{len(p.solved_by.greedy_returns)} episodes",
+                f"at {p.solved_by.env_steps:,} env steps, {p.solved_at:,.1f}s",
+            )
         return Group(view, *[f"[yellow]{line}[/]" for line in p.restarts[-3:]])
 
     def stop(self) -> None:
@@ -532,14 +654,43 @@ class Mesh:
         p, c = self.progress, self.config
         elapsed = p.ended or time.monotonic() - p.start
         learner = p.learner
+        stayed, after = p.stayed_solved(c.target_return, c.keep_running_seconds) if c.target_return else (None, 0)
         summary = {
             "env": c.env,
             "algorithm": c.algorithm,
             "learners": c.learners,
             "ring": c.ring if c.learners > 1 else "none",
             "reason": reason,
-            "solved": p.solved_at is not None,
+            "solved": p.solved_by is not None,
             "seconds_to_solve": p.solved_at,
+            "env_steps_to_solve": p.solved_by.env_steps if p.solved_by else None,
+            "solved_version": p.solved_by.version if p.solved_by else None,
+            "solve_confirmation_return": p.solved_by.greedy_mean if p.solved_by else None,
+            "seconds_to_confirm": p.solved_confirmed_at,
+            "keep_running_seconds": c.keep_running_seconds,
+            "stayed_solved_fraction": stayed,
+            "evaluations_after_solving": after,
+            "train_mean_solved_seconds": p.train_solved_at[0] if p.train_solved_at else None,
+            "train_mean_solved_env_steps": p.train_solved_at[1] if p.train_solved_at else None,
+            "policy_lag_versions_median": _median(lag[0] for lag in p.lags),
+            "policy_lag_updates_median": _median(lag[1] for lag in p.lags),
+            "policy_lag_seconds_median": _median(lag[2] for lag in p.lags),
+            "last_evaluation": p.evaluations[-1].record() if p.evaluations else None,
+            "evaluations": [
+                {
+                    key: e.record()[key]
+                    for key in (
+                        "version",
+                        "learner_step",
+                        "started_seconds",
+                        "env_steps",
+                        "greedy_mean",
+                        "sampled_mean",
+                        "seconds",
+                    )
+                }
+                for e in p.evaluations
+            ],  # fmt: skip
             "seconds": elapsed,
             "env_steps": p.total_env_steps,
             # While acting: from the first reported step, so start-up does not dilute it.
@@ -557,9 +708,13 @@ class Mesh:
         plot = self._plot()
         table = RichTable(title=f"rlrings mesh: {reason}", show_header=False)
         for key in ("env", "algorithm", "seconds", "startup_seconds", "env_steps", "env_steps_per_second",
-                    "learner_steps", "episodes", "mean_return_last_window", "seconds_to_solve"):  # fmt: skip
+                    "learner_steps", "episodes", "mean_return_last_window", "seconds_to_solve", "env_steps_to_solve",
+                    "policy_lag_versions_median", "stayed_solved_fraction"):  # fmt: skip
             value = summary[key]
-            table.add_row(key.replace("_", " "), f"{value:,.1f}" if isinstance(value, float) else str(value))
+            number = isinstance(value, float | int) and not isinstance(value, bool)
+            table.add_row(
+                key.replace("_", " "), f"{value:,.{1 if isinstance(value, float) else 0}f}" if number else str(value)
+            )
         table.add_row("plot", str(plot) if plot else "-")
         table.add_row("logs", str(self.run_dir / "logs"))
         console.print()
@@ -567,33 +722,54 @@ class Mesh:
         return summary
 
     def _plot(self) -> Path | None:
-        if not self.progress.episodes:
+        """Returns against env steps (training episodes, their moving mean, evaluations) and against time."""
+        p = self.progress
+        if not p.episodes and not p.evaluations:
             return None
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        times, returns = map(np.asarray, zip(*self.progress.episodes))
-        window = self.config.return_window
-        moving = np.convolve(returns, np.ones(window) / window, mode="valid") if len(returns) >= window else None
-        figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-        axes.scatter(times, returns, s=4, alpha=0.3, label="episode return")
-        if moving is not None:
-            axes.plot(times[window - 1 :], moving, color="C1", label=f"mean of last {window}")
-        if self.config.target_return is not None:
-            axes.axhline(self.config.target_return, color="C2", linestyle="--", label="target")
-        axes.set_xlabel("wall time (s)")
-        axes.set_ylabel("return")
-        axes.set_title(
-            f"{self.config.env}, {self.config.algorithm}, {self.config.actors} actors, {self._learners_text()}"
-        )
-        axes.legend(loc="lower right")
+        c = self.config
+        figure, (by_steps, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
+        if p.episodes:
+            times, returns, steps = map(np.asarray, zip(*p.episodes))
+            window = c.return_window
+            for axes, x in ((by_steps, steps), (by_time, times)):
+                axes.scatter(x, returns, s=4, alpha=0.25, label="training episode")
+                if len(returns) >= window:
+                    moving = np.convolve(returns, np.ones(window) / window, mode="valid")
+                    axes.plot(x[window - 1 :], moving, color="C1", label=f"training mean of last {window}")
+        if p.evaluations:
+            steps = np.array([e.env_steps for e in p.evaluations])
+            times = np.array([e.started_seconds for e in p.evaluations])
+            greedy = np.array([e.greedy_mean for e in p.evaluations])
+            sampled = np.array([e.sampled_mean for e in p.evaluations])
+            for axes, x in ((by_steps, steps), (by_time, times)):
+                axes.plot(x, greedy, color="C3", marker=".", label=f"evaluation, greedy ({c.eval_episodes} episodes)")
+                if not np.isnan(sampled).all():
+                    axes.plot(x, sampled, color="C4", marker=".", alpha=0.6, label="evaluation, sampled")
+        for axes in (by_steps, by_time):
+            if c.target_return is not None:
+                axes.axhline(c.target_return, color="C2", linestyle="--", label="target")
+            if p.solved_by is not None:
+                axes.axvline(p.solved_by.env_steps if axes is by_steps else p.solved_at, color="C2", alpha=0.5)
+        by_steps.set_xlabel("env steps")
+        by_time.set_xlabel("wall time (s)")
+        by_steps.set_ylabel("return")
+        by_steps.legend(loc="lower right", fontsize=8)
+        figure.suptitle(f"{c.env}, {c.algorithm}, {c.actors} actors, {self._learners_text()}")
         figure.tight_layout()
         path = self.run_dir / "returns.png"
         figure.savefig(path)
         plt.close(figure)
         return path
+
+
+def _median(values) -> float | None:
+    values = list(values)
+    return float(np.median(values)) if values else None
 
 
 def run_mesh(config: MeshConfig, console: Console | None = None) -> int:

@@ -79,21 +79,37 @@ class ModelSpec:
 
 
 class MLPNet(nn.Module):
-    """For vector observations."""
+    """For vector observations: separate policy and value torsos by default (``shared``
+    joins them), since on small vector tasks a value loss pulling on the policy's
+    features makes learning less stable; orthogonal initialisation, a small policy head."""
 
-    def __init__(self, spec: ModelSpec, hidden: tuple[int, ...] = (128, 128)):
+    def __init__(self, spec: ModelSpec, hidden: tuple[int, ...] = (64, 64), shared: bool = False):
         super().__init__()
-        layers, width = [], int(np.prod(spec.obs_shape))
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.Tanh()]
-            width = size
-        self.torso = nn.Sequential(nn.Flatten(), *layers)
-        self.policy = nn.Linear(width, spec.num_actions)
-        self.value = nn.Linear(width, 1)
+        self.policy_torso = _mlp(int(np.prod(spec.obs_shape)), hidden)
+        self.value_torso = None if shared else _mlp(int(np.prod(spec.obs_shape)), hidden)
+        width = hidden[-1] if hidden else int(np.prod(spec.obs_shape))
+        self.policy = _init(nn.Linear(width, spec.num_actions), 0.01)
+        self.value = _init(nn.Linear(width, 1), 1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.torso(obs.float())
-        return self.policy(features), self.value(features).squeeze(-1)
+        obs = obs.float()
+        features = self.policy_torso(obs)
+        value_features = features if self.value_torso is None else self.value_torso(obs)
+        return self.policy(features), self.value(value_features).squeeze(-1)
+
+
+def _init(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(width: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for size in hidden:
+        layers += [_init(nn.Linear(width, size), float(np.sqrt(2))), nn.Tanh()]
+        width = size
+    return nn.Sequential(*layers)
 
 
 class CNN64Net(nn.Module):

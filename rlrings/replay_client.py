@@ -100,19 +100,22 @@ class ReplayClient(ServiceClient):
         table: str,
         batch_size: int,
         num_batches: int = 0,
-        prefetch: int = 4,
+        max_in_flight: int = 2,
         timeout: float = 0.0,
         importance_sampling_exponent: float = 0.0,
+        policy_version: int = 0,
     ) -> Sampler:
-        """An iterator of :class:`Batch` read ahead by a background thread."""
+        """An iterator of :class:`Batch`, drawn at most ``max_in_flight`` ahead of
+        the consumer (items count as sampled when drawn, so fewer is fresher)."""
         request = replay_pb2.SampleRequest(
             table=table,
             batch_size=batch_size,
             num_batches=num_batches,
             timeout_seconds=timeout,
             importance_sampling_exponent=importance_sampling_exponent,
+            current_policy_version=policy_version,
         )
-        return Sampler(self._stub, request, prefetch)
+        return Sampler(self._stub, request, max_in_flight)
 
 
 @dataclass
@@ -148,7 +151,7 @@ class Writer:
         table: str,
         chunk_length: int,
         max_in_flight: int,
-        compression: int = codec.Compression.COMPRESSION_NONE,
+        compression: int | Mapping[str, int] = codec.Compression.COMPRESSION_NONE,
         retry_seconds: float = 300.0,
         writer_id: str | None = None,
     ):
@@ -165,7 +168,11 @@ class Writer:
         self._stub = client._stub
         self.signature, self.sequence_length = client.signature(table)
         chunk_bytes = self.signature.step_bytes * chunk_length
-        if compression == codec.Compression.COMPRESSION_NONE and chunk_bytes > client.max_message_bytes - 64 * 1024:
+        if not isinstance(compression, Mapping):
+            compression = dict.fromkeys(self.signature, compression)
+        self._compression = {name: compression.get(name, codec.Compression.COMPRESSION_NONE) for name in self.signature}
+        uncompressed = all(c == codec.Compression.COMPRESSION_NONE for c in self._compression.values())
+        if uncompressed and chunk_bytes > client.max_message_bytes - 64 * 1024:
             raise InvalidArgumentError(
                 f"chunk_length: {chunk_length} steps are {chunk_bytes} bytes, above the message limit "
                 f"{client.max_message_bytes}; use fewer steps per chunk"
@@ -241,7 +248,7 @@ class Writer:
         request = replay_pb2.InsertRequest(
             chunk=tensor_pb2.Chunk(
                 table=self.table,
-                columns={name: codec.encode(value, self.compression) for name, value in columns.items()},
+                columns={name: codec.encode(value, self._compression.get(name, 0)) for name, value in columns.items()},
                 priorities=priorities,
                 policy_version=policy_version,
                 writer_id=self.writer_id,
@@ -347,18 +354,35 @@ class Writer:
 
 
 class Sampler:
-    """Iterator of batches, fetched ahead by a background thread into a
-    bounded queue. Reconnects on UNAVAILABLE; other errors surface in the
-    consumer's ``next()``."""
+    """Iterator of batches, drawn against credits: the server draws a batch only
+    when this sampler has room for it, so at most ``max_in_flight`` batches are
+    ever drawn ahead of the consumer (in the network or here). Each batch the
+    consumer takes grants one more. Reconnects on UNAVAILABLE; other errors
+    surface in the consumer's ``next()``.
+
+    ``policy_version`` (set it as the learner's policy moves on) travels with
+    each credit, for tables that drop items older than ``max_policy_lag``;
+    ``importance_sampling_exponent`` likewise, for an annealed beta.
+    """
 
     _END = object()
 
-    def __init__(self, stub, request: replay_pb2.SampleRequest, prefetch: int):
+    def __init__(self, stub, request: replay_pb2.SampleRequest, max_in_flight: int):
+        if max_in_flight < 1:
+            raise InvalidArgumentError(f"max_in_flight: must be >= 1, got {max_in_flight}")
         self._stub = stub
         self._request = request
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self.max_in_flight = max_in_flight
+        self.policy_version = request.current_policy_version
+        self.importance_sampling_exponent = request.importance_sampling_exponent
+        self._batches: queue.Queue = queue.Queue()  # bounded by the credits
+        self._lock = threading.Lock()
+        self._outbox: queue.Queue = queue.Queue()  # credits for the current call
+        self._received = 0  # batches put into _batches
+        self._taken = 0  # batches the consumer took (and granted again)
         self._call = None
         self._stopped = threading.Event()
+        self._taken_event = threading.Event()
         self.wait_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sampler-{request.table}", daemon=True)
         self._thread.start()
@@ -368,14 +392,24 @@ class Sampler:
 
     def __next__(self) -> Batch:
         start = time.perf_counter()
-        item = self._queue.get()
+        item = self._batches.get()
         self.wait_seconds += time.perf_counter() - start
         if item is self._END:
-            self._queue.put(self._END)
+            self._batches.put(self._END)
             raise StopIteration
         if isinstance(item, BaseException):
-            self._queue.put(self._END)
+            self._batches.put(self._END)
             raise item
+        with self._lock:
+            self._taken += 1
+            self._outbox.put(
+                replay_pb2.SampleRequest(
+                    credits=1,
+                    current_policy_version=self.policy_version,
+                    importance_sampling_exponent=self.importance_sampling_exponent,
+                )
+            )
+        self._taken_event.set()
         return item
 
     def __enter__(self) -> Sampler:
@@ -386,50 +420,61 @@ class Sampler:
 
     def close(self) -> None:
         self._stopped.set()
+        self._taken_event.set()
+        with self._lock:
+            self._outbox.put(None)
         if self._call is not None:
             self._call.cancel()
-        try:  # unblock the thread if it waits to put
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
         self._thread.join(timeout=10)
-        try:  # a consumer blocked in next() ends its iteration
-            self._queue.put_nowait(self._END)
-        except queue.Full:
-            pass
+        self._batches.put(self._END)  # a consumer blocked in next() ends its iteration
 
-    def _put(self, item) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+    @staticmethod
+    def _requests(outbox: queue.Queue) -> Iterator[replay_pb2.SampleRequest]:
+        while (request := outbox.get()) is not None:
+            yield request
+
+    def _open(self, remaining: int):
+        """A new call, granting what the consumer has room for; None until it has some."""
+        with self._lock:
+            credits = self.max_in_flight - (self._received - self._taken)
+            if credits <= 0:
+                self._taken_event.clear()
+                return None
+            self._outbox.put(None)  # ends the previous call's requests
+            self._outbox = outbox = queue.Queue()
+            request = replay_pb2.SampleRequest()
+            request.CopyFrom(self._request)
+            request.num_batches = remaining
+            request.credits = credits
+            request.current_policy_version = self.policy_version
+            request.importance_sampling_exponent = self.importance_sampling_exponent
+            outbox.put(request)
+        return self._stub.Sample(self._requests(outbox))
 
     def _run(self) -> None:
         remaining = self._request.num_batches
         delay = 0.05
         while not self._stopped.is_set():
-            request = replay_pb2.SampleRequest()
-            request.CopyFrom(self._request)
-            request.num_batches = remaining
             pieces: list[replay_pb2.SampleResponse] = []
             try:
-                self._call = self._stub.Sample(request)
+                self._call = self._open(remaining)
+                if self._call is None:  # the consumer holds every batch it may: wait for it to take one
+                    self._taken_event.wait(1.0)
+                    continue
                 for response in self._call:
                     pieces.append(response)
                     if response.end_of_batch:
                         delay = 0.05
-                        if not self._put(_assemble(pieces)):
-                            return
+                        with self._lock:
+                            self._received += 1
+                        self._batches.put(_assemble(pieces))
                         pieces = []
                         if remaining:
                             remaining -= 1
                             if remaining == 0:
                                 break
-                self._put(self._END)
+                if not self._stopped.is_set():
+                    self._batches.put(self._END)
                 return
             except grpc.RpcError as error:
                 if self._stopped.is_set():
@@ -438,8 +483,11 @@ class Sampler:
                     time.sleep(delay)
                     delay = min(2 * delay, 2.0)
                     continue
-                self._put(from_rpc_error(error))
+                self._batches.put(from_rpc_error(error))
                 return
+            finally:
+                with self._lock:
+                    self._outbox.put(None)
 
 
 def _assemble(pieces: list[replay_pb2.SampleResponse]) -> Batch:

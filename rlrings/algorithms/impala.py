@@ -2,9 +2,11 @@
 
 Trajectories are items of T+1 steps: observations 0..T, and for steps 0..T-1
 the action, reward, ``terminated`` and ``truncated`` (the episode ended after
-that action) and the behaviour policy's log-probability; row T's action
-columns are padding. Actors fold the value of the last observation of a
-truncated episode into its reward, so both endings cut the trace here.
+that action), the behaviour policy's log-probability and, where the episode
+was truncated, its last observation (``final_obs``; zeros elsewhere); row T's
+action columns are padding. Both endings cut the trace; a truncated step
+bootstraps from the learner's own value of its final observation, computed at
+update time rather than baked in by the actor with a stale network.
 """
 
 from __future__ import annotations
@@ -56,10 +58,15 @@ def vtrace(
 @dataclass
 class ImpalaConfig:
     gamma: float = 0.99
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
+    decay_updates: int = 0
+    """Updates over which the learning rate falls linearly to 0; 0 keeps it constant."""
     baseline_cost: float = 0.5
     entropy_cost: float = 0.01
-    max_grad_norm: float = 40.0
+    max_grad_norm: float = 0.5
+    """Clip of the global gradient norm, on the scale of the mean-reduced loss."""
+    normalize_advantages: bool = False
+    """Scale each batch's policy-gradient advantages to zero mean and unit variance."""
 
 
 class ImpalaLearner(GradientLearner):
@@ -72,8 +79,9 @@ class ImpalaLearner(GradientLearner):
     def __init__(self, model: nn.Module, config: ImpalaConfig, ring: Ring | None = None):
         super().__init__(model, config.learning_rate, ring)
         self.config = config
+        self.updates = 0
 
-    def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = columns["obs"]  # [B, T+1, ...]
         batch, steps = obs.shape[0], obs.shape[1] - 1
         logits, values = self.model(obs.flatten(0, 1))
@@ -82,29 +90,48 @@ class ImpalaLearner(GradientLearner):
         actions = columns["action"].transpose(0, 1)[:steps].long()
         log_probs = F.log_softmax(logits[:steps], dim=-1)
         target_logp = log_probs.gather(-1, actions[..., None]).squeeze(-1)
-        ended = columns["terminated"] | columns["truncated"]
-        done = ended.transpose(0, 1)[:steps].float()
+        terminated = columns["terminated"].transpose(0, 1)[:steps]
+        truncated = columns["truncated"].transpose(0, 1)[:steps] & ~terminated
+        rewards = columns["reward"].transpose(0, 1)[:steps]
+        if "final_obs" in columns and truncated.any():  # a time limit: bootstrap from the last observation
+            where = truncated.nonzero(as_tuple=True)
+            final = columns["final_obs"].transpose(0, 1)[:steps][where]
+            with torch.no_grad():
+                rewards = rewards.index_put(where, rewards[where] + self.config.gamma * self.model(final)[1])
+        done = (terminated | truncated).float()
         vs, advantages = vtrace(
             behaviour_logp=columns["logp"].transpose(0, 1)[:steps],
             target_logp=target_logp,
-            rewards=columns["reward"].transpose(0, 1)[:steps],
+            rewards=rewards,
             discounts=self.config.gamma * (1.0 - done),
             values=values[:steps],
             bootstrap_value=values[steps],
         )
+        if self.config.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -(target_logp * advantages).mean()
         baseline_loss = 0.5 * (vs - values[:steps]).pow(2).mean()
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
         loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
         stats = {
-            "loss": loss.item(),
-            "policy_loss": policy_loss.item(),
-            "baseline_loss": baseline_loss.item(),
-            "entropy": entropy.item(),
+            "loss": loss.detach(),
+            "policy_loss": policy_loss.detach(),
+            "baseline_loss": baseline_loss.detach(),
+            "entropy": entropy.detach(),
         }
         return loss, stats
 
+    def learning_rate(self) -> float:
+        """The rate of the next update: linear decay to 0 over ``decay_updates``."""
+        if not self.config.decay_updates:
+            return self.config.learning_rate
+        return self.config.learning_rate * max(0.0, 1.0 - self.updates / self.config.decay_updates)
+
     def update(self, columns: dict[str, torch.Tensor]) -> dict[str, float]:
         loss, stats = self.loss(columns)
-        stats["grad_norm"] = self.apply(loss, self.config.max_grad_norm)
-        return stats
+        rate = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+        grad_norm = self.apply(loss, self.config.max_grad_norm)
+        self.updates += 1
+        return {name: float(value) for name, value in stats.items()} | {"grad_norm": grad_norm, "learning_rate": rate}

@@ -12,7 +12,7 @@ class GetLearnerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetLearnerStatusResponse(_message.Message):
-    __slots__ = ("state", "rank", "world_size", "algorithm", "learner_step", "steps_per_second", "published_version", "policy_lag", "losses", "replay_wait_seconds")
+    __slots__ = ("state", "rank", "world_size", "algorithm", "learner_step", "steps_per_second", "published_version", "policy_lag", "losses", "replay_wait_seconds", "policy_lag_updates", "policy_lag_seconds")
     class LossesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,8 @@ class GetLearnerStatusResponse(_message.Message):
     POLICY_LAG_FIELD_NUMBER: _ClassVar[int]
     LOSSES_FIELD_NUMBER: _ClassVar[int]
     REPLAY_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_LAG_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     state: _control_pb2.RunState
     rank: int
     world_size: int
@@ -40,7 +42,9 @@ class GetLearnerStatusResponse(_message.Message):
     policy_lag: float
     losses: _containers.ScalarMap[str, float]
     replay_wait_seconds: float
-    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., algorithm: _Optional[str] = ..., learner_step: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., published_version: _Optional[int] = ..., policy_lag: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., replay_wait_seconds: _Optional[float] = ...) -> None: ...
+    policy_lag_updates: float
+    policy_lag_seconds: float
+    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., algorithm: _Optional[str] = ..., learner_step: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., published_version: _Optional[int] = ..., policy_lag: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., replay_wait_seconds: _Optional[float] = ..., policy_lag_updates: _Optional[float] = ..., policy_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class PauseLearnerRequest(_message.Message):
     __slots__ = ()

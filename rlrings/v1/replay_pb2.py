@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlrings.v1 import tensor_pb2 as rlrings_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/replay.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/tensor.proto\"1\n\rInsertRequest\x12 \n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x11.rlrings.v1.Chunk\"V\n\x0eInsertResponse\x12\x11\n\twriter_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04keys\x18\x03 \x03(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\x86\x01\n\rSampleRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x13\n\x0bnum_batches\x18\x03 \x01(\x04\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12$\n\x1cimportance_sampling_exponent\x18\x05 \x01(\x01\"\xa9\x02\n\x0eSampleResponse\x12\x38\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\'.rlrings.v1.SampleResponse.ColumnsEntry\x12\x0c\n\x04keys\x18\x02 \x03(\x04\x12\x15\n\rprobabilities\x18\x03 \x03(\x01\x12\x1a\n\x12importance_weights\x18\x04 \x03(\x01\x12\x15\n\rtimes_sampled\x18\x05 \x03(\r\x12\x17\n\x0fpolicy_versions\x18\x06 \x03(\x03\x12\x12\n\ntable_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x65nd_of_batch\x18\x08 \x01(\x08\x1a\x42\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor:\x02\x38\x01\"J\n\x17UpdatePrioritiesRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x04\x12\x12\n\npriorities\x18\x03 \x03(\x01\"<\n\x18UpdatePrioritiesResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\x12\x0f\n\x07missing\x18\x02 \x01(\x04\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06tables\x18\x01 \x03(\t\"\xc9\x01\n\x0fRateLimiterInfo\x12\x1a\n\x12min_size_to_sample\x18\x01 \x01(\x04\x12\x1a\n\x12samples_per_insert\x18\x02 \x01(\x01\x12\x10\n\x08min_diff\x18\x03 \x01(\x01\x12\x10\n\x08max_diff\x18\x04 \x01(\x01\x12\x0f\n\x07inserts\x18\x05 \x01(\x04\x12\x0f\n\x07samples\x18\x06 \x01(\x04\x12\x1b\n\x13insert_wait_seconds\x18\x07 \x01(\x01\x12\x1b\n\x13sample_wait_seconds\x18\x08 \x01(\x01\"\xcf\x02\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\x12\x0f\n\x07remover\x18\x03 \x01(\t\x12\x10\n\x08max_size\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x19\n\x11max_times_sampled\x18\x06 \x01(\r\x12\x17\n\x0fsequence_length\x18\x07 \x01(\r\x12)\n\tsignature\x18\x08 \x03(\x0b\x32\x16.rlrings.v1.ColumnSpec\x12\x31\n\x0crate_limiter\x18\t \x01(\x0b\x32\x1b.rlrings.v1.RateLimiterInfo\x12\x16\n\x0einserted_items\x18\n \x01(\x04\x12\x15\n\rsampled_items\x18\x0b \x01(\x04\x12\x15\n\revicted_items\x18\x0c \x01(\x04\x12\x19\n\x11priority_exponent\x18\r \x01(\x01\"5\n\x0cInfoResponse\x12%\n\x06tables\x18\x01 \x03(\x0b\x32\x15.rlrings.v1.TableInfo\"\x13\n\x11\x43heckpointRequest\"B\n\x12\x43heckpointResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\xfe\x02\n\rReplayService\x12\x43\n\x06Insert\x12\x19.rlrings.v1.InsertRequest\x1a\x1a.rlrings.v1.InsertResponse(\x01\x30\x01\x12\x41\n\x06Sample\x12\x19.rlrings.v1.SampleRequest\x1a\x1a.rlrings.v1.SampleResponse0\x01\x12]\n\x10UpdatePriorities\x12#.rlrings.v1.UpdatePrioritiesRequest\x1a$.rlrings.v1.UpdatePrioritiesResponse\x12\x39\n\x04Info\x12\x17.rlrings.v1.InfoRequest\x1a\x18.rlrings.v1.InfoResponse\x12K\n\nCheckpoint\x12\x1d.rlrings.v1.CheckpointRequest\x1a\x1e.rlrings.v1.CheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/replay.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/tensor.proto\"1\n\rInsertRequest\x12 \n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x11.rlrings.v1.Chunk\"V\n\x0eInsertResponse\x12\x11\n\twriter_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04keys\x18\x03 \x03(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\xb7\x01\n\rSampleRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x13\n\x0bnum_batches\x18\x03 \x01(\x04\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12$\n\x1cimportance_sampling_exponent\x18\x05 \x01(\x01\x12\x0f\n\x07\x63redits\x18\x06 \x01(\r\x12\x1e\n\x16\x63urrent_policy_version\x18\x07 \x01(\x03\"\xa9\x02\n\x0eSampleResponse\x12\x38\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\'.rlrings.v1.SampleResponse.ColumnsEntry\x12\x0c\n\x04keys\x18\x02 \x03(\x04\x12\x15\n\rprobabilities\x18\x03 \x03(\x01\x12\x1a\n\x12importance_weights\x18\x04 \x03(\x01\x12\x15\n\rtimes_sampled\x18\x05 \x03(\r\x12\x17\n\x0fpolicy_versions\x18\x06 \x03(\x03\x12\x12\n\ntable_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x65nd_of_batch\x18\x08 \x01(\x08\x1a\x42\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor:\x02\x38\x01\"J\n\x17UpdatePrioritiesRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x04\x12\x12\n\npriorities\x18\x03 \x03(\x01\"<\n\x18UpdatePrioritiesResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\x12\x0f\n\x07missing\x18\x02 \x01(\x04\"\x1d\n\x0bInfoRequest\x12\x0e\n\x06tables\x18\x01 \x03(\t\"\xc9\x01\n\x0fRateLimiterInfo\x12\x1a\n\x12min_size_to_sample\x18\x01 \x01(\x04\x12\x1a\n\x12samples_per_insert\x18\x02 \x01(\x01\x12\x10\n\x08min_diff\x18\x03 \x01(\x01\x12\x10\n\x08max_diff\x18\x04 \x01(\x01\x12\x0f\n\x07inserts\x18\x05 \x01(\x04\x12\x0f\n\x07samples\x18\x06 \x01(\x04\x12\x1b\n\x13insert_wait_seconds\x18\x07 \x01(\x01\x12\x1b\n\x13sample_wait_seconds\x18\x08 \x01(\x01\"\xfc\x02\n\tTableInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selector\x18\x02 \x01(\t\x12\x0f\n\x07remover\x18\x03 \x01(\t\x12\x10\n\x08max_size\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x19\n\x11max_times_sampled\x18\x06 \x01(\r\x12\x17\n\x0fsequence_length\x18\x07 \x01(\r\x12)\n\tsignature\x18\x08 \x03(\x0b\x32\x16.rlrings.v1.ColumnSpec\x12\x31\n\x0crate_limiter\x18\t \x01(\x0b\x32\x1b.rlrings.v1.RateLimiterInfo\x12\x16\n\x0einserted_items\x18\n \x01(\x04\x12\x15\n\rsampled_items\x18\x0b \x01(\x04\x12\x15\n\revicted_items\x18\x0c \x01(\x04\x12\x19\n\x11priority_exponent\x18\r \x01(\x01\x12\x16\n\x0emax_policy_lag\x18\x0e \x01(\r\x12\x13\n\x0bstale_items\x18\x0f \x01(\x04\"5\n\x0cInfoResponse\x12%\n\x06tables\x18\x01 \x03(\x0b\x32\x15.rlrings.v1.TableInfo\"\x13\n\x11\x43heckpointRequest\"B\n\x12\x43heckpointResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x32\x80\x03\n\rReplayService\x12\x43\n\x06Insert\x12\x19.rlrings.v1.InsertRequest\x1a\x1a.rlrings.v1.InsertResponse(\x01\x30\x01\x12\x43\n\x06Sample\x12\x19.rlrings.v1.SampleRequest\x1a\x1a.rlrings.v1.SampleResponse(\x01\x30\x01\x12]\n\x10UpdatePriorities\x12#.rlrings.v1.UpdatePrioritiesRequest\x1a$.rlrings.v1.UpdatePrioritiesResponse\x12\x39\n\x04Info\x12\x17.rlrings.v1.InfoRequest\x1a\x18.rlrings.v1.InfoResponse\x12K\n\nCheckpoint\x12\x1d.rlrings.v1.CheckpointRequest\x1a\x1e.rlrings.v1.CheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,27 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSERTRESPONSE']._serialized_start=115
   _globals['_INSERTRESPONSE']._serialized_end=201
   _globals['_SAMPLEREQUEST']._serialized_start=204
-  _globals['_SAMPLEREQUEST']._serialized_end=338
-  _globals['_SAMPLERESPONSE']._serialized_start=341
-  _globals['_SAMPLERESPONSE']._serialized_end=638
-  _globals['_SAMPLERESPONSE_COLUMNSENTRY']._serialized_start=572
-  _globals['_SAMPLERESPONSE_COLUMNSENTRY']._serialized_end=638
-  _globals['_UPDATEPRIORITIESREQUEST']._serialized_start=640
-  _globals['_UPDATEPRIORITIESREQUEST']._serialized_end=714
-  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_start=716
-  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_end=776
-  _globals['_INFOREQUEST']._serialized_start=778
-  _globals['_INFOREQUEST']._serialized_end=807
-  _globals['_RATELIMITERINFO']._serialized_start=810
-  _globals['_RATELIMITERINFO']._serialized_end=1011
-  _globals['_TABLEINFO']._serialized_start=1014
-  _globals['_TABLEINFO']._serialized_end=1349
-  _globals['_INFORESPONSE']._serialized_start=1351
-  _globals['_INFORESPONSE']._serialized_end=1404
-  _globals['_CHECKPOINTREQUEST']._serialized_start=1406
-  _globals['_CHECKPOINTREQUEST']._serialized_end=1425
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=1427
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=1493
-  _globals['_REPLAYSERVICE']._serialized_start=1496
-  _globals['_REPLAYSERVICE']._serialized_end=1878
+  _globals['_SAMPLEREQUEST']._serialized_end=387
+  _globals['_SAMPLERESPONSE']._serialized_start=390
+  _globals['_SAMPLERESPONSE']._serialized_end=687
+  _globals['_SAMPLERESPONSE_COLUMNSENTRY']._serialized_start=621
+  _globals['_SAMPLERESPONSE_COLUMNSENTRY']._serialized_end=687
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_start=689
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_end=763
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_start=765
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_end=825
+  _globals['_INFOREQUEST']._serialized_start=827
+  _globals['_INFOREQUEST']._serialized_end=856
+  _globals['_RATELIMITERINFO']._serialized_start=859
+  _globals['_RATELIMITERINFO']._serialized_end=1060
+  _globals['_TABLEINFO']._serialized_start=1063
+  _globals['_TABLEINFO']._serialized_end=1443
+  _globals['_INFORESPONSE']._serialized_start=1445
+  _globals['_INFORESPONSE']._serialized_end=1498
+  _globals['_CHECKPOINTREQUEST']._serialized_start=1500
+  _globals['_CHECKPOINTREQUEST']._serialized_end=1519
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=1521
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=1587
+  _globals['_REPLAYSERVICE']._serialized_start=1590
+  _globals['_REPLAYSERVICE']._serialized_end=1974
 # @@protoc_insertion_point(module_scope)

@@ -26,18 +26,22 @@ class InsertResponse(_message.Message):
     def __init__(self, writer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., keys: _Optional[_Iterable[int]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("table", "batch_size", "num_batches", "timeout_seconds", "importance_sampling_exponent")
+    __slots__ = ("table", "batch_size", "num_batches", "timeout_seconds", "importance_sampling_exponent", "credits", "current_policy_version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCHES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IMPORTANCE_SAMPLING_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     batch_size: int
     num_batches: int
     timeout_seconds: float
     importance_sampling_exponent: float
-    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., importance_sampling_exponent: _Optional[float] = ...) -> None: ...
+    credits: int
+    current_policy_version: int
+    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., importance_sampling_exponent: _Optional[float] = ..., credits: _Optional[int] = ..., current_policy_version: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("columns", "keys", "probabilities", "importance_weights", "times_sampled", "policy_versions", "table_size", "end_of_batch")
@@ -111,7 +115,7 @@ class RateLimiterInfo(_message.Message):
     def __init__(self, min_size_to_sample: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., min_diff: _Optional[float] = ..., max_diff: _Optional[float] = ..., inserts: _Optional[int] = ..., samples: _Optional[int] = ..., insert_wait_seconds: _Optional[float] = ..., sample_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class TableInfo(_message.Message):
-    __slots__ = ("name", "selector", "remover", "max_size", "size", "max_times_sampled", "sequence_length", "signature", "rate_limiter", "inserted_items", "sampled_items", "evicted_items", "priority_exponent")
+    __slots__ = ("name", "selector", "remover", "max_size", "size", "max_times_sampled", "sequence_length", "signature", "rate_limiter", "inserted_items", "sampled_items", "evicted_items", "priority_exponent", "max_policy_lag", "stale_items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     REMOVER_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,8 @@ class TableInfo(_message.Message):
     SAMPLED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     EVICTED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_POLICY_LAG_FIELD_NUMBER: _ClassVar[int]
+    STALE_ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     selector: str
     remover: str
@@ -138,7 +144,9 @@ class TableInfo(_message.Message):
     sampled_items: int
     evicted_items: int
     priority_exponent: float
-    def __init__(self, name: _Optional[str] = ..., selector: _Optional[str] = ..., remover: _Optional[str] = ..., max_size: _Optional[int] = ..., size: _Optional[int] = ..., max_times_sampled: _Optional[int] = ..., sequence_length: _Optional[int] = ..., signature: _Optional[_Iterable[_Union[_tensor_pb2.ColumnSpec, _Mapping]]] = ..., rate_limiter: _Optional[_Union[RateLimiterInfo, _Mapping]] = ..., inserted_items: _Optional[int] = ..., sampled_items: _Optional[int] = ..., evicted_items: _Optional[int] = ..., priority_exponent: _Optional[float] = ...) -> None: ...
+    max_policy_lag: int
+    stale_items: int
+    def __init__(self, name: _Optional[str] = ..., selector: _Optional[str] = ..., remover: _Optional[str] = ..., max_size: _Optional[int] = ..., size: _Optional[int] = ..., max_times_sampled: _Optional[int] = ..., sequence_length: _Optional[int] = ..., signature: _Optional[_Iterable[_Union[_tensor_pb2.ColumnSpec, _Mapping]]] = ..., rate_limiter: _Optional[_Union[RateLimiterInfo, _Mapping]] = ..., inserted_items: _Optional[int] = ..., sampled_items: _Optional[int] = ..., evicted_items: _Optional[int] = ..., priority_exponent: _Optional[float] = ..., max_policy_lag: _Optional[int] = ..., stale_items: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("tables",)

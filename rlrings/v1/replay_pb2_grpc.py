@@ -39,7 +39,7 @@ class ReplayServiceStub:
                 request_serializer=rlrings_dot_v1_dot_replay__pb2.InsertRequest.SerializeToString,
                 response_deserializer=rlrings_dot_v1_dot_replay__pb2.InsertResponse.FromString,
                 _registered_method=True)
-        self.Sample = channel.unary_stream(
+        self.Sample = channel.stream_stream(
                 '/rlrings.v1.ReplayService/Sample',
                 request_serializer=rlrings_dot_v1_dot_replay__pb2.SampleRequest.SerializeToString,
                 response_deserializer=rlrings_dot_v1_dot_replay__pb2.SampleResponse.FromString,
@@ -79,10 +79,18 @@ class ReplayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Sample(self, request, context):
-        """Streams batches sampled from one table. The server sends `num_batches`
-        batches (or batches until the client cancels, when 0). A batch that does
-        not fit in one message is split along the batch axis into several
+    def Sample(self, request_iterator, context):
+        """Streams batches sampled from one table, against credits. The first
+        SampleRequest names the table and the batch; it and every later one
+        grants `credits` batches: the server draws a batch (and counts its items
+        as sampled, or takes them out of a queue) only against a credit, so no
+        more than the credits outstanding are ever drawn ahead of the client.
+        A client keeps N batches in flight by granting N at first and one more
+        for each batch it has used. A first request without credits grants
+        `num_batches` at once (a fixed request); without either it is refused
+        with INVALID_ARGUMENT. The stream ends after `num_batches` batches (never,
+        when 0) or when the client ends or cancels it. A batch that does not fit
+        in one message is split along the batch axis into several
         SampleResponses; the last piece has `end_of_batch` set. Waiting on the
         rate limiter longer than `timeout_seconds` ends the stream with
         DEADLINE_EXCEEDED.
@@ -122,7 +130,7 @@ def add_ReplayServiceServicer_to_server(servicer, server):
                     request_deserializer=rlrings_dot_v1_dot_replay__pb2.InsertRequest.FromString,
                     response_serializer=rlrings_dot_v1_dot_replay__pb2.InsertResponse.SerializeToString,
             ),
-            'Sample': grpc.unary_stream_rpc_method_handler(
+            'Sample': grpc.stream_stream_rpc_method_handler(
                     servicer.Sample,
                     request_deserializer=rlrings_dot_v1_dot_replay__pb2.SampleRequest.FromString,
                     response_serializer=rlrings_dot_v1_dot_replay__pb2.SampleResponse.SerializeToString,
@@ -181,7 +189,7 @@ class ReplayService:
             _registered_method=True)
 
     @staticmethod
-    def Sample(request,
+    def Sample(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -191,8 +199,8 @@ class ReplayService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/rlrings.v1.ReplayService/Sample',
             rlrings_dot_v1_dot_replay__pb2.SampleRequest.SerializeToString,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlrings import experience
+from rlrings import codec, experience
 from rlrings.algorithms.dqn import NStepAccumulator
 from rlrings.control import RateMeter
 from rlrings.envs import env_spec, make_vector_env
@@ -91,7 +91,11 @@ class Actor:
         chunk = self.config.num_envs * (self.config.unroll_length + 1)
         if self.config.algorithm == "dqn":
             chunk = self.config.chunk_length
-        self.writer = self.replay.writer(self.config.table, chunk_length=chunk, max_in_flight=self.config.max_in_flight)
+        # final_obs is zeros but for the steps a time limit cut: nearly free once compressed, for frames
+        compression = {"final_obs": codec.Compression.COMPRESSION_LZ4} if self.spec.is_image else {}
+        self.writer = self.replay.writer(
+            self.config.table, chunk_length=chunk, max_in_flight=self.config.max_in_flight, compression=compression
+        )
 
     def _refresh_weights(self) -> None:
         latest = self.follower.latest()
@@ -135,10 +139,11 @@ class Actor:
     def _forward(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(torch.as_tensor(obs))
 
-    def _write(self, columns: dict[str, np.ndarray], priorities=()) -> None:
+    def _write(self, columns: dict[str, np.ndarray], priorities=(), policy_version: int | None = None) -> None:
+        version = self.policy_version if policy_version is None else policy_version
         while not self.stopped.is_set():
             try:
-                self.writer.write_chunk(columns, priorities=priorities, policy_version=self.policy_version)
+                self.writer.write_chunk(columns, priorities=priorities, policy_version=version)
                 return
             except RlringsError as error:  # replay gave up on a chunk: report it, keep acting
                 log.warning("replay refused or lost a chunk: %s", error)
@@ -156,11 +161,14 @@ class Actor:
             "terminated": np.zeros((T + 1, N), bool),
             "truncated": np.zeros((T + 1, N), bool),
             "logp": np.zeros((T + 1, N), np.float32),
-            "first": obs,
+            "final_obs": np.zeros((T + 1, N, *obs.shape[1:]), dtype=obs.dtype),
+            "version": self.policy_version,
         }
 
     def _impala_step(self, envs, obs, state, generator):
         t = state["t"]
+        if t == 0:  # weights change between steps only: the unroll's oldest policy is this one
+            state["version"] = self.policy_version
         state["obs"][t] = obs
         logits, _ = self._forward(obs)
         log_probs = torch.log_softmax(logits, -1)  # no torch.distributions: its checks cost a quarter of a step
@@ -168,15 +176,13 @@ class Actor:
         behaviour_logp = log_probs.gather(-1, actions).squeeze(-1)
         actions = actions.squeeze(-1)
         next_obs, rewards, terminated, truncated, info = envs.step(actions.numpy())
-        learn_rewards = rewards.astype(np.float32)
-        if truncated.any():  # bootstrap a time limit from the value of the last observation
-            cut = np.flatnonzero(truncated & ~terminated)
-            if len(cut):
-                final = np.stack([info["final_obs"][i] for i in cut])
-                learn_rewards[cut] += self.config.gamma * self._forward(final)[1].numpy()
+        final_obs = state["final_obs"][t]
+        final_obs[:] = 0
+        for i in np.flatnonzero(truncated & ~terminated):  # the learner bootstraps a time limit from it
+            final_obs[i] = info["final_obs"][i]
         done = terminated | truncated
         state["action"][t] = actions.numpy()
-        state["reward"][t] = learn_rewards
+        state["reward"][t] = rewards
         state["terminated"][t] = terminated
         state["truncated"][t] = truncated
         state["logp"][t] = behaviour_logp.numpy()
@@ -185,9 +191,9 @@ class Actor:
             state["obs"][t] = next_obs
             columns = {
                 name: np.ascontiguousarray(np.swapaxes(state[name], 0, 1)).reshape(-1, *state[name].shape[2:])
-                for name in ("obs", "action", "reward", "terminated", "truncated", "logp")
+                for name in ("obs", "action", "reward", "terminated", "truncated", "logp", "final_obs")
             }
-            self._write(columns)
+            self._write(columns, policy_version=state["version"])
             t = 0
         state["t"] = t
         return next_obs, rewards, done
@@ -204,7 +210,7 @@ class Actor:
     def _dqn_step(self, envs, obs, state, generator):
         q, _ = self._forward(obs)
         actions = q.argmax(-1).numpy().astype(np.int32)
-        explore = state["rng"].random(len(actions)) < self.config.epsilon
+        explore = state["rng"].random(len(actions)) < self.epsilon()
         actions[explore] = state["rng"].integers(0, self.spec.num_actions, explore.sum())
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         for i, accumulator in enumerate(state["acc"]):
@@ -224,6 +230,15 @@ class Actor:
                 }
             )
         return next_obs, rewards, terminated | truncated
+
+    def epsilon(self) -> float:
+        """DQN: the chance of a random action now, falling linearly from
+        ``epsilon_start`` to ``epsilon`` over this actor's first ``epsilon_decay_steps``."""
+        c = self.config
+        if not c.epsilon_decay_steps:
+            return c.epsilon
+        done = min(1.0, self.env_steps / c.epsilon_decay_steps)
+        return c.epsilon_start + done * (c.epsilon - c.epsilon_start)
 
     # -- status ------------------------------------------------------------------
 

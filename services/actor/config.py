@@ -28,7 +28,12 @@ class ActorConfig(WorkerConfig):
     n_step: pydantic.PositiveInt = 3
     """DQN: steps per n-step return."""
     epsilon: float = pydantic.Field(default=0.05, ge=0, le=1)
-    """DQN: probability of a random action."""
+    """DQN: probability of a random action, once the decay is over."""
+    epsilon_start: float = pydantic.Field(default=1.0, ge=0, le=1)
+    """DQN: probability of a random action at the first step."""
+    epsilon_decay_steps: pydantic.NonNegativeInt = 0
+    """DQN: this actor's env steps over which epsilon falls linearly from epsilon_start to epsilon;
+    0 acts with epsilon from the start."""
     max_in_flight: pydantic.PositiveInt = 4
     """Chunks sent but not acknowledged before stepping pauses (the local buffer)."""
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0

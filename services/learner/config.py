@@ -25,7 +25,12 @@ class LearnerConfig(WorkerConfig):
     batch_size: pydantic.PositiveInt = 16
     """Items per update: trajectories for impala, transitions for dqn."""
     learning_rate: pydantic.PositiveFloat | None = None
-    """Adam learning rate; None: the algorithm's default (impala 2e-3, dqn 5e-4)."""
+    """Adam learning rate; None: the algorithm's default (impala 5e-4, dqn 5e-4)."""
+    learning_rate_decay_updates: pydantic.NonNegativeInt = 0
+    """IMPALA: updates over which the learning rate falls linearly to 0 (the run's budget); 0: constant."""
+    normalize_advantages: bool = False
+    """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
+    IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
     """IMPALA: weight of the entropy bonus."""
     baseline_cost: pydantic.NonNegativeFloat = 0.5
@@ -33,7 +38,9 @@ class LearnerConfig(WorkerConfig):
     target_update_every: pydantic.PositiveInt = 250
     """DQN: updates between target-network copies."""
     importance_sampling_exponent: float = pydantic.Field(default=0.4, ge=0, le=1)
-    """DQN: beta of the prioritized-replay importance weights."""
+    """DQN: beta of the prioritized-replay importance weights at the start; it rises linearly to 1."""
+    importance_sampling_anneal_updates: pydantic.NonNegativeInt = 10_000
+    """DQN: updates over which beta rises to 1; 0 keeps it where it starts."""
     publish_every: pydantic.PositiveInt = 5
     """Updates between weight versions sent to the parameter service."""
     checkpoint_dir: Path = Path("./data/learner")
@@ -50,8 +57,9 @@ class LearnerConfig(WorkerConfig):
     """Behaviour-cloning updates on the demonstrations before learning from experience; 0: none."""
     demo_fraction: float = pydantic.Field(default=0.0, ge=0, lt=1)
     """DQN: share of each batch drawn from the demonstrations (as one-step transitions)."""
-    prefetch: pydantic.PositiveInt = 4
-    """Batches read ahead from replay."""
+    prefetch: pydantic.PositiveInt = 2
+    """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that
+    the data stays fresh, since items count as sampled when drawn."""
     ring: Literal["none", "horovod", "torch"] = "none"
     """Data-parallel ring of learner ranks: horovod or torch (torch.distributed). Each rank reads its place
     from RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (and LOCAL_RANK, LOCAL_WORLD_SIZE); batch_size is

@@ -61,8 +61,10 @@ class Learner:
                 ImpalaConfig(
                     gamma=config.gamma,
                     **rate,
+                    decay_updates=config.learning_rate_decay_updates,
                     baseline_cost=config.baseline_cost,
                     entropy_cost=config.entropy_cost,
+                    normalize_advantages=config.normalize_advantages,
                 ),
             )
         else:
@@ -82,6 +84,10 @@ class Learner:
         self.published_version = 0
         self.losses: dict[str, float] = {}
         self.policy_lag = 0.0
+        self.policy_lag_updates = 0.0
+        self.policy_lag_seconds = 0.0
+        # version -> (learner step, monotonic time) at publication, for lag in updates and seconds
+        self._published: dict[int, tuple[int, float]] = {}
         self.replay_wait_seconds = 0.0
         self.paused = threading.Event()
         self.stopped = threading.Event()
@@ -106,8 +112,7 @@ class Learner:
         self.ring = ring
         modules = [self.model, *([self.algorithm.target] if isinstance(self.algorithm, DqnLearner) else [])]
         self.step = self.checkpointed_step = ring.broadcast_state(modules, self.algorithm.optimizer, self.step)
-        if isinstance(self.algorithm, DqnLearner):
-            self.algorithm.updates = self.step
+        self.algorithm.updates = self.step
         if ring.size > 1:
             log.info("rank %d of %d (%s) starts at update %d", ring.rank, ring.size, ring.backend, self.step)
 
@@ -129,7 +134,7 @@ class Learner:
         self.algorithm.optimizer.load_state_dict(saved["optimizer"])
         if isinstance(self.algorithm, DqnLearner):
             self.algorithm.target.load_state_dict(saved["target"])
-            self.algorithm.updates = saved["step"]
+        self.algorithm.updates = saved["step"]
         self.step = self.checkpointed_step = saved["step"]
         log.info("resumed from %s at update %d", self._checkpoint_path, self.step)
 
@@ -160,10 +165,15 @@ class Learner:
     def publish(self) -> int:
         with self._lock:
             data = weights_to_bytes(self.model)
-        self.published_version = self.parameters.publish(
+        self.published_version = version = self.parameters.publish(
             data, self.model_spec.to_proto(), learner_step=self.step, format=WEIGHTS_FORMAT
         )
-        return self.published_version
+        self._published[version] = (self.step, time.monotonic())
+        if len(self._published) > 4096:
+            del self._published[min(self._published)]
+        if self._sampler is not None:  # a queue with max_policy_lag drops what this makes too old
+            self._sampler.policy_version = version
+        return version
 
     def _batch_columns(self, batch) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(np.array(value)).to(self.device) for name, value in batch.columns.items()}
@@ -218,12 +228,13 @@ class Learner:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tensorboard = SummaryWriter(str(self.config.tensorboard_dir))
-        beta = self.config.importance_sampling_exponent if self.config.algorithm == "dqn" else 0.0
+        self._check_queue_fits()
         self._sampler = sampler = self.replay.sample(
             self.config.table,
             batch_size=self.config.batch_size,
-            prefetch=self.config.prefetch,
-            importance_sampling_exponent=beta,
+            max_in_flight=self.config.prefetch,
+            importance_sampling_exponent=self._beta(),
+            policy_version=self.published_version,
         )
         self.running = True
         try:
@@ -231,6 +242,7 @@ class Learner:
                 while self.paused.is_set() and not self.stopped.is_set():
                     time.sleep(0.05)  # on a ring, the other ranks wait in the next allreduce
                 stats = self._update(batch)
+                sampler.importance_sampling_exponent = self._beta()
                 self.replay_wait_seconds = sampler.wait_seconds
                 finished = bool(self.config.max_updates and self.step >= self.config.max_updates)
                 stop, self.losses = self.ring.agree(self.stopped.is_set() or finished, stats)
@@ -242,6 +254,23 @@ class Learner:
             sampler.close()
             if self._demo_sampler is not None:
                 self._demo_sampler.close()
+
+    def _beta(self) -> float:
+        """DQN's importance-sampling exponent now: from its start to 1 over the anneal; 0 for IMPALA."""
+        if self.config.algorithm != "dqn":
+            return 0.0
+        start, span = self.config.importance_sampling_exponent, self.config.importance_sampling_anneal_updates
+        return start if not span else start + (1.0 - start) * min(1.0, self.step / span)
+
+    def _check_queue_fits(self) -> None:
+        """A queue hands each item out once and blocks writers when full: a batch larger
+        than it could never be drawn."""
+        info = self.replay.info([self.config.table])[self.config.table]
+        if info.selector in ("fifo", "lifo") and self.config.batch_size > info.max_size:
+            raise ConfigError(
+                f"batch_size: {self.config.batch_size} items per batch, but queue {self.config.table!r} holds "
+                f"{info.max_size}; make the queue larger or the batch smaller"
+            )
 
     def _after_update_on_root(self) -> None:
         if self.step % self.config.publish_every == 0:
@@ -256,6 +285,8 @@ class Learner:
                 self._tensorboard.add_scalar(f"losses/{name}", value, self.step)
             self._tensorboard.add_scalar("charts/learner_steps_per_second", self.steps_per_second(), self.step)
             self._tensorboard.add_scalar("charts/policy_lag_versions", self.policy_lag, self.step)
+            self._tensorboard.add_scalar("charts/policy_lag_updates", self.policy_lag_updates, self.step)
+            self._tensorboard.add_scalar("charts/policy_lag_seconds", self.policy_lag_seconds, self.step)
             self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
 
     def _update(self, batch) -> dict[str, float]:
@@ -277,8 +308,17 @@ class Learner:
                 self.replay.update_priorities(self.config.table, batch.keys, priorities)
             except RlringsError as error:  # replay restarting: these items keep their old priority
                 log.warning("priority update lost: %s", error)
-        self.policy_lag = float(self.published_version - np.mean(batch.policy_versions))
+        self._measure_lag(batch.policy_versions)
         return stats
+
+    def _measure_lag(self, versions: np.ndarray) -> None:
+        """Lag of the batch's data behind the newest published policy, in versions, updates and seconds."""
+        self.policy_lag = float(self.published_version - np.mean(versions))
+        known = [self._published[v] for v in versions.tolist() if v in self._published]
+        if known:
+            now = time.monotonic()
+            self.policy_lag_updates = float(self.step - np.mean([step for step, _ in known]))
+            self.policy_lag_seconds = float(now - np.mean([at for _, at in known]))
 
     def _demonstration_transitions(self) -> dict[str, torch.Tensor] | None:
         """A slice of demonstration steps as one-step DQN transitions, or None."""

@@ -22,6 +22,14 @@ class LearnerCollector(Collector):
         version.add_metric([], learner.published_version)
         lag = GaugeMetricFamily("rlrings_learner_policy_lag_versions", "Published version minus the data's version.")
         lag.add_metric([], learner.policy_lag)
+        lag_updates = GaugeMetricFamily(
+            "rlrings_learner_policy_lag_updates", "Learner updates since the sampled data's policy was published."
+        )
+        lag_updates.add_metric([], learner.policy_lag_updates)
+        lag_seconds = GaugeMetricFamily(
+            "rlrings_learner_policy_lag_seconds", "Seconds since the sampled data's policy was published."
+        )
+        lag_seconds.add_metric([], learner.policy_lag_seconds)
         wait = CounterMetricFamily("rlrings_learner_replay_wait_seconds", "Time spent waiting for replay batches.")
         wait.add_metric([], learner.replay_wait_seconds)
         losses = GaugeMetricFamily("rlrings_learner_loss", "Latest loss terms.", labels=["term"])
@@ -33,4 +41,4 @@ class LearnerCollector(Collector):
             "rlrings_learner_allreduce_seconds", "Time this rank waited for gradients to be averaged over the ring."
         )
         allreduce.add_metric([], learner.ring.communication_seconds)
-        yield from (updates, rate, version, lag, wait, losses, ranks, allreduce)
+        yield from (updates, rate, version, lag, lag_updates, lag_seconds, wait, losses, ranks, allreduce)

@@ -30,6 +30,8 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             steps_per_second=learner.steps_per_second(),
             published_version=learner.published_version,
             policy_lag=learner.policy_lag,
+            policy_lag_updates=learner.policy_lag_updates,
+            policy_lag_seconds=learner.policy_lag_seconds,
             losses=learner.losses,
             replay_wait_seconds=learner.replay_wait_seconds,
         )

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # Keys per partition of the priorities table.
 _PRIORITY_BLOCK = 1 << 16
 
-_COUNTERS = ("next_key", "inserts", "samples", "inserted_items", "sampled_items", "evicted_items")
+_COUNTERS = ("next_key", "inserts", "samples", "inserted_items", "sampled_items", "evicted_items", "stale_items")
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ class TableConfig(pydantic.BaseModel):
     """Remove an item once sampled this often; 0 keeps it until evicted."""
     priority_exponent: pydantic.NonNegativeFloat = 0.6
     """Exponent alpha of prioritized selection, P(i) ~ priority_i ** alpha."""
+    max_policy_lag: pydantic.NonNegativeInt = 0
+    """Queues (fifo or lifo selector with max_times_sampled): drop, unsampled, items whose policy
+    version is older than the sampler's by more than this; 0 keeps every item."""
     rate_limiter: RateLimiterConfig = RateLimiterConfig()
     """Rate limiter settings."""
 
@@ -117,8 +120,18 @@ class TableConfig(pydantic.BaseModel):
             raise ValueError("a table needs at least one column")
         return value
 
+    @pydantic.model_validator(mode="after")
+    def _lag_on_queues_only(self) -> TableConfig:
+        if self.max_policy_lag and not (self.selector in ("fifo", "lifo") and self.max_times_sampled):
+            raise ValueError(
+                "max_policy_lag: only queues drop stale items; it needs selector fifo or lifo and max_times_sampled"
+            )
+        return self
+
     @classmethod
-    def queue(cls, name: str, signature: dict, max_size: int, sequence_length: int = 1) -> TableConfig:
+    def queue(
+        cls, name: str, signature: dict, max_size: int, sequence_length: int = 1, max_policy_lag: int = 0
+    ) -> TableConfig:
         """A FIFO queue: every item is sampled exactly once, inserts block when full."""
         return cls(
             name=name,
@@ -127,6 +140,7 @@ class TableConfig(pydantic.BaseModel):
             max_size=max_size,
             selector="fifo",
             max_times_sampled=1,
+            max_policy_lag=max_policy_lag,
             rate_limiter=RateLimiterConfig(min_size_to_sample=1, samples_per_insert=1.0, min_diff=0, max_diff=max_size),
         )
 

@@ -23,6 +23,9 @@ class ReplayCollector(Collector):
         sampled = CounterMetricFamily("rlrings_replay_sampled_items", "Items sampled.", labels=labels)
         sampled_bytes = CounterMetricFamily("rlrings_replay_sampled_bytes", "Bytes sampled.", labels=labels)
         evicted = CounterMetricFamily("rlrings_replay_evicted_items", "Items evicted to make room.", labels=labels)
+        stale = CounterMetricFamily(
+            "rlrings_replay_stale_items", "Queue items dropped unsampled for max_policy_lag.", labels=labels
+        )
         size = GaugeMetricFamily("rlrings_replay_table_size_items", "Items held.", labels=labels)
         capacity = GaugeMetricFamily("rlrings_replay_table_capacity_items", "Items a table can hold.", labels=labels)
         waits = CounterMetricFamily(
@@ -36,11 +39,12 @@ class ReplayCollector(Collector):
             sampled.add_metric([name], table.sampled_items)
             sampled_bytes.add_metric([name], table.sampled_items * table.item_bytes)
             evicted.add_metric([name], table.evicted_items)
+            stale.add_metric([name], table.stale_items)
             size.add_metric([name], table.size)
             capacity.add_metric([name], table.capacity)
             waits.add_metric([name, "insert"], table.limiter.insert_wait_seconds)
             waits.add_metric([name, "sample"], table.limiter.sample_wait_seconds)
-        yield from (inserted, inserted_bytes, sampled, sampled_bytes, evicted, size, capacity, waits)
+        yield from (inserted, inserted_bytes, sampled, sampled_bytes, evicted, stale, size, capacity, waits)
         if self.replay.ring is not None:
             yield from self._ring()
 

@@ -21,6 +21,8 @@ class RateLimiter:
     max_diff: float = math.inf
     inserts: int = 0
     samples: int = 0
+    discarded: int = 0
+    """Items a queue dropped unsampled (too old a policy): they no longer wait to be sampled."""
     insert_wait_seconds: float = field(default=0.0)
     sample_wait_seconds: float = field(default=0.0)
 
@@ -30,7 +32,7 @@ class RateLimiter:
         return cls(config.min_size_to_sample, config.samples_per_insert, low, high)
 
     def _diff(self) -> float:
-        return self.inserts * (self.samples_per_insert or 0.0) - self.samples
+        return (self.inserts - self.discarded) * (self.samples_per_insert or 0.0) - self.samples
 
     def can_insert(self, size: int) -> bool:
         """Whether one more item may go in. A chunk of several items goes in

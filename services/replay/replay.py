@@ -156,10 +156,12 @@ class Replay:
         pending.older = self.older.get(table.name)
         return pending
 
-    def sample(self, name: str, batch_size: int, timeout: float | None, beta: float, is_active) -> SampledBatch:
+    def sample(
+        self, name: str, batch_size: int, timeout: float | None, beta: float, is_active, policy_version: int = 0
+    ) -> SampledBatch:
         """A batch from memory, with a share from the ring's older rows where the table reaches them."""
         table = self.table(name)
-        batch = table.sample(batch_size, timeout, beta, is_active)
+        batch = table.sample(batch_size, timeout, beta, is_active, policy_version)
         older = self.older.get(name)
         return batch if older is None else older.mix(batch, self._rng)
 

@@ -116,7 +116,7 @@ class UniformSelector(Selector):
 
 
 class FifoSelector(Selector):
-    """The oldest items, in order (the same item repeats if the table holds fewer)."""
+    """The oldest ``n`` items, in order; the table asks only for as many as it holds."""
 
     name = "fifo"
 
@@ -124,10 +124,9 @@ class FifoSelector(Selector):
         return iter(self.order.values())
 
     def select(self, n, rng):
-        slots = np.fromiter(self._ordered(), dtype=np.int64, count=min(n, len(self.order)))
-        if len(slots) < n:
-            slots = np.resize(slots, n)
-        return slots, np.ones(n)
+        if n > len(self.order):
+            raise ValueError(f"{self.name} selector: {n} items asked of {len(self.order)}")
+        return np.fromiter(self._ordered(), dtype=np.int64, count=n), np.ones(n)
 
 
 class LifoSelector(FifoSelector):

@@ -6,6 +6,7 @@ import math
 import queue
 import threading
 
+import grpc
 import numpy as np
 
 from rlrings import codec
@@ -80,21 +81,37 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 if isinstance(entry, tuple):
                     entry[1].abandon()
 
-    def Sample(self, request, context):
+    def Sample(self, request_iterator, context):
+        """Draws a batch only against a credit the client granted (see the proto)."""
+        request = _next_request(request_iterator)
+        if request is None:
+            return
         table = self.replay.table(request.table)
         if request.batch_size < 1:
             raise InvalidArgumentError(f"batch_size: must be >= 1, got {request.batch_size}")
         if not math.isfinite(request.timeout_seconds) or request.timeout_seconds < 0:
             raise InvalidArgumentError(f"timeout_seconds: must be finite and >= 0, got {request.timeout_seconds}")
-        beta = request.importance_sampling_exponent
-        if not 0.0 <= beta <= 1.0:
-            raise InvalidArgumentError(f"importance_sampling_exponent: must be in [0, 1], got {beta}")
+        if not request.credits and not request.num_batches:
+            raise InvalidArgumentError(
+                "credits: a stream without num_batches needs credits (batches the client can take ahead)"
+            )
+        beta = _checked_beta(request.importance_sampling_exponent)
         per_message = max(1, (self.max_message_bytes - _MESSAGE_HEADROOM) // (table.item_bytes + _ITEM_METADATA_BYTES))
+        credits = request.credits or request.num_batches
+        version = request.current_policy_version
         sent = 0
         while request.num_batches == 0 or sent < request.num_batches:
+            while credits == 0:  # wait for the client to take what it has
+                grant = _next_request(request_iterator)
+                if grant is None:  # the client ended its side with nothing more granted
+                    return
+                credits += grant.credits
+                version = grant.current_policy_version or version
+                beta = _checked_beta(grant.importance_sampling_exponent) if grant.importance_sampling_exponent else beta
             batch = self.replay.sample(
-                request.table, request.batch_size, request.timeout_seconds or None, beta, context.is_active
+                request.table, request.batch_size, request.timeout_seconds or None, beta, context.is_active, version
             )
+            credits -= 1
             yield from _pieces(batch, per_message)
             sent += 1
 
@@ -109,6 +126,20 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     def Checkpoint(self, request, context):
         result = self.replay.checkpoint()
         return replay_pb2.CheckpointResponse(path=str(result.path), items=result.items, seconds=result.seconds)
+
+
+def _next_request(requests):
+    """The client's next message; None once it has ended its side or gone away."""
+    try:
+        return next(requests, None)
+    except grpc.RpcError:  # cancelled
+        return None
+
+
+def _checked_beta(beta: float) -> float:
+    if not 0.0 <= beta <= 1.0:
+        raise InvalidArgumentError(f"importance_sampling_exponent: must be in [0, 1], got {beta}")
+    return beta
 
 
 def _ack(chunk, stored: tuple[np.ndarray, bool]) -> replay_pb2.InsertResponse:
@@ -150,6 +181,8 @@ def table_info(table: Table) -> replay_pb2.TableInfo:
         inserted_items=table.inserted_items,
         sampled_items=table.sampled_items,
         evicted_items=table.evicted_items,
+        max_policy_lag=config.max_policy_lag,
+        stale_items=table.stale_items,
         rate_limiter=replay_pb2.RateLimiterInfo(
             min_size_to_sample=limiter.min_size_to_sample,
             samples_per_insert=limiter.samples_per_insert or 0.0,

@@ -6,6 +6,13 @@ An *item* is ``sequence_length`` consecutive steps; a chunk of T steps becomes
 start, one array per column (the operating system maps pages in as they are
 first written). Inserts and samples wait on the table's condition variable
 while the rate limiter holds them back: they sleep, they never spin.
+
+A table whose items leave only by being sampled (a FIFO or LIFO selector with
+``max_times_sampled``: Reverb's queue and stack) never evicts: a full table
+holds inserts back until samples make room, and a batch waits for as many
+distinct items as it asks for, so nothing is lost unseen and nothing repeats.
+Such a table may also drop items whose policy is older than the sampler's by
+more than ``max_policy_lag`` versions (counted as ``stale_items``).
 """
 
 from __future__ import annotations
@@ -86,6 +93,10 @@ class Table:
         else:
             self._selector = selector_cls(self.capacity, self._occupancy, self._order)
         self.limiter = RateLimiter.from_config(config.rate_limiter)
+        self.distinct_batches = config.selector in ("fifo", "lifo")
+        """Batches are the oldest (newest) items in order, each once: a batch waits until there are enough."""
+        self.is_queue = self.distinct_batches and config.max_times_sampled > 0
+        """Items leave only by being sampled: inserts wait for room instead of evicting."""
         self._writer_sequences: dict[str, int] = {}
         self._unplaced: set[int] = set()  # first keys of reservations not yet in memory
         self._cond = threading.Condition()
@@ -95,6 +106,9 @@ class Table:
         self.inserted_items = 0
         self.sampled_items = 0
         self.evicted_items = 0
+        self.stale_items = 0
+        self.max_priority = 1.0
+        """The largest priority given so far: what items inserted without one get."""
 
     @property
     def size(self) -> int:
@@ -153,7 +167,10 @@ class Table:
         if self._is_duplicate(writer_id, sequence):
             return np.empty(0, dtype=np.uint64), True
         self.limiter.insert_wait_seconds += self._wait(
-            lambda: self.limiter.can_insert(self.size), None, is_active, "insert"
+            lambda: self.limiter.can_insert(self.size) and (not self.is_queue or self.size + n <= self.capacity),
+            None,
+            is_active,
+            "insert",
         )
         if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
             return np.empty(0, dtype=np.uint64), True
@@ -169,6 +186,8 @@ class Table:
             keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
             self._next_key += n
         self._place(slots, keys, item_priorities, np.zeros(n, np.uint32), np.full(n, policy_version))
+        if n:
+            self.max_priority = max(self.max_priority, float(item_priorities.max()))
         self.limiter.inserts += n
         self.inserted_items += n
         if writer_id:
@@ -186,7 +205,10 @@ class Table:
         n = steps // self.sequence_length
         if n > self.capacity:
             raise InvalidArgumentError(f"chunk: {n} items, more than table {self.name!r} holds ({self.capacity})")
-        return n, _checked_priorities(priorities, n, "chunk.priorities")
+        values = _checked_priorities(priorities, n, "chunk.priorities")
+        if values is None:  # none given: new items are as urgent as the most urgent yet (Schaul et al.)
+            values = np.full(n, self.max_priority)
+        return n, values
 
     def reserve_keys(self, n: int) -> np.ndarray:
         """Takes the keys of ``n`` items to come; a key is never handed out twice.
@@ -240,14 +262,18 @@ class Table:
         timeout: float | None = None,
         importance_sampling_exponent: float = 0.0,
         is_active: Callable[[], bool] = lambda: True,
+        policy_version: int = 0,
     ) -> SampledBatch:
         """Draws ``batch_size`` items (with replacement, for uniform and
-        prioritized tables), waiting up to ``timeout`` seconds in all for the
-        rate limiter to allow them.
+        prioritized tables; distinct ones from a queue), waiting up to
+        ``timeout`` seconds in all for the rate limiter to allow them.
+        ``policy_version`` is the sampler's policy: a queue with
+        ``max_policy_lag`` first drops what is older than it by more than that.
 
         Raises:
             DeadlineExceededError: the limiter held the batch back too long;
                 no item was sampled.
+            InvalidArgumentError: a queue asked for more items than it holds.
         """
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size: must be >= 1, got {batch_size}")
@@ -255,10 +281,16 @@ class Table:
             raise InvalidArgumentError(
                 f"importance_sampling_exponent: must be in [0, 1], got {importance_sampling_exponent}"
             )
+        if self.distinct_batches and batch_size > self.capacity:
+            raise InvalidArgumentError(
+                f"batch_size: {batch_size} distinct items asked of table {self.name!r}, which holds {self.capacity}"
+            )
         deadline = None if not timeout else time.monotonic() + timeout
         with self._cond:
             if self._closed:
                 raise UnavailableError(f"table {self.name!r} is shutting down")
+            if self.distinct_batches:
+                return self._sample_distinct(batch_size, deadline, is_active, policy_version)
             granted = 0
             try:
                 while granted < batch_size:
@@ -275,6 +307,31 @@ class Table:
             batch = self._draw(batch_size, importance_sampling_exponent)
             self._cond.notify_all()
         return batch
+
+    def _sample_distinct(self, n: int, deadline, is_active, policy_version: int) -> SampledBatch:
+        """A batch of ``n`` distinct items, drawn once they are all there."""
+
+        def ready() -> bool:
+            self._drop_stale(policy_version)
+            return self.size >= n and self.limiter.sample_permits(self.size) >= n
+
+        self.limiter.sample_wait_seconds += self._wait(ready, deadline, is_active, "sample")
+        self.limiter.samples += n
+        batch = self._draw(n, 0.0)
+        self._cond.notify_all()
+        return batch
+
+    def _drop_stale(self, policy_version: int) -> None:
+        lag = self.config.max_policy_lag
+        if not lag or not self.is_queue or policy_version <= lag or not self._order:
+            return
+        slots = np.fromiter(self._order.values(), dtype=np.int64, count=self.size)
+        stale = slots[self._policy_versions[slots] < policy_version - lag]
+        if len(stale):
+            self._remove(stale)
+            self.stale_items += len(stale)
+            self.limiter.discarded += len(stale)
+            self._cond.notify_all()  # room for inserts
 
     def _draw(self, n: int, beta: float) -> SampledBatch:
         slots, probabilities = self._selector.select(n, self._rng)
@@ -327,7 +384,11 @@ class Table:
         if len(keys) != len(priorities):
             raise InvalidArgumentError(f"priorities: {len(priorities)} values for {len(keys)} keys")
         values = _checked_priorities(priorities, len(keys), "priorities")
+        if values is None:
+            return 0, 0
         with self._cond:
+            if len(values):
+                self.max_priority = max(self.max_priority, float(values.max()))
             found = [(self._order.get(key), value) for key, value in zip(keys, values.tolist())]
             found = [(slot, value) for slot, value in found if slot is not None]
             if found:
@@ -380,6 +441,10 @@ class Table:
             self.inserted_items = counters["inserted_items"]
             self.sampled_items = counters["sampled_items"]
             self.evicted_items = counters["evicted_items"] + (n - count)
+            self.stale_items = counters.get("stale_items", 0)
+            if count:
+                self.max_priority = max(1.0, float(state.priorities[keep].max()))
+            self.limiter.discarded = self.stale_items
             self._writer_sequences = dict(state.writer_sequences)
             return n - count
 
@@ -407,6 +472,7 @@ class Table:
             "inserted_items": self.inserted_items,
             "sampled_items": self.sampled_items,
             "evicted_items": self.evicted_items,
+            "stale_items": self.stale_items,
         }
 
     def close(self) -> None:
@@ -416,10 +482,11 @@ class Table:
             self._cond.notify_all()
 
 
-def _checked_priorities(priorities: Sequence[float], n: int, field: str) -> np.ndarray:
+def _checked_priorities(priorities: Sequence[float], n: int, field: str) -> np.ndarray | None:
+    """The priorities, one per item; None when none were given."""
     values = np.asarray(priorities, dtype=np.float64).reshape(-1)
     if len(values) == 0:
-        return np.ones(n)
+        return None
     if len(values) not in (1, n):
         raise InvalidArgumentError(f"{field}: {len(values)} values for {n} items; give none, one, or one per item")
     bad = ~np.isfinite(values) | (values < 0)

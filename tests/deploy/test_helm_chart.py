@@ -262,7 +262,9 @@ def test_tls_and_tokens_come_from_secrets_and_probes_keep_a_plaintext_health_por
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     spec = env_spec(values["env"])
-    generated = experience.replay_tables(values["algorithm"], spec, values["table"], 20, 256, 100_000)
+    generated = experience.replay_tables(
+        values["algorithm"], spec, values["table"], unroll_length=20, queue_size=256, dqn_capacity=100_000
+    )
     assert values["replay"]["tables"] == json.loads(json.dumps(generated))
 
 

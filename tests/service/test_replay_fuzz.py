@@ -120,7 +120,7 @@ def test_random_sample_requests_get_clean_statuses(live, table_name, batch_size,
         timeout_seconds=min(timeout, 0.05) if timeout == timeout else timeout,
     )
     try:
-        list(stub.Sample(request, timeout=10))
+        list(stub.Sample(iter([request]), timeout=10))
     except grpc.RpcError as error:
         assert error.code() in CLEAN_CODES, error.details()
 

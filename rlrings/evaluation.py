@@ -1,0 +1,176 @@
+"""The evaluator: frozen published versions play fresh episodes, apart from training.
+
+Training episodes mix many policy versions and exploration, so their mean
+return says little about any one policy. The evaluator fetches the newest
+published version, freezes it, and plays episodes on its own environments
+(seeds no actor uses): greedy (the most likely action, or the largest
+Q-value) and, for policies that sample, sampled. Each env of the vector plays
+an equal share of the episodes, so short episodes do not crowd out long ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rlrings.errors import RlringsError
+from rlrings.parameter_client import ParameterClient
+
+log = logging.getLogger(__name__)
+
+# Seeds of evaluation envs start here, far from the actors' (seed + 1000 * i).
+_SEED_BASE = 10_000_000
+
+
+@dataclass
+class Evaluation:
+    """One round of evaluation of one frozen version."""
+
+    version: int
+    learner_step: int
+    started_seconds: float
+    """When the version was fetched, in seconds since the run started."""
+    env_steps: int
+    """Training env steps when the version was fetched."""
+    greedy_returns: list[float]
+    sampled_returns: list[float]
+    seconds: float
+    """How long the round took."""
+
+    @property
+    def greedy_mean(self) -> float:
+        return float(np.mean(self.greedy_returns)) if self.greedy_returns else float("nan")
+
+    @property
+    def sampled_mean(self) -> float:
+        return float(np.mean(self.sampled_returns)) if self.sampled_returns else float("nan")
+
+    def record(self) -> dict:
+        return asdict(self) | {"greedy_mean": self.greedy_mean, "sampled_mean": self.sampled_mean}
+
+
+def play(model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16) -> list[float]:
+    """Returns of ``episodes`` fresh episodes of ``model`` on ``env_id``."""
+    import torch
+
+    from rlrings.envs import make_vector_env
+
+    num_envs = max(1, min(max_envs, episodes))
+    targets = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+    envs = make_vector_env(env_id, num_envs, seed)
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        obs, _ = envs.reset(seed=seed)
+        counts = np.zeros(num_envs, dtype=np.int64)
+        running = np.zeros(num_envs)
+        returns: list[float] = []
+        while (counts < targets).any():
+            with torch.inference_mode():
+                logits, _ = model(torch.as_tensor(obs))
+                if greedy:
+                    actions = logits.argmax(-1)
+                else:
+                    actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+            obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
+            running += rewards
+            for i in np.flatnonzero(terminated | truncated):
+                if counts[i] < targets[i]:
+                    returns.append(float(running[i]))
+                    counts[i] += 1
+                running[i] = 0.0
+        return returns
+    finally:
+        envs.close()
+
+
+class Evaluator:
+    """Evaluates each new version published to ``parameters`` in a background thread.
+
+    ``context()`` gives (seconds since the run started, training env steps) at
+    the moment a version is fetched; ``on_result`` gets every :class:`Evaluation`.
+    A round plays ``episodes`` greedy (and, with ``sampled``, as many sampled)
+    episodes; when its greedy mean reaches ``target``, ``confirm_episodes`` more
+    greedy episodes decide whether the version solved the task (the env's own
+    definition: a mean over that many consecutive episodes).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        parameters: ParameterClient,
+        context: Callable[[], tuple[float, int]],
+        on_result: Callable[[Evaluation, Evaluation | None], None],
+        episodes: int = 10,
+        confirm_episodes: int = 100,
+        target: float | None = None,
+        sampled: bool = True,
+        interval_seconds: float = 2.0,
+        seed: int = 0,
+    ):
+        self.env_id = env_id
+        self.parameters = parameters
+        self.context = context
+        self.on_result = on_result
+        self.episodes = episodes
+        self.confirm_episodes = confirm_episodes
+        self.target = target
+        self.sampled = sampled
+        self.interval_seconds = interval_seconds
+        self.seed = _SEED_BASE + seed
+        self.rounds = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
+
+    def start(self) -> Evaluator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        import torch
+
+        from rlrings.models import ModelSpec, build_model, load_weights
+
+        torch.set_num_threads(1)
+        last_version = 0
+        while not self._stopped.is_set():
+            try:
+                header, data = self.parameters.fetch(tag="latest", timeout=30)
+            except RlringsError:  # not published yet, or parameter restarting
+                self._stopped.wait(1.0)
+                continue
+            if header.version == last_version:
+                self._stopped.wait(0.2)
+                continue
+            last_version = header.version
+            started, env_steps = self.context()
+            model = build_model(ModelSpec.from_proto(header.model)).eval()
+            load_weights(model, data)
+            begin = time.monotonic()
+            seed = self.seed + 1000 * self.rounds
+            self.rounds += 1
+            greedy = play(model, self.env_id, self.episodes, seed, greedy=True)
+            sampled = play(model, self.env_id, self.episodes, seed + 500, greedy=False) if self.sampled else []
+            result = Evaluation(header.version, header.learner_step, started, env_steps, greedy, sampled,
+                                time.monotonic() - begin)  # fmt: skip
+            confirmation = None
+            if self.target is not None and result.greedy_mean >= self.target and self.confirm_episodes:
+                begin = time.monotonic()
+                returns = play(model, self.env_id, self.confirm_episodes, seed + 700, greedy=True)
+                confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
+                                          time.monotonic() - begin)  # fmt: skip
+            self.on_result(result, confirmation)
+            try:
+                best = confirmation or result
+                self.parameters.report_evaluation(header.version, best.greedy_mean, len(best.greedy_returns))
+            except RlringsError as error:
+                log.warning("reporting an evaluation failed: %s", error)
+            self._stopped.wait(self.interval_seconds)
