@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -96,17 +97,27 @@ def replay_clients(address: str, writers: int, samplers: int, seconds: float, pr
 
     def sample() -> None:
         while time.monotonic() < stop_at:
-            request = replay_pb2.SampleRequest(table="load", batch_size=64, num_batches=0, timeout_seconds=5)
-            call = stub.Sample(request, timeout=max(1.0, stop_at - time.monotonic()))
+            grants: queue.Queue = queue.Queue()  # a learner's credits: 4 batches ahead, one more per batch
+            grants.put(replay_pb2.SampleRequest(table="load", batch_size=64, credits=4, timeout_seconds=5))
+
+            def requests(grants=grants):
+                while (request := grants.get()) is not None:
+                    yield request
+
+            call = stub.Sample(requests(), timeout=max(1.0, stop_at - time.monotonic()))
             try:
                 for response in call:
                     second = int(time.time() - start)
                     with lock:
                         sampled[min(second, len(sampled) - 1)] += len(response.keys)
+                    if response.end_of_batch:
+                        grants.put(replay_pb2.SampleRequest(credits=1))
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # the end of the run
                     with lock:
                         errors.append(f"sample: {error.code().name}: {error.details()}")
+            finally:
+                grants.put(None)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
     threads += [threading.Thread(target=sample) for _ in range(samplers)]

@@ -88,6 +88,22 @@ def play(model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: i
         envs.close()
 
 
+def crafter_score(success_rates: dict[str, float]) -> float:
+    """The Crafter score (Hafner, 2021): the geometric mean of the achievements'
+    success rates in percent, offset by one, ``exp(mean(ln(1 + s_i))) - 1``."""
+    rates = np.array(list(success_rates.values()), dtype=float)
+    return float(np.exp(np.mean(np.log1p(rates))) - 1) if len(rates) else float("nan")
+
+
+def achievement_names(env_id: str) -> tuple[str, ...]:
+    """Every achievement ``env_id`` can report (so that those never unlocked count as 0%); () for games without."""
+    if env_id == "crafter" or env_id.startswith("task:crafter/"):
+        import crafter
+
+        return tuple(crafter.constants.achievements)
+    return ()
+
+
 class Evaluator:
     """Evaluates each new version published to ``parameters`` in a background thread.
 

@@ -45,7 +45,7 @@ from rlrings import experience
 from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
-from rlrings.evaluation import Evaluation, Evaluator
+from rlrings.evaluation import Evaluation, Evaluator, achievement_names, crafter_score
 from rlrings.ring import HOROVOD_HINT, horovod_available, local_ring_environment
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 from rlrings.server import SUPERVISOR_ENV
@@ -232,6 +232,7 @@ class Progress:
     solved_by: Evaluation | None = None  # the confirmation that solved the task
     solved_confirmed_at: float | None = None  # seconds since start when it was confirmed
     train_solved_at: tuple[float, int] | None = None  # (seconds, env steps) the training mean first reached the target
+    achievement_episodes: dict[str, int] = field(default_factory=dict)  # episodes that unlocked each (Crafter)
     restarts: list[str] = field(default_factory=list)
 
     @property
@@ -482,7 +483,18 @@ class Mesh:
         def context() -> tuple[float, int]:
             return time.monotonic() - progress.start, progress.total_env_steps
 
+        board = None
+
         def on_result(result: Evaluation, confirmation: Evaluation | None) -> None:
+            nonlocal board
+            if board is None:  # torch is imported by now, in the evaluator's thread
+                from torch.utils.tensorboard import SummaryWriter
+
+                board = SummaryWriter(str(self.run_dir / "tensorboard" / "evaluator"))
+            board.add_scalar("eval/greedy_return", result.greedy_mean, result.env_steps)
+            if result.sampled_returns:
+                board.add_scalar("eval/sampled_return", result.sampled_mean, result.env_steps)
+            board.flush()
             progress.evaluations.append(result)
             if confirmation is not None:
                 progress.confirmations.append(confirmation)
@@ -560,6 +572,8 @@ class Mesh:
             progress.env_steps[actor.name] = status.env_steps
             rate += status.steps_per_second
             for episode in status.recent_episodes:
+                for name in episode.achievements:
+                    progress.achievement_episodes[name] = progress.achievement_episodes.get(name, 0) + 1
                 progress.episodes.append(
                     (episode.end_time - progress.start_wall, episode.episode_return, progress.total_env_steps)
                 )
@@ -675,6 +689,7 @@ class Mesh:
             "policy_lag_versions_median": _median(lag[0] for lag in p.lags),
             "policy_lag_updates_median": _median(lag[1] for lag in p.lags),
             "policy_lag_seconds_median": _median(lag[2] for lag in p.lags),
+            **self._achievements(),
             "last_evaluation": p.evaluations[-1].record() if p.evaluations else None,
             "evaluations": [
                 {
@@ -720,6 +735,16 @@ class Mesh:
         console.print()
         console.print(table)
         return summary
+
+    def _achievements(self) -> dict:
+        """Success rate (percent of training episodes) of each achievement and the Crafter score,
+        for games with achievements; nothing for others."""
+        names = achievement_names(self.config.env)
+        episodes = len(self.progress.episodes)
+        if not names or not episodes:
+            return {}
+        rates = {name: 100.0 * self.progress.achievement_episodes.get(name, 0) / episodes for name in names}
+        return {"achievement_success_percent": rates, "crafter_score": crafter_score(rates)}
 
     def _plot(self) -> Path | None:
         """Returns against env steps (training episodes, their moving mean, evaluations) and against time."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlrings.v1 import control_pb2 as rlrings_dot_v1_dot_control__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlrings/v1/actor.proto\x12\nrlrings.v1\x1a\x18rlrings/v1/control.proto\"/\n\x15GetActorStatusRequest\x12\x16\n\x0e\x65pisodes_after\x18\x01 \x01(\x03\"p\n\rEpisodeRecord\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\"\xbd\x02\n\x16GetActorStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\x10\n\x08num_envs\x18\x03 \x01(\r\x12\x11\n\tenv_steps\x18\x04 \x01(\x03\x12\x18\n\x10steps_per_second\x18\x05 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x03\x12\x1b\n\x13mean_episode_return\x18\x07 \x01(\x01\x12\x1b\n\x13mean_episode_length\x18\x08 \x01(\x01\x12\x16\n\x0epolicy_version\x18\t \x01(\x03\x12\x17\n\x0f\x62uffered_chunks\x18\n \x01(\r\x12\x32\n\x0frecent_episodes\x18\x0b \x03(\x0b\x32\x19.rlrings.v1.EpisodeRecord\"\x13\n\x11PauseActorRequest\"9\n\x12PauseActorResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x14\n\x12ResumeActorRequest\":\n\x13ResumeActorResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x91\x01\n\x18UpdateActorConfigRequest\x12\x44\n\x08settings\x18\x01 \x03(\x0b\x32\x32.rlrings.v1.UpdateActorConfigRequest.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x19UpdateActorConfigResponse\x12\x45\n\x08settings\x18\x01 \x03(\x0b\x32\x33.rlrings.v1.UpdateActorConfigResponse.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xd2\x02\n\x0c\x41\x63torService\x12R\n\tGetStatus\x12!.rlrings.v1.GetActorStatusRequest\x1a\".rlrings.v1.GetActorStatusResponse\x12\x46\n\x05Pause\x12\x1d.rlrings.v1.PauseActorRequest\x1a\x1e.rlrings.v1.PauseActorResponse\x12I\n\x06Resume\x12\x1e.rlrings.v1.ResumeActorRequest\x1a\x1f.rlrings.v1.ResumeActorResponse\x12[\n\x0cUpdateConfig\x12$.rlrings.v1.UpdateActorConfigRequest\x1a%.rlrings.v1.UpdateActorConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rlrings/v1/actor.proto\x12\nrlrings.v1\x1a\x18rlrings/v1/control.proto\"/\n\x15GetActorStatusRequest\x12\x16\n\x0e\x65pisodes_after\x18\x01 \x01(\x03\"\x86\x01\n\rEpisodeRecord\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\x12\x14\n\x0c\x61\x63hievements\x18\x06 \x03(\t\"\xbd\x02\n\x16GetActorStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\x10\n\x08num_envs\x18\x03 \x01(\r\x12\x11\n\tenv_steps\x18\x04 \x01(\x03\x12\x18\n\x10steps_per_second\x18\x05 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x03\x12\x1b\n\x13mean_episode_return\x18\x07 \x01(\x01\x12\x1b\n\x13mean_episode_length\x18\x08 \x01(\x01\x12\x16\n\x0epolicy_version\x18\t \x01(\x03\x12\x17\n\x0f\x62uffered_chunks\x18\n \x01(\r\x12\x32\n\x0frecent_episodes\x18\x0b \x03(\x0b\x32\x19.rlrings.v1.EpisodeRecord\"\x13\n\x11PauseActorRequest\"9\n\x12PauseActorResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x14\n\x12ResumeActorRequest\":\n\x13ResumeActorResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x91\x01\n\x18UpdateActorConfigRequest\x12\x44\n\x08settings\x18\x01 \x03(\x0b\x32\x32.rlrings.v1.UpdateActorConfigRequest.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x19UpdateActorConfigResponse\x12\x45\n\x08settings\x18\x01 \x03(\x0b\x32\x33.rlrings.v1.UpdateActorConfigResponse.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xd2\x02\n\x0c\x41\x63torService\x12R\n\tGetStatus\x12!.rlrings.v1.GetActorStatusRequest\x1a\".rlrings.v1.GetActorStatusResponse\x12\x46\n\x05Pause\x12\x1d.rlrings.v1.PauseActorRequest\x1a\x1e.rlrings.v1.PauseActorResponse\x12I\n\x06Resume\x12\x1e.rlrings.v1.ResumeActorRequest\x1a\x1f.rlrings.v1.ResumeActorResponse\x12[\n\x0cUpdateConfig\x12$.rlrings.v1.UpdateActorConfigRequest\x1a%.rlrings.v1.UpdateActorConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEACTORCONFIGRESPONSE_SETTINGSENTRY']._serialized_options = b'8\001'
   _globals['_GETACTORSTATUSREQUEST']._serialized_start=64
   _globals['_GETACTORSTATUSREQUEST']._serialized_end=111
-  _globals['_EPISODERECORD']._serialized_start=113
-  _globals['_EPISODERECORD']._serialized_end=225
-  _globals['_GETACTORSTATUSRESPONSE']._serialized_start=228
-  _globals['_GETACTORSTATUSRESPONSE']._serialized_end=545
-  _globals['_PAUSEACTORREQUEST']._serialized_start=547
-  _globals['_PAUSEACTORREQUEST']._serialized_end=566
-  _globals['_PAUSEACTORRESPONSE']._serialized_start=568
-  _globals['_PAUSEACTORRESPONSE']._serialized_end=625
-  _globals['_RESUMEACTORREQUEST']._serialized_start=627
-  _globals['_RESUMEACTORREQUEST']._serialized_end=647
-  _globals['_RESUMEACTORRESPONSE']._serialized_start=649
-  _globals['_RESUMEACTORRESPONSE']._serialized_end=707
-  _globals['_UPDATEACTORCONFIGREQUEST']._serialized_start=710
-  _globals['_UPDATEACTORCONFIGREQUEST']._serialized_end=855
-  _globals['_UPDATEACTORCONFIGREQUEST_SETTINGSENTRY']._serialized_start=808
-  _globals['_UPDATEACTORCONFIGREQUEST_SETTINGSENTRY']._serialized_end=855
-  _globals['_UPDATEACTORCONFIGRESPONSE']._serialized_start=858
-  _globals['_UPDATEACTORCONFIGRESPONSE']._serialized_end=1005
-  _globals['_UPDATEACTORCONFIGRESPONSE_SETTINGSENTRY']._serialized_start=808
-  _globals['_UPDATEACTORCONFIGRESPONSE_SETTINGSENTRY']._serialized_end=855
-  _globals['_ACTORSERVICE']._serialized_start=1008
-  _globals['_ACTORSERVICE']._serialized_end=1346
+  _globals['_EPISODERECORD']._serialized_start=114
+  _globals['_EPISODERECORD']._serialized_end=248
+  _globals['_GETACTORSTATUSRESPONSE']._serialized_start=251
+  _globals['_GETACTORSTATUSRESPONSE']._serialized_end=568
+  _globals['_PAUSEACTORREQUEST']._serialized_start=570
+  _globals['_PAUSEACTORREQUEST']._serialized_end=589
+  _globals['_PAUSEACTORRESPONSE']._serialized_start=591
+  _globals['_PAUSEACTORRESPONSE']._serialized_end=648
+  _globals['_RESUMEACTORREQUEST']._serialized_start=650
+  _globals['_RESUMEACTORREQUEST']._serialized_end=670
+  _globals['_RESUMEACTORRESPONSE']._serialized_start=672
+  _globals['_RESUMEACTORRESPONSE']._serialized_end=730
+  _globals['_UPDATEACTORCONFIGREQUEST']._serialized_start=733
+  _globals['_UPDATEACTORCONFIGREQUEST']._serialized_end=878
+  _globals['_UPDATEACTORCONFIGREQUEST_SETTINGSENTRY']._serialized_start=831
+  _globals['_UPDATEACTORCONFIGREQUEST_SETTINGSENTRY']._serialized_end=878
+  _globals['_UPDATEACTORCONFIGRESPONSE']._serialized_start=881
+  _globals['_UPDATEACTORCONFIGRESPONSE']._serialized_end=1028
+  _globals['_UPDATEACTORCONFIGRESPONSE_SETTINGSENTRY']._serialized_start=831
+  _globals['_UPDATEACTORCONFIGRESPONSE_SETTINGSENTRY']._serialized_end=878
+  _globals['_ACTORSERVICE']._serialized_start=1031
+  _globals['_ACTORSERVICE']._serialized_end=1369
 # @@protoc_insertion_point(module_scope)

@@ -14,18 +14,20 @@ class GetActorStatusRequest(_message.Message):
     def __init__(self, episodes_after: _Optional[int] = ...) -> None: ...
 
 class EpisodeRecord(_message.Message):
-    __slots__ = ("index", "episode_return", "length", "policy_version", "end_time")
+    __slots__ = ("index", "episode_return", "length", "policy_version", "end_time", "achievements")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     EPISODE_RETURN_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACHIEVEMENTS_FIELD_NUMBER: _ClassVar[int]
     index: int
     episode_return: float
     length: int
     policy_version: int
     end_time: float
-    def __init__(self, index: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., policy_version: _Optional[int] = ..., end_time: _Optional[float] = ...) -> None: ...
+    achievements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., policy_version: _Optional[int] = ..., end_time: _Optional[float] = ..., achievements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetActorStatusResponse(_message.Message):
     __slots__ = ("state", "env_id", "num_envs", "env_steps", "steps_per_second", "episodes", "mean_episode_return", "mean_episode_length", "policy_version", "buffered_chunks", "recent_episodes")

@@ -30,6 +30,14 @@ from services.actor.config import ActorConfig
 log = logging.getLogger(__name__)
 
 
+def _achievements(info: dict, i: int) -> tuple[str, ...]:
+    """What env ``i``'s finished episode unlocked, where the game reports achievements."""
+    counts = info.get("final_info", {}).get("achievements")
+    if not counts:
+        return ()
+    return tuple(name for name, count in counts.items() if not name.startswith("_") and count[i] > 0)
+
+
 @dataclass
 class Episode:
     index: int
@@ -37,6 +45,7 @@ class Episode:
     length: int
     policy_version: int
     end_time: float
+    achievements: tuple[str, ...] = ()
 
 
 class Actor:
@@ -49,6 +58,8 @@ class Actor:
         self.env_steps = 0
         self.episodes: collections.deque[Episode] = collections.deque(maxlen=1000)
         self.episode_count = 0
+        self.achievement_episodes: collections.Counter[str] = collections.Counter()
+        """Episodes in which each achievement was unlocked (Crafter)."""
         self.policy_version = 0
         self.paused = threading.Event()
         self.stopped = threading.Event()
@@ -119,20 +130,23 @@ class Actor:
                     time.sleep(0.05)
                     continue
                 self._refresh_weights()
-                obs, rewards, done = step(envs, obs, state, generator)
+                obs, rewards, done, info = step(envs, obs, state, generator)
                 returns += rewards
                 lengths += 1
                 self.env_steps += self.config.num_envs
                 for i in np.flatnonzero(done):
-                    self._record(returns[i], lengths[i])
+                    self._record(returns[i], lengths[i], _achievements(info, i))
                     returns[i], lengths[i] = 0.0, 0
         finally:
             envs.close()
 
-    def _record(self, episode_return: float, length: int) -> None:
+    def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1
+        self.achievement_episodes.update(achievements)
         self.episodes.append(
-            Episode(self.episode_count, float(episode_return), int(length), self.policy_version, time.time())
+            Episode(
+                self.episode_count, float(episode_return), int(length), self.policy_version, time.time(), achievements
+            )
         )
 
     @torch.inference_mode()
@@ -196,7 +210,7 @@ class Actor:
             self._write(columns, policy_version=state["version"])
             t = 0
         state["t"] = t
-        return next_obs, rewards, done
+        return next_obs, rewards, done, info
 
     # DQN: n-step transitions, epsilon-greedy.
 
@@ -229,7 +243,7 @@ class Actor:
                     "discount": np.asarray(discount, np.float32),
                 }
             )
-        return next_obs, rewards, terminated | truncated
+        return next_obs, rewards, terminated | truncated, info
 
     def epsilon(self) -> float:
         """DQN: the chance of a random action now, falling linearly from

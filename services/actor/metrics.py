@@ -34,7 +34,14 @@ class ActorCollector(Collector):
             "rlrings_actor_mean_episode_length", "Mean length of recent episodes.", labels=["env"]
         )
         lengths.add_metric(env, sum(e.length for e in recent[-100:]) / max(1, len(recent[-100:])))
-        yield from (steps, episodes, version, buffered, returns, lengths)
+        unlocked = CounterMetricFamily(
+            "rlrings_actor_achievement_episodes",
+            "Episodes in which an achievement was unlocked (Crafter), by achievement.",
+            labels=["env", "achievement"],
+        )
+        for name, count in sorted(actor.achievement_episodes.items()):
+            unlocked.add_metric([*env, name], count)
+        yield from (steps, episodes, version, buffered, returns, lengths, unlocked)
 
 
 def _buckets(values: list[float]) -> list[tuple[str, int]]:

@@ -43,6 +43,7 @@ class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
                     length=e.length,
                     policy_version=e.policy_version,
                     end_time=e.end_time,
+                    achievements=e.achievements,
                 )
                 for e in episodes
                 if e.index > request.episodes_after

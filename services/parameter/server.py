@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 from services.parameter.config import ParameterConfig
@@ -11,6 +14,25 @@ from services.parameter.servicer import ParameterServicer
 from services.parameter.store import WeightStore
 
 SERVICE_NAME = parameter_pb2.DESCRIPTOR.services_by_name["ParameterService"].full_name
+
+
+class EvaluationCollector(Collector):
+    """The evaluator's reports (through ReportEvaluation), read at scrape time."""
+
+    def __init__(self, store: WeightStore):
+        self.store = store
+
+    def collect(self):
+        if self.store.last_evaluation is None:
+            return
+        version, value = self.store.last_evaluation
+        evaluated = GaugeMetricFamily("rlrings_parameter_evaluated_version", "Version of the last evaluation report.")
+        evaluated.add_metric([], version)
+        returns = GaugeMetricFamily(
+            "rlrings_parameter_evaluation_return", "Mean return the evaluator last reported (fresh episodes)."
+        )
+        returns.add_metric([], value)
+        yield from (evaluated, returns)
 
 
 class ParameterServer:
@@ -23,6 +45,7 @@ class ParameterServer:
             ParameterServicer(self.store, config.max_model_bytes, config.piece_bytes),
             SERVICE_NAME,
         )
+        self.server.registry.register(EvaluationCollector(self.store))
 
     @property
     def address(self) -> str:

@@ -50,6 +50,7 @@ class WeightStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported
         self._headers: dict[int, parameter_pb2.WeightsHeader] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -160,6 +161,7 @@ class WeightStore:
                 raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
             header = self._headers[version]
             header.evaluation_return = evaluation_return
+            self.last_evaluation = (version, evaluation_return)
             _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(header).encode())
             self._prune()
             return self._best()

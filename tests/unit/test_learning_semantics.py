@@ -1,0 +1,163 @@
+"""Replay semantics and schedules that learning depends on: queues that lose nothing
+and repeat nothing, stale items dropped, new items at the running max priority,
+exploration and importance-sampling schedules, the learner's own bootstrap of
+truncated episodes."""
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings.envs import env_spec
+from rlrings.errors import DeadlineExceededError, InvalidArgumentError
+from rlrings.evaluation import play
+from rlrings.mesh import Mesh, MeshConfig
+from rlrings.models import ModelSpec, build_model
+from services.actor.actor import Actor
+from services.learner.learner import Learner
+from services.replay.config import TableConfig
+from services.replay.table import Table
+from tests.helpers import FRAME_SIGNATURE, frames, table_config
+
+
+def actions(batch):
+    return batch.columns["action"][:, 0].tolist()
+
+
+def test_a_full_queue_holds_a_whole_chunk_back_instead_of_evicting_unsampled_items():
+    table = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=6))
+    table.insert(frames(4))
+    done = threading.Event()
+    # 4 + 3 > 6: before, the chunk went in on its first item's permit and evicted item 0 unseen
+    threading.Thread(target=lambda: (table.insert(frames(3, start=4)), done.set()), daemon=True).start()
+    assert not done.wait(0.3), "the chunk must wait for room"
+    assert actions(table.sample(1)) == [0]
+    assert done.wait(5)
+    assert actions(table.sample(6)) == [1, 2, 3, 4, 5, 6]
+    assert table.evicted_items == 0 and table.inserted_items == table.sampled_items == 7
+
+
+def test_a_batch_never_holds_the_same_item_twice_it_waits_for_distinct_ones():
+    table = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=10))
+    table.insert(frames(2))
+    with pytest.raises(DeadlineExceededError):
+        table.sample(3, timeout=0.2)  # before: [0, 1, 0], padded with a repeat
+    assert table.size == 2 and table.sampled_items == 0, "nothing was taken by the batch that waited"
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(table.sample(3, timeout=10)))
+    waiter.start()
+    table.insert(frames(1, start=2))
+    waiter.join(5)
+    assert actions(result[0]) == [0, 1, 2]
+    fifo = Table(table_config(selector="fifo"))  # a FIFO table that keeps its items does not repeat either
+    fifo.insert(frames(2))
+    with pytest.raises(DeadlineExceededError):
+        fifo.sample(3, timeout=0.1)
+
+
+def test_a_queue_refuses_a_batch_larger_than_it_can_ever_hold():
+    table = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=4))
+    with pytest.raises(InvalidArgumentError, match="batch_size: 5 distinct items .* holds 4"):
+        table.sample(5)
+
+
+def test_max_policy_lag_drops_stale_items_and_counts_them():
+    table = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=10, max_policy_lag=2))
+    table.insert(frames(2), policy_version=1)
+    table.insert(frames(2, start=2), policy_version=4)
+    table.insert(frames(2, start=4), policy_version=5)
+    batch = table.sample(3, policy_version=6)  # 6 - 2 = 4: version 1 is too old
+    assert actions(batch) == [2, 3, 4] and batch.policy_versions.tolist() == [4, 4, 5]
+    assert table.stale_items == 2 and table.size == 1
+    assert table.limiter.sample_permits(table.size) == 1, "dropped items no longer count as waiting"
+    with pytest.raises(ValueError, match="max_policy_lag"):
+        table_config(selector="uniform", max_policy_lag=3)
+
+
+def test_items_inserted_without_priority_get_the_running_max():
+    table = Table(table_config(selector="prioritized", priority_exponent=1.0))
+    keys, _ = table.insert(frames(2))
+    table.update_priorities(keys.tolist(), [7.0, 0.5])
+    new, _ = table.insert(frames(1, start=2))
+    probabilities = dict(zip(*np.unique(table.sample(4000).keys, return_counts=True)))
+    assert table.max_priority == 7.0
+    # priorities 7, 0.5, 7 (the new item at the running max, not at 1)
+    assert probabilities[new[0]] / 4000 == pytest.approx(7 / 14.5, abs=0.04)
+
+
+def test_dqn_exploration_spreads_across_actors_and_anneals_from_one(tmp_path):
+    def epsilons(actors):
+        mesh = Mesh(MeshConfig(algorithm="dqn", actors=actors, run_dir=tmp_path / str(actors), viewer=False))
+        return [a.config for a in mesh.actors]
+
+    two = epsilons(2)
+    assert [c["epsilon"] for c in two] == pytest.approx([0.1, 0.01]), "neither of two actors is almost greedy"
+    many = [c["epsilon"] for c in epsilons(256)]
+    assert many == sorted(many, reverse=True) and min(many) >= 0.01 and max(many) <= 0.1
+    actor = SimpleNamespace(config=SimpleNamespace(epsilon=0.1, epsilon_start=1.0, epsilon_decay_steps=1000))
+    schedule = []
+    for steps in (0, 500, 1000, 5000):
+        actor.env_steps = steps
+        schedule.append(Actor.epsilon(actor))
+    assert schedule == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+
+def test_importance_sampling_exponent_rises_to_one():
+    config = SimpleNamespace(algorithm="dqn", importance_sampling_exponent=0.4, importance_sampling_anneal_updates=100)
+    learner = SimpleNamespace(config=config, step=0)
+    betas = []
+    for step in (0, 50, 100, 1000):
+        learner.step = step
+        betas.append(Learner._beta(learner))
+    assert betas == pytest.approx([0.4, 0.7, 1.0, 1.0])
+
+
+def test_a_queue_too_small_for_a_batch_and_a_write_is_refused_at_start(tmp_path):
+    from rlrings.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="queue_size: 20 .* at least 24"):
+        Mesh(MeshConfig(queue_size=20, run_dir=tmp_path, viewer=False))
+
+
+def _trajectory(truncated: bool, final_value_obs: float) -> dict[str, torch.Tensor]:
+    steps = 4
+    obs = torch.zeros(1, steps + 1, 4)
+    columns = {
+        "obs": obs,
+        "action": torch.zeros(1, steps + 1, dtype=torch.int32),
+        "reward": torch.ones(1, steps + 1),
+        "terminated": torch.zeros(1, steps + 1, dtype=torch.bool),
+        "truncated": torch.zeros(1, steps + 1, dtype=torch.bool),
+        "logp": torch.full((1, steps + 1), float(np.log(0.5))),
+        "final_obs": torch.zeros(1, steps + 1, 4),
+    }
+    columns["truncated"][0, 1] = truncated
+    columns["final_obs"][0, 1] = final_value_obs
+    return columns
+
+
+def test_truncated_steps_bootstrap_from_the_learners_own_value_of_the_final_observation():
+    torch.manual_seed(0)
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
+    learner = ImpalaLearner(build_model(spec), ImpalaConfig())
+    losses = {
+        (cut, x): float(learner.loss(_trajectory(cut, x))[1]["baseline_loss"]) for cut in (True, False) for x in (0, 3)
+    }
+    assert losses[(True, 0.0)] != losses[(True, 3.0)], "the final observation's value enters the target"
+    assert losses[(False, 0.0)] == losses[(False, 3.0)], "and only where the episode was cut"
+
+
+def test_learning_rate_falls_linearly_to_zero_over_the_budget():
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
+    learner = ImpalaLearner(build_model(spec), ImpalaConfig(learning_rate=1e-3, decay_updates=4))
+    rates = [learner.update(_trajectory(False, 0.0))["learning_rate"] for _ in range(5)]
+    assert rates == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0])
+
+
+def test_evaluation_plays_exactly_the_episodes_asked_each_env_its_share():
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
+    returns = play(build_model(spec).eval(), "CartPole-v1", episodes=7, seed=3, greedy=False, max_envs=3)
+    assert len(returns) == 7 and all(r >= 1 for r in returns)
