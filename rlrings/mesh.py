@@ -77,6 +77,10 @@ class MeshConfig(Settings):
     """Learner learning rate; None: the algorithm's default."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
     """IMPALA: entropy bonus weight."""
+    trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
+    """IMPALA: V-trace's lambda (1: the paper's default)."""
+    normalize_returns: bool = True
+    """IMPALA: learn values in units of the returns' running scale and divide advantages by it."""
     normalize_advantages: bool = False
     """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
     IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""
@@ -330,7 +334,15 @@ class Mesh:
             "table": TABLE,
             "batch_size": batch,
             "entropy_cost": c.entropy_cost,
-            **({"normalize_advantages": c.normalize_advantages} if impala else {}),
+            **(
+                {
+                    "normalize_advantages": c.normalize_advantages,
+                    "normalize_returns": c.normalize_returns,
+                    "trace_decay": c.trace_decay,
+                }
+                if impala
+                else {}
+            ),
             "publish_every": c.publish_every,
             "checkpoint_every": c.checkpoint_every,
             "checkpoint_dir": str(run / "checkpoints"),

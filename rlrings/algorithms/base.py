@@ -23,6 +23,10 @@ class GradientLearner:
         if ring is not None:
             self.join(ring)
 
+    def state_modules(self) -> dict[str, nn.Module]:
+        """Every module whose state a checkpoint keeps and a joining rank takes from rank 0, by name."""
+        return {"model": self.model}
+
     def join(self, ring: Ring) -> None:
         """From now on, average gradients over ``ring`` (optimizer state is kept)."""
         self.ring = ring

@@ -95,6 +95,9 @@ class DqnLearner(GradientLearner):
         self.target = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0
 
+    def state_modules(self) -> dict[str, nn.Module]:
+        return super().state_modules() | {"target": self.target}
+
     def update(self, columns: dict[str, torch.Tensor], weights: torch.Tensor) -> tuple[dict[str, float], np.ndarray]:
         """One step on a batch of transitions; returns stats and new priorities."""
         first = {name: value[:, 0] for name, value in columns.items()}  # items are one transition

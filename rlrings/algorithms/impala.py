@@ -30,8 +30,12 @@ def vtrace(
     bootstrap_value: torch.Tensor,
     rho_bar: float = 1.0,
     c_bar: float = 1.0,
+    trace_decay: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """V-trace targets and policy-gradient advantages (Espeholt et al., 2018).
+
+    ``trace_decay`` is the paper's lambda (its remark 2): the traces are
+    ``lambda * min(c_bar, rho)``, which trades bias for variance as GAE's lambda does.
 
     All inputs are time-major ``[T, B]`` except ``bootstrap_value`` ``[B]``.
 
@@ -41,7 +45,7 @@ def vtrace(
     with torch.no_grad():
         rhos = torch.exp(target_logp - behaviour_logp)
         clipped_rhos = rhos.clamp(max=rho_bar)
-        cs = rhos.clamp(max=c_bar)
+        cs = trace_decay * rhos.clamp(max=c_bar)
         next_values = torch.cat([values[1:], bootstrap_value[None]])
         deltas = clipped_rhos * (rewards + discounts * next_values - values)
         corrections = torch.zeros_like(values)
@@ -55,6 +59,41 @@ def vtrace(
     return vs, advantages
 
 
+class ReturnNormalizer(nn.Module):
+    """Running mean and standard deviation of the value targets (PopArt's statistics,
+    van Hasselt et al. 2016, without its output-preserving rescale).
+
+    With it the value head predicts returns in units of their running standard
+    deviation, and advantages are divided by it: the value loss and the policy
+    gradient keep one scale whatever the rewards' (CartPole's returns reach 100,
+    others' 0.1 or 10,000), and unlike per-batch advantage normalisation the scale
+    does not collapse, blowing noise up, once the policy is good and advantages shrink.
+    Its buffers travel with the learner's checkpoint.
+    """
+
+    def __init__(self, decay: float = 0.99):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("first", torch.zeros(()))  # running E[x], E[x^2], and their debiasing weight
+        self.register_buffer("second", torch.zeros(()))
+        self.register_buffer("weight", torch.zeros(()))
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) in force; (0, 1) before any update."""
+        if self.weight <= 0:
+            return torch.zeros(()), torch.ones(())
+        mean = self.first / self.weight
+        variance = (self.second / self.weight - mean.square()).clamp(min=1e-4)
+        return mean, variance.sqrt()
+
+    @torch.no_grad()
+    def update(self, targets: torch.Tensor) -> None:
+        d = self.decay
+        self.first.mul_(d).add_((1 - d) * targets.mean())
+        self.second.mul_(d).add_((1 - d) * targets.square().mean())
+        self.weight.mul_(d).add_(1 - d)
+
+
 @dataclass
 class ImpalaConfig:
     gamma: float = 0.99
@@ -63,10 +102,15 @@ class ImpalaConfig:
     """Updates over which the learning rate falls linearly to 0; 0 keeps it constant."""
     baseline_cost: float = 0.5
     entropy_cost: float = 0.01
+    trace_decay: float = 1.0
+    """V-trace's lambda: 1 is the paper's default; lower trades bias for variance as GAE's lambda does."""
     max_grad_norm: float = 0.5
     """Clip of the global gradient norm, on the scale of the mean-reduced loss."""
     normalize_advantages: bool = False
     """Scale each batch's policy-gradient advantages to zero mean and unit variance."""
+    normalize_returns: bool = True
+    """Learn values in units of the returns' running scale and divide advantages by it
+    (:class:`ReturnNormalizer`)."""
 
 
 class ImpalaLearner(GradientLearner):
@@ -80,13 +124,19 @@ class ImpalaLearner(GradientLearner):
         super().__init__(model, config.learning_rate, ring)
         self.config = config
         self.updates = 0
+        self.normalizer = ReturnNormalizer().to(next(model.parameters()).device) if config.normalize_returns else None
+
+    def state_modules(self) -> dict[str, nn.Module]:
+        return super().state_modules() | ({"return_normalizer": self.normalizer} if self.normalizer else {})
 
     def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = columns["obs"]  # [B, T+1, ...]
         batch, steps = obs.shape[0], obs.shape[1] - 1
-        logits, values = self.model(obs.flatten(0, 1))
+        mean, std = self.normalizer.stats() if self.normalizer else (0.0, 1.0)
+        logits, head = self.model(obs.flatten(0, 1))
         logits = logits.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, A]
-        values = values.view(batch, steps + 1).transpose(0, 1)
+        head = head.view(batch, steps + 1).transpose(0, 1)
+        values = head.detach() * std + mean  # in return units
         actions = columns["action"].transpose(0, 1)[:steps].long()
         log_probs = F.log_softmax(logits[:steps], dim=-1)
         target_logp = log_probs.gather(-1, actions[..., None]).squeeze(-1)
@@ -97,7 +147,8 @@ class ImpalaLearner(GradientLearner):
             where = truncated.nonzero(as_tuple=True)
             final = columns["final_obs"].transpose(0, 1)[:steps][where]
             with torch.no_grad():
-                rewards = rewards.index_put(where, rewards[where] + self.config.gamma * self.model(final)[1])
+                final_values = self.model(final)[1] * std + mean
+                rewards = rewards.index_put(where, rewards[where] + self.config.gamma * final_values)
         done = (terminated | truncated).float()
         vs, advantages = vtrace(
             behaviour_logp=columns["logp"].transpose(0, 1)[:steps],
@@ -106,11 +157,15 @@ class ImpalaLearner(GradientLearner):
             discounts=self.config.gamma * (1.0 - done),
             values=values[:steps],
             bootstrap_value=values[steps],
+            trace_decay=self.config.trace_decay,
         )
+        advantages = advantages / std
         if self.config.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -(target_logp * advantages).mean()
-        baseline_loss = 0.5 * (vs - values[:steps]).pow(2).mean()
+        baseline_loss = 0.5 * ((vs - mean) / std - head[:steps]).pow(2).mean()
+        if self.normalizer is not None:  # this batch's targets move the scale for the next update
+            self.normalizer.update(vs)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
         loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
         stats = {

@@ -28,6 +28,10 @@ class LearnerConfig(WorkerConfig):
     """Adam learning rate; None: the algorithm's default (impala 5e-4, dqn 5e-4)."""
     learning_rate_decay_updates: pydantic.NonNegativeInt = 0
     """IMPALA: updates over which the learning rate falls linearly to 0 (the run's budget); 0: constant."""
+    trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
+    """IMPALA: V-trace's lambda (1: the paper's default)."""
+    normalize_returns: bool = True
+    """IMPALA: learn values in units of the returns' running scale and divide advantages by it."""
     normalize_advantages: bool = False
     """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
     IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""

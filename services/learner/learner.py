@@ -65,6 +65,8 @@ class Learner:
                     baseline_cost=config.baseline_cost,
                     entropy_cost=config.entropy_cost,
                     normalize_advantages=config.normalize_advantages,
+                    trace_decay=config.trace_decay,
+                    normalize_returns=config.normalize_returns,
                 ),
             )
         else:
@@ -110,7 +112,7 @@ class Learner:
         ring = connect(self.config.ring, self.device, self.config.ring_timeout_seconds)
         self.algorithm.join(ring)
         self.ring = ring
-        modules = [self.model, *([self.algorithm.target] if isinstance(self.algorithm, DqnLearner) else [])]
+        modules = list(self.algorithm.state_modules().values())
         self.step = self.checkpointed_step = ring.broadcast_state(modules, self.algorithm.optimizer, self.step)
         self.algorithm.updates = self.step
         if ring.size > 1:
@@ -130,10 +132,10 @@ class Learner:
         if saved["model_spec"] != self._spec_record():
             log.warning("checkpoint %s is for another model; starting afresh", self._checkpoint_path)
             return
-        self.model.load_state_dict(saved["model"])
+        for name, module in self.algorithm.state_modules().items():
+            if name in saved:
+                module.load_state_dict(saved[name])
         self.algorithm.optimizer.load_state_dict(saved["optimizer"])
-        if isinstance(self.algorithm, DqnLearner):
-            self.algorithm.target.load_state_dict(saved["target"])
         self.algorithm.updates = saved["step"]
         self.step = self.checkpointed_step = saved["step"]
         log.info("resumed from %s at update %d", self._checkpoint_path, self.step)
@@ -144,13 +146,11 @@ class Learner:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             state = {
-                "model": self.model.state_dict(),
+                **{name: module.state_dict() for name, module in self.algorithm.state_modules().items()},
                 "optimizer": self.algorithm.optimizer.state_dict(),
                 "step": self.step,
                 "model_spec": self._spec_record(),
             }
-            if isinstance(self.algorithm, DqnLearner):
-                state["target"] = self.algorithm.target.state_dict()
             temporary = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(state, temporary)
             step = self.step

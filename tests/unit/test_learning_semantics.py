@@ -142,12 +142,29 @@ def _trajectory(truncated: bool, final_value_obs: float) -> dict[str, torch.Tens
 def test_truncated_steps_bootstrap_from_the_learners_own_value_of_the_final_observation():
     torch.manual_seed(0)
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
-    learner = ImpalaLearner(build_model(spec), ImpalaConfig())
+    learner = ImpalaLearner(build_model(spec), ImpalaConfig(normalize_returns=False))  # the loss alone, no stats
     losses = {
         (cut, x): float(learner.loss(_trajectory(cut, x))[1]["baseline_loss"]) for cut in (True, False) for x in (0, 3)
     }
     assert losses[(True, 0.0)] != losses[(True, 3.0)], "the final observation's value enters the target"
     assert losses[(False, 0.0)] == losses[(False, 3.0)], "and only where the episode was cut"
+
+
+def test_return_normalizer_tracks_the_targets_scale_and_the_learner_checkpoints_it():
+    from rlrings.algorithms.impala import ReturnNormalizer
+
+    normalizer = ReturnNormalizer(decay=0.9)
+    assert [float(x) for x in normalizer.stats()] == [0.0, 1.0]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        normalizer.update(torch.as_tensor(rng.normal(100.0, 20.0, 512)))
+    mean, std = normalizer.stats()
+    assert float(mean) == pytest.approx(100.0, abs=2) and float(std) == pytest.approx(20.0, abs=2)
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
+    learner = ImpalaLearner(build_model(spec), ImpalaConfig())
+    assert set(learner.state_modules()) == {"model", "return_normalizer"}
+    learner.update(_trajectory(False, 0.0))
+    assert float(learner.normalizer.weight) > 0
 
 
 def test_learning_rate_falls_linearly_to_zero_over_the_budget():
