@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rlrings.errors import RlringsError
+from rlrings.errors import NotFoundError, RlringsError
 from rlrings.parameter_client import ParameterClient
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,8 @@ class Evaluator:
             try:
                 best = confirmation or result
                 self.parameters.report_evaluation(header.version, best.greedy_mean, len(best.greedy_returns))
+            except NotFoundError:  # pruned while it played: only the retained versions compete for "best"
+                log.debug("version %d was pruned before its evaluation was reported", header.version)
             except RlringsError as error:
                 log.warning("reporting an evaluation failed: %s", error)
             self._stopped.wait(self.interval_seconds)

@@ -60,15 +60,18 @@ def vtrace(
 
 
 class ReturnNormalizer(nn.Module):
-    """Running mean and standard deviation of the value targets (PopArt's statistics,
-    van Hasselt et al. 2016, without its output-preserving rescale).
+    """Running statistics of the value targets, for losses whose scale does not
+    depend on the rewards' (CartPole's returns reach 100, others' 0.1 or 10,000).
 
-    With it the value head predicts returns in units of their running standard
-    deviation, and advantages are divided by it: the value loss and the policy
-    gradient keep one scale whatever the rewards' (CartPole's returns reach 100,
-    others' 0.1 or 10,000), and unlike per-batch advantage normalisation the scale
-    does not collapse, blowing noise up, once the policy is good and advantages shrink.
-    Its buffers travel with the learner's checkpoint.
+    The value head predicts returns standardised by the targets' running mean and
+    standard deviation (PopArt's statistics, van Hasselt et al. 2016, without its
+    output-preserving rescale). Advantages are divided by ``max(1, S)``, where S is
+    the running 5-to-95 percentile range of the targets (DreamerV3's return
+    normalisation, Hafner et al. 2023): large returns are scaled down, small ones
+    are never scaled up, so once a policy is good and its targets bunch together,
+    noise is not blown up into large steps (as per-batch advantage normalisation,
+    or dividing by the targets' standard deviation, does). Its buffers travel with
+    the learner's checkpoint.
     """
 
     def __init__(self, decay: float = 0.99):
@@ -77,6 +80,7 @@ class ReturnNormalizer(nn.Module):
         self.register_buffer("first", torch.zeros(()))  # running E[x], E[x^2], and their debiasing weight
         self.register_buffer("second", torch.zeros(()))
         self.register_buffer("weight", torch.zeros(()))
+        self.register_buffer("spread", torch.zeros(()))  # running P95 - P5 of the targets, debiased by weight
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) in force; (0, 1) before any update."""
@@ -86,11 +90,19 @@ class ReturnNormalizer(nn.Module):
         variance = (self.second / self.weight - mean.square()).clamp(min=1e-4)
         return mean, variance.sqrt()
 
+    def advantage_scale(self) -> torch.Tensor:
+        """``max(1, S)``: what advantages are divided by."""
+        if self.weight <= 0:
+            return torch.ones(())
+        return (self.spread / self.weight).clamp(min=1.0)
+
     @torch.no_grad()
     def update(self, targets: torch.Tensor) -> None:
         d = self.decay
         self.first.mul_(d).add_((1 - d) * targets.mean())
         self.second.mul_(d).add_((1 - d) * targets.square().mean())
+        low, high = torch.quantile(targets.flatten().float(), torch.tensor([0.05, 0.95], device=targets.device))
+        self.spread.mul_(d).add_((1 - d) * (high - low))
         self.weight.mul_(d).add_(1 - d)
 
 
@@ -133,6 +145,7 @@ class ImpalaLearner(GradientLearner):
         obs = columns["obs"]  # [B, T+1, ...]
         batch, steps = obs.shape[0], obs.shape[1] - 1
         mean, std = self.normalizer.stats() if self.normalizer else (0.0, 1.0)
+        scale = self.normalizer.advantage_scale() if self.normalizer else 1.0
         logits, head = self.model(obs.flatten(0, 1))
         logits = logits.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, A]
         head = head.view(batch, steps + 1).transpose(0, 1)
@@ -159,7 +172,7 @@ class ImpalaLearner(GradientLearner):
             bootstrap_value=values[steps],
             trace_decay=self.config.trace_decay,
         )
-        advantages = advantages / std
+        advantages = advantages / scale
         if self.config.normalize_advantages and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -(target_logp * advantages).mean()
