@@ -54,8 +54,11 @@ class Evaluation:
         return asdict(self) | {"greedy_mean": self.greedy_mean, "sampled_mean": self.sampled_mean}
 
 
-def play(model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16) -> list[float]:
-    """Returns of ``episodes`` fresh episodes of ``model`` on ``env_id``."""
+def play(
+    model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16, stopped=lambda: False
+) -> list[float]:
+    """Returns of ``episodes`` fresh episodes of ``model`` on ``env_id`` (fewer if ``stopped()``
+    turns true first: long episodes, Crafter's, must not hold a stopping run)."""
     import torch
 
     from rlrings.envs import make_vector_env
@@ -69,7 +72,7 @@ def play(model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: i
         counts = np.zeros(num_envs, dtype=np.int64)
         running = np.zeros(num_envs)
         returns: list[float] = []
-        while (counts < targets).any():
+        while (counts < targets).any() and not stopped():
             with torch.inference_mode():
                 logits, _ = model(torch.as_tensor(obs))
                 if greedy:
@@ -173,14 +176,23 @@ class Evaluator:
             begin = time.monotonic()
             seed = self.seed + 1000 * self.rounds
             self.rounds += 1
-            greedy = play(model, self.env_id, self.episodes, seed, greedy=True)
-            sampled = play(model, self.env_id, self.episodes, seed + 500, greedy=False) if self.sampled else []
+            stopped = self._stopped.is_set
+            greedy = play(model, self.env_id, self.episodes, seed, greedy=True, stopped=stopped)
+            sampled = (
+                play(model, self.env_id, self.episodes, seed + 500, greedy=False, stopped=stopped)
+                if self.sampled
+                else []
+            )
+            if stopped():
+                return
             result = Evaluation(header.version, header.learner_step, started, env_steps, greedy, sampled,
                                 time.monotonic() - begin)  # fmt: skip
             confirmation = None
             if self.target is not None and result.greedy_mean >= self.target and self.confirm_episodes:
                 begin = time.monotonic()
-                returns = play(model, self.env_id, self.confirm_episodes, seed + 700, greedy=True)
+                returns = play(model, self.env_id, self.confirm_episodes, seed + 700, greedy=True, stopped=stopped)
+                if stopped():
+                    return
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
             self.on_result(result, confirmation)

@@ -97,11 +97,19 @@ class ReturnNormalizer(nn.Module):
         return (self.spread / self.weight).clamp(min=1.0)
 
     @torch.no_grad()
-    def update(self, targets: torch.Tensor) -> None:
+    def update(self, targets: torch.Tensor, ring: Ring | None = None) -> None:
+        """Moves the statistics towards this batch's ``targets``; on a ring of several ranks,
+        towards every rank's batch together, so that each holds the statistics one process
+        would compute from the joined batch (ranks' batches are the same size)."""
+        targets = targets.detach().flatten().double()
+        if ring is not None and ring.size > 1:  # an all-gather through the ring's allreduce
+            slots = torch.zeros(ring.size, len(targets), dtype=torch.float64)
+            slots[ring.rank] = targets.cpu()
+            targets = (ring.allreduce_mean(slots) * ring.size).flatten().to(self.first.device)
         d = self.decay
         self.first.mul_(d).add_((1 - d) * targets.mean())
         self.second.mul_(d).add_((1 - d) * targets.square().mean())
-        low, high = torch.quantile(targets.flatten().float(), torch.tensor([0.05, 0.95], device=targets.device))
+        low, high = torch.quantile(targets, torch.tensor([0.05, 0.95], dtype=targets.dtype, device=targets.device))
         self.spread.mul_(d).add_((1 - d) * (high - low))
         self.weight.mul_(d).add_(1 - d)
 
@@ -178,7 +186,7 @@ class ImpalaLearner(GradientLearner):
         policy_loss = -(target_logp * advantages).mean()
         baseline_loss = 0.5 * ((vs - mean) / std - head[:steps]).pow(2).mean()
         if self.normalizer is not None:  # this batch's targets move the scale for the next update
-            self.normalizer.update(vs)
+            self.normalizer.update(vs, self.ring)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
         loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
         stats = {
