@@ -445,6 +445,12 @@ class Table:
             if count:
                 self.max_priority = max(1.0, float(state.priorities[keep].max()))
             self.limiter.discarded = self.stale_items
+            if self.is_queue and self.limiter.samples_per_insert == 1.0:
+                # Items the snapshot or the ring holds but memory does not (a queue rebuilt
+                # with fewer items than were inserted and not yet sampled) will never be
+                # sampled: the limiter stops counting them as waiting, or a full queue would
+                # hold inserts back while its sampler waited for items it cannot have.
+                self.limiter.discarded = max(0, self.limiter.inserts - self.limiter.samples - self.size)
             self._writer_sequences = dict(state.writer_sequences)
             return n - count
 

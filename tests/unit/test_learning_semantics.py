@@ -178,3 +178,21 @@ def test_evaluation_plays_exactly_the_episodes_asked_each_env_its_share():
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
     returns = play(build_model(spec).eval(), "CartPole-v1", episodes=7, seed=3, greedy=False, max_envs=3)
     assert len(returns) == 7 and all(r >= 1 for r in returns)
+
+
+def test_a_queue_restored_with_fewer_items_than_its_counters_say_neither_deadlocks_nor_repeats():
+    """A queue rebuilt from a ring keeps only the newest items that fit in memory: the rest
+    will never be sampled, so the limiter must not count them as waiting."""
+    full = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=40))
+    full.insert(frames(40))
+    state = full.state()
+    state.counters = {**state.counters, "inserts": 3000, "inserted_items": 3000, "next_key": 3001}
+    queue = Table(TableConfig.queue("q", FRAME_SIGNATURE, max_size=8))
+    queue.restore(state)  # 8 of the 40 fit; the counters say 3000 went in
+    assert queue.size == 8 and queue.limiter.sample_permits(queue.size) == 8
+    assert len(queue.sample(8, timeout=1).keys) == 8
+    inserter = threading.Thread(target=queue.insert, args=(frames(4, start=100),), daemon=True)
+    inserter.start()
+    inserter.join(5)
+    assert not inserter.is_alive(), "the insert was held back by items the queue will never see"
+    assert actions(queue.sample(4, timeout=1)) == [100, 101, 102, 103]
