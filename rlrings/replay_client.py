@@ -162,7 +162,6 @@ class Writer:
         self.table = table
         self.chunk_length = chunk_length
         self.max_in_flight = max_in_flight
-        self.compression = compression
         self.retry_seconds = retry_seconds
         self.writer_id = writer_id or uuid.uuid4().hex
         self._stub = client._stub
@@ -170,8 +169,9 @@ class Writer:
         chunk_bytes = self.signature.step_bytes * chunk_length
         if not isinstance(compression, Mapping):
             compression = dict.fromkeys(self.signature, compression)
-        self._compression = {name: compression.get(name, codec.Compression.COMPRESSION_NONE) for name in self.signature}
-        uncompressed = all(c == codec.Compression.COMPRESSION_NONE for c in self._compression.values())
+        self.compression = {name: compression.get(name, codec.Compression.COMPRESSION_NONE) for name in self.signature}
+        """Column name -> how its tensors are compressed."""
+        uncompressed = all(c == codec.Compression.COMPRESSION_NONE for c in self.compression.values())
         if uncompressed and chunk_bytes > client.max_message_bytes - 64 * 1024:
             raise InvalidArgumentError(
                 f"chunk_length: {chunk_length} steps are {chunk_bytes} bytes, above the message limit "
@@ -248,7 +248,7 @@ class Writer:
         request = replay_pb2.InsertRequest(
             chunk=tensor_pb2.Chunk(
                 table=self.table,
-                columns={name: codec.encode(value, self._compression.get(name, 0)) for name, value in columns.items()},
+                columns={name: codec.encode(value, self.compression.get(name, 0)) for name, value in columns.items()},
                 priorities=priorities,
                 policy_version=policy_version,
                 writer_id=self.writer_id,
