@@ -71,6 +71,7 @@ class Server:
         self.health_port = 0
         self.metrics_port = 0
         self._stop_requested = threading.Event()
+        self._signalled = False  # set by SIGTERM/SIGINT (see _on_signal)
         self.serving_at_start = True
         """False for a service that reports SERVING itself once ready (replay waiting for its ring)."""
 
@@ -149,7 +150,13 @@ class Server:
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop_requested.is_set()
+        return self._signalled or self._stop_requested.is_set()
+
+    def _on_signal(self, signum, frame) -> None:
+        # A handler runs on the main thread between bytecodes, possibly inside another handler or inside
+        # Event.wait: it only sets a plain attribute. Setting the Event here could block forever on the
+        # Event's own lock when a second signal arrives during the first handler's Event.set().
+        self._signalled = True
 
     def run(
         self,
@@ -160,12 +167,13 @@ class Server:
         """Starts, serves until SIGTERM or SIGINT, stops gracefully (see
         :meth:`stop`), then runs ``on_stop`` (flushing state). Returns 0."""
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self._stop_requested.set())
+            signal.signal(signum, self._on_signal)
         self.start()
         print(f"{self.name} listening on {self.address} (metrics port {self.metrics_port})", flush=True)
         if ready is not None:
             ready(self)
-        self._stop_requested.wait()
+        while not self._signalled and not self._stop_requested.wait(0.2):
+            pass  # the short wait lets a signal's flag be seen; the Event serves request_stop()
         log.info("%s stopping: refusing new calls, %.1fs grace", self.name, self.config.grace_seconds)
         self.stop(drain=drain)
         on_stop()

@@ -164,3 +164,19 @@ def test_cassandra_unreachable_at_start_is_not_serving_and_names_the_contact_poi
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 1, output
     assert "gave up after" in output and f"127.0.0.1:{nothing}" in output, output
+
+
+def test_a_burst_of_signals_still_stops_the_service(tmp_path):
+    """Signals arriving while an earlier handler runs (a supervisor's SIGTERM, then a process
+    group's SIGINT, ...) must not deadlock the handler: the service exits."""
+    config, address = write_config(tmp_path)
+    process = start(config)
+    try:
+        ReplayClient(address).wait_ready(30).close()
+        for index in range(200):
+            process.send_signal(signal.SIGTERM if index % 2 else signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
