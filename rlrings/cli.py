@@ -80,11 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_certs.add_argument("--name", default="rlrings", help="file name of the certificate (default rlrings)")
     tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
     tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
-    tables.add_argument("--algorithm", choices=["impala", "dqn"], default="impala", help="(default impala)")
+    tables.add_argument(
+        "--algorithm", default="impala", help="a name from rlrings.algorithms.REGISTRY (default impala)"
+    )
+    tables.add_argument(
+        "--settings", default="{}", help="the algorithm's settings as JSON, e.g. '{\"unroll_length\": 32}'"
+    )
     tables.add_argument("--table", default="experience", help="name of the learner's table (default experience)")
-    tables.add_argument("--unroll-length", type=int, default=20, help="IMPALA steps per item (default 20)")
-    tables.add_argument("--queue-size", type=int, default=256, help="IMPALA queue of unrolls (default 256)")
-    tables.add_argument("--capacity", type=int, default=100_000, help="DQN replay capacity (default 100000)")
+    tables.add_argument("--batch-size", type=int, default=None, help="learner batch (default: the algorithm's)")
+    tables.add_argument("--writers", type=int, default=16, help="envs writing at once, all actors (default 16)")
     commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
     args = parser.parse_args(argv)
     if args.command == "tables":
@@ -181,8 +185,9 @@ def _experiment(argv: list[str]) -> int:
 
 
 def _pull(address: str, tag: str, version: int, out: str, security) -> int:
+    from rlrings import wire
     from rlrings.errors import RlringsError
-    from rlrings.models import ModelSpec, Policy, build_model, load_weights
+    from rlrings.models import Policy, build_model, load_weights
     from rlrings.parameter_client import ParameterClient
 
     console = Console()
@@ -192,12 +197,12 @@ def _pull(address: str, tag: str, version: int, out: str, security) -> int:
     except RlringsError as error:
         console.print(f"[red]rlrings models pull: {error}[/]")
         return 1
-    spec = ModelSpec.from_proto(header.model)
+    spec = wire.model_spec_from_proto(header.model)
     model = build_model(spec)
     load_weights(model, data)
     Policy(spec, model, header.version).save(out)
     console.print(
-        f"version {header.version} ({spec.architecture} for {spec.env_id}, {spec.num_actions} actions, "
+        f"version {header.version} ({spec.architecture} for {spec.env_id}, actions {spec.describe_actions()}, "
         f"learner step {header.learner_step}) written to {out}"
     )
     return 0
@@ -207,7 +212,8 @@ def _load_policy(model: str, address: str, security):
     """A Policy from a file, or from the parameter service by tag or version."""
     from pathlib import Path
 
-    from rlrings.models import ModelSpec, Policy, build_model, load_weights
+    from rlrings import wire
+    from rlrings.models import Policy, build_model, load_weights
     from rlrings.parameter_client import ParameterClient
 
     if Path(model).is_file():
@@ -215,7 +221,7 @@ def _load_policy(model: str, address: str, security):
     version, tag = (int(model), "") if model.isdigit() else (0, model)
     with ParameterClient(address, security=security) as client:
         header, data = client.fetch(version=version, tag=tag or "latest")
-    spec = ModelSpec.from_proto(header.model)
+    spec = wire.model_spec_from_proto(header.model)
     network = build_model(spec)
     load_weights(network, data)
     return Policy(spec, network, header.version)
@@ -291,9 +297,11 @@ def _health(addresses: list[str], timeout: float, security) -> int:
 
 
 def _tables(args) -> int:
+    import json
+
     import yaml
 
-    from rlrings import experience
+    from rlrings import algorithms, experience
     from rlrings.envs import env_spec
     from rlrings.errors import ConfigError
 
@@ -302,10 +310,15 @@ def _tables(args) -> int:
     except ConfigError as error:
         print(f"rlrings tables: {error}", file=sys.stderr)
         return 2
-    tables = experience.replay_tables(
-        args.algorithm, spec, args.table, unroll_length=args.unroll_length, queue_size=args.queue_size,
-        dqn_capacity=args.capacity,
-    )  # fmt: skip
+    try:
+        algorithm = algorithms.get(args.algorithm)
+        config = algorithm.config(**json.loads(args.settings))
+        batch = args.batch_size or algorithm.default_batch_size
+        plan = experience.TablePlan(args.table, batch, args.writers, min(args.writers, 8))
+        tables = experience.replay_tables(config, spec, plan)
+    except (ConfigError, ValueError) as error:  # pydantic's ValidationError and JSON's are ValueErrors
+        print(f"rlrings tables: {error}", file=sys.stderr)
+        return 2
     print(yaml.safe_dump(tables, sort_keys=False, default_flow_style=None), end="")
     return 0
 

@@ -14,7 +14,7 @@ import contextvars
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
@@ -155,12 +155,8 @@ class WorkerConfig(ServiceConfig):
     """Parameter service to take weights from or publish them to."""
     env: str = "CartPole-v1"
     """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
-    algorithm: Literal["impala", "dqn"] = "impala"
-    """impala (V-trace, FIFO queue table) or dqn (double DQN, prioritized n-step table)."""
     table: str = "experience"
     """Replay table of the experience."""
-    gamma: float = pydantic.Field(default=0.99, gt=0, le=1)
-    """Discount."""
     seed: int = 0
     """Seed of environments, sampling and initial weights."""
     torch_threads: pydantic.PositiveInt = 1

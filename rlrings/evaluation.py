@@ -55,12 +55,14 @@ class Evaluation:
 
 
 def play(
-    model, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16, stopped=lambda: False
+    model, spec, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16, stopped=lambda: False
 ) -> list[float]:
-    """Returns of ``episodes`` fresh episodes of ``model`` on ``env_id`` (fewer if ``stopped()``
+    """Returns of ``episodes`` fresh episodes of ``model`` (a network for ``spec``, a ``ModelSpec``)
+    on ``env_id``, playing its distribution's mode (``greedy``) or samples (fewer if ``stopped()``
     turns true first: long episodes, Crafter's, must not hold a stopping run)."""
     import torch
 
+    from rlrings import distributions
     from rlrings.envs import make_vector_env
 
     num_envs = max(1, min(max_envs, episodes))
@@ -74,12 +76,10 @@ def play(
         returns: list[float] = []
         while (counts < targets).any() and not stopped():
             with torch.inference_mode():
-                logits, _ = model(torch.as_tensor(obs))
-                if greedy:
-                    actions = logits.argmax(-1)
-                else:
-                    actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-            obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
+                params, _ = model(torch.as_tensor(obs))
+                dist = spec.make_distribution(params)
+                actions = dist.mode() if greedy else dist.sample(generator)
+            obs, rewards, terminated, truncated, _ = envs.step(distributions.to_env_action(spec.action_space, actions))
             running += rewards
             for i in np.flatnonzero(terminated | truncated):
                 if counts[i] < targets[i]:
@@ -156,7 +156,8 @@ class Evaluator:
     def _run(self) -> None:
         import torch
 
-        from rlrings.models import ModelSpec, build_model, load_weights
+        from rlrings import wire
+        from rlrings.models import build_model, load_weights
 
         torch.set_num_threads(1)
         last_version = 0
@@ -171,15 +172,16 @@ class Evaluator:
                 continue
             last_version = header.version
             started, env_steps = self.context()
-            model = build_model(ModelSpec.from_proto(header.model)).eval()
+            spec = wire.model_spec_from_proto(header.model)
+            model = build_model(spec).eval()
             load_weights(model, data)
             begin = time.monotonic()
             seed = self.seed + 1000 * self.rounds
             self.rounds += 1
             stopped = self._stopped.is_set
-            greedy = play(model, self.env_id, self.episodes, seed, greedy=True, stopped=stopped)
+            greedy = play(model, spec, self.env_id, self.episodes, seed, greedy=True, stopped=stopped)
             sampled = (
-                play(model, self.env_id, self.episodes, seed + 500, greedy=False, stopped=stopped)
+                play(model, spec, self.env_id, self.episodes, seed + 500, greedy=False, stopped=stopped)
                 if self.sampled
                 else []
             )
@@ -190,7 +192,9 @@ class Evaluator:
             confirmation = None
             if self.target is not None and result.greedy_mean >= self.target and self.confirm_episodes:
                 begin = time.monotonic()
-                returns = play(model, self.env_id, self.confirm_episodes, seed + 700, greedy=True, stopped=stopped)
+                returns = play(
+                    model, spec, self.env_id, self.confirm_episodes, seed + 700, greedy=True, stopped=stopped
+                )
                 if stopped():
                     return
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],

@@ -1,92 +1,31 @@
-"""What actors write for each algorithm: table signatures and table configs.
+"""The replay tables a mesh serves, from the algorithm registry.
 
-IMPALA learns from trajectories of ``unroll_length + 1`` steps (the last
-step's observation bootstraps the value; ``final_obs`` holds the last
-observation of an episode cut by a time limit, for the learner to bootstrap
-from) drawn once each from a FIFO queue that blocks writers when full.
-DQN learns from n-step transitions drawn from a prioritized table. The mesh
-builds replay's tables from these, and actors check the tables they find
-against them before writing.
+Each algorithm names its learner's table (``Algorithm.table``); the mesh,
+``rlrings tables`` and the chart's defaults build replay's tables from it,
+with the viewer's demonstrations beside it, and actors check the tables they
+find against the signature they write before writing.
 """
 
 from __future__ import annotations
 
+from rlrings import algorithms
+from rlrings.algorithms.base import AlgorithmConfig, TablePlan
+from rlrings.algorithms.bc import demonstrations_table
 from rlrings.envs import EnvSpec
 
-ALGORITHMS = ("impala", "dqn")
+__all__ = ["TablePlan", "demonstrations_table", "replay_tables", "signature", "signature_mismatch", "table_config"]
 
 
-def observation_column(env: EnvSpec) -> dict:
-    """{dtype, shape} of ``env``'s observations; a new mapping per call, so that configs
-    written as YAML never share (and anchor) one."""
-    return {"dtype": env.observation_space.dtype.name, "shape": list(env.observation_space.shape)}
+def table_config(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan | None = None) -> dict:
+    """The replay table the algorithm of ``config`` learns from, as a config mapping."""
+    algorithm = algorithms.get(config.name)
+    algorithm.check(env)
+    return algorithm.table(config, env, plan or TablePlan(batch_size=algorithm.default_batch_size))
 
 
-def signature(algorithm: str, env: EnvSpec) -> dict[str, dict]:
-    """Column name -> {dtype, shape} of one step written for ``algorithm``."""
-    if algorithm == "impala":
-        return {
-            "obs": observation_column(env),
-            "action": {"dtype": "int32", "shape": []},
-            "reward": {"dtype": "float32", "shape": []},
-            "terminated": {"dtype": "bool", "shape": []},
-            "truncated": {"dtype": "bool", "shape": []},
-            "logp": {"dtype": "float32", "shape": []},
-            "final_obs": observation_column(env),
-        }
-    if algorithm == "dqn":
-        return {
-            "obs": observation_column(env),
-            "action": {"dtype": "int32", "shape": []},
-            "reward": {"dtype": "float32", "shape": []},
-            "next_obs": observation_column(env),
-            "discount": {"dtype": "float32", "shape": []},
-        }
-    raise ValueError(f"algorithm: unknown {algorithm!r}; known: {list(ALGORITHMS)}")
-
-
-def table_config(
-    algorithm: str,
-    env: EnvSpec,
-    name: str,
-    unroll_length: int,
-    queue_size: int,
-    dqn_capacity: int,
-    replay_ratio: float = 8.0,
-    batch_size: int = 128,
-    chunk_length: int = 64,
-    max_policy_lag: int = 0,
-) -> dict:
-    """The replay table ``algorithm`` learns from, as a config mapping.
-
-    DQN's table keeps ``replay_ratio`` samples per inserted transition (a band of
-    two batches or two chunks' worth either side), so neither actors nor the
-    learner run away from the other.
-    """
-    if algorithm == "impala":
-        return {
-            "name": name,
-            "signature": signature(algorithm, env),
-            "sequence_length": unroll_length + 1,
-            "max_size": queue_size,
-            "selector": "fifo",
-            "max_times_sampled": 1,
-            **({"max_policy_lag": max_policy_lag} if max_policy_lag else {}),
-            "rate_limiter": {"min_size_to_sample": 1, "samples_per_insert": 1.0, "min_diff": 0, "max_diff": queue_size},
-        }
-    learning_starts = 1000
-    return {
-        "name": name,
-        "signature": signature(algorithm, env),
-        "max_size": dqn_capacity,
-        "selector": "prioritized",
-        "priority_exponent": 0.6,
-        "rate_limiter": {
-            "min_size_to_sample": learning_starts,
-            "samples_per_insert": replay_ratio,
-            "error_buffer": max(2.0 * batch_size, 2.0 * chunk_length * replay_ratio),
-        },
-    }
+def signature(config: AlgorithmConfig, env: EnvSpec) -> dict[str, dict]:
+    """Column name -> {dtype, shape} of one step an actor of ``config``'s algorithm writes."""
+    return table_config(config, env, TablePlan(batch_size=1, writers=1, envs_per_actor=1))["signature"]
 
 
 def signature_mismatch(expected: dict[str, dict], found) -> str | None:
@@ -102,26 +41,6 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
     return f"the table wants columns {extra} that this actor does not write" if extra else None
 
 
-def replay_tables(algorithm: str, env: EnvSpec, name: str, **settings) -> list[dict]:
-    """Every table a mesh playing ``env`` serves: the learner's (``settings`` as for
-    :func:`table_config`), then the viewer's demonstrations."""
-    return [table_config(algorithm, env, name, **settings), demonstrations_table(env)]
-
-
-def demonstrations_table(env: EnvSpec, name: str = "demonstrations", max_size: int = 100_000) -> dict:
-    """Steps people played in the viewer: enough for behaviour cloning
-    (obs, action) and for one-step DQN transitions (reward, next_obs, terminated)."""
-    return {
-        "name": name,
-        "signature": {
-            "obs": observation_column(env),
-            "action": {"dtype": "int32", "shape": []},
-            "reward": {"dtype": "float32", "shape": []},
-            "next_obs": observation_column(env),
-            "terminated": {"dtype": "bool", "shape": []},
-            "truncated": {"dtype": "bool", "shape": []},
-        },
-        "max_size": max_size,
-        "selector": "uniform",
-        "remover": "fifo",
-    }
+def replay_tables(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan) -> list[dict]:
+    """Every table a mesh playing ``env`` serves: the learner's, then the viewer's demonstrations."""
+    return [table_config(config, env, plan), demonstrations_table(env)]

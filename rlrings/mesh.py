@@ -41,7 +41,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table as RichTable
 
-from rlrings import experience
+from rlrings import algorithms, experience
+from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms.base import TablePlan
+from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import Settings
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
@@ -63,38 +66,21 @@ class MeshConfig(Settings):
 
     env: str = "CartPole-v1"
     """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
-    algorithm: Literal["impala", "dqn"] = "impala"
-    """impala (V-trace from a FIFO queue) or dqn (double DQN, prioritized n-step)."""
+    algorithm: AlgorithmSettings = ImpalaConfig()
+    """The algorithm and its settings: ``name`` picks one of ``rlrings.algorithms.REGISTRY`` (impala:
+    V-trace from a FIFO queue; dqn: double DQN, prioritized n-step; ...); the other keys are that
+    algorithm's (its Config in ``rlrings/algorithms/<name>.py``). A bare name is short for
+    ``{name: ...}``; on the command line, JSON: ``--algorithm '{"name": "ppo", "epochs": 8}'``."""
     actors: pydantic.PositiveInt = 2
     """Actor processes."""
     envs_per_actor: pydantic.PositiveInt = 8
     """Environments each actor steps as one vector."""
-    unroll_length: pydantic.PositiveInt = 20
-    """IMPALA: steps per trajectory."""
     batch_size: pydantic.PositiveInt | None = None
-    """Items per learner update; None: 16 trajectories (impala) or 128 transitions (dqn)."""
-    learning_rate: pydantic.PositiveFloat | None = None
-    """Learner learning rate; None: the algorithm's default."""
-    entropy_cost: pydantic.NonNegativeFloat = 0.01
-    """IMPALA: entropy bonus weight."""
-    trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
-    """IMPALA: V-trace's lambda (1: the paper's default)."""
-    normalize_returns: bool = True
-    """IMPALA: learn values in units of the returns' running scale and divide advantages by it."""
-    normalize_advantages: bool = False
-    """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
-    IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""
-    queue_size: pydantic.PositiveInt | None = None
-    """IMPALA: trajectories the queue holds; None: 2 x batch + one write of each actor. It must hold a
-    batch and one actor's write; actors wait while it is full, so smaller is fresher data."""
-    max_policy_lag: pydantic.NonNegativeInt = 0
-    """IMPALA: the queue drops trajectories whose policy is more than this many versions older
-    than the learner's (counted in rlrings_replay_stale_items); 0 keeps them all."""
-    replay_ratio: pydantic.PositiveFloat = 8.0
-    """DQN: transitions sampled per transition inserted, held by replay's rate limiter."""
+    """Items per learner update; None: the algorithm's default (16 trajectories for the actor-critic
+    algorithms, 128 transitions for dqn, 64 steps for bc)."""
     epsilon_decay_env_steps: pydantic.NonNegativeInt = 100_000
-    """DQN: env steps (all actors together) over which exploration falls from 1 to each actor's
-    final epsilon (spread from 0.1 to 0.01 across actors)."""
+    """Algorithms with epsilon exploration (dqn): env steps (all actors together) over which it falls
+    from 1 to each actor's final epsilon (spread from 0.1 to 0.01 across actors)."""
     publish_every: pydantic.PositiveInt = 5
     """Learner updates between weight versions."""
     checkpoint_every: pydantic.PositiveInt = 500
@@ -281,7 +267,7 @@ class Mesh:
     def spec_threshold(self) -> float | None:
         import gymnasium as gym
 
-        from rlrings import tasks
+        from rlrings.envs import tasks
 
         try:
             if self.config.env.startswith(tasks.PREFIX):
@@ -292,19 +278,16 @@ class Mesh:
 
     def _plan(self) -> list[ServiceProcess]:
         c, run = self.config, self.run_dir
-        impala = c.algorithm == "impala"
-        batch = c.batch_size or (16 if impala else 128)
-        queue = c.queue_size or 2 * batch + c.actors * c.envs_per_actor
-        if impala and queue < batch + c.envs_per_actor:
-            raise ConfigError(
-                f"queue_size: {queue} trajectories cannot hold a batch ({batch}) and one actor's write "
-                f"({c.envs_per_actor}); give at least {batch + c.envs_per_actor}"
-            )
-        chunk = 64  # the actors' DQN chunk_length default
-        tables = experience.replay_tables(
-            c.algorithm, self.spec, TABLE, unroll_length=c.unroll_length, queue_size=queue, dqn_capacity=100_000,
-            replay_ratio=c.replay_ratio, batch_size=batch, chunk_length=chunk, max_policy_lag=c.max_policy_lag,
-        )  # fmt: skip
+        algorithm = algorithms.get(c.algorithm.name)
+        algorithm.check(self.spec)  # DQN in a Box action space: refused before anything starts
+        batch = c.batch_size or algorithm.default_batch_size
+        settings = c.algorithm.model_dump()
+        unroll = settings.get("unroll_length", 1)
+        if c.max_env_steps and not settings["learning_rate_decay_updates"] and algorithm.anneal_over_budget:
+            # the learning rate decays over the updates the step budget allows
+            settings["learning_rate_decay_updates"] = max(1, c.max_env_steps // (batch * c.learners * unroll))
+        plan = TablePlan(TABLE, batch, c.actors * c.envs_per_actor, c.envs_per_actor)
+        tables = experience.replay_tables(c.algorithm, self.spec, plan)
 
         def ports() -> dict:
             return {"port": free_port(), "metrics_port": free_port()}
@@ -330,29 +313,15 @@ class Mesh:
             "replay_address": replay.address,
             "parameter_address": parameter.address,
             "env": c.env,
-            "algorithm": c.algorithm,
+            "algorithm": settings,
             "table": TABLE,
             "batch_size": batch,
-            "entropy_cost": c.entropy_cost,
-            **(
-                {
-                    "normalize_advantages": c.normalize_advantages,
-                    "normalize_returns": c.normalize_returns,
-                    "trace_decay": c.trace_decay,
-                }
-                if impala
-                else {}
-            ),
             "publish_every": c.publish_every,
             "checkpoint_every": c.checkpoint_every,
             "checkpoint_dir": str(run / "checkpoints"),
             "tensorboard_dir": str(run / "tensorboard"),
             "seed": c.seed,
         }
-        if c.learning_rate:
-            learner_config["learning_rate"] = c.learning_rate
-        if impala and c.max_env_steps:  # the learning rate decays over the step budget
-            learner_config["learning_rate_decay_updates"] = c.max_env_steps // (batch * c.learners * c.unroll_length)
         if c.learners == 1:
             learners = [ServiceProcess("learner", "services.learner", learner_config, run)]
         else:
@@ -373,11 +342,9 @@ class Mesh:
                     "parameter_address": parameter.address,
                     "env": c.env,
                     "num_envs": c.envs_per_actor,
-                    "algorithm": c.algorithm,
+                    "algorithm": settings | self._exploration(i, settings),
                     "table": TABLE,
-                    "unroll_length": c.unroll_length,
                     "seed": c.seed + 1000 * i,
-                    **({} if impala else self._exploration(i)),
                 },
                 run,
             )
@@ -403,11 +370,14 @@ class Mesh:
                 service.config["tls"] = tls
         return services
 
-    def _exploration(self, i: int) -> dict:
-        """DQN: actor i's epsilon, annealed from 1 over its share of the decay to its own final
-        value; final values spread geometrically from 0.1 to 0.01 across actors (Ape-X's spread,
-        narrowed so that with 2 actors neither is almost greedy nor almost random)."""
+    def _exploration(self, i: int, settings: dict) -> dict:
+        """Algorithms with epsilon exploration (DQN): actor i's epsilon, annealed from 1 over its
+        share of the decay to its own final value; final values spread geometrically from 0.1 to
+        0.01 across actors (Ape-X's spread, narrowed so that with 2 actors neither is almost greedy
+        nor almost random). Others: nothing."""
         c = self.config
+        if "epsilon" not in settings:
+            return {}
         final = 0.1 ** (1 + i / (c.actors - 1)) if c.actors > 1 else 0.1**1.5
         return {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": c.epsilon_decay_env_steps // c.actors}
 
@@ -453,7 +423,7 @@ class Mesh:
     def run(self, console: Console) -> dict:
         c = self.config
         console.print(
-            f"[bold]rlrings[/] mesh: {c.env} with {c.algorithm}, {c.actors} actors x {c.envs_per_actor} envs, "
+            f"[bold]rlrings[/] mesh: {c.env} with {c.algorithm.name}, {c.actors} actors x {c.envs_per_actor} envs, "
             f"{self._learners_text()}; run dir {self.run_dir}"
         )
         if self.viewer_url:
@@ -517,7 +487,7 @@ class Mesh:
         return Evaluator(
             c.env, ParameterClient(parameter.address, security=security), context, on_result,
             episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, target=c.target_return,
-            sampled=c.algorithm == "impala", interval_seconds=c.eval_interval_seconds, seed=c.seed,
+            sampled=algorithms.get(c.algorithm.name).stochastic, interval_seconds=c.eval_interval_seconds, seed=c.seed,
         ).start()  # fmt: skip
 
     def _supervise(self, console: Console) -> None:
@@ -683,7 +653,7 @@ class Mesh:
         stayed, after = p.stayed_solved(c.target_return, c.keep_running_seconds) if c.target_return else (None, 0)
         summary = {
             "env": c.env,
-            "algorithm": c.algorithm,
+            "algorithm": c.algorithm.name,
             "learners": c.learners,
             "ring": c.ring if c.learners > 1 else "none",
             "reason": reason,
@@ -796,7 +766,7 @@ class Mesh:
         by_time.set_xlabel("wall time (s)")
         by_steps.set_ylabel("return")
         by_steps.legend(loc="lower right", fontsize=8)
-        figure.suptitle(f"{c.env}, {c.algorithm}, {c.actors} actors, {self._learners_text()}")
+        figure.suptitle(f"{c.env}, {c.algorithm.name}, {c.actors} actors, {self._learners_text()}")
         figure.tight_layout()
         path = self.run_dir / "returns.png"
         figure.savefig(path)

@@ -1,25 +1,25 @@
 """Policy networks and the metadata needed to rebuild them anywhere.
 
 A model is named by a :class:`ModelSpec` (architecture, its arguments, the
-observation and action spaces), which travels with the weights through the
-parameter service, so ``rlrings models pull`` gives a user everything needed
-to act outside the mesh. Every network maps observations to
-``(logits, value)``; DQN reads the logits as Q-values.
+observation and action spaces with their bounds, the action distribution),
+which travels with the weights through the parameter service, so ``rlrings
+models pull`` gives a user everything needed to act outside the mesh. Every
+network maps observations to ``(params, value)``: ``params`` are the action
+distribution's (``rlrings.distributions``); DQN reads categorical logits as
+Q-values.
 """
 
 from __future__ import annotations
 
 import io
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from rlrings import codec
-from rlrings.envs import EnvSpec
-from rlrings.v1 import spaces_pb2
+from rlrings import distributions
+from rlrings.spaces import Box, Discrete, Space
 
 WEIGHTS_FORMAT = "torch.state_dict"  # what weights_to_bytes produces; sent in every WeightsHeader
 
@@ -27,55 +27,104 @@ WEIGHTS_FORMAT = "torch.state_dict"  # what weights_to_bytes produces; sent in e
 @dataclass(frozen=True)
 class ModelSpec:
     architecture: str
-    obs_shape: tuple[int, ...]
-    obs_dtype: str
-    num_actions: int
+    observation_space: Box
+    action_space: Space
+    distribution: str = ""
+    """Name in ``rlrings.distributions``; empty: the space's default (categorical or gaussian)."""
     args: dict = field(default_factory=dict)
     env_id: str = ""
     algorithm: str = ""
-    action_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.distribution:
+            object.__setattr__(self, "distribution", distributions.default_distribution(self.action_space))
 
     @classmethod
-    def for_env(cls, env: EnvSpec, algorithm: str, architecture: str | None = None, **args) -> ModelSpec:
-        space = env.observation_space
+    def for_env(cls, env, algorithm: str, architecture: str | None = None, distribution: str = "", **args) -> ModelSpec:
+        """The model for ``env`` (an ``EnvSpec``): images get the CNN, vectors the MLP."""
         return cls(
-            architecture=architecture or ("cnn64" if env.is_image else "mlp"),
-            obs_shape=tuple(space.shape),
-            obs_dtype=space.dtype.name,
-            num_actions=env.num_actions,
+            architecture=architecture or ("cnn" if env.observation_space.is_image else "mlp"),
+            observation_space=env.observation_space,
+            action_space=env.action_space,
+            distribution=distribution,
             args=args,
             env_id=env.env_id,
             algorithm=algorithm,
-            action_names=env.action_names,
         )
 
-    def to_proto(self) -> spaces_pb2.ModelSpec:
-        return spaces_pb2.ModelSpec(
-            architecture=self.architecture,
-            architecture_args_json=json.dumps(self.args),
-            observation_space=spaces_pb2.Space(
-                box=spaces_pb2.BoxSpace(dtype=codec.dtype_code(self.obs_dtype), shape=self.obs_shape)
-            ),
-            action_space=spaces_pb2.Space(
-                discrete=spaces_pb2.DiscreteSpace(n=self.num_actions, action_names=self.action_names)
-            ),
-            env_id=self.env_id,
-            algorithm=self.algorithm,
-        )
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self.observation_space.shape
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return self.action_space.names if isinstance(self.action_space, Discrete) else ()
+
+    def make_distribution(self, params: torch.Tensor):
+        """The action distribution for a policy head's ``params``."""
+        return distributions.make(self.distribution, self.action_space, params)
+
+    def describe_actions(self) -> str:
+        return self.action_space.describe()
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON- and ``torch.load(weights_only=True)``-safe)."""
+        return {
+            "architecture": self.architecture,
+            "observation_space": _space_dict(self.observation_space),
+            "action_space": _space_dict(self.action_space),
+            "distribution": self.distribution,
+            "args": dict(self.args),
+            "env_id": self.env_id,
+            "algorithm": self.algorithm,
+        }
 
     @classmethod
-    def from_proto(cls, proto: spaces_pb2.ModelSpec) -> ModelSpec:
-        box = proto.observation_space.box
+    def from_dict(cls, data: dict) -> ModelSpec:
         return cls(
-            architecture=proto.architecture,
-            obs_shape=tuple(box.shape),
-            obs_dtype=codec.numpy_dtype(box.dtype).name,
-            num_actions=proto.action_space.discrete.n,
-            args=json.loads(proto.architecture_args_json or "{}"),
-            env_id=proto.env_id,
-            algorithm=proto.algorithm,
-            action_names=tuple(proto.action_space.discrete.action_names),
+            **{
+                **data,
+                "observation_space": _space_from_dict(data["observation_space"]),
+                "action_space": _space_from_dict(data["action_space"]),
+            }
         )
+
+
+def _space_dict(space: Space) -> dict:
+    if isinstance(space, Discrete):
+        return {"kind": "discrete", "n": space.n, "names": list(space.names)}
+    return {
+        "kind": "box",
+        "shape": list(space.shape),
+        "dtype": space.dtype.name,
+        "low": list(space.low),
+        "high": list(space.high),
+    }
+
+
+def _space_from_dict(data: dict) -> Space:
+    if data["kind"] == "discrete":
+        return Discrete(data["n"], tuple(data["names"]))
+    return Box(tuple(data["shape"]), data["dtype"], tuple(data["low"]), tuple(data["high"]))
+
+
+class PolicyHead(nn.Module):
+    """Features to the distribution's parameters: logits; a Gaussian's mean with a learned,
+    state-independent log standard deviation (PPO's usual choice); or, for the tanh Gaussian,
+    mean and log standard deviation both from the features (SAC's)."""
+
+    def __init__(self, width: int, spec: ModelSpec, gain: float = 0.01):
+        super().__init__()
+        size = distributions.param_size(spec.distribution, spec.action_space)
+        self.state_dependent = spec.distribution != "gaussian"
+        self.linear = _init(nn.Linear(width, size if self.state_dependent else size // 2), gain)
+        self.log_std = None if self.state_dependent else nn.Parameter(torch.zeros(size // 2))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.linear(features)
+        if self.log_std is None:
+            return out
+        return torch.cat([out, self.log_std.expand_as(out)], -1)
 
 
 class MLPNet(nn.Module):
@@ -88,7 +137,7 @@ class MLPNet(nn.Module):
         self.policy_torso = _mlp(int(np.prod(spec.obs_shape)), hidden)
         self.value_torso = None if shared else _mlp(int(np.prod(spec.obs_shape)), hidden)
         width = hidden[-1] if hidden else int(np.prod(spec.obs_shape))
-        self.policy = _init(nn.Linear(width, spec.num_actions), 0.01)
+        self.policy = PolicyHead(width, spec)
         self.value = _init(nn.Linear(width, 1), 1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,17 +161,22 @@ def _mlp(width: int, hidden: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNN64Net(nn.Module):
-    """For 64x64x3 uint8 frames (Crafter, MineRL's pov)."""
+class ConvNet(nn.Module):
+    """For uint8 frames of any height, width and channels (Crafter and MineRL's 64x64x3 pov,
+    Atari's 84x84x4): strided convolutions, then one dense layer; frames stay uint8 until here."""
 
     def __init__(self, spec: ModelSpec, channels: tuple[int, ...] = (32, 64, 64), hidden: int = 256):
         super().__init__()
-        convs, depth = [], spec.obs_shape[-1]
-        for width in channels:
-            convs += [nn.Conv2d(depth, width, kernel_size=4, stride=2, padding=1), nn.ReLU()]
-            depth = width
-        self.torso = nn.Sequential(*convs, nn.Flatten(), nn.Linear(depth * 8 * 8, hidden), nn.ReLU())
-        self.policy = nn.Linear(hidden, spec.num_actions)
+        height, width, depth = spec.obs_shape
+        convs = []
+        for out in channels:
+            convs += [nn.Conv2d(depth, out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            depth = out
+        convs = nn.Sequential(*convs, nn.Flatten())
+        with torch.no_grad():
+            flat = convs(torch.zeros(1, spec.obs_shape[-1], height, width)).shape[1]
+        self.torso = nn.Sequential(convs, nn.Linear(flat, hidden), nn.ReLU())
+        self.policy = PolicyHead(hidden, spec, gain=1.0)
         self.value = nn.Linear(hidden, 1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +185,8 @@ class CNN64Net(nn.Module):
         return self.policy(features), self.value(features).squeeze(-1)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPNet, "cnn64": CNN64Net}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPNet, "cnn": ConvNet, "cnn64": ConvNet}
+"""``cnn64`` is the name models published before frames of any size were accepted still carry."""
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -139,6 +194,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
         cls = ARCHITECTURES[spec.architecture]
     except KeyError:
         raise ValueError(f"architecture: unknown {spec.architecture!r}; known: {sorted(ARCHITECTURES)}") from None
+    if cls is ConvNet and len(spec.obs_shape) != 3:
+        raise ValueError(f"architecture {spec.architecture}: needs HxWxC frames, not observations {spec.obs_shape}")
     return cls(spec, **spec.args)
 
 
@@ -160,23 +217,22 @@ class Policy:
         self.spec, self.model, self.version = spec, model.eval(), version
 
     @torch.no_grad()
-    def act(self, obs, greedy: bool = True) -> int:
-        logits, _ = self.model(torch.as_tensor(np.asarray(obs))[None])
-        if greedy:
-            return int(logits.argmax(-1))
-        return int(torch.distributions.Categorical(logits=logits).sample())
+    def act(self, obs, greedy: bool = True):
+        """The action for one observation: an int for Discrete actions, an array within the
+        bounds for Box actions; ``greedy`` takes the distribution's mode, else a sample."""
+        params, _ = self.model(torch.as_tensor(np.asarray(obs))[None])
+        dist = self.spec.make_distribution(params)
+        action = distributions.to_env_action(self.spec.action_space, dist.mode() if greedy else dist.sample())[0]
+        return int(action) if isinstance(self.spec.action_space, Discrete) else action
 
     def save(self, path) -> None:
         """Writes spec and weights to one file (what ``rlrings models pull`` produces)."""
-        torch.save({"spec": asdict(self.spec), "version": self.version, "state_dict": self.model.state_dict()}, path)
+        torch.save({"spec": self.spec.to_dict(), "version": self.version, "state_dict": self.model.state_dict()}, path)
 
     @classmethod
     def load(cls, path) -> Policy:
         saved = torch.load(path, weights_only=True)
-        fields = saved["spec"]
-        spec = ModelSpec(
-            **{**fields, "obs_shape": tuple(fields["obs_shape"]), "action_names": tuple(fields["action_names"])}
-        )
+        spec = ModelSpec.from_dict(saved["spec"])
         model = build_model(spec)
         model.load_state_dict(saved["state_dict"])
         return cls(spec, model, saved["version"])

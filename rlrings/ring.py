@@ -121,17 +121,6 @@ def local_ring_environment(rank: int, size: int, master_port: int) -> dict[str, 
     }
 
 
-def clip_and_step(
-    optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter], max_norm: float | None
-) -> float:
-    """Clips the gradients' global norm (when ``max_norm`` is set) and steps;
-    returns the norm before clipping (0 when not clipping)."""
-    parameters = list(parameters)
-    norm = 0.0 if max_norm is None else float(nn.utils.clip_grad_norm_(parameters, max_norm))
-    optimizer.step()
-    return norm
-
-
 class Ring(ABC):
     """What a learner rank needs from its peers."""
 
@@ -148,16 +137,12 @@ class Ring(ABC):
         """Rank 0 publishes weights and writes checkpoints."""
         return self.rank == 0
 
-    def distribute(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        """Returns the optimizer to use from now on (Horovod wraps it)."""
-        return optimizer
-
     @abstractmethod
-    def apply_gradients(
-        self, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter], max_norm: float | None
-    ) -> float:
-        """After ``backward``: averages gradients over the ring, clips their
-        global norm and steps. Returns the averaged gradient's norm."""
+    def average_gradients(self, parameters: Iterable[nn.Parameter], name: str = "model") -> None:
+        """After ``backward``: replaces the gradients of ``parameters`` with their mean over
+        the ring, in one collective. Clipping and stepping are the algorithm's, so an
+        algorithm with several optimizers calls this once per optimizer (``name`` tells
+        the collectives apart; every rank must call in the same order)."""
 
     @abstractmethod
     def broadcast_tensors(self, tensors: Iterable[torch.Tensor]) -> None:
@@ -179,16 +164,14 @@ class Ring(ABC):
     def close(self) -> None:
         """Leaves the ring."""
 
-    def broadcast_state(self, modules: Iterable[nn.Module], optimizer: torch.optim.Optimizer, step: int) -> int:
-        """Makes every rank hold rank 0's parameters, buffers and optimizer
-        state; returns rank 0's step."""
+    def broadcast_state(self, learning, step: int) -> int:
+        """Makes every rank's ``learning`` (an algorithm's learning half) hold rank 0's
+        modules, optimizers and counters; returns rank 0's step."""
         if self.size == 1:
             return step
-        for module in modules:
-            self.broadcast_tensors(module.state_dict().values())
-        state = self.broadcast_object(optimizer.state_dict() if self.is_root else None)
+        state = self.broadcast_object(_to_cpu(learning.state_dict()) if self.is_root else None)
         if not self.is_root:
-            optimizer.load_state_dict(state)
+            learning.load_state_dict(state)
         return int(self.broadcast_object(step))
 
     def agree(self, stop: bool, stats: Mapping[str, float]) -> tuple[bool, dict[str, float]]:
@@ -201,13 +184,36 @@ class Ring(ABC):
         return bool(values[0] > 0), dict(zip(stats, values[1:].tolist()))
 
 
+def _to_cpu(value):
+    """``value`` (nested dicts and lists of tensors) with every tensor on the CPU, to pickle."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(item) for item in value)
+    return value
+
+
+def _flat_gradients(parameters: Iterable[nn.Parameter]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return grads, (torch.cat([g.reshape(-1) for g in grads]) if grads else None)
+
+
+def _unflatten(grads: list[torch.Tensor], flat: torch.Tensor) -> None:
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
 class LocalRing(Ring):
     """A ring of one: the single-process learner."""
 
     backend = "none"
 
-    def apply_gradients(self, optimizer, parameters, max_norm):
-        return clip_and_step(optimizer, parameters, max_norm)
+    def average_gradients(self, parameters, name="model"):
+        pass
 
     def broadcast_tensors(self, tensors):
         pass
@@ -258,20 +264,15 @@ class TorchRing(Ring):
         global _torch_group_created
         _torch_group_created = True
 
-    def apply_gradients(self, optimizer, parameters, max_norm):
-        parameters = list(parameters)
-        grads = [p.grad for p in parameters if p.grad is not None]
+    def average_gradients(self, parameters, name="model"):
+        grads, flat = _flat_gradients(parameters)
+        if flat is None:
+            return
         started = time.perf_counter()
-        flat = torch.cat([g.reshape(-1) for g in grads])
         with _collective("gradient allreduce"):
             self._dist.all_reduce(flat)
-        flat.div_(self.size)
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
+        _unflatten(grads, flat.div_(self.size))
         self.communication_seconds += time.perf_counter() - started
-        return clip_and_step(optimizer, parameters, max_norm)
 
     def broadcast_tensors(self, tensors):
         with _collective("broadcast"):
@@ -302,9 +303,10 @@ class TorchRing(Ring):
 class HorovodRing(Ring):
     """Horovod over gloo (NCCL for GPU tensors where Horovod was built with it).
 
-    Gradients are allreduced by Horovod's ``DistributedOptimizer`` as
-    ``backward`` produces them; :meth:`apply_gradients` waits for them,
-    clips, then steps without a second exchange.
+    Gradients are averaged with one named in-place allreduce of a flat buffer per
+    optimizer after ``backward`` (rather than Horovod's ``DistributedOptimizer``,
+    which wraps exactly one optimizer), so algorithms with several optimizers and
+    their own clipping run on it as on the torch backend.
     """
 
     backend = "horovod"
@@ -324,19 +326,15 @@ class HorovodRing(Ring):
         self.rank, self.size = hvd.rank(), hvd.size()
         log.info("ring: horovod (gloo), rank %d of %d", self.rank, self.size)
 
-    def distribute(self, optimizer, model):
-        state = optimizer.state_dict()  # the wrapper is a new optimizer: carry the state (a resumed Adam's) over
-        wrapped = self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
-        wrapped.load_state_dict(state)
-        return wrapped
-
-    def apply_gradients(self, optimizer, parameters, max_norm):
+    def average_gradients(self, parameters, name="model"):
+        grads, flat = _flat_gradients(parameters)
+        if flat is None:
+            return
         started = time.perf_counter()
         with _collective("gradient allreduce"):
-            optimizer.synchronize()  # the allreduces started during backward
+            self._hvd.allreduce_(flat, op=self._hvd.Average, name=f"rlrings.gradients.{name}")
+        _unflatten(grads, flat)
         self.communication_seconds += time.perf_counter() - started
-        with optimizer.skip_synchronize():
-            return clip_and_step(optimizer, parameters, max_norm)
 
     def broadcast_tensors(self, tensors):
         with _collective("broadcast"):

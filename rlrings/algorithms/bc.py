@@ -1,18 +1,111 @@
-"""Behaviour cloning: fit the policy's logits to the actions people chose."""
+"""Behaviour cloning: fit the policy to the actions people (or game clients) chose.
+
+As an algorithm it learns from a uniform table of demonstration steps (the
+viewer's recordings or steps a game client uploads) and its actors only play
+(they write nothing); :func:`cloning_loss` is also the pre-training step every
+other algorithm's learner runs on the demonstrations (``bc_pretrain_steps``).
+Discrete actions: cross-entropy; Box actions: the Gaussian's negative
+log-likelihood of the demonstrated action.
+"""
 
 from __future__ import annotations
 
+import pydantic
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from rlrings.algorithms.base import GradientLearner
+from rlrings import distributions
+from rlrings.algorithms import base
+from rlrings.models import ModelSpec
+from rlrings.spaces import Discrete
 
 
-def behaviour_cloning_step(learner: GradientLearner, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-    """One cross-entropy step of ``learner``'s model and optimizer on
-    (observation, action) pairs; on a ring, gradients are averaged."""
-    logits, _ = learner.model(obs)
-    loss = F.cross_entropy(logits, actions.long())
-    learner.apply(loss, None)
-    accuracy = (logits.argmax(-1) == actions).float().mean()
-    return {"bc_loss": loss.item(), "bc_accuracy": accuracy.item()}
+def cloning_loss(
+    spec: ModelSpec, model: nn.Module, obs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(negative log-likelihood of ``actions``, accuracy): for Discrete actions the share the
+    policy's mode gets right; for Box actions minus the mean squared error of the mode."""
+    params, _ = model(obs)
+    dist = spec.make_distribution(params)
+    loss = -dist.log_prob(actions).mean()
+    with torch.no_grad():
+        mode = dist.mode()
+        if isinstance(spec.action_space, Discrete):
+            accuracy = (mode == actions.long()).float().mean()
+        else:
+            accuracy = -(mode - actions.flatten(1).float()).square().mean()
+    return loss, accuracy
+
+
+def demonstrations_signature(env) -> dict[str, dict]:
+    """Steps people played: enough for behaviour cloning (obs, action) and for one-step
+    transitions (reward, next_obs, terminated)."""
+    return {
+        "obs": env.observation_space.column(),
+        "action": env.action_space.column(),
+        "reward": {"dtype": "float32", "shape": []},
+        "next_obs": env.observation_space.column(),
+        "terminated": {"dtype": "bool", "shape": []},
+        "truncated": {"dtype": "bool", "shape": []},
+    }
+
+
+def demonstrations_table(env, name: str = "demonstrations", max_size: int = 100_000) -> dict:
+    return {
+        "name": name,
+        "signature": demonstrations_signature(env),
+        "max_size": max_size,
+        "selector": "uniform",
+        "remover": "fifo",
+    }
+
+
+class BcConfig(base.AlgorithmConfig):
+    name: str = "bc"
+    learning_rate: pydantic.PositiveFloat = 1e-3
+    max_grad_norm: pydantic.PositiveFloat | None = None
+    capacity: pydantic.PositiveInt = 100_000
+    """Demonstration steps the table keeps (the oldest are evicted)."""
+
+
+class BcActing(base.Acting):
+    """Plays the current policy (for its returns); writes nothing."""
+
+    @property
+    def chunk_length(self) -> int:
+        return 1
+
+    @torch.inference_mode()
+    def act(self, model, obs, policy_version):
+        params, _ = model(torch.as_tensor(obs))
+        dist = self.model_spec.make_distribution(params)
+        return distributions.to_env_action(self.env.action_space, dist.sample(self.generator))
+
+    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
+        self.env_steps += self.num_envs
+        return []
+
+
+class BcLearning(base.GradientLearning):
+    def update(self, columns, weights=None) -> base.Update:
+        loss, accuracy = cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
+        grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
+        self.updates += 1
+        return base.Update({"bc_loss": loss.detach(), "bc_accuracy": accuracy, "grad_norm": grad_norm})
+
+
+def _table(config: BcConfig, env, plan: base.TablePlan) -> dict:
+    return demonstrations_table(env, plan.name, config.capacity)
+
+
+ALGORITHM = base.Algorithm(
+    name="bc",
+    summary="behaviour cloning from a uniform table of demonstration steps",
+    Config=BcConfig,
+    action_spaces=base.BOTH_SPACES,
+    acting=BcActing,
+    learning=BcLearning,
+    table=_table,
+    default_batch_size=64,
+    options=("learning_rate",),
+)

@@ -1,23 +1,24 @@
-"""Double DQN with prioritized replay and n-step returns.
+"""Double DQN with prioritized replay and n-step returns (Ape-X's recipe).
 
-Actors turn steps into n-step transitions (:class:`NStepAccumulator`), the
-learner samples them from a prioritized table, corrects with importance
-weights and sends back |TD error| as new priorities.
+Actors act epsilon-greedily and turn steps into n-step transitions
+(:class:`NStepAccumulator`); the learner samples them from a prioritized
+table held at a samples-per-insert ratio, corrects with importance weights
+and sends back |TD error| as new priorities. Discrete actions only.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-from dataclasses import dataclass
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlrings.algorithms.base import GradientLearner
-from rlrings.ring import Ring
+from rlrings.algorithms import base
+from rlrings.spaces import Discrete
 
 
 def double_dqn_loss(
@@ -76,38 +77,180 @@ class NStepAccumulator:
         return obs, action, np.float32(ret), next_obs, np.float32(discount)
 
 
-@dataclass
-class DqnConfig:
-    gamma: float = 0.99
-    n_step: int = 3
-    learning_rate: float = 5e-4
-    target_update_every: int = 250
-    max_grad_norm: float = 10.0
-    priority_epsilon: float = 1e-3
+class DqnConfig(base.AlgorithmConfig):
+    name: str = "dqn"
+    n_step: pydantic.PositiveInt = 3
+    """Steps per n-step return."""
+    max_grad_norm: pydantic.PositiveFloat | None = 10.0
+    target_update_every: pydantic.PositiveInt = 250
+    """Updates between target-network copies."""
+    priority_exponent: float = pydantic.Field(default=0.6, ge=0)
+    """Alpha of prioritized sampling (0: uniform)."""
+    priority_epsilon: pydantic.PositiveFloat = 1e-3
+    """Added to |TD error| so that no transition's priority is 0."""
+    importance_sampling_exponent: float = pydantic.Field(default=0.4, ge=0, le=1)
+    """Beta of the importance weights at the start; it rises linearly to 1."""
+    importance_sampling_anneal_updates: pydantic.NonNegativeInt = 10_000
+    """Updates over which beta rises to 1; 0 keeps it where it starts."""
+    replay_ratio: pydantic.PositiveFloat = 8.0
+    """Transitions sampled per transition inserted, held by replay's rate limiter."""
+    capacity: pydantic.PositiveInt = 100_000
+    """Transitions the table keeps (the oldest are evicted)."""
+    learning_starts: pydantic.NonNegativeInt = 1000
+    """Transitions in the table before the first batch."""
+    chunk_length: pydantic.PositiveInt = 64
+    """Transitions per chunk an actor sends."""
+    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1)
+    """Probability of a random action once the decay is over (the mesh spreads it across actors)."""
+    epsilon_start: float = pydantic.Field(default=1.0, ge=0, le=1)
+    """Probability of a random action at an actor's first step."""
+    epsilon_decay_steps: pydantic.NonNegativeInt = 0
+    """An actor's env steps over which epsilon falls linearly from epsilon_start; 0: epsilon from the start."""
+    demo_fraction: float = pydantic.Field(default=0.0, ge=0, lt=1)
+    """Share of each batch drawn from the demonstrations table (as one-step transitions)."""
 
 
-class DqnLearner(GradientLearner):
-    """One double-DQN update per batch; with a ``ring``, gradients are averaged over its ranks."""
+def transitions_signature(env) -> dict[str, dict]:
+    observation = env.observation_space.column()
+    return {
+        "obs": observation,
+        "action": env.action_space.column(),
+        "reward": {"dtype": "float32", "shape": []},
+        "next_obs": env.observation_space.column(),
+        "discount": {"dtype": "float32", "shape": []},
+    }
 
-    def __init__(self, model: nn.Module, config: DqnConfig, ring: Ring | None = None):
-        super().__init__(model, config.learning_rate, ring)
-        self.config = config
+
+def prioritized_table(config: DqnConfig, env, plan: base.TablePlan) -> dict:
+    """A prioritized table at ``replay_ratio`` samples per insert (a band of two batches or
+    two chunks' worth either side), so neither actors nor the learner run away from the other."""
+    return {
+        "name": plan.name,
+        "signature": transitions_signature(env),
+        "max_size": config.capacity,
+        "selector": "prioritized",
+        "priority_exponent": config.priority_exponent,
+        "rate_limiter": {
+            "min_size_to_sample": config.learning_starts,
+            "samples_per_insert": config.replay_ratio,
+            "error_buffer": max(2.0 * plan.batch_size, 2.0 * config.chunk_length * config.replay_ratio),
+        },
+    }
+
+
+class DqnActing(base.Acting):
+    """Epsilon-greedy on the Q-values; n-step transitions in chunks of ``chunk_length``."""
+
+    config: DqnConfig
+
+    def __init__(self, config, env, model_spec, num_envs, seed):
+        super().__init__(config, env, model_spec, num_envs, seed)
+        self.accumulators = [NStepAccumulator(config.n_step, config.gamma) for _ in range(num_envs)]
+        self.pending: list[tuple] = []
+
+    @property
+    def chunk_length(self) -> int:
+        return self.config.chunk_length
+
+    def epsilon(self) -> float:
+        """The chance of a random action now."""
+        c = self.config
+        if not c.epsilon_decay_steps:
+            return c.epsilon
+        done = min(1.0, self.env_steps / c.epsilon_decay_steps)
+        return c.epsilon_start + done * (c.epsilon - c.epsilon_start)
+
+    def settings(self):
+        return {"epsilon": self.epsilon()}
+
+    @torch.inference_mode()
+    def act(self, model, obs, policy_version):
+        q, _ = model(torch.as_tensor(obs))
+        actions = q.argmax(-1).numpy().astype(np.int32)
+        explore = self.rng.random(len(actions)) < self.epsilon()
+        actions[explore] = self.rng.integers(0, self.env.action_space.n, explore.sum())
+        return actions
+
+    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
+        self.env_steps += self.num_envs
+        for i, accumulator in enumerate(self.accumulators):
+            ended = terminated[i] or truncated[i]
+            after = info["final_obs"][i] if ended else next_obs[i]
+            self.pending += accumulator.add(obs[i], actions[i], rewards[i], after, terminated[i], truncated[i])
+        chunks = []
+        n = self.config.chunk_length
+        while len(self.pending) >= n:
+            batch, self.pending = self.pending[:n], self.pending[n:]
+            obs_, action, ret, next_, discount = zip(*batch)
+            columns = {
+                "obs": np.stack(obs_),
+                "action": np.asarray(action, np.int32),
+                "reward": np.asarray(ret, np.float32),
+                "next_obs": np.stack(next_),
+                "discount": np.asarray(discount, np.float32),
+            }
+            chunks.append(base.Chunk(columns))
+        return chunks
+
+
+class DqnLearning(base.GradientLearning):
+    """One double-DQN update per batch; with a ring, gradients are averaged over its ranks."""
+
+    config: DqnConfig
+
+    def __init__(self, config, spec, model):
+        super().__init__(config, spec, model)
         self.target = copy.deepcopy(model).requires_grad_(False)
-        self.updates = 0
 
-    def state_modules(self) -> dict[str, nn.Module]:
-        return super().state_modules() | {"target": self.target}
+    def modules(self) -> dict[str, nn.Module]:
+        return super().modules() | {"target": self.target}
 
-    def update(self, columns: dict[str, torch.Tensor], weights: torch.Tensor) -> tuple[dict[str, float], np.ndarray]:
+    def importance_sampling_exponent(self) -> float:
+        c = self.config
+        start, span = c.importance_sampling_exponent, c.importance_sampling_anneal_updates
+        return start if not span else start + (1.0 - start) * min(1.0, self.updates / span)
+
+    def update(self, columns, weights) -> base.Update:
         """One step on a batch of transitions; returns stats and new priorities."""
         first = {name: value[:, 0] for name, value in columns.items()}  # items are one transition
         loss, td = double_dqn_loss(
             self.model, self.target, first["obs"], first["action"], first["reward"], first["next_obs"],
             first["discount"], weights,
         )  # fmt: skip
-        grad_norm = self.apply(loss, self.config.max_grad_norm)
+        grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0:
             self.target.load_state_dict(self.model.state_dict())
-        priorities = td.abs().cpu().numpy() + self.config.priority_epsilon
-        return {"loss": loss.item(), "td_abs": float(td.abs().mean()), "grad_norm": grad_norm}, priorities
+        priorities = td.abs() + self.config.priority_epsilon
+        return base.Update({"loss": loss.detach(), "td_abs": td.abs().mean(), "grad_norm": grad_norm}, priorities)
+
+    def demonstrations_per_batch(self, batch_size: int) -> int:
+        return round(batch_size * self.config.demo_fraction)
+
+    def with_demonstrations(self, columns, weights, demonstrations):
+        """Demonstration steps as one-step transitions, appended to the batch with weight 1."""
+        d = demonstrations
+        transitions = {
+            "obs": d["obs"],
+            "action": d["action"],
+            "reward": d["reward"],
+            "next_obs": d["next_obs"],
+            "discount": self.config.gamma * (~d["terminated"]).float(),
+        }
+        joined = {name: torch.cat([columns[name], transitions[name]]) for name in columns}
+        return joined, torch.cat([weights, torch.ones(len(d["action"]), device=weights.device)])
+
+
+ALGORITHM = base.Algorithm(
+    name="dqn",
+    summary="double DQN, n-step returns, prioritized replay at a replay ratio",
+    Config=DqnConfig,
+    action_spaces=(Discrete,),
+    acting=DqnActing,
+    learning=DqnLearning,
+    table=prioritized_table,
+    default_batch_size=128,
+    options=("learning_rate",),
+    stochastic=False,
+    anneal_over_budget=False,
+)

@@ -1,23 +1,19 @@
-"""IMPALA: an actor-critic corrected for policy lag with V-trace.
+"""IMPALA: an actor-critic corrected for policy lag with V-trace (Espeholt et al., 2018).
 
-Trajectories are items of T+1 steps: observations 0..T, and for steps 0..T-1
-the action, reward, ``terminated`` and ``truncated`` (the episode ended after
-that action), the behaviour policy's log-probability and, where the episode
-was truncated, its last observation (``final_obs``; zeros elsewhere); row T's
-action columns are padding. Both endings cut the trace; a truncated step
-bootstraps from the learner's own value of its final observation, computed at
-update time rather than baked in by the actor with a stale network.
+Actors sample from the policy and write unrolls (``base.trajectory_signature``)
+into a FIFO queue that hands each out once; the learner takes one gradient
+step per batch with V-trace targets. Both episode endings cut the trace; a
+truncated step bootstraps from the learner's own value of its final
+observation. Discrete and Box actions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import pydantic
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rlrings.algorithms.base import GradientLearner
+from rlrings.algorithms import base
 from rlrings.ring import Ring
 
 
@@ -114,68 +110,74 @@ class ReturnNormalizer(nn.Module):
         self.weight.mul_(d).add_(1 - d)
 
 
-@dataclass
-class ImpalaConfig:
-    gamma: float = 0.99
-    learning_rate: float = 5e-4
-    decay_updates: int = 0
-    """Updates over which the learning rate falls linearly to 0; 0 keeps it constant."""
-    baseline_cost: float = 0.5
-    entropy_cost: float = 0.01
-    trace_decay: float = 1.0
+class ImpalaConfig(base.TrajectoryConfig):
+    name: str = "impala"
+    baseline_cost: pydantic.NonNegativeFloat = 0.5
+    """Weight of the value loss."""
+    entropy_cost: pydantic.NonNegativeFloat = 0.01
+    """Weight of the entropy bonus."""
+    trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
     """V-trace's lambda: 1 is the paper's default; lower trades bias for variance as GAE's lambda does."""
-    max_grad_norm: float = 0.5
-    """Clip of the global gradient norm, on the scale of the mean-reduced loss."""
     normalize_advantages: bool = False
-    """Scale each batch's policy-gradient advantages to zero mean and unit variance."""
+    """Scale each batch's policy-gradient advantages to zero mean and unit variance (measured to
+    destabilise IMPALA on CartPole once the policy is good: its advantages shrink and normalising
+    blows them up)."""
     normalize_returns: bool = True
     """Learn values in units of the returns' running scale and divide advantages by it
     (:class:`ReturnNormalizer`)."""
 
 
-class ImpalaLearner(GradientLearner):
-    """One IMPALA update per batch of trajectories.
+class ActorCriticLearning(base.GradientLearning):
+    """What the V-trace and GAE learners share: the return normaliser, values in return
+    units, and the bootstrapped rewards of a trajectory batch."""
 
-    With a ``ring`` of several ranks, each rank updates on its own batch and
-    the ring averages the gradients before they are clipped and applied.
-    """
+    config: ImpalaConfig
 
-    def __init__(self, model: nn.Module, config: ImpalaConfig, ring: Ring | None = None):
-        super().__init__(model, config.learning_rate, ring)
-        self.config = config
-        self.updates = 0
-        self.normalizer = ReturnNormalizer().to(next(model.parameters()).device) if config.normalize_returns else None
+    def __init__(self, config, spec, model):
+        super().__init__(config, spec, model)
+        self.normalizer = ReturnNormalizer().to(self.device) if config.normalize_returns else None
 
-    def state_modules(self) -> dict[str, nn.Module]:
-        return super().state_modules() | ({"return_normalizer": self.normalizer} if self.normalizer else {})
+    def modules(self) -> dict[str, nn.Module]:
+        return super().modules() | ({"return_normalizer": self.normalizer} if self.normalizer else {})
 
-    def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scales(self) -> tuple:
+        """(mean, std, advantage scale) of the normaliser in force; (0, 1, 1) without one."""
+        if self.normalizer is None:
+            return 0.0, 1.0, 1.0
+        mean, std = self.normalizer.stats()
+        return mean.to(self.device), std.to(self.device), self.normalizer.advantage_scale().to(self.device)
+
+    def forward_trajectories(self, columns):
+        """The model on every observation of the batch: (time-major columns, distribution
+        over steps 0..T-1, standardised values ``[T+1, B]``, rewards, discounts)."""
         obs = columns["obs"]  # [B, T+1, ...]
         batch, steps = obs.shape[0], obs.shape[1] - 1
-        mean, std = self.normalizer.stats() if self.normalizer else (0.0, 1.0)
-        scale = self.normalizer.advantage_scale() if self.normalizer else 1.0
-        logits, head = self.model(obs.flatten(0, 1))
-        logits = logits.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, A]
+        tm = base.time_major(columns, steps)
+        params, head = self.model(obs.flatten(0, 1))
+        params = params.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, P]
         head = head.view(batch, steps + 1).transpose(0, 1)
+        mean, std, _ = self.scales()
+        rewards, discounts = base.bootstrapped_rewards(
+            self.model, tm, self.config.gamma, lambda final: self.model(final)[1] * std + mean
+        )
+        return tm, self.spec.make_distribution(params[:steps]), head, rewards, discounts
+
+
+class ImpalaLearning(ActorCriticLearning):
+    """One IMPALA update per batch of trajectories; on a ring, gradients are averaged
+    over the ranks before they are clipped and applied."""
+
+    def loss(self, columns: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tm, dist, head, rewards, discounts = self.forward_trajectories(columns)
+        steps = head.shape[0] - 1
+        mean, std, scale = self.scales()
         values = head.detach() * std + mean  # in return units
-        actions = columns["action"].transpose(0, 1)[:steps].long()
-        log_probs = F.log_softmax(logits[:steps], dim=-1)
-        target_logp = log_probs.gather(-1, actions[..., None]).squeeze(-1)
-        terminated = columns["terminated"].transpose(0, 1)[:steps]
-        truncated = columns["truncated"].transpose(0, 1)[:steps] & ~terminated
-        rewards = columns["reward"].transpose(0, 1)[:steps]
-        if "final_obs" in columns and truncated.any():  # a time limit: bootstrap from the last observation
-            where = truncated.nonzero(as_tuple=True)
-            final = columns["final_obs"].transpose(0, 1)[:steps][where]
-            with torch.no_grad():
-                final_values = self.model(final)[1] * std + mean
-                rewards = rewards.index_put(where, rewards[where] + self.config.gamma * final_values)
-        done = (terminated | truncated).float()
+        target_logp = dist.log_prob(tm["action"])
         vs, advantages = vtrace(
-            behaviour_logp=columns["logp"].transpose(0, 1)[:steps],
+            behaviour_logp=tm["logp"],
             target_logp=target_logp,
             rewards=rewards,
-            discounts=self.config.gamma * (1.0 - done),
+            discounts=discounts,
             values=values[:steps],
             bootstrap_value=values[steps],
             trace_decay=self.config.trace_decay,
@@ -187,7 +189,7 @@ class ImpalaLearner(GradientLearner):
         baseline_loss = 0.5 * ((vs - mean) / std - head[:steps]).pow(2).mean()
         if self.normalizer is not None:  # this batch's targets move the scale for the next update
             self.normalizer.update(vs, self.ring)
-        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+        entropy = dist.entropy().mean()
         loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
         stats = {
             "loss": loss.detach(),
@@ -197,17 +199,21 @@ class ImpalaLearner(GradientLearner):
         }
         return loss, stats
 
-    def learning_rate(self) -> float:
-        """The rate of the next update: linear decay to 0 over ``decay_updates``."""
-        if not self.config.decay_updates:
-            return self.config.learning_rate
-        return self.config.learning_rate * max(0.0, 1.0 - self.updates / self.config.decay_updates)
-
-    def update(self, columns: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, columns, weights=None) -> base.Update:
         loss, stats = self.loss(columns)
         rate = self.learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
-        grad_norm = self.apply(loss, self.config.max_grad_norm)
+        grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
         self.updates += 1
-        return {name: float(value) for name, value in stats.items()} | {"grad_norm": grad_norm, "learning_rate": rate}
+        return base.Update(stats | {"grad_norm": grad_norm, "learning_rate": rate})
+
+
+ALGORITHM = base.Algorithm(
+    name="impala",
+    summary="V-trace actor-critic on unrolls from a FIFO queue, one step per batch",
+    Config=ImpalaConfig,
+    action_spaces=base.BOTH_SPACES,
+    acting=base.TrajectoryActing,
+    learning=ImpalaLearning,
+    table=base.trajectory_queue,
+    default_batch_size=16,
+)

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlrings.algorithms.base import GradientLearner
-from rlrings.algorithms.bc import behaviour_cloning_step
+from rlrings.distributions import Categorical
 
 Expert = Callable[[np.ndarray], np.ndarray]
 """A demonstrator: a batch of observations to a batch of actions."""
@@ -98,10 +97,8 @@ def collect(
             chosen = np.asarray(expert(batch))
         else:
             logits, _ = model(torch.as_tensor(batch))
-            if greedy:
-                chosen = logits.argmax(-1).numpy()
-            else:
-                chosen = torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1).numpy()
+            dist = Categorical(logits)  # the task families have discrete actions
+            chosen = (dist.mode() if greedy else dist.sample(generator)).numpy()
         still = []
         for row, i in enumerate(active):
             obs[i].append(current[i].copy())
@@ -183,9 +180,25 @@ def clipped_loss(model: nn.Module, batch: Batch, config: AdaptConfig) -> torch.T
     return -surrogate.mean() + config.value_cost * value_loss - config.entropy_cost * entropy
 
 
+class _Adam:
+    """Adam on one model with optional gradient clipping: the few-shot methods run in one
+    process, outside any ring."""
+
+    def __init__(self, model: nn.Module, learning_rate: float):
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+
+    def apply(self, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+        self.optimizer.zero_grad()
+        loss.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.optimizer.step()
+
+
 def adapt(model: nn.Module, episodes: Episodes, config: AdaptConfig) -> nn.Module:
     """``model`` after ``config.epochs`` clipped actor-critic steps on ``episodes`` (in place)."""
-    learner = GradientLearner(model, config.learning_rate)
+    learner = _Adam(model, config.learning_rate)
     batch = make_batch(model, episodes, config)
     for _ in range(config.epochs):
         learner.apply(clipped_loss(model, batch, config), config.max_grad_norm)
@@ -194,11 +207,11 @@ def adapt(model: nn.Module, episodes: Episodes, config: AdaptConfig) -> nn.Modul
 
 def clone(model: nn.Module, demonstrations: Episodes, epochs: int, learning_rate: float) -> nn.Module:
     """``model`` fitted to the demonstrators' actions by cross-entropy (in place)."""
-    learner = GradientLearner(model, learning_rate)
+    learner = _Adam(model, learning_rate)
     obs = torch.as_tensor(np.concatenate(demonstrations.obs))
     actions = torch.as_tensor(np.concatenate(demonstrations.actions))
     for _ in range(epochs):
-        behaviour_cloning_step(learner, obs, actions)
+        learner.apply(F.cross_entropy(model(obs)[0], actions.long()), None)
     return model
 
 
@@ -235,7 +248,7 @@ def pretrain(
 ) -> TrainingLog:
     """Multi-task training of ``model`` (in place) on ``task_envs`` (one list of
     ``episodes_per_task`` envs per training task) until the step budget is spent."""
-    learner = GradientLearner(model, meta.learning_rate)
+    learner = _Adam(model, meta.learning_rate)
     rng = np.random.default_rng(seed)
     log, steps, iteration = TrainingLog([], []), 0, 0
     while steps < meta.env_steps:

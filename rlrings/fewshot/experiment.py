@@ -26,8 +26,8 @@ from pydantic_settings import SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from rlrings import tasks
 from rlrings.config import Settings
+from rlrings.envs import tasks
 from rlrings.errors import ConfigError
 from rlrings.fewshot import report
 from rlrings.fewshot.adaptation import AdaptConfig, MetaConfig

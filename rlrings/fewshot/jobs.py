@@ -22,8 +22,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlrings import tasks
-from rlrings.envs import env_spec
+from rlrings import wire
+from rlrings.envs import env_spec, tasks
 from rlrings.fewshot.adaptation import (
     AdaptConfig,
     MetaConfig,
@@ -108,7 +108,7 @@ class Worker:
         log = train(model, task_envs, self.settings.meta, self.settings.adapt, seed_for("train", job.method, job.seed))
         version = self._client().publish(
             weights_to_bytes(model),
-            self.spec.to_proto(),
+            wire.model_spec_to_proto(self.spec),
             log.env_steps[-1],
             tags=[init_tag(self.settings.experiment, job.method, job.seed)],
         )

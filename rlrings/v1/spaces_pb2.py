@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlrings.v1 import tensor_pb2 as rlrings_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/spaces.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/tensor.proto\"V\n\x08\x42oxSpace\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03low\x18\x03 \x03(\x01\x12\x0c\n\x04high\x18\x04 \x03(\x01\"0\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\x12\x14\n\x0c\x61\x63tion_names\x18\x02 \x03(\t\"c\n\x05Space\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x14.rlrings.v1.BoxSpaceH\x00\x12-\n\x08\x64iscrete\x18\x02 \x01(\x0b\x32\x19.rlrings.v1.DiscreteSpaceH\x00\x42\x06\n\x04kind\"\xbb\x01\n\tModelSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x1e\n\x16\x61rchitecture_args_json\x18\x02 \x01(\t\x12,\n\x11observation_space\x18\x03 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\'\n\x0c\x61\x63tion_space\x18\x04 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\x0e\n\x06\x65nv_id\x18\x05 \x01(\t\x12\x11\n\talgorithm\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/spaces.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/tensor.proto\"V\n\x08\x42oxSpace\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03low\x18\x03 \x03(\x01\x12\x0c\n\x04high\x18\x04 \x03(\x01\"0\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\x12\x14\n\x0c\x61\x63tion_names\x18\x02 \x03(\t\"c\n\x05Space\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x14.rlrings.v1.BoxSpaceH\x00\x12-\n\x08\x64iscrete\x18\x02 \x01(\x0b\x32\x19.rlrings.v1.DiscreteSpaceH\x00\x42\x06\n\x04kind\"\xd1\x01\n\tModelSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x1e\n\x16\x61rchitecture_args_json\x18\x02 \x01(\t\x12,\n\x11observation_space\x18\x03 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\'\n\x0c\x61\x63tion_space\x18\x04 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\x0e\n\x06\x65nv_id\x18\x05 \x01(\t\x12\x11\n\talgorithm\x18\x06 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,5 +39,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPACE']._serialized_start=202
   _globals['_SPACE']._serialized_end=301
   _globals['_MODELSPEC']._serialized_start=304
-  _globals['_MODELSPEC']._serialized_end=491
+  _globals['_MODELSPEC']._serialized_end=513
 # @@protoc_insertion_point(module_scope)

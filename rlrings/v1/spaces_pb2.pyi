@@ -36,17 +36,19 @@ class Space(_message.Message):
     def __init__(self, box: _Optional[_Union[BoxSpace, _Mapping]] = ..., discrete: _Optional[_Union[DiscreteSpace, _Mapping]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("architecture", "architecture_args_json", "observation_space", "action_space", "env_id", "algorithm")
+    __slots__ = ("architecture", "architecture_args_json", "observation_space", "action_space", "env_id", "algorithm", "distribution")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_SPACE_FIELD_NUMBER: _ClassVar[int]
     ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     architecture_args_json: str
     observation_space: Space
     action_space: Space
     env_id: str
     algorithm: str
-    def __init__(self, architecture: _Optional[str] = ..., architecture_args_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., env_id: _Optional[str] = ..., algorithm: _Optional[str] = ...) -> None: ...
+    distribution: str
+    def __init__(self, architecture: _Optional[str] = ..., architecture_args_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., env_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., distribution: _Optional[str] = ...) -> None: ...

@@ -1,7 +1,8 @@
 """The acting loop: step a vector of envs with batched inference, write to replay.
 
-The loop never waits for weights: a :class:`WeightsFollower` fetches new
-versions in the background and the loop swaps them in between steps. It
+It knows no algorithm: the algorithm's acting half (``rlrings.algorithms``)
+chooses the actions and turns steps into chunks. The loop never waits for
+weights: a :class:`WeightsFollower` fetches new versions in the background and the loop swaps them in between steps. It
 waits only when replay has ``max_in_flight`` chunks unacknowledged, which is
 the flow control that makes a slow or restarting replay a pause, not a crash.
 """
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlrings import codec, experience
-from rlrings.algorithms.dqn import NStepAccumulator
+from rlrings import algorithms, codec, experience, wire
 from rlrings.control import RateMeter
 from rlrings.envs import env_spec, make_vector_env
 from rlrings.errors import ConfigError, RlringsError
-from rlrings.models import ModelSpec, build_model, load_weights
+from rlrings.models import build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
+from rlrings.spaces import Discrete
 from services.actor.config import ActorConfig
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,13 @@ def _achievements(info: dict, i: int) -> tuple[str, ...]:
     if not counts:
         return ()
     return tuple(name for name, count in counts.items() if not name.startswith("_") and count[i] > 0)
+
+
+def _same_actions(a, b) -> bool:
+    """Whether a model for action space ``a`` can act in ``b`` (names and bounds aside)."""
+    if type(a) is not type(b):
+        return False
+    return a.n == b.n if isinstance(a, Discrete) else a.shape == b.shape
 
 
 @dataclass
@@ -52,6 +60,8 @@ class Actor:
     def __init__(self, config: ActorConfig):
         self.config = config
         self.spec = env_spec(config.env)
+        self.algorithm = algorithms.get(config.algorithm.name)
+        self.algorithm.check(self.spec)  # DQN in a Box action space: refused here, naming both
         self.expected_signature = experience.signature(config.algorithm, self.spec)
         self.replay = ReplayClient(config.replay_address, security=config.client_security())
         self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
@@ -64,6 +74,7 @@ class Actor:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.writer = None
+        self.acting = None
         self._rate = RateMeter()
         torch.set_num_threads(config.torch_threads)
 
@@ -73,39 +84,42 @@ class Actor:
         """Checks the table and waits for the first weights.
 
         Raises:
-            ConfigError: the replay table cannot hold what this env produces.
+            ConfigError: the replay table cannot hold what this env produces, or the published
+                model is for another env.
         """
         self.replay.wait_ready(120)
         signature, sequence_length = self.replay.signature(self.config.table)
         problem = experience.signature_mismatch(self.expected_signature, signature)
         if problem:
             raise ConfigError(f"table {self.config.table!r} cannot take {self.config.env} experience: {problem}")
-        if self.config.algorithm == "impala" and sequence_length != self.config.unroll_length + 1:
-            raise ConfigError(
-                f"unroll_length: {self.config.unroll_length} needs items of {self.config.unroll_length + 1} steps; "
-                f"table {self.config.table!r} has sequence_length {sequence_length}"
-            )
         self.follower = WeightsFollower(self.parameters)
         header, data = self.follower.wait_first(self.config.weights_timeout_seconds)
-        self.model_spec = ModelSpec.from_proto(header.model)
-        if self.model_spec.num_actions != self.spec.num_actions or self.model_spec.obs_shape != tuple(
-            self.spec.observation_space.shape
+        self.model_spec = wire.model_spec_from_proto(header.model)
+        if not _same_actions(self.model_spec.action_space, self.spec.action_space) or (
+            self.model_spec.obs_shape != self.spec.observation_space.shape
         ):
             raise ConfigError(
                 f"env: the published model is for {self.model_spec.env_id} "
-                f"(observations {self.model_spec.obs_shape}, {self.model_spec.num_actions} actions), "
-                f"not {self.config.env}"
+                f"(observations {self.model_spec.obs_shape}, actions {self.model_spec.describe_actions()}), "
+                f"not {self.config.env} (observations {self.spec.observation_space.shape}, actions "
+                f"{self.spec.action_space.describe()})"
             )
         self.model = build_model(self.model_spec).eval()
         load_weights(self.model, data)
         self.policy_version = header.version
-        chunk = self.config.num_envs * (self.config.unroll_length + 1)
-        if self.config.algorithm == "dqn":
-            chunk = self.config.chunk_length
+        self.acting = self.algorithm.acting(
+            self.config.algorithm, self.spec, self.model_spec, self.config.num_envs, self.config.seed
+        )
+        problem = self.acting.check_table(sequence_length)
+        if problem:
+            raise ConfigError(f"table {self.config.table!r}: {problem}")
         # final_obs is zeros but for the steps a time limit cut: nearly free once compressed, for frames
         compression = {"final_obs": codec.Compression.COMPRESSION_LZ4} if self.spec.is_image else {}
         self.writer = self.replay.writer(
-            self.config.table, chunk_length=chunk, max_in_flight=self.config.max_in_flight, compression=compression
+            self.config.table,
+            chunk_length=self.acting.chunk_length,
+            max_in_flight=self.config.max_in_flight,
+            compression=compression,
         )
 
     def _refresh_weights(self) -> None:
@@ -119,22 +133,23 @@ class Actor:
     def run(self) -> None:
         envs = make_vector_env(self.config.env, self.config.num_envs, self.config.seed)
         obs, _ = envs.reset(seed=self.config.seed)
-        generator = torch.Generator().manual_seed(self.config.seed)
         returns = np.zeros(self.config.num_envs)
         lengths = np.zeros(self.config.num_envs, dtype=np.int64)
-        step = self._impala_step if self.config.algorithm == "impala" else self._dqn_step
-        state = self._impala_state(obs) if self.config.algorithm == "impala" else self._dqn_state()
         try:
             while not self.stopped.is_set():
                 if self.paused.is_set():
                     time.sleep(0.05)
                     continue
                 self._refresh_weights()
-                obs, rewards, done, info = step(envs, obs, state, generator)
+                actions = self.acting.act(self.model, obs, self.policy_version)
+                next_obs, rewards, terminated, truncated, info = envs.step(actions)
+                for chunk in self.acting.observe(obs, actions, next_obs, rewards, terminated, truncated, info):
+                    self._write(chunk)
+                obs = next_obs
                 returns += rewards
                 lengths += 1
                 self.env_steps += self.config.num_envs
-                for i in np.flatnonzero(done):
+                for i in np.flatnonzero(terminated | truncated):
                     self._record(returns[i], lengths[i], _achievements(info, i))
                     returns[i], lengths[i] = 0.0, 0
         finally:
@@ -149,110 +164,18 @@ class Actor:
             )
         )
 
-    @torch.inference_mode()
-    def _forward(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(torch.as_tensor(obs))
-
-    def _write(self, columns: dict[str, np.ndarray], priorities=(), policy_version: int | None = None) -> None:
-        version = self.policy_version if policy_version is None else policy_version
-        while not self.stopped.is_set():
-            try:
-                self.writer.write_chunk(columns, priorities=priorities, policy_version=version)
-                return
-            except RlringsError as error:  # replay gave up on a chunk: report it, keep acting
-                log.warning("replay refused or lost a chunk: %s", error)
-                return
-
-    # IMPALA: trajectories of unroll_length + 1 observations, one item per env.
-
-    def _impala_state(self, obs: np.ndarray) -> dict:
-        T, N = self.config.unroll_length, self.config.num_envs
-        return {
-            "t": 0,
-            "obs": np.zeros((T + 1, N, *obs.shape[1:]), dtype=obs.dtype),
-            "action": np.zeros((T + 1, N), np.int32),
-            "reward": np.zeros((T + 1, N), np.float32),
-            "terminated": np.zeros((T + 1, N), bool),
-            "truncated": np.zeros((T + 1, N), bool),
-            "logp": np.zeros((T + 1, N), np.float32),
-            "final_obs": np.zeros((T + 1, N, *obs.shape[1:]), dtype=obs.dtype),
-            "version": self.policy_version,
-        }
-
-    def _impala_step(self, envs, obs, state, generator):
-        t = state["t"]
-        if t == 0:  # weights change between steps only: the unroll's oldest policy is this one
-            state["version"] = self.policy_version
-        state["obs"][t] = obs
-        logits, _ = self._forward(obs)
-        log_probs = torch.log_softmax(logits, -1)  # no torch.distributions: its checks cost a quarter of a step
-        actions = torch.multinomial(log_probs.exp(), 1, generator=generator)
-        behaviour_logp = log_probs.gather(-1, actions).squeeze(-1)
-        actions = actions.squeeze(-1)
-        next_obs, rewards, terminated, truncated, info = envs.step(actions.numpy())
-        final_obs = state["final_obs"][t]
-        final_obs[:] = 0
-        for i in np.flatnonzero(truncated & ~terminated):  # the learner bootstraps a time limit from it
-            final_obs[i] = info["final_obs"][i]
-        done = terminated | truncated
-        state["action"][t] = actions.numpy()
-        state["reward"][t] = rewards
-        state["terminated"][t] = terminated
-        state["truncated"][t] = truncated
-        state["logp"][t] = behaviour_logp.numpy()
-        t += 1
-        if t == self.config.unroll_length:
-            state["obs"][t] = next_obs
-            columns = {
-                name: np.ascontiguousarray(np.swapaxes(state[name], 0, 1)).reshape(-1, *state[name].shape[2:])
-                for name in ("obs", "action", "reward", "terminated", "truncated", "logp", "final_obs")
-            }
-            self._write(columns, policy_version=state["version"])
-            t = 0
-        state["t"] = t
-        return next_obs, rewards, done, info
-
-    # DQN: n-step transitions, epsilon-greedy.
-
-    def _dqn_state(self) -> dict:
-        return {
-            "acc": [NStepAccumulator(self.config.n_step, self.config.gamma) for _ in range(self.config.num_envs)],
-            "out": [],
-            "rng": np.random.default_rng(self.config.seed),
-        }
-
-    def _dqn_step(self, envs, obs, state, generator):
-        q, _ = self._forward(obs)
-        actions = q.argmax(-1).numpy().astype(np.int32)
-        explore = state["rng"].random(len(actions)) < self.epsilon()
-        actions[explore] = state["rng"].integers(0, self.spec.num_actions, explore.sum())
-        next_obs, rewards, terminated, truncated, info = envs.step(actions)
-        for i, accumulator in enumerate(state["acc"]):
-            ended = terminated[i] or truncated[i]
-            after = info["final_obs"][i] if ended else next_obs[i]
-            state["out"] += accumulator.add(obs[i], actions[i], rewards[i], after, terminated[i], truncated[i])
-        while len(state["out"]) >= self.config.chunk_length:
-            batch, state["out"] = state["out"][: self.config.chunk_length], state["out"][self.config.chunk_length :]
-            obs_, action, ret, next_, discount = zip(*batch)
-            self._write(
-                {
-                    "obs": np.stack(obs_),
-                    "action": np.asarray(action, np.int32),
-                    "reward": np.asarray(ret, np.float32),
-                    "next_obs": np.stack(next_),
-                    "discount": np.asarray(discount, np.float32),
-                }
-            )
-        return next_obs, rewards, terminated | truncated, info
+    def _write(self, chunk) -> None:
+        version = self.policy_version if chunk.policy_version is None else chunk.policy_version
+        try:
+            self.writer.write_chunk(chunk.columns, priorities=chunk.priorities, policy_version=version)
+        except RlringsError as error:  # replay gave up on a chunk: report it, keep acting
+            log.warning("replay refused or lost a chunk: %s", error)
 
     def epsilon(self) -> float:
-        """DQN: the chance of a random action now, falling linearly from
-        ``epsilon_start`` to ``epsilon`` over this actor's first ``epsilon_decay_steps``."""
-        c = self.config
-        if not c.epsilon_decay_steps:
-            return c.epsilon
-        done = min(1.0, self.env_steps / c.epsilon_decay_steps)
-        return c.epsilon_start + done * (c.epsilon - c.epsilon_start)
+        """The acting half's exploration rate where it has one (DQN), else 0."""
+        if self.acting is None:
+            return float(getattr(self.config.algorithm, "epsilon", 0.0))
+        return float(self.acting.settings().get("epsilon", 0.0))
 
     # -- status ------------------------------------------------------------------
 

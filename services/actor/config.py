@@ -7,6 +7,8 @@ import secrets
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
+from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
 
@@ -21,19 +23,9 @@ class ActorConfig(WorkerConfig):
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     num_envs: pydantic.PositiveInt = 8
     """Environments stepped together as one vector, with one batched forward pass."""
-    unroll_length: pydantic.PositiveInt = 20
-    """IMPALA: steps per trajectory item."""
-    chunk_length: pydantic.PositiveInt = 64
-    """DQN: transitions per chunk sent to replay."""
-    n_step: pydantic.PositiveInt = 3
-    """DQN: steps per n-step return."""
-    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1)
-    """DQN: probability of a random action, once the decay is over."""
-    epsilon_start: float = pydantic.Field(default=1.0, ge=0, le=1)
-    """DQN: probability of a random action at the first step."""
-    epsilon_decay_steps: pydantic.NonNegativeInt = 0
-    """DQN: this actor's env steps over which epsilon falls linearly from epsilon_start to epsilon;
-    0 acts with epsilon from the start."""
+    algorithm: AlgorithmSettings = ImpalaConfig()
+    """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY); the acting
+    half reads what it needs (unroll_length, epsilon, ...)."""
     max_in_flight: pydantic.PositiveInt = 4
     """Chunks sent but not acknowledged before stepping pauses (the local buffer)."""
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0

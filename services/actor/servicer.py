@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from rlrings.control import parse_settings, run_state
+from rlrings.errors import InvalidArgumentError
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
 from services.actor.actor import Actor
 
@@ -59,8 +60,11 @@ class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
         return actor_pb2.ResumeActorResponse(state=self._state())
 
     def UpdateConfig(self, request, context):
+        algorithm = self.actor.config.algorithm  # the acting half reads its settings from it
         for name, value in parse_settings(request.settings, _MUTABLE).items():
-            setattr(self.actor.config, name, value)
+            if not hasattr(algorithm, name):
+                raise InvalidArgumentError(f"settings.{name}: algorithm {algorithm.name} has no {name} setting")
+            setattr(algorithm, name, value)
         return actor_pb2.UpdateActorConfigResponse(
-            settings={name: json.dumps(getattr(self.actor.config, name)) for name in _MUTABLE}
+            settings={name: json.dumps(getattr(algorithm, name)) for name in _MUTABLE if hasattr(algorithm, name)}
         )

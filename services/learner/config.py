@@ -8,6 +8,8 @@ from typing import Literal
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
+from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
 
@@ -22,29 +24,10 @@ class LearnerConfig(WorkerConfig):
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     architecture: str | None = None
     """Network: mlp or cnn64; None picks by observation (images get cnn64)."""
+    algorithm: AlgorithmSettings = ImpalaConfig()
+    """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY)."""
     batch_size: pydantic.PositiveInt = 16
-    """Items per update: trajectories for impala, transitions for dqn."""
-    learning_rate: pydantic.PositiveFloat | None = None
-    """Adam learning rate; None: the algorithm's default (impala 5e-4, dqn 5e-4)."""
-    learning_rate_decay_updates: pydantic.NonNegativeInt = 0
-    """IMPALA: updates over which the learning rate falls linearly to 0 (the run's budget); 0: constant."""
-    trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
-    """IMPALA: V-trace's lambda (1: the paper's default)."""
-    normalize_returns: bool = True
-    """IMPALA: learn values in units of the returns' running scale and divide advantages by it."""
-    normalize_advantages: bool = False
-    """IMPALA: scale each batch's advantages to zero mean and unit variance (measured to destabilise
-    IMPALA on CartPole once the policy is good: its advantages shrink and normalising blows them up)."""
-    entropy_cost: pydantic.NonNegativeFloat = 0.01
-    """IMPALA: weight of the entropy bonus."""
-    baseline_cost: pydantic.NonNegativeFloat = 0.5
-    """IMPALA: weight of the value loss."""
-    target_update_every: pydantic.PositiveInt = 250
-    """DQN: updates between target-network copies."""
-    importance_sampling_exponent: float = pydantic.Field(default=0.4, ge=0, le=1)
-    """DQN: beta of the prioritized-replay importance weights at the start; it rises linearly to 1."""
-    importance_sampling_anneal_updates: pydantic.NonNegativeInt = 10_000
-    """DQN: updates over which beta rises to 1; 0 keeps it where it starts."""
+    """Items per update: trajectories for the actor-critic algorithms, transitions for dqn, steps for bc."""
     publish_every: pydantic.PositiveInt = 5
     """Updates between weight versions sent to the parameter service."""
     checkpoint_dir: Path = Path("./data/learner")
@@ -59,8 +42,6 @@ class LearnerConfig(WorkerConfig):
     """Replay table of episodes people played in the viewer."""
     bc_pretrain_steps: pydantic.NonNegativeInt = 0
     """Behaviour-cloning updates on the demonstrations before learning from experience; 0: none."""
-    demo_fraction: float = pydantic.Field(default=0.0, ge=0, lt=1)
-    """DQN: share of each batch drawn from the demonstrations (as one-step transitions)."""
     prefetch: pydantic.PositiveInt = 2
     """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that
     the data stays fresh, since items count as sampled when drawn."""

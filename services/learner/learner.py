@@ -1,7 +1,8 @@
 """The learner's process shell: the ring, sampling, updates, publishing, checkpoints, logs.
 
-The algorithms themselves live in ``rlrings.algorithms``; this class feeds
-them batches from replay and sends their weights on. As one rank of a ring
+It knows no algorithm: the algorithm's learning half (``rlrings.algorithms``)
+updates on the batches this loop draws from replay, and this loop sends the
+module it publishes on. As one rank of a ring
 (``rlrings.ring``) it samples its own batches, lets the ring average the
 gradients, and agrees with the other ranks after every update whether to
 stop; rank 0 alone publishes weights, writes checkpoints and TensorBoard.
@@ -13,19 +14,16 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlrings.algorithms.bc import behaviour_cloning_step
-from rlrings.algorithms.dqn import DqnConfig, DqnLearner
-from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings import algorithms, wire
 from rlrings.control import RateMeter
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError, NotFoundError, RlringsError
-from rlrings.models import WEIGHTS_FORMAT, ModelSpec, build_model, weights_to_bytes
+from rlrings.models import WEIGHTS_FORMAT, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from rlrings.ring import LocalRing, Ring, connect
@@ -52,32 +50,10 @@ class Learner:
         torch.set_num_threads(config.torch_threads)
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
-        self.model_spec = ModelSpec.for_env(env_spec(config.env), config.algorithm, config.architecture)
+        self.algorithm = algorithms.get(config.algorithm.name)
+        self.model_spec = self.algorithm.model_spec(env_spec(config.env), config.architecture)
         self.model = build_model(self.model_spec).to(self.device)
-        rate = {} if config.learning_rate is None else {"learning_rate": config.learning_rate}
-        if config.algorithm == "impala":
-            self.algorithm = ImpalaLearner(
-                self.model,
-                ImpalaConfig(
-                    gamma=config.gamma,
-                    **rate,
-                    decay_updates=config.learning_rate_decay_updates,
-                    baseline_cost=config.baseline_cost,
-                    entropy_cost=config.entropy_cost,
-                    normalize_advantages=config.normalize_advantages,
-                    trace_decay=config.trace_decay,
-                    normalize_returns=config.normalize_returns,
-                ),
-            )
-        else:
-            self.algorithm = DqnLearner(
-                self.model,
-                DqnConfig(
-                    gamma=config.gamma,
-                    **rate,
-                    target_update_every=config.target_update_every,
-                ),
-            )
+        self.learning = self.algorithm.learning(config.algorithm, self.model_spec, self.model)
         self.ring: Ring = LocalRing()  # joined at the start of run(), once the server answers health checks
         self.replay = ReplayClient(config.replay_address, security=config.client_security())
         self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
@@ -110,18 +86,17 @@ class Learner:
         """Joins the configured ring (blocks until every rank is there) and
         takes rank 0's weights, optimizer state and step."""
         ring = connect(self.config.ring, self.device, self.config.ring_timeout_seconds)
-        self.algorithm.join(ring)
+        self.learning.join(ring)
         self.ring = ring
-        modules = list(self.algorithm.state_modules().values())
-        self.step = self.checkpointed_step = ring.broadcast_state(modules, self.algorithm.optimizer, self.step)
-        self.algorithm.updates = self.step
+        self.step = self.checkpointed_step = ring.broadcast_state(self.learning, self.step)
+        self.learning.updates = self.step
         if ring.size > 1:
             log.info("rank %d of %d (%s) starts at update %d", ring.rank, ring.size, ring.backend, self.step)
 
     # -- checkpoints -------------------------------------------------------------
 
     def _spec_record(self) -> dict:
-        return asdict(self.model_spec) | {"obs_shape": list(self.model_spec.obs_shape)}
+        return self.model_spec.to_dict()
 
     def resume(self) -> None:
         """Loads the newest checkpoint, if there is one for this model. Every
@@ -132,22 +107,19 @@ class Learner:
         if saved["model_spec"] != self._spec_record():
             log.warning("checkpoint %s is for another model; starting afresh", self._checkpoint_path)
             return
-        for name, module in self.algorithm.state_modules().items():
-            if name in saved:
-                module.load_state_dict(saved[name])
-        self.algorithm.optimizer.load_state_dict(saved["optimizer"])
-        self.algorithm.updates = saved["step"]
+        self.learning.load_state_dict(saved["learning"])
+        self.learning.updates = saved["step"]  # schedules (learning rate, beta) run on the learner's step
         self.step = self.checkpointed_step = saved["step"]
         log.info("resumed from %s at update %d", self._checkpoint_path, self.step)
 
     def checkpoint(self) -> Path:
-        """Writes model, optimizer and step atomically (temp file, fsync, rename)."""
+        """Writes the learning half's state (modules, optimizers, targets, counters) and the
+        step atomically (temp file, fsync, rename)."""
         path = self._checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             state = {
-                **{name: module.state_dict() for name, module in self.algorithm.state_modules().items()},
-                "optimizer": self.algorithm.optimizer.state_dict(),
+                "learning": self.learning.state_dict(),
                 "step": self.step,
                 "model_spec": self._spec_record(),
             }
@@ -164,9 +136,9 @@ class Learner:
 
     def publish(self) -> int:
         with self._lock:
-            data = weights_to_bytes(self.model)
+            data = weights_to_bytes(self.learning.policy())
         self.published_version = version = self.parameters.publish(
-            data, self.model_spec.to_proto(), learner_step=self.step, format=WEIGHTS_FORMAT
+            data, wire.model_spec_to_proto(self.model_spec), learner_step=self.step, format=WEIGHTS_FORMAT
         )
         self._published[version] = (self.step, time.monotonic())
         if len(self._published) > 4096:
@@ -193,7 +165,7 @@ class Learner:
             for _, batch in zip(range(steps), sampler):
                 columns = self._batch_columns(batch)
                 with self._lock:
-                    stats = behaviour_cloning_step(self.algorithm, columns["obs"][:, 0], columns["action"][:, 0])
+                    stats = self.learning.behaviour_cloning_step(columns["obs"][:, 0], columns["action"][:, 0])
         log.info("behaviour cloning: %d updates on %d demonstration steps: %s", steps, info.size, stats)
         self.losses = stats
         return stats
@@ -212,7 +184,7 @@ class Learner:
         self.replay.wait_ready(120)
         if root:
             self.parameters.wait_ready(120)
-        if self.config.bc_pretrain_steps or self.config.demo_fraction:
+        if self.config.bc_pretrain_steps or self.learning.demonstrations_per_batch(self.config.batch_size):
             table = self.config.demonstrations_table
             try:
                 self.replay.info([table])
@@ -233,7 +205,7 @@ class Learner:
             self.config.table,
             batch_size=self.config.batch_size,
             max_in_flight=self.config.prefetch,
-            importance_sampling_exponent=self._beta(),
+            importance_sampling_exponent=self.learning.importance_sampling_exponent(),
             policy_version=self.published_version,
         )
         self.running = True
@@ -242,7 +214,7 @@ class Learner:
                 while self.paused.is_set() and not self.stopped.is_set():
                     time.sleep(0.05)  # on a ring, the other ranks wait in the next allreduce
                 stats = self._update(batch)
-                sampler.importance_sampling_exponent = self._beta()
+                sampler.importance_sampling_exponent = self.learning.importance_sampling_exponent()
                 self.replay_wait_seconds = sampler.wait_seconds
                 finished = bool(self.config.max_updates and self.step >= self.config.max_updates)
                 stop, self.losses = self.ring.agree(self.stopped.is_set() or finished, stats)
@@ -254,13 +226,6 @@ class Learner:
             sampler.close()
             if self._demo_sampler is not None:
                 self._demo_sampler.close()
-
-    def _beta(self) -> float:
-        """DQN's importance-sampling exponent now: from its start to 1 over the anneal; 0 for IMPALA."""
-        if self.config.algorithm != "dqn":
-            return 0.0
-        start, span = self.config.importance_sampling_exponent, self.config.importance_sampling_anneal_updates
-        return start if not span else start + (1.0 - start) * min(1.0, self.step / span)
 
     def _check_queue_fits(self) -> None:
         """A queue hands each item out once and blocks writers when full: a batch larger
@@ -292,24 +257,20 @@ class Learner:
     def _update(self, batch) -> dict[str, float]:
         columns = self._batch_columns(batch)
         weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32, device=self.device)
-        mixed = self._demonstration_transitions() if isinstance(self.algorithm, DqnLearner) else None
-        if mixed is not None:
-            columns = {name: torch.cat([columns[name], mixed[name]]) for name in columns}
-            weights = torch.cat([weights, torch.ones(len(mixed["action"]), device=self.device)])
+        demonstrations = self._demonstrations()
+        if demonstrations is not None:
+            columns, weights = self.learning.with_demonstrations(columns, weights, demonstrations)
         with self._lock:
-            if isinstance(self.algorithm, DqnLearner):
-                stats, priorities = self.algorithm.update(columns, weights)
-                priorities = priorities[: len(batch.keys)]  # demonstrations keep their own table's order
-            else:
-                stats, priorities = self.algorithm.update(columns), None
+            update = self.learning.update(columns, weights)
             self.step += 1
-        if priorities is not None:
+        if update.priorities is not None:
+            priorities = update.priorities[: len(batch.keys)].cpu().numpy()  # demonstrations keep their own
             try:
                 self.replay.update_priorities(self.config.table, batch.keys, priorities)
             except RlringsError as error:  # replay restarting: these items keep their old priority
                 log.warning("priority update lost: %s", error)
         self._measure_lag(batch.policy_versions)
-        return stats
+        return {name: float(value) for name, value in update.stats.items()}
 
     def _measure_lag(self, versions: np.ndarray) -> None:
         """Lag of the batch's data behind the newest published policy, in versions, updates and seconds."""
@@ -320,9 +281,9 @@ class Learner:
             self.policy_lag_updates = float(self.step - np.mean([step for step, _ in known]))
             self.policy_lag_seconds = float(now - np.mean([at for _, at in known]))
 
-    def _demonstration_transitions(self) -> dict[str, torch.Tensor] | None:
-        """A slice of demonstration steps as one-step DQN transitions, or None."""
-        count = round(self.config.batch_size * self.config.demo_fraction)
+    def _demonstrations(self) -> dict[str, torch.Tensor] | None:
+        """A batch of demonstration items (columns ``[count, 1, ...]``) to mix in, or None."""
+        count = self.learning.demonstrations_per_batch(self.config.batch_size)
         if not count:
             return None
         if self._demo_sampler is None:
@@ -332,14 +293,7 @@ class Learner:
             if self.replay.info([table])[table].size == 0:
                 return None
             self._demo_sampler = self.replay.sample(table, batch_size=count)
-        c = self._batch_columns(next(self._demo_sampler))
-        return {
-            "obs": c["obs"],
-            "action": c["action"],
-            "reward": c["reward"],
-            "next_obs": c["next_obs"],
-            "discount": (self.config.gamma * (~c["terminated"]).float()),
-        }
+        return self._batch_columns(next(self._demo_sampler))
 
     def steps_per_second(self) -> float:
         return self._rate.rate(self.step)

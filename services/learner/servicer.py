@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from rlrings.control import parse_settings, run_state
+from rlrings.errors import InvalidArgumentError
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.learner import Learner
 
@@ -25,7 +26,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             state=self._state(),
             rank=learner.ring.rank,
             world_size=learner.ring.size,
-            algorithm=learner.config.algorithm,
+            algorithm=learner.config.algorithm.name,
             learner_step=learner.step,
             steps_per_second=learner.steps_per_second(),
             published_version=learner.published_version,
@@ -45,16 +46,15 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         return learner_pb2.ResumeLearnerResponse(state=self._state())
 
     def UpdateConfig(self, request, context):
+        algorithm = self.learner.config.algorithm  # the learning half reads its settings from it
         for name, value in parse_settings(request.settings, _MUTABLE).items():
-            setattr(self.learner.config, name, value)
-            if name == "learning_rate":
-                for group in self.learner.algorithm.optimizer.param_groups:
-                    group["lr"] = value
-            if name == "entropy_cost" and hasattr(self.learner.algorithm.config, "entropy_cost"):
-                self.learner.algorithm.config.entropy_cost = value
-        current = {
-            "learning_rate": self.learner.algorithm.optimizer.param_groups[0]["lr"],
-            "publish_every": self.learner.config.publish_every,
-            "entropy_cost": self.learner.config.entropy_cost,
+            if name == "publish_every":
+                self.learner.config.publish_every = value
+            elif name in self.learner.algorithm.options:
+                setattr(algorithm, name, value)
+            else:
+                raise InvalidArgumentError(f"settings.{name}: algorithm {algorithm.name} has no {name} setting")
+        current = {"publish_every": self.learner.config.publish_every} | {
+            name: getattr(algorithm, name) for name in self.learner.algorithm.options
         }
         return learner_pb2.UpdateLearnerConfigResponse(settings={k: json.dumps(v) for k, v in current.items()})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlrings.envs import CrafterEnv, EnvSpec, MineRLEnv
+from rlrings.envs import EnvSpec
+from rlrings.envs.crafter import CrafterEnv
+from rlrings.envs.minerl import MineRLEnv
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ def keymap_for(spec: EnvSpec) -> KeyMap:
         return KeyMap({key: index[name] for key, name in _MINERL_KEYS.items()}, idle=0)
     if spec.env_id.startswith("CartPole"):
         return KeyMap({"ArrowLeft": 0, "ArrowRight": 1}, idle="repeat")
-    if spec.num_actions > 10:
-        raise ValueError(f"env {spec.env_id!r}: {spec.num_actions} actions and no key map; add one to keymaps.py")
-    return KeyMap({str(i): i for i in range(spec.num_actions)}, idle=0)
+    count = getattr(spec.action_space, "n", None)
+    if count is None:
+        raise ValueError(
+            f"env {spec.env_id!r}: continuous actions ({spec.action_space.describe()}) have no key map yet"
+        )
+    if count > 10:
+        raise ValueError(f"env {spec.env_id!r}: {count} actions and no key map; add one to keymaps.py")
+    return KeyMap({str(i): i for i in range(count)}, idle=0)

@@ -66,10 +66,9 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
             for request in requests:
                 if not request.HasField("action"):
                     raise InvalidArgumentError("action: every message after the first carries an action")
-                if not 0 <= request.action < self.viewer.spec.num_actions:
-                    raise InvalidArgumentError(
-                        f"action: {request.action} is outside [0, {self.viewer.spec.num_actions - 1}]"
-                    )
+                count = self.viewer.spec.action_space.n
+                if not 0 <= request.action < count:
+                    raise InvalidArgumentError(f"action: {request.action} is outside [0, {count - 1}]")
                 session.pending.append(int(request.action))
                 yield _frame(session.tick())
         finally:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from rlrings import wire
 from rlrings.envs import env_spec, make_env
 from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError, RlringsError
-from rlrings.models import ModelSpec, Policy, build_model, load_weights
+from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from services.viewer.config import ViewerConfig
@@ -79,7 +80,9 @@ class Viewer:
             {
                 "env_id": self.spec.env_id,
                 "actions": list(self.spec.action_names)
-                or _ACTION_NAMES.get(self.spec.env_id, [str(i) for i in range(self.spec.num_actions)]),
+                or _ACTION_NAMES.get(
+                    self.spec.env_id, [str(i) for i in range(getattr(self.spec.action_space, "n", 0))]
+                ),
                 "keys": self.keymap.keys,
             }
         ]
@@ -111,7 +114,7 @@ class Viewer:
         header, data = latest
         with self._lock:
             if self._policy is None or self._policy.version != header.version:
-                spec = ModelSpec.from_proto(header.model)
+                spec = wire.model_spec_from_proto(header.model)
                 model = build_model(spec)
                 load_weights(model, data)
                 self._policy = Policy(spec, model, header.version)

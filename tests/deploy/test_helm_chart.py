@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rlrings import certs, experience
+from rlrings import algorithms, certs, experience
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.fewshot import FewShotConfig
@@ -262,9 +262,10 @@ def test_tls_and_tokens_come_from_secrets_and_probes_keep_a_plaintext_health_por
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     spec = env_spec(values["env"])
-    generated = experience.replay_tables(
-        values["algorithm"], spec, values["table"], unroll_length=20, queue_size=256, dqn_capacity=100_000
-    )
+    settings = dict(values["algorithm"])
+    algorithm = algorithms.get(settings.pop("name"))
+    plan = experience.TablePlan(values["table"], values["learner"]["batchSize"])
+    generated = experience.replay_tables(algorithm.config(**settings), spec, plan)
     assert values["replay"]["tables"] == json.loads(json.dumps(generated))
 
 

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from rlrings import wire
 from rlrings.config import load_config
-from rlrings.models import ModelSpec, Policy, build_model, load_weights
+from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient
 from services.parameter.config import ParameterConfig
 from services.parameter.server import ParameterServer
@@ -73,7 +74,7 @@ def test_a_tiny_experiment_is_interrupted_resumed_and_reported(tmp_path):
     try:
         with ParameterClient(server.address) as client:
             header, data = client.fetch(tag="fewshot/fewshot/reptile/s1")
-        spec = ModelSpec.from_proto(header.model)
+        spec = wire.model_spec_from_proto(header.model)
         model = build_model(spec)
         load_weights(model, data)
         assert spec.env_id.startswith("task:cartpole/") and header.learner_step >= 8000

@@ -103,7 +103,7 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
 
 def test_crafter_runs_through_the_same_command(tmp_path):
     process = up(
-        tmp_path, "--env", "crafter", "--actors", "1", "--envs-per-actor", "2", "--unroll-length", "8",
+        tmp_path, "--env", "crafter", "--actors", "1", "--envs-per-actor", "2", "--algorithm", '{"unroll_length": 8}',
         "--batch-size", "2", "--max-seconds", "45",
     )  # fmt: skip
     summary, _ = finish(process, tmp_path)

@@ -13,7 +13,7 @@ import aiohttp
 import grpc
 import pytest
 
-from rlrings import experience
+from rlrings import experience, wire
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.mesh import free_port
@@ -40,7 +40,7 @@ def stack(start_replay, tmp_path):
     ).start()
     model_spec = ModelSpec.for_env(spec, "impala")
     with ParameterClient(parameter.address) as client:
-        client.publish(weights_to_bytes(build_model(model_spec)), model_spec.to_proto())
+        client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,

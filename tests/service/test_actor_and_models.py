@@ -6,6 +6,7 @@ import sys
 import gymnasium as gym
 import pytest
 
+from rlrings import wire
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, Policy, build_model, weights_to_bytes
@@ -33,6 +34,15 @@ def test_actor_refuses_a_table_its_env_cannot_fill(start_replay):
     assert "column 'obs'" in result.stderr
 
 
+def models_pull(address: str, out) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "rlrings.cli", "models", "pull", "--address", address, "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def test_models_pull_gives_a_policy_for_a_plain_game_loop(tmp_path):
     config = load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
     server = ParameterServer(config).start()
@@ -40,14 +50,10 @@ def test_models_pull_gives_a_policy_for_a_plain_game_loop(tmp_path):
         spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
         model = build_model(spec)
         with ParameterClient(server.address) as client:
-            client.publish(weights_to_bytes(model), spec.to_proto(), learner_step=42)
+            client.publish(weights_to_bytes(model), wire.model_spec_to_proto(spec), learner_step=42)
         out = tmp_path / "model.pt"
-        result = subprocess.run(
-            [sys.executable, "-m", "rlrings.cli", "models", "pull", "--address", server.address, "--out", str(out)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "version 1 (mlp for CartPole-v1, 2 actions, learner step 42)" in result.stdout
+        result = models_pull(server.address, out)
+        assert "version 1 (mlp for CartPole-v1, actions Discrete(2), learner step 42)" in result.stdout
     finally:
         server.stop(grace=0)
 
@@ -75,3 +81,64 @@ def test_models_pull_reports_a_missing_model(tmp_path):
     finally:
         server.stop(grace=0)
     assert result.returncode == 1 and "'best' points at no version" in result.stdout
+
+
+def test_a_box_action_model_keeps_its_bounds_and_acts_within_them(tmp_path):
+    """Pendulum's torque is a Box in [-2, 2]: the bounds travel with the published weights,
+    and the pulled policy's actions (mode and samples) stay inside them."""
+    config = load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    server = ParameterServer(config).start()
+    try:
+        spec = ModelSpec.for_env(env_spec("Pendulum-v1"), "ppo")
+        with ParameterClient(server.address) as client:
+            client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec), learner_step=1)
+            header, _ = client.fetch()
+        out = tmp_path / "model.pt"
+        result = models_pull(server.address, out)
+        assert "actions Box(shape=(1,), dtype=float32)" in result.stdout
+    finally:
+        server.stop(grace=0)
+    assert list(header.model.action_space.box.low) == [-2.0] and header.model.distribution == "gaussian"
+    policy = Policy.load(out)
+    assert policy.spec == spec
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=0)
+    for greedy in (True, False):
+        for _ in range(50):
+            action = policy.act(obs, greedy=greedy)
+            assert action.shape == (1,) and -2.0 <= float(action[0]) <= 2.0
+            obs, *_ = env.step(action)
+
+
+def test_actor_refuses_a_published_model_for_another_env(start_replay, tmp_path):
+    from rlrings import experience
+    from rlrings.algorithms.impala import ImpalaConfig
+
+    replay = start_replay(experience.replay_tables(ImpalaConfig(), env_spec("CartPole-v1"), experience.TablePlan()))
+    config = load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    parameter = ParameterServer(config).start()
+    try:
+        spec = ModelSpec.for_env(env_spec("Acrobot-v1"), "impala")  # 6 observations, 3 actions
+        with ParameterClient(parameter.address) as client:
+            client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec), learner_step=1)
+        result = subprocess.run(
+            [sys.executable, "-m", "services.actor", "--replay-address", replay.address, "--parameter-address",
+             parameter.address, "--env", "CartPole-v1", "--port", "0", "--metrics-port", "0"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        parameter.stop(grace=0)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "env: the published model is for Acrobot-v1 (observations (6,), actions Discrete(3))" in result.stderr
+
+
+def test_an_algorithm_refuses_an_action_space_it_does_not_support():
+    result = subprocess.run(
+        [sys.executable, "-m", "services.learner", "--env", "Pendulum-v1", "--algorithm", "dqn", "--port", "0",
+         "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "algorithm: dqn supports Discrete actions; env 'Pendulum-v1' has Box(shape=(1,), dtype=float32)" in (
+        result.stderr
+    )

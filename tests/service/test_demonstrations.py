@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from rlrings import experience
+from rlrings.algorithms.dqn import DqnConfig
+from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.replay_client import ReplayClient
@@ -44,7 +46,7 @@ def demo_mesh(start_replay, tmp_path):
     from services.parameter.server import ParameterServer
 
     spec = env_spec("CartPole-v1")
-    transitions = experience.table_config("dqn", spec, "experience", 20, 64, 10_000)
+    transitions = experience.table_config(DqnConfig(capacity=10_000), spec)
     transitions["rate_limiter"] = {"min_size_to_sample": 1}  # the test inserts only a few
     replay = start_replay([transitions, experience.demonstrations_table(spec)])
     parameter = ParameterServer(
@@ -70,7 +72,9 @@ def learner_for(replay, parameter, tmp_path, **settings):
 def test_behaviour_cloning_reproduces_the_scripted_demonstrator(demo_mesh, tmp_path):
     replay, parameter, demos = demo_mesh
     torch.manual_seed(0)
-    learner = learner_for(replay, parameter, tmp_path, bc_pretrain_steps=1500, learning_rate=3e-3)
+    learner = learner_for(
+        replay, parameter, tmp_path, bc_pretrain_steps=1500, algorithm={"name": "impala", "learning_rate": 3e-3}
+    )
     stats = learner.pretrain()
     assert stats["bc_loss"] < 0.5 and stats["bc_accuracy"] > 0.8  # one batch of 64: a noisy figure
     # On states the demonstrator meets in new episodes, the clone mostly does what it would do ...
@@ -96,10 +100,16 @@ def test_behaviour_cloning_reproduces_the_scripted_demonstrator(demo_mesh, tmp_p
 
 def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
     replay, parameter, demos = demo_mesh
-    learner = learner_for(replay, parameter, tmp_path, algorithm="dqn", demo_fraction=0.25)
-    mixed = learner._demonstration_transitions()
-    assert mixed["obs"].shape == (16, 1, 4) and mixed["action"].shape == (16, 1)
-    discount = mixed["discount"].numpy()
+    learner = learner_for(replay, parameter, tmp_path, algorithm={"name": "dqn", "demo_fraction": 0.25})
+    demonstrations = learner._demonstrations()
+    assert demonstrations["obs"].shape == (16, 1, 4) and demonstrations["action"].shape == (16, 1)
+    columns = {name: torch.zeros(64, 1, *value.shape[2:]) for name, value in demonstrations.items()}
+    columns["discount"] = torch.zeros(64, 1)
+    mixed, weights = learner.learning.with_demonstrations(
+        {k: columns[k] for k in ("obs", "action", "reward", "next_obs", "discount")}, torch.ones(64), demonstrations
+    )
+    assert mixed["obs"].shape == (80, 1, 4) and weights.shape == (80,)
+    discount = mixed["discount"][64:].numpy()
     assert np.all(np.isclose(discount, 0.0) | np.isclose(discount, 0.99))
     # A whole update: 64 sampled transitions plus 16 demonstration steps; priorities go back for the 64.
     with ReplayClient(replay.address) as client:
@@ -123,7 +133,7 @@ def test_bc_without_a_demonstrations_table_is_a_config_error(start_replay, tmp_p
     from services.parameter.config import ParameterConfig
     from services.parameter.server import ParameterServer
 
-    replay = start_replay([experience.table_config("impala", env_spec("CartPole-v1"), "experience", 20, 64, 100)])
+    replay = start_replay([experience.table_config(ImpalaConfig(queue_size=100), env_spec("CartPole-v1"))])
     parameter = ParameterServer(
         load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
     ).start()
@@ -141,11 +151,11 @@ def test_the_learner_resumes_from_its_checkpoint(demo_mesh, tmp_path):
     first = learner_for(replay, parameter, tmp_path, algorithm="dqn")
     first.step = 37
     with torch.no_grad():
-        first.model.policy.bias.fill_(0.25)
+        first.model.policy.linear.bias.fill_(0.25)
     first.checkpoint()
     first.close()
     second = learner_for(replay, parameter, tmp_path, algorithm="dqn")
-    assert second.step == 37 and second.algorithm.updates == 37
-    assert torch.all(second.model.policy.bias == 0.25)
-    assert torch.all(second.algorithm.target.policy.bias == first.algorithm.target.policy.bias)
+    assert second.step == 37 and second.learning.updates == 37
+    assert torch.all(second.model.policy.linear.bias == 0.25)
+    assert torch.all(second.learning.target.policy.linear.bias == first.learning.target.policy.linear.bias)
     second.close()

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings.algorithms.dqn import DqnConfig, DqnLearner
-from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings import algorithms
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
 from rlrings.mesh import free_port
@@ -41,16 +40,22 @@ def backends():
 # -- what each rank runs ----------------------------------------------------------
 
 
+SETTINGS = {"dqn": {"target_update_every": 2}, "ppo": {"epochs": 2, "minibatches": 2}}
+
+
 def make_learner(algorithm: str, seed: int, ring=None):
+    """The algorithm's learning half, from the registry, on CartPole's model."""
     torch.manual_seed(seed)
-    model = build_model(ModelSpec.for_env(env_spec("CartPole-v1"), algorithm, None))
-    if algorithm == "impala":
-        return ImpalaLearner(model, ImpalaConfig(), ring)
-    return DqnLearner(model, DqnConfig(target_update_every=2), ring)
+    plug = algorithms.get(algorithm)
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), algorithm, None)
+    learning = plug.learning(plug.config(**SETTINGS.get(algorithm, {})), spec, build_model(spec))
+    if ring is not None:
+        learning.join(ring)
+    return learning
 
 
 def make_batch(algorithm: str, generator: torch.Generator, size: int = 8, steps: int = 5) -> dict:
-    if algorithm == "impala":
+    if algorithm != "dqn":
         return {
             "obs": torch.randn(size, steps + 1, 4, generator=generator),
             "action": torch.randint(0, 2, (size, steps + 1), generator=generator),
@@ -76,10 +81,9 @@ def batches(algorithm: str) -> list[list[dict]]:
 
 
 def update(learner, algorithm: str, batch: dict) -> dict:
-    if algorithm == "impala":
-        return learner.update(batch)
     columns = {k: v for k, v in batch.items() if k != "weights"}
-    return learner.update(columns, batch["weights"])[0]
+    weights = batch.get("weights", torch.ones(len(batch["obs"])))
+    return {name: float(value) for name, value in learner.update(columns, weights).stats.items()}
 
 
 def rank_main(backend: str, algorithm: str, out: str) -> None:
@@ -90,8 +94,7 @@ def rank_main(backend: str, algorithm: str, out: str) -> None:
     torch.set_num_threads(1)
     ring = connect(backend, timeout_seconds=60)
     learner = make_learner(algorithm, seed=100 + ring.rank, ring=ring)
-    modules = [learner.model, *([learner.target] if algorithm == "dqn" else [])]
-    step = ring.broadcast_state(modules, learner.optimizer, 5 if ring.rank == 0 else 0)
+    step = ring.broadcast_state(learner, 5 if ring.rank == 0 else 0)
     losses = []
     for k, per_rank in enumerate(batches(algorithm)):
         stats = update(learner, algorithm, per_rank[ring.rank])
@@ -132,9 +135,11 @@ def wait_all(processes, tmp_path, timeout=120) -> list[int]:
 # -- the tests ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", ["impala", "dqn"])
+@pytest.mark.parametrize("algorithm", ["impala", "dqn", "ppo"])
 @pytest.mark.parametrize("backend", backends())
 def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, tmp_path):
+    """For PPO (minibatches of each rank's own steps, advantages standardised per minibatch) a
+    ring update is not one update on the joined batch; its ranks must still stay identical."""
     out = f"{str(tmp_path / 'result')!r} + __import__('os').environ['RANK']"
     code = f"from tests.service.test_ring import rank_main; rank_main({backend!r}, {algorithm!r}, {out})"
     processes = start_ranks(code, tmp_path)
@@ -148,6 +153,12 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
     # Every rank holds the same weights, bit for bit.
     for name, tensor in results[0]["state"].items():
         assert torch.equal(tensor, results[1]["state"][name]), name
+
+    # The ranks agreed on one mean loss per update, and on stopping after the last one (rank 1 asked).
+    assert results[0]["losses"] == results[1]["losses"]
+    assert [stop for stop, _ in results[0]["losses"]] == [False] * (UPDATES - 1) + [True]
+    if algorithm == "ppo":
+        return
 
     # One process, rank 0's initial weights, the two ranks' batches joined.
     single = make_learner(algorithm, seed=100)
@@ -165,10 +176,6 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
         np.testing.assert_allclose(results[0]["grads"][name].numpy(), grad.numpy(), rtol=1e-3, atol=1e-6)
     initial = make_learner(algorithm, seed=100).model.state_dict()
     assert any(not torch.equal(tensor, initial[name]) for name, tensor in single.model.state_dict().items())
-
-    # The ranks agreed on one mean loss per update, and on stopping after the last one (rank 1 asked).
-    assert results[0]["losses"] == results[1]["losses"]
-    assert [stop for stop, _ in results[0]["losses"]] == [False] * (UPDATES - 1) + [True]
 
 
 @pytest.mark.parametrize("backend", backends())

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from rlrings import wire
 from rlrings.algorithms.dqn import NStepAccumulator, double_dqn_loss
-from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner, vtrace
+from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning, vtrace
 from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, build_model
 
@@ -81,7 +82,7 @@ def test_n_step_accumulator():
 def test_impala_updates_fit_the_baseline():
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
     torch.manual_seed(0)
-    learner = ImpalaLearner(build_model(spec), ImpalaConfig(learning_rate=1e-2))
+    learner = ImpalaLearning(ImpalaConfig(learning_rate=1e-2), spec, build_model(spec))
     rng = np.random.default_rng(0)
     batch = {
         "obs": torch.tensor(rng.normal(size=(8, 6, 4)), dtype=torch.float32),
@@ -91,9 +92,9 @@ def test_impala_updates_fit_the_baseline():
         "truncated": torch.zeros(8, 6, dtype=torch.bool),
         "logp": torch.full((8, 6), math.log(0.5)),
     }
-    first = learner.update(batch)["baseline_loss"]
+    first = float(learner.update(batch).stats["baseline_loss"])
     for _ in range(50):
-        last = learner.update(batch)["baseline_loss"]
+        last = float(learner.update(batch).stats["baseline_loss"])
     assert last < first / 4
 
 
@@ -101,7 +102,7 @@ def test_impala_updates_fit_the_baseline():
 def test_models_match_their_env(env_id):
     spec = ModelSpec.for_env(env_spec(env_id), "impala")
     model = build_model(spec)
-    obs = torch.zeros((3, *spec.obs_shape), dtype=getattr(torch, spec.obs_dtype))
+    obs = torch.zeros((3, *spec.obs_shape), dtype=getattr(torch, spec.observation_space.dtype.name))
     logits, value = model(obs)
-    assert logits.shape == (3, spec.num_actions) and value.shape == (3,)
-    assert ModelSpec.from_proto(spec.to_proto()) == spec
+    assert logits.shape == (3, spec.action_space.n) and value.shape == (3,)
+    assert wire.model_spec_from_proto(wire.model_spec_to_proto(spec)) == spec

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings import tasks
 from rlrings.config import load_config
-from rlrings.envs import env_spec
+from rlrings.envs import env_spec, tasks
 from rlrings.errors import ConfigError
 from rlrings.fewshot import Experiment, FewShotConfig
 from rlrings.fewshot.adaptation import (

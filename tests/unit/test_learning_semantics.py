@@ -4,20 +4,18 @@ exploration and importance-sampling schedules, the learner's own bootstrap of
 truncated episodes."""
 
 import threading
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearner
+from rlrings.algorithms.dqn import DqnActing, DqnConfig, DqnLearning
+from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning
 from rlrings.envs import env_spec
 from rlrings.errors import DeadlineExceededError, InvalidArgumentError
 from rlrings.evaluation import play
 from rlrings.mesh import Mesh, MeshConfig
 from rlrings.models import ModelSpec, build_model
-from services.actor.actor import Actor
-from services.learner.learner import Learner
 from services.replay.config import TableConfig
 from services.replay.table import Table
 from tests.helpers import FRAME_SIGNATURE, frames, table_config
@@ -91,27 +89,30 @@ def test_items_inserted_without_priority_get_the_running_max():
 def test_dqn_exploration_spreads_across_actors_and_anneals_from_one(tmp_path):
     def epsilons(actors):
         mesh = Mesh(MeshConfig(algorithm="dqn", actors=actors, run_dir=tmp_path / str(actors), viewer=False))
-        return [a.config for a in mesh.actors]
+        return [a.config["algorithm"] for a in mesh.actors]
 
     two = epsilons(2)
     assert [c["epsilon"] for c in two] == pytest.approx([0.1, 0.01]), "neither of two actors is almost greedy"
     many = [c["epsilon"] for c in epsilons(256)]
     assert many == sorted(many, reverse=True) and min(many) >= 0.01 and max(many) <= 0.1
-    actor = SimpleNamespace(config=SimpleNamespace(epsilon=0.1, epsilon_start=1.0, epsilon_decay_steps=1000))
+    spec = env_spec("CartPole-v1")
+    config = DqnConfig(epsilon=0.1, epsilon_start=1.0, epsilon_decay_steps=1000)
+    acting = DqnActing(config, spec, ModelSpec.for_env(spec, "dqn"), num_envs=1, seed=0)
     schedule = []
     for steps in (0, 500, 1000, 5000):
-        actor.env_steps = steps
-        schedule.append(Actor.epsilon(actor))
+        acting.env_steps = steps
+        schedule.append(acting.epsilon())
     assert schedule == pytest.approx([1.0, 0.55, 0.1, 0.1])
 
 
 def test_importance_sampling_exponent_rises_to_one():
-    config = SimpleNamespace(algorithm="dqn", importance_sampling_exponent=0.4, importance_sampling_anneal_updates=100)
-    learner = SimpleNamespace(config=config, step=0)
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "dqn")
+    config = DqnConfig(importance_sampling_exponent=0.4, importance_sampling_anneal_updates=100)
+    learning = DqnLearning(config, spec, build_model(spec))
     betas = []
-    for step in (0, 50, 100, 1000):
-        learner.step = step
-        betas.append(Learner._beta(learner))
+    for updates in (0, 50, 100, 1000):
+        learning.updates = updates
+        betas.append(learning.importance_sampling_exponent())
     assert betas == pytest.approx([0.4, 0.7, 1.0, 1.0])
 
 
@@ -119,7 +120,7 @@ def test_a_queue_too_small_for_a_batch_and_a_write_is_refused_at_start(tmp_path)
     from rlrings.errors import ConfigError
 
     with pytest.raises(ConfigError, match="queue_size: 20 .* at least 24"):
-        Mesh(MeshConfig(queue_size=20, run_dir=tmp_path, viewer=False))
+        Mesh(MeshConfig(algorithm={"name": "impala", "queue_size": 20}, run_dir=tmp_path, viewer=False))
 
 
 def _trajectory(truncated: bool, final_value_obs: float) -> dict[str, torch.Tensor]:
@@ -142,7 +143,7 @@ def _trajectory(truncated: bool, final_value_obs: float) -> dict[str, torch.Tens
 def test_truncated_steps_bootstrap_from_the_learners_own_value_of_the_final_observation():
     torch.manual_seed(0)
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
-    learner = ImpalaLearner(build_model(spec), ImpalaConfig(normalize_returns=False))  # the loss alone, no stats
+    learner = ImpalaLearning(ImpalaConfig(normalize_returns=False), spec, build_model(spec))  # the loss alone, no stats
     losses = {
         (cut, x): float(learner.loss(_trajectory(cut, x))[1]["baseline_loss"]) for cut in (True, False) for x in (0, 3)
     }
@@ -161,22 +162,22 @@ def test_return_normalizer_tracks_the_targets_scale_and_the_learner_checkpoints_
     mean, std = normalizer.stats()
     assert float(mean) == pytest.approx(100.0, abs=2) and float(std) == pytest.approx(20.0, abs=2)
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
-    learner = ImpalaLearner(build_model(spec), ImpalaConfig())
-    assert set(learner.state_modules()) == {"model", "return_normalizer"}
+    learner = ImpalaLearning(ImpalaConfig(), spec, build_model(spec))
+    assert set(learner.modules()) == {"model", "return_normalizer"}
     learner.update(_trajectory(False, 0.0))
     assert float(learner.normalizer.weight) > 0
 
 
 def test_learning_rate_falls_linearly_to_zero_over_the_budget():
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
-    learner = ImpalaLearner(build_model(spec), ImpalaConfig(learning_rate=1e-3, decay_updates=4))
-    rates = [learner.update(_trajectory(False, 0.0))["learning_rate"] for _ in range(5)]
+    learner = ImpalaLearning(ImpalaConfig(learning_rate=1e-3, learning_rate_decay_updates=4), spec, build_model(spec))
+    rates = [learner.update(_trajectory(False, 0.0)).stats["learning_rate"] for _ in range(5)]
     assert rates == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0])
 
 
 def test_evaluation_plays_exactly_the_episodes_asked_each_env_its_share():
     spec = ModelSpec.for_env(env_spec("CartPole-v1"), "impala")
-    returns = play(build_model(spec).eval(), "CartPole-v1", episodes=7, seed=3, greedy=False, max_envs=3)
+    returns = play(build_model(spec).eval(), spec, "CartPole-v1", episodes=7, seed=3, greedy=False, max_envs=3)
     assert len(returns) == 7 and all(r >= 1 for r in returns)
 
 

@@ -1,11 +1,10 @@
-"""Few-shot task families (rlrings/tasks.py): fixed disjoint splits, task ids any
+"""Few-shot task families (rlrings/envs/tasks.py): fixed disjoint splits, task ids any
 actor can run, physics that really vary, and rewards for one achievement only."""
 
 import numpy as np
 import pytest
 
-from rlrings import tasks
-from rlrings.envs import env_spec, make_env, make_vector_env
+from rlrings.envs import env_spec, make_env, make_vector_env, tasks
 from rlrings.errors import ConfigError
 
 
@@ -47,7 +46,7 @@ def test_a_cartpole_task_runs_with_its_own_physics():
     short, long = trajectory("task:cartpole/l0.25-m0.1-f10"), trajectory("task:cartpole/l1-m0.1-f10")
     assert np.allclose(short[0], long[0]), "same start"
     assert not np.allclose(short[-1], long[-1]), "a longer pole moves differently under the same pushes"
-    assert env_spec("task:cartpole/l1.5-m0.3-f14").num_actions == 2
+    assert env_spec("task:cartpole/l1.5-m0.3-f14").action_space.n == 2
     vector = make_vector_env("task:cartpole/l1.5-m0.3-f14", num_envs=2, seed=0)  # how actors run it
     assert tasks.physics_of(vector.envs[1])["length"] == 1.5
 

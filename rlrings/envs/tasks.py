@@ -1,5 +1,8 @@
 """Task families for few-shot experiments: a task is an environment plus its variation.
 
+Contract: a task keeps its base game's episode endings (CartPole's time limit
+is ``truncated``; Crafter's death ``terminated``).
+
 A family splits its tasks into training tasks (for pre-training or
 meta-training) and held-out test tasks (for adaptation), disjoint and fixed,
 so every method and every seed sees the same split. A task is addressable as
@@ -110,7 +113,7 @@ class CrafterAchievement(gym.Wrapper):
     """Crafter paying 1 each time the task's achievement is unlocked, and nothing else."""
 
     def __init__(self, task: Task, render_mode: str | None = "rgb_array", length: int = 10000):
-        from rlrings.envs import CrafterEnv
+        from rlrings.envs.crafter import CrafterEnv
 
         super().__init__(CrafterEnv(render_mode=render_mode, length=length))
         self.achievement = task.variation["achievement"]
@@ -146,7 +149,7 @@ _MINERL_TEST = ("MineRLTreechop-v0", "MineRLObtainDiamond-v0")
 
 
 def _minerl_make(task: Task, **kwargs) -> gym.Env:
-    from rlrings.envs import MineRLEnv
+    from rlrings.envs.minerl import MineRLEnv
 
     return MineRLEnv(task.variation["minerl_id"], **kwargs)
 
@@ -183,13 +186,13 @@ def family(name: str) -> TaskFamily:
     raise ConfigError(f"family: unknown task family {name!r}; known: {list(FAMILIES)}")
 
 
-def env_factory(env_id: str) -> Callable[..., gym.Env]:
-    """A function making the task ``task:<family>/<task>``.
+def factory(name: str) -> Callable[..., gym.Env]:
+    """A function making the task ``task:<family>/<task>`` (``name`` is ``<family>/<task>``).
 
     Raises:
         ConfigError: a malformed id, or an unknown family or task.
     """
-    rest = env_id.removeprefix(PREFIX)
+    env_id, rest = PREFIX + name, name
     family_name, _, task_name = rest.partition("/")
     if not task_name:
         raise ConfigError(f"env: {env_id!r} is not a task id; use task:<family>/<task>, e.g. task:cartpole/"

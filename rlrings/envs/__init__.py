@@ -1,0 +1,120 @@
+"""Environment adapters behind one registry of id prefixes.
+
+Every game becomes a Gymnasium environment with a ``Box`` observation (a
+float vector, or a uint8 HxWxC image) and a ``Discrete`` or ``Box`` action
+space, so actors, models and the viewer treat them alike; which algorithms
+take which action spaces is the algorithm's business (``rlrings.algorithms``).
+Ids, by prefix (:data:`ADAPTERS`, each a module of this package with a
+``make(name, **kwargs)`` and its episode-ending contract in its docstring):
+
+- ``crafter`` (Crafter's reward task, 64x64x3 frames, 17 actions);
+- ``minerl:<MineRL env id>``, e.g. ``minerl:MineRLTreechop-v0``: the ``pov``
+  frame and a discretised action set (movement, jump, attack, camera turns);
+- ``task:<family>/<task>``, a task of a few-shot family (:mod:`rlrings.envs.tasks`),
+  e.g. ``task:cartpole/l1.5-m0.1-f10`` or ``task:crafter/collect_wood``;
+- anything else is a registered Gymnasium id, e.g. ``CartPole-v1``: Gymnasium's
+  own contract (``terminated`` for an ending of the task, ``truncated`` for a
+  time limit).
+
+Vector envs reset a finished copy in the step that ends it (SAME_STEP
+autoreset): the step returns the new episode's first observation and keeps
+the last one in ``info['final_obs']``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from rlrings import spaces
+from rlrings.errors import ConfigError
+
+ADAPTERS: dict[str, str] = {
+    "crafter": "rlrings.envs.crafter",
+    "minerl:": "rlrings.envs.minerl",
+    "task:": "rlrings.envs.tasks",
+}
+"""Id prefix -> the adapter module that makes those envs (imported only when used)."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the rest of rlrings needs to know of an environment."""
+
+    env_id: str
+    observation_space: spaces.Box
+    action_space: spaces.Space
+
+    @property
+    def is_image(self) -> bool:
+        return self.observation_space.is_image
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return self.action_space.names if isinstance(self.action_space, spaces.Discrete) else ()
+
+
+def env_factory(env_id: str) -> Callable[..., gym.Env]:
+    """A function making the environment ``env_id``.
+
+    Raises:
+        ConfigError: an unknown id.
+    """
+    for prefix, module in ADAPTERS.items():
+        if env_id == prefix or (prefix.endswith(":") and env_id.startswith(prefix)):
+            adapter = importlib.import_module(module)
+            name = env_id.removeprefix(prefix)
+            if hasattr(adapter, "factory"):  # adapters that check the name once, up front
+                return adapter.factory(name)
+            return lambda **kwargs: adapter.make(name, **kwargs)
+    if env_id not in gym.registry:
+        close = [name for name in gym.registry if name.lower().startswith(env_id.lower()[:4])][:5]
+        raise ConfigError(
+            f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter', "
+            f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
+        )
+    return lambda **kwargs: gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array"))
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    env = env_factory(env_id)(**kwargs)
+    _spaces(env_id, env)
+    return env
+
+
+def env_spec(env_id: str) -> EnvSpec:
+    """Spaces of ``env_id`` (builds the environment once)."""
+    env = make_env(env_id)
+    try:
+        observation, action = _spaces(env_id, env)
+        names = getattr(env.unwrapped, "ACTIONS", ())
+        if names and isinstance(action, spaces.Discrete):
+            action = spaces.Discrete(action.n, tuple(name if isinstance(name, str) else name[0] for name in names))
+        return EnvSpec(env_id, observation, action)
+    finally:
+        env.close()
+
+
+def make_vector_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """``num_envs`` copies stepped together; a finished episode resets in the
+    same step, its last observation kept in ``info['final_obs']``."""
+    factory = env_factory(env_id)
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: factory() for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    _spaces(env_id, envs.envs[0])
+    envs.reset(seed=seed)
+    return envs
+
+
+def _spaces(env_id: str, env: gym.Env) -> tuple[spaces.Box, spaces.Space]:
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        raise ConfigError(f"env {env_id!r}: observations are {env.observation_space}; rlrings needs a Box")
+    try:
+        action = spaces.from_gymnasium(env.action_space)
+    except TypeError as error:
+        raise ConfigError(f"env {env_id!r}: actions: {error}") from None
+    return spaces.from_gymnasium(env.observation_space), action
