@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rlrings import algorithms, distributions, experience, wire
+from rlrings.algorithms.appo import AppoConfig, AppoLearning
 from rlrings.algorithms.base import TablePlan, TrajectoryActing
 from rlrings.algorithms.ppo import PpoConfig, PpoLearning, clipped_surrogate, gae
 from rlrings.config import load_config
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_registry_is_the_only_list_and_the_chart_schema_agrees():
-    assert algorithms.NAMES == ("impala", "dqn", "ppo", "bc")
+    assert algorithms.NAMES == ("impala", "dqn", "ppo", "appo", "bc")
     schema = json.loads((ROOT / "helm/rlrings/values.schema.json").read_text())
     assert tuple(schema["properties"]["algorithm"]["properties"]["name"]["enum"]) == algorithms.NAMES
     for name, algorithm in algorithms.REGISTRY.items():
@@ -45,7 +46,7 @@ def test_settings_nest_the_algorithm_and_refuse_unknown_keys_naming_them(tmp_pat
 def test_an_algorithm_refuses_an_action_space_it_does_not_support_naming_all_three():
     with pytest.raises(ConfigError, match=r"algorithm: dqn supports Discrete actions; env 'Pendulum-v1' has Box"):
         algorithms.get("dqn").model_spec(env_spec("Pendulum-v1"))
-    for name in ("impala", "ppo", "bc"):
+    for name in ("impala", "ppo", "appo", "bc"):
         assert algorithms.get(name).model_spec(env_spec("Pendulum-v1")).distribution == "gaussian"
 
 
@@ -120,7 +121,7 @@ def _batch(spec, generator, size=8, steps=6):
     }
 
 
-@pytest.mark.parametrize("name", ["ppo"])
+@pytest.mark.parametrize("name", ["ppo", "appo"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_ppo_and_appo_fit_their_value_targets_on_both_action_spaces(name, env_id):
     torch.manual_seed(0)
@@ -135,7 +136,26 @@ def test_ppo_and_appo_fit_their_value_targets_on_both_action_spaces(name, env_id
     assert learning.updates == 61
     config = learning.config
     assert set(first) >= {"policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl", "grad_norm"}
-    assert isinstance(config, PpoConfig) and isinstance(learning, PpoLearning)
+    assert isinstance(config, PpoConfig) and (name == "ppo") != isinstance(config, AppoConfig)
+    assert isinstance(learning, PpoLearning) and (name == "appo") == isinstance(learning, AppoLearning)
+
+
+def test_appo_targets_are_vtrace_and_equal_gae_on_policy_with_matching_lambda():
+    """On-policy (behaviour = target) with lambda equal, V-trace's vs - V is GAE's advantage."""
+    torch.manual_seed(0)
+    env = env_spec("CartPole-v1")
+    ppo_plug, appo_plug = algorithms.get("ppo"), algorithms.get("appo")
+    spec = ppo_plug.model_spec(env)
+    model = build_model(spec)
+    ppo = PpoLearning(ppo_plug.config(normalize_returns=False, gae_lambda=0.9), spec, model)
+    appo = AppoLearning(appo_plug.config(normalize_returns=False, trace_decay=0.9), spec, model)
+    batch = _batch(spec, torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the behaviour policy is the current one
+        params, _ = model(batch["obs"].flatten(0, 1))
+        batch["logp"] = spec.make_distribution(params).log_prob(batch["action"].flatten(0, 1)).view(8, 7)
+    _, ppo_advantages, ppo_returns, _ = ppo.targets(batch)
+    _, _, appo_returns, _ = appo.targets(batch)
+    assert torch.allclose(ppo_returns, appo_returns, atol=1e-5)
 
 
 def test_ppo_stops_a_batchs_epochs_at_the_target_kl():
