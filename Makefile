@@ -93,7 +93,7 @@ check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
-bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay -> bench/results/*.json
+bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay -> bench/results/*.json
 	bench/reverb_env.sh
 	bench/rllib_env.sh
 	$(BIN)/python -m bench.replay

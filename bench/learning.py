@@ -1,7 +1,8 @@
 """Learning on CartPole-v1, measured as the field measures it, side by side in one run.
 
-For each seed, in turn: ``rlrings up`` with IMPALA (its defaults), ``rlrings up``
-with DQN (its defaults), and Ray RLlib PPO with 2 env runners (in .venv-rllib).
+For each seed, in turn: ``rlrings up`` with each of its algorithms asked for
+(IMPALA, DQN, PPO, APPO; each at its defaults), and Ray RLlib PPO with 2 env
+runners (in .venv-rllib).
 The mesh is judged by its evaluator: solved when one frozen version's mean
 greedy return over 100 fresh episodes reaches 475 (CartPole-v1's own
 definition); RLlib by its own 100-episode ``episode_return_mean``. Each run
@@ -41,7 +42,14 @@ TARGET = 475.0
 # CleanRL's published CartPole-v1 runs (its docs' benchmark tables): PPO and DQN reach
 # an episodic return of about 490 after 500k env steps.
 CLEANRL = {"ppo_return_at_500k_steps": 490, "dqn_return_at_500k_steps": 490}
-BUDGETS = {"impala": (1_000_000, 240.0), "dqn": (500_000, 360.0), "rllib": (500_000, 240.0)}
+BUDGETS = {
+    "impala": (1_000_000, 240.0),
+    "dqn": (500_000, 360.0),
+    "ppo": (500_000, 240.0),
+    "appo": (500_000, 240.0),
+    "rllib": (500_000, 240.0),
+}
+MESH = ("impala", "dqn", "ppo", "appo")
 
 
 def mesh(algorithm: str, seed: int, keep: float) -> dict:
@@ -139,9 +147,13 @@ def plot(systems: dict[str, list[dict]], path: Path) -> None:
     labels = {
         "impala": "rlrings IMPALA (evaluator, greedy)",
         "dqn": "rlrings DQN (evaluator, greedy)",
+        "ppo": "rlrings PPO (evaluator, greedy)",
+        "appo": "rlrings APPO (evaluator, greedy)",
         "rllib": "RLlib PPO (training mean of 100)",
     }
-    for colour, (name, runs) in zip(("C0", "C1", "C2"), systems.items()):
+    colours = {"impala": "C0", "dqn": "C1", "rllib": "C2", "ppo": "C3", "appo": "C4"}
+    for name, runs in systems.items():
+        colour = colours[name]
         curves = []
         for run in runs:
             if not run.get("curve"):
@@ -173,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--keep-running-seconds", type=float, default=60.0)
-    parser.add_argument("--systems", default="impala,dqn,rllib", help="comma-separated subset")
+    parser.add_argument("--systems", default="impala,dqn,ppo,appo,rllib", help="comma-separated subset")
     args = parser.parse_args()
     console = Console(width=140)
     chosen = args.systems.split(",")
@@ -196,7 +208,7 @@ def main() -> None:
     results = {name: aggregate(runs, name) for name, runs in systems.items() if runs}
     ratios = {}
     if "rllib" in results:
-        for name in ("impala", "dqn"):
+        for name in MESH:
             if name in results:
                 for measure in ("seconds_to_solve", "env_steps_to_solve"):
                     ratios[f"{name}_over_rllib_{measure}_median"] = (

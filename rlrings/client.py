@@ -7,10 +7,19 @@ import time
 
 import grpc
 
-from rlrings.errors import UnavailableError, from_rpc_error
+from rlrings.errors import BY_CODE, RlringsError, UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def from_rpc_error(error: grpc.RpcError) -> RlringsError:
+    """The rlrings error for a failed call, keeping the server's message."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    exc = BY_CODE.get(code.name, RlringsError)(f"{code.name}: {details}")
+    exc.code = code.name
+    return exc
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:

@@ -1,82 +1,83 @@
 """The small error family of rlrings, one class per gRPC status code it uses.
 
 Domain code raises these; the server interceptor turns them into statuses,
-and clients turn statuses back into them, so both sides of a call speak of the
-same failure in the same words.
+and clients turn statuses back into them (``rlrings.client.from_rpc_error``),
+so both sides of a call speak of the same failure in the same words. Codes
+are gRPC's status names, so that this module (which the RL core imports)
+needs no gRPC.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class RlringsError(Exception):
     """Base of every error rlrings raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: str = "UNKNOWN"
+    """The gRPC status name (``grpc.StatusCode[code]``)."""
 
 
 class InvalidArgumentError(RlringsError, ValueError):
     """A request or value that can never succeed as given."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class NotFoundError(RlringsError, LookupError):
     """A named thing (table, version, tag) that does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class ResourceExhaustedError(RlringsError):
     """A request over a size or rate limit."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
 
 
 class DeadlineExceededError(RlringsError, TimeoutError):
     """A wait (for the rate limiter, for a server) that ran out of time."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
 
 
 class UnavailableError(RlringsError, ConnectionError):
     """The service cannot be reached or is shutting down; retrying may help."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
 
 class FailedPreconditionError(RlringsError):
     """An operation the service cannot do in its current setup or state."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
 class CancelledError(RlringsError):
     """The caller went away while the call waited."""
 
-    code = grpc.StatusCode.CANCELLED
+    code = "CANCELLED"
 
 
 class UnauthenticatedError(RlringsError):
     """A call without a valid token."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
 
 
 class PermissionDeniedError(RlringsError):
     """A call whose token lacks the scope the RPC needs."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
 
 
 class ConfigError(RlringsError, ValueError):
     """A configuration file, flag or environment variable that cannot be used."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
-_BY_CODE = {
+BY_CODE: dict[str, type[RlringsError]] = {
     cls.code: cls
     for cls in (
         InvalidArgumentError,
@@ -90,12 +91,4 @@ _BY_CODE = {
         PermissionDeniedError,
     )
 }
-
-
-def from_rpc_error(error: grpc.RpcError) -> RlringsError:
-    """The rlrings error for a failed call, keeping the server's message."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = error.details() if hasattr(error, "details") else str(error)
-    exc = _BY_CODE.get(code, RlringsError)(f"{code.name}: {details}")
-    exc.code = code
-    return exc
+"""The error class a client raises for each status name."""

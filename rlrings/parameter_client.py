@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
-from rlrings.errors import UnavailableError, from_rpc_error
+from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
+from rlrings.errors import UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 

@@ -31,8 +31,8 @@ import grpc
 import numpy as np
 
 from rlrings import codec
-from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient
-from rlrings.errors import InvalidArgumentError, RlringsError, UnavailableError, from_rpc_error
+from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
+from rlrings.errors import InvalidArgumentError, RlringsError, UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
 from rlrings.signature import Signature
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2

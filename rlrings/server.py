@@ -255,7 +255,7 @@ def _end_with_status(error: BaseException, context: grpc.ServicerContext) -> Non
         # The client cancelled the stream, or the servicer aborted by itself.
         raise error
     if isinstance(error, RlringsError):
-        code, message = error.code, str(error)
+        code, message = grpc.StatusCode[error.code], str(error)
     else:
         log.error("internal error in RPC", exc_info=error)
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"

@@ -239,11 +239,26 @@ class GradientLearning(Learning):
         self.updates = int(state["updates"])
 
     def behaviour_cloning_step(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-        from rlrings.algorithms.bc import cloning_loss
-
         loss, accuracy = cloning_loss(self.spec, self.model, obs, actions)
         self.step(loss, learning_rate=self.config.learning_rate)
         return {"bc_loss": float(loss.detach()), "bc_accuracy": float(accuracy)}
+
+
+def cloning_loss(
+    spec: ModelSpec, model: nn.Module, obs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(negative log-likelihood of ``actions``, accuracy): for Discrete actions the share the
+    policy's mode gets right; for Box actions minus the mean squared error of the mode."""
+    params, _ = model(obs)
+    dist = spec.make_distribution(params)
+    loss = -dist.log_prob(actions).mean()
+    with torch.no_grad():
+        mode = dist.mode()
+        if isinstance(spec.action_space, Discrete):
+            accuracy = (mode == actions.long()).float().mean()
+        else:
+            accuracy = -(mode - actions.flatten(1).float()).square().mean()
+    return loss, accuracy
 
 
 @dataclass(frozen=True)

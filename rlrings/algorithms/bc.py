@@ -3,7 +3,8 @@
 As an algorithm it learns from a uniform table of demonstration steps (the
 viewer's recordings or steps a game client uploads) and its actors only play
 (they write nothing); :func:`cloning_loss` is also the pre-training step every
-other algorithm's learner runs on the demonstrations (``bc_pretrain_steps``).
+other algorithm's learner runs on the demonstrations (``bc_pretrain_steps``),
+which is why the loss lives in ``base``.
 Discrete actions: cross-entropy; Box actions: the Gaussian's negative
 log-likelihood of the demonstrated action.
 """
@@ -12,29 +13,9 @@ from __future__ import annotations
 
 import pydantic
 import torch
-from torch import nn
 
 from rlrings import distributions
 from rlrings.algorithms import base
-from rlrings.models import ModelSpec
-from rlrings.spaces import Discrete
-
-
-def cloning_loss(
-    spec: ModelSpec, model: nn.Module, obs: torch.Tensor, actions: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(negative log-likelihood of ``actions``, accuracy): for Discrete actions the share the
-    policy's mode gets right; for Box actions minus the mean squared error of the mode."""
-    params, _ = model(obs)
-    dist = spec.make_distribution(params)
-    loss = -dist.log_prob(actions).mean()
-    with torch.no_grad():
-        mode = dist.mode()
-        if isinstance(spec.action_space, Discrete):
-            accuracy = (mode == actions.long()).float().mean()
-        else:
-            accuracy = -(mode - actions.flatten(1).float()).square().mean()
-    return loss, accuracy
 
 
 def demonstrations_signature(env) -> dict[str, dict]:
@@ -88,7 +69,7 @@ class BcActing(base.Acting):
 
 class BcLearning(base.GradientLearning):
     def update(self, columns, weights=None) -> base.Update:
-        loss, accuracy = cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
+        loss, accuracy = base.cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
         grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
         self.updates += 1
         return base.Update({"bc_loss": loss.detach(), "bc_accuracy": accuracy, "grad_norm": grad_norm})

@@ -1,0 +1,89 @@
+"""The layout keeps its promises: no import circles, no service importing another, and an
+RL core (spaces, distributions, models, algorithms, envs, the ring) that knows nothing of
+gRPC or protobuf; ``rlrings.wire`` converts at the edge."""
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ("rlrings.algorithms", "rlrings.models", "rlrings.spaces", "rlrings.distributions", "rlrings.envs",
+        "rlrings.ring", "rlrings.errors", "rlrings.experience")  # fmt: skip
+WIRE = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "rlrings.v1", "rlrings.wire", "rlrings.client")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in ("rlrings", "services"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "v1" in path.relative_to(ROOT).parts:
+                continue
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+@functools.cache
+def imports(module: str) -> frozenset[str]:
+    """Every module ``module`` imports, at the top or inside a function (both run)."""
+    tree = ast.parse(MODULES[module].read_text())
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & set(MODULES)
+            # ``from package import module`` runs the package's __init__ first, as any import of a
+            # submodule does: that is nesting, not a circle, so only the submodule counts
+            out.update(submodules or {base})
+    return frozenset(out)
+
+
+def project_imports(module: str) -> set[str]:
+    return {name for name in imports(module) if name in MODULES and name != module}
+
+
+def reachable(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for name in project_imports(todo.pop()):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+def test_no_import_circles():
+    circles = sorted(f"{a} <-> {b}" for a in MODULES for b in project_imports(a) if a in reachable(b) and a < b)
+    assert not circles, circles
+
+
+def test_no_service_imports_another():
+    crossings = [
+        (module, name)
+        for module in MODULES
+        if module.startswith("services.")
+        for name in project_imports(module)
+        if name.startswith("services.") and name.split(".")[1] != module.split(".")[1]
+    ]
+    assert not crossings
+
+
+def test_the_rl_core_knows_nothing_of_grpc_or_protobuf():
+    core = [m for m in MODULES if m.startswith(CORE)]
+    assert "rlrings.algorithms.ppo" in core and "rlrings.envs.tasks" in core
+    for module in core:
+        for name in reachable(module) | {module}:
+            wire = [i for i in imports(name) if i.startswith(WIRE)]
+            assert not wire, f"{module} reaches {name}, which imports {wire}"
