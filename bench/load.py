@@ -38,7 +38,7 @@ from rich.table import Table
 
 from bench.replay_store import PROFILES, make_chunks
 from rlrings import codec
-from rlrings.mesh import free_port
+from rlrings.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.items import ITEM_BYTES, chunks
-from rlrings.mesh import free_port
+from rlrings.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REVERB_PYTHON = ROOT / ".venv-reverb" / "bin" / "python"

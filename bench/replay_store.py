@@ -34,7 +34,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.items import ITEM_BYTES, chunks
-from rlrings.mesh import free_port
+from rlrings.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

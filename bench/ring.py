@@ -52,7 +52,8 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
 
     from rlrings.algorithms.base import GradientLearner
     from rlrings.algorithms.bc import behaviour_cloning_step
-    from rlrings.ring import connect, finish_process
+    from rlrings.processes import finish_process
+    from rlrings.ring import connect
 
     torch.set_num_threads(1)
     ring = connect(backend, timeout_seconds=120)
@@ -97,7 +98,7 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
 
 
 def run_config(backend: str, model: str, batch: int, steps: int, work: Path) -> dict:
-    from rlrings.mesh import free_port
+    from rlrings.processes import free_port
     from rlrings.ring import local_ring_environment
 
     ranks = 1 if backend == "none" else 2

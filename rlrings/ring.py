@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,10 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rlrings import processes
 from rlrings.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
-_torch_group_created = False
 
 RingBackend = Literal["none", "horovod", "torch"]
 HOROVOD_HINT = (
@@ -261,8 +260,7 @@ class TorchRing(Ring):
                 world_size=place.size,
                 timeout=timedelta(seconds=timeout_seconds),
             )
-        global _torch_group_created
-        _torch_group_created = True
+        processes.exit_hard_at_finish()
 
     def average_gradients(self, parameters, name="model"):
         grads, flat = _flat_gradients(parameters)
@@ -390,23 +388,6 @@ def _horovod_environment(place: RingPlace, timeout_seconds: float):
         }
     )
     return server
-
-
-def finish_process(code: int) -> int:
-    """Returns ``code``, or, in a process that joined a torch.distributed
-    group, exits with it at once (after flushing output).
-
-    gloo's worker threads can abort the interpreter's final teardown with
-    "terminate called without an active exception" even after
-    ``destroy_process_group`` (a known PyTorch problem), which would turn a
-    clean exit into SIGABRT; by now the learner has written its checkpoint.
-    """
-    if not _torch_group_created:
-        return code
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def horovod_available() -> bool:

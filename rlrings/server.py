@@ -8,9 +8,7 @@ A service builds a :class:`Server`, adds its servicer, and calls
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import signal
 import sys
 import threading
@@ -26,6 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import ConfigError, RlringsError
+from rlrings.processes import follow_supervisor, limit_malloc_arenas
 from rlrings.security import AuthInterceptor
 
 log = logging.getLogger(__name__)
@@ -274,42 +273,6 @@ class Service:
     """Releases calls that wait (watch streams, blocked samples) when stopping begins."""
     loop: Callable[[], None] | None = None
     """Work the process does besides serving (acting, training); the process stops when it ends."""
-
-
-def _glibc() -> ctypes.CDLL | None:
-    """The C library, where it is Linux's (mallopt and prctl are called through it)."""
-    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Caps glibc's malloc arenas (unless MALLOC_ARENA_MAX says otherwise).
-
-    glibc gives busy threads arenas of their own, up to 8 per core, and memory
-    freed in one arena is not reused by another. A server's gRPC threads then
-    grow its resident memory in steps under sustained load. ``make load`` on
-    replay: +148% in 5 minutes with glibc's default, -2.8% with 2 arenas, and
-    the same insert throughput either way. Call before threads start.
-    """
-    libc = _glibc()
-    if os.environ.get("MALLOC_ARENA_MAX") or libc is None or not hasattr(libc, "mallopt"):
-        return  # (musl has no mallopt, and no arenas to cap)
-    libc.mallopt(-8, arenas)  # M_ARENA_MAX
-
-
-SUPERVISOR_ENV = "RLRINGS_SUPERVISOR_PID"
-"""Set by ``rlrings up`` on every service it starts: the supervisor's process id."""
-
-
-def follow_supervisor() -> None:
-    """A service started by ``rlrings up`` asks the kernel for SIGTERM when its
-    supervisor dies, even by SIGKILL, so that no service outlives it; and exits
-    at once if the supervisor is already gone."""
-    supervisor, libc = os.environ.get(SUPERVISOR_ENV), _glibc()
-    if not supervisor or libc is None:
-        return
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(supervisor):
-        sys.exit(0)
 
 
 def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, argv: Sequence[str] | None) -> int:

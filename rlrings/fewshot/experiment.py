@@ -32,8 +32,8 @@ from rlrings.errors import ConfigError
 from rlrings.fewshot import report
 from rlrings.fewshot.adaptation import AdaptConfig, MetaConfig
 from rlrings.fewshot.jobs import METHODS, TRAINED, Job, JobSettings, init_tag, run_job, start_worker
-from rlrings.mesh import ServiceProcess, free_port
 from rlrings.parameter_client import ParameterClient
+from rlrings.processes import ServiceProcess, free_port
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlrings.errors import ConfigError
-from rlrings.ring import finish_process
+from rlrings.processes import finish_process
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.config import LearnerConfig

@@ -23,7 +23,7 @@ from dev.cassandra_ring import CQL_PORT, Ring
 from rlrings import codec
 from rlrings.config import load_config
 from rlrings.errors import UnavailableError
-from rlrings.mesh import free_port
+from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 from services.replay.config import ReplayConfig
 from services.replay.server import ReplayServer

@@ -55,8 +55,9 @@ def wait_until(condition, timeout, what):
 
 def test_a_horovod_ring_without_horovod_is_refused_with_the_way_out(tmp_path, monkeypatch):
     import rlrings.mesh
+    import rlrings.mesh.supervisor
 
-    monkeypatch.setattr(rlrings.mesh, "horovod_available", lambda: False)
+    monkeypatch.setattr(rlrings.mesh.supervisor, "horovod_available", lambda: False)
     with pytest.raises(ConfigError, match="make horovod.*--ring torch"):
         rlrings.mesh.Mesh(rlrings.mesh.MeshConfig(learners=2, ring="horovod", run_dir=tmp_path))
     assert not (tmp_path / "logs").exists(), "nothing was started"

@@ -16,9 +16,9 @@ import pytest
 from rlrings import experience, wire
 from rlrings.config import load_config
 from rlrings.envs import env_spec
-from rlrings.mesh import free_port
 from rlrings.models import ModelSpec, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
+from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
 from services.parameter.config import ParameterConfig

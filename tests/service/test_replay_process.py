@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rlrings.errors import UnavailableError
-from rlrings.mesh import free_port
+from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 from tests.helpers import frames, table
 

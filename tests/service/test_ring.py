@@ -19,9 +19,9 @@ import torch
 from rlrings import algorithms
 from rlrings.envs import env_spec
 from rlrings.errors import ConfigError
-from rlrings.mesh import free_port
 from rlrings.models import ModelSpec, build_model
-from rlrings.ring import HOROVOD_HINT, RingPlace, finish_process, horovod_available, local_ring_environment
+from rlrings.processes import finish_process, free_port
+from rlrings.ring import HOROVOD_HINT, RingPlace, horovod_available, local_ring_environment
 
 pytestmark = pytest.mark.service
 
@@ -182,7 +182,7 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
 def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
     code = (
         "import os, torch\n"
-        "from rlrings.ring import connect, finish_process\n"
+        "from rlrings.processes import finish_process\nfrom rlrings.ring import connect\n"
         f"ring = connect({backend!r}, timeout_seconds=30)\n"
         "ring.barrier()\n"
         "if ring.rank == 1: os._exit(9)\n"
@@ -217,7 +217,8 @@ def test_ring_place_comes_from_the_environment_with_clear_errors():
 
 LAUNCHED = """
 import torch
-from rlrings.ring import connect, finish_process
+from rlrings.processes import finish_process
+from rlrings.ring import connect
 ring = connect({backend!r}, timeout_seconds=60)
 mean = ring.allreduce_mean(torch.tensor([float(ring.rank)], dtype=torch.float64)).item()
 print(f"rank {{ring.rank}} of {{ring.size}}: mean {{mean}}", flush=True)

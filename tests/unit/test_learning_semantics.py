@@ -197,3 +197,19 @@ def test_a_queue_restored_with_fewer_items_than_its_counters_say_neither_deadloc
     inserter.join(5)
     assert not inserter.is_alive(), "the insert was held back by items the queue will never see"
     assert actions(queue.sample(4, timeout=1)) == [100, 101, 102, 103]
+
+
+def test_the_mesh_plan_is_a_pure_function_of_its_settings(tmp_path):
+    """What the supervisor starts, read without starting anything: the learner's and each actor's
+    algorithm settings are one object, and the step budget sets the learning rate's decay."""
+    from rlrings.mesh import plan
+
+    config = MeshConfig(algorithm={"name": "ppo", "epochs": 3}, actors=3, max_env_steps=512_000, viewer=False)
+    services = {s.name: s.config for s in plan(config, env_spec("CartPole-v1"), tmp_path)}
+    assert sorted(services) == ["actor-0", "actor-1", "actor-2", "learner", "parameter", "replay"]
+    learner = services["learner"]["algorithm"]
+    assert learner["name"] == "ppo" and learner["epochs"] == 3
+    assert learner["learning_rate_decay_updates"] == 512_000 // (16 * 32)
+    assert all(services[f"actor-{i}"]["algorithm"] == learner for i in range(3))
+    assert services["replay"]["tables"][0]["max_size"] == 2 * 16 + 3 * 8
+    assert not (tmp_path / "logs").exists(), "nothing was started"

@@ -1,0 +1,87 @@
+"""Settings of ``rlrings up`` (the whole mesh on one machine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from pydantic_settings import SettingsConfigDict
+
+from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms.impala import ImpalaConfig
+from rlrings.config import Settings
+
+
+class MeshConfig(Settings):
+    """Settings of ``rlrings up``."""
+
+    model_config = SettingsConfigDict(env_prefix="RLRINGS_UP_")
+
+    env: str = "CartPole-v1"
+    """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
+    algorithm: AlgorithmSettings = ImpalaConfig()
+    """The algorithm and its settings: ``name`` picks one of ``rlrings.algorithms.REGISTRY`` (impala:
+    V-trace from a FIFO queue; dqn: double DQN, prioritized n-step; ...); the other keys are that
+    algorithm's (its Config in ``rlrings/algorithms/<name>.py``). A bare name is short for
+    ``{name: ...}``; on the command line, JSON: ``--algorithm '{"name": "ppo", "epochs": 8}'``."""
+    actors: pydantic.PositiveInt = 2
+    """Actor processes."""
+    envs_per_actor: pydantic.PositiveInt = 8
+    """Environments each actor steps as one vector."""
+    batch_size: pydantic.PositiveInt | None = None
+    """Items per learner update; None: the algorithm's default (16 trajectories for the actor-critic
+    algorithms, 128 transitions for dqn, 64 steps for bc)."""
+    epsilon_decay_env_steps: pydantic.NonNegativeInt = 100_000
+    """Algorithms with epsilon exploration (dqn): env steps (all actors together) over which it falls
+    from 1 to each actor's final epsilon (spread from 0.1 to 0.01 across actors)."""
+    publish_every: pydantic.PositiveInt = 5
+    """Learner updates between weight versions."""
+    checkpoint_every: pydantic.PositiveInt = 500
+    """Learner updates between checkpoints (a restarted learner or ring resumes from the last)."""
+    learners: pydantic.PositiveInt = 1
+    """Learner ranks; more than one form a data-parallel ring (batch_size is per rank)."""
+    ring: Literal["horovod", "torch"] = "horovod"
+    """Ring backend when learners > 1: horovod (gloo) or torch (torch.distributed, gloo)."""
+    cassandra: list[str] | None = None
+    """Contact points of a Cassandra ring for replay's store (for example 127.0.0.1,127.0.0.2,127.0.0.3
+    from `make cassandra-up`); None: the embedded store. Each run writes under its own shard name."""
+    max_env_steps: pydantic.NonNegativeInt = 1_000_000
+    """Stop after this many env steps across actors; 0: no limit. IMPALA's learning rate falls
+    linearly to 0 over this budget."""
+    max_seconds: pydantic.PositiveFloat = 600.0
+    """Stop after this long."""
+    target_return: float | None = None
+    """Solved once the evaluator's mean greedy return over `confirm_episodes` fresh episodes of one
+    version reaches this; None: the env's own threshold where it has one (475 for CartPole-v1)."""
+    return_window: pydantic.PositiveInt = 100
+    """Training episodes in the moving mean shown and summarised (100, as the env's definition)."""
+    evaluation: bool = True
+    """Run the evaluator: each new version plays fresh episodes (greedy and sampled)."""
+    eval_episodes: pydantic.PositiveInt = 10
+    """Episodes of each evaluation round, greedy and again sampled."""
+    confirm_episodes: pydantic.PositiveInt = 100
+    """Greedy episodes that confirm a version whose round reached the target (the env's definition)."""
+    eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
+    """Pause between evaluation rounds."""
+    keep_running_seconds: pydantic.NonNegativeFloat = 0.0
+    """Once solved, go on training this long and record how much of it the evaluator found solved;
+    0 stops at once."""
+    run_dir: Path | None = None
+    """Where configs, logs, checkpoints and the plot go; None: runs/<time>."""
+    viewer: bool = True
+    """Start the viewer: a web page to watch the agent or play, recording demonstrations."""
+    viewer_port: int = pydantic.Field(default=0, ge=0, le=65535)
+    """Port of the viewer's page; 0 picks a free one (printed at start)."""
+    seed: int = 0
+    """Seed; actor i uses seed + 1000 * i."""
+    tls: bool = False
+    """Mutual TLS between every service: a development CA and a certificate are made in the run
+    directory (tls/); every server requires it, every client and the supervisor present it."""
+
+    @pydantic.field_validator("cassandra", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [point.strip() for point in value.split(",") if point.strip()]
+        return value
