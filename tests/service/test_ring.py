@@ -180,13 +180,20 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
 
 @pytest.mark.parametrize("backend", backends())
 def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
+    # Rank 1 dies only once rank 0 has left the barrier (a file says so): leaving a barrier is not
+    # simultaneous, and a peer gone while rank 0 still finished it failed the barrier instead
+    passed = tmp_path / "rank0-passed-the-barrier"
     code = (
-        "import os, torch\n"
+        "import os, pathlib, time, torch\n"
         "from rlrings.processes import finish_process\nfrom rlrings.ring import connect\n"
         f"ring = connect({backend!r}, timeout_seconds=30)\n"
+        f"passed = pathlib.Path({str(passed)!r})\n"
         "ring.barrier()\n"
-        "if ring.rank == 1: os._exit(9)\n"
-        "import time; time.sleep(1)\n"
+        "if ring.rank == 1:\n"
+        "    while not passed.exists(): time.sleep(0.01)\n"
+        "    os._exit(9)\n"
+        "passed.touch()\n"
+        "time.sleep(1)\n"
         "try:\n"
         "    ring.allreduce_mean(torch.ones(3, dtype=torch.float64))\n"
         "except Exception as error:\n"
