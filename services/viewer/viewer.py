@@ -22,10 +22,17 @@ from PIL import Image
 
 from rlrings import wire
 from rlrings.envs import env_spec, make_env
-from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError, RlringsError
+from rlrings.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    RlringsError,
+)
 from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
+from rlrings.spaces import Discrete
 from services.viewer.config import ViewerConfig
 from services.viewer.keymaps import KeyMap, keymap_for
 
@@ -63,7 +70,8 @@ class Viewer:
     def __init__(self, config: ViewerConfig):
         self.config = config
         self.spec = env_spec(config.env)
-        self.keymap = keymap_for(self.spec)
+        # continuous actions have no key map yet: such envs can be watched, not played
+        self.keymap = keymap_for(self.spec) if isinstance(self.spec.action_space, Discrete) else None
         self.replay = ReplayClient(config.replay_address, security=config.client_security())
         self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.follower = WeightsFollower(self.parameters)
@@ -83,7 +91,7 @@ class Viewer:
                 or _ACTION_NAMES.get(
                     self.spec.env_id, [str(i) for i in range(getattr(self.spec.action_space, "n", 0))]
                 ),
-                "keys": self.keymap.keys,
+                "keys": self.keymap.keys if self.keymap is not None else {},
             }
         ]
 
@@ -93,6 +101,11 @@ class Viewer:
             raise NotFoundError(f"env_id: {env_id!r} is not served here; environments: [{self.spec.env_id!r}]")
         if mode not in ("watch", "play"):
             raise InvalidArgumentError(f"mode: {mode!r}; use 'watch' or 'play'")
+        if mode == "play" and self.keymap is None:
+            raise FailedPreconditionError(
+                f"mode: play needs a key map; {env_id!r} has continuous actions "
+                f"({self.spec.action_space.describe()}), which can be watched but not played yet"
+            )
         if not self._slots.acquire(blocking=False):
             raise ResourceExhaustedError(
                 f"viewer limit of {self.config.max_viewers} reached; try again when someone leaves"
@@ -156,7 +169,7 @@ class Session:
 
     def __init__(self, viewer: Viewer, mode: str, seed: int):
         self.viewer, self.mode = viewer, mode
-        self.keymap: KeyMap = viewer.keymap
+        self.keymap: KeyMap | None = viewer.keymap
         self.env = make_env(viewer.spec.env_id, render_mode="rgb_array")
         self.seed = seed
         self.episode = 0
@@ -193,7 +206,8 @@ class Session:
         if self.mode == "watch":
             policy = self.viewer.policy()
             if policy is None:
-                return int(self.env.action_space.sample()), 0
+                sample = self.env.action_space.sample()
+                return (int(sample) if self.keymap is not None else sample), 0
             return policy.act(self.obs), policy.version
         if self.pending:
             return self.pending.pop(0), 0
@@ -247,7 +261,7 @@ class Session:
             terminated=terminated,
             truncated=truncated,
             policy_version=version,
-            action=action,
+            action=int(action) if self.keymap is not None else 0,  # a continuous action has no index
             episode=self.episode,
         )
 

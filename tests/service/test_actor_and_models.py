@@ -11,6 +11,7 @@ from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, Policy, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
+from rlrings.processes import free_port
 from services.parameter.config import ParameterConfig
 from services.parameter.server import ParameterServer
 
@@ -142,3 +143,22 @@ def test_an_algorithm_refuses_an_action_space_it_does_not_support():
     assert "algorithm: dqn supports Discrete actions; env 'Pendulum-v1' has Box(shape=(1,), dtype=float32)" in (
         result.stderr
     )
+
+
+def test_the_viewer_watches_a_continuous_env_and_says_why_it_cannot_be_played():
+    from rlrings.errors import FailedPreconditionError
+    from services.viewer.config import ViewerConfig
+    from services.viewer.viewer import Viewer
+
+    nothing = f"127.0.0.1:{free_port()}"  # no service there: the page works before any weights arrive
+    config = load_config(ViewerConfig, [], env="Pendulum-v1", replay_address=nothing, parameter_address=nothing)
+    viewer = Viewer(config)
+    try:
+        with pytest.raises(FailedPreconditionError, match=r"mode: play needs a key map; 'Pendulum-v1' has continuous"):
+            viewer.open("Pendulum-v1", "play")
+        session = viewer.open("Pendulum-v1", "watch")
+        frames = [session.tick() for _ in range(3)]
+        assert [f.step for f in frames] == [1, 2, 3] and frames[-1].image
+        session.close()
+    finally:
+        viewer.close()
