@@ -42,18 +42,20 @@ def ceiling(seconds: float) -> dict:
     import numpy as np
     import torch
 
+    from rlrings.algorithms import get
     from rlrings.envs import env_spec, make_vector_env
-    from rlrings.models import ModelSpec, build_model
+    from rlrings.models import build_model
 
     torch.set_num_threads(1)
-    model = build_model(ModelSpec.for_env(env_spec("CartPole-v1"), "impala")).eval()
+    spec = get("impala").model_spec(env_spec("CartPole-v1"))
+    model = build_model(spec).eval()
     envs = make_vector_env("CartPole-v1", ENVS, seed=0)
     obs, _ = envs.reset(seed=0)
     steps, start = 0, time.perf_counter()
     with torch.no_grad():
         while time.perf_counter() - start < seconds:
-            logits, _ = model(torch.as_tensor(obs))
-            actions = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1).numpy()
+            params, _ = model(torch.as_tensor(obs))
+            actions = spec.make_distribution(params).sample().numpy()  # what the actor samples with
             obs, *_ = envs.step(actions.astype(np.int64))
             steps += ENVS
     elapsed = time.perf_counter() - start
