@@ -441,7 +441,7 @@ def time_major(columns: dict[str, torch.Tensor], steps: int) -> dict[str, torch.
 
 
 def bootstrapped_rewards(
-    model: nn.Module, tm: dict[str, torch.Tensor], gamma: float, value_of: Callable[[torch.Tensor], torch.Tensor]
+    tm: dict[str, torch.Tensor], gamma: float, value_of: Callable[[torch.Tensor], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards with ``gamma * V(final_obs)`` added where a time limit cut the episode, and
     the discounts (0 after any ending): a truncated step bootstraps from the learner's own

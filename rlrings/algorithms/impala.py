@@ -158,7 +158,7 @@ class ActorCriticLearning(base.GradientLearning):
         head = head.view(batch, steps + 1).transpose(0, 1)
         mean, std, _ = self.scales()
         rewards, discounts = base.bootstrapped_rewards(
-            self.model, tm, self.config.gamma, lambda final: self.model(final)[1] * std + mean
+            tm, self.config.gamma, lambda final: self.model(final)[1] * std + mean
         )
         return tm, self.spec.make_distribution(params[:steps]), head, rewards, discounts
 
