@@ -1,16 +1,16 @@
 """The learner ring's cost, side by side in one run: one process against two
 ranks, on both backends, for a model of about 1M and of about 10M parameters.
 
-Each rank runs the learner's own update path (``GradientLearner.apply``
-through ``rlrings.ring``) on in-memory batches, so the figures are the
+Each rank runs the learner's own update path (behaviour cloning's learning
+half, ``GradientLearning.step`` through ``rlrings.ring``) on in-memory batches, so the figures are the
 ring's and not replay's (replay's sampling rate is measured by
 ``bench.replay``). Every process gets one PyTorch thread, so one process and
 each rank of two have the same compute; on this 2-core machine two ranks
 fill both cores.
 
 Per configuration: median seconds per update on rank 0, the time that rank
-waited for the gradient average (Horovod overlaps part of it with
-backward), samples/s (batch x ranks / step time), scaling efficiency
+waited for the gradient average (one flat allreduce after backward on
+both backends), samples/s (batch x ranks / step time), scaling efficiency
 (samples/s of 2 ranks / 2 x one process's) and the ring's per-step overhead
 against one process. Configurations alternate for ``--rounds`` rounds and
 the medians are compared. Results: bench/results/ring.json and ring.png.
@@ -50,10 +50,11 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
     import torch
     from torch import nn
 
-    from rlrings.algorithms.base import GradientLearner
-    from rlrings.algorithms.bc import behaviour_cloning_step
+    from rlrings import algorithms
+    from rlrings.models import ModelSpec
     from rlrings.processes import finish_process
     from rlrings.ring import connect
+    from rlrings.spaces import Box, Discrete
 
     torch.set_num_threads(1)
     ring = connect(backend, timeout_seconds=120)
@@ -70,19 +71,22 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
 
     torch.manual_seed(0)
     model = Mlp(width_for(parameters))
-    learner = GradientLearner(model, 1e-4, ring)
-    ring.broadcast_state([model], learner.optimizer, 0)
+    plug = algorithms.get("bc")
+    spec = ModelSpec("mlp", Box((OBS,)), Discrete(ACTIONS), algorithm="bc")
+    learner = plug.learning(plug.config(learning_rate=1e-4), spec, model)
+    learner.join(ring)
+    ring.broadcast_state(learner, 0)
     generator = torch.Generator().manual_seed(ring.rank)
     obs = torch.randn(batch, OBS, generator=generator)
     actions = torch.randint(0, ACTIONS, (batch,), generator=generator)
     for _ in range(warmup):
-        behaviour_cloning_step(learner, obs, actions)
+        learner.behaviour_cloning_step(obs, actions)
     ring.barrier()
     waited = ring.communication_seconds
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        behaviour_cloning_step(learner, obs, actions)
+        learner.behaviour_cloning_step(obs, actions)
         times.append(time.perf_counter() - start)
     result = {
         "rank": ring.rank,
@@ -184,8 +188,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(results["models"]), figsize=(10, 4), dpi=100)
-    for axis, entry in zip(axes, results["models"].values()):
+    figure, axes = plt.subplots(1, len(results["models"]), figsize=(10, 4), dpi=100, squeeze=False)
+    for axis, entry in zip(axes[0], results["models"].values()):
         names = list(entry["backends"])
         compute = [b["step_seconds"] - b["allreduce_wait_seconds"] for b in entry["backends"].values()]
         wait = [b["allreduce_wait_seconds"] for b in entry["backends"].values()]
@@ -194,7 +198,7 @@ def plot(results: dict, path: Path) -> None:
         axis.bar(labels, wait, bottom=compute, label="waiting for the allreduce")
         axis.set_title(f"{entry['parameters'] / 1e6:.1f}M parameters, batch {results['batch_per_rank']}/rank")
         axis.set_ylabel("seconds per update")
-    axes[0].legend(loc="upper left")
+    axes[0][0].legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -144,10 +144,6 @@ class Ring(ABC):
         the collectives apart; every rank must call in the same order)."""
 
     @abstractmethod
-    def broadcast_tensors(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Overwrites ``tensors`` in place with rank 0's."""
-
-    @abstractmethod
     def broadcast_object(self, value: Any) -> Any:
         """Returns rank 0's ``value`` (any picklable object) on every rank."""
 
@@ -214,9 +210,6 @@ class LocalRing(Ring):
     def average_gradients(self, parameters, name="model"):
         pass
 
-    def broadcast_tensors(self, tensors):
-        pass
-
     def broadcast_object(self, value):
         return value
 
@@ -271,11 +264,6 @@ class TorchRing(Ring):
             self._dist.all_reduce(flat)
         _unflatten(grads, flat.div_(self.size))
         self.communication_seconds += time.perf_counter() - started
-
-    def broadcast_tensors(self, tensors):
-        with _collective("broadcast"):
-            for tensor in tensors:
-                self._dist.broadcast(tensor.data, src=0)
 
     def broadcast_object(self, value):
         box = [value]
@@ -333,11 +321,6 @@ class HorovodRing(Ring):
             self._hvd.allreduce_(flat, op=self._hvd.Average, name=f"rlrings.gradients.{name}")
         _unflatten(grads, flat)
         self.communication_seconds += time.perf_counter() - started
-
-    def broadcast_tensors(self, tensors):
-        with _collective("broadcast"):
-            for index, tensor in enumerate(tensors):
-                self._hvd.broadcast_(tensor.data, root_rank=0, name=f"rlrings.broadcast.{index}")
 
     def broadcast_object(self, value):
         # An explicit name: Horovod's default is the type's name, which differs where only rank 0 has the value.
