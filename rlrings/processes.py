@@ -45,7 +45,8 @@ class ServiceProcess:
     process: subprocess.Popen | None = None
     restarts: int = 0
     niceness: int = 0
-    """Added CPU niceness: the viewer serves people and yields to training."""
+    """Added CPU niceness once the service serves: the viewer serves people and yields to training.
+    It starts at normal priority: imports niced under a busy mesh took minutes (see :func:`yield_cpu`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment variables on top of this process's (a learner rank's place in its ring)."""
 
@@ -73,12 +74,9 @@ class ServiceProcess:
                     "OMP_NUM_THREADS": "1",
                     **self.env,
                     SUPERVISOR_ENV: str(os.getpid()),
+                    **({NICENESS_ENV: str(self.niceness)} if self.niceness else {}),
                 },
             )  # (no preexec_fn: forking a threaded process that holds gRPC channels can crash it)
-        if self.niceness:
-            with contextlib.suppress(ProcessLookupError):
-                nice = os.getpriority(os.PRIO_PROCESS, 0) + self.niceness
-                os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
         return self
 
     def alive(self) -> bool:
@@ -118,6 +116,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 SUPERVISOR_ENV = "RLRINGS_SUPERVISOR_PID"
+NICENESS_ENV = "RLRINGS_NICENESS"
 """Set by ``rlrings up`` on every service it starts: the supervisor's process id."""
 
 
@@ -131,6 +130,23 @@ def follow_supervisor() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != int(supervisor):
         sys.exit(0)
+
+
+def yield_cpu() -> None:
+    """Lowers this process's CPU priority by the niceness its supervisor asked for, if any.
+
+    A service calls it once it serves. Niced from its first instruction, a restarted viewer
+    needed 45-120 s to import torch beside a learner and actors that keep both cores busy.
+    """
+    niceness = int(os.environ.get(NICENESS_ENV, "0") or 0)
+    if niceness <= 0:
+        return
+    # Linux keeps a niceness per thread, and threads inherit their creator's: every thread running now
+    # (gRPC's, the page's) is reniced, and threads started later inherit from the main one.
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
 
 
 def exit_hard_at_finish() -> None:

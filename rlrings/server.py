@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import ConfigError, RlringsError
-from rlrings.processes import follow_supervisor, limit_malloc_arenas
+from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
 from rlrings.security import AuthInterceptor
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,7 @@ def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, ar
 
         if service.loop is not None:
             threading.Thread(target=body, name=f"{name}-loop", daemon=True).start()
+        yield_cpu()  # started at full priority; from here on a niced service yields to training
 
     try:
         service.server.run(on_stop=service.on_stop, drain=service.drain, ready=start_loop)

@@ -4,6 +4,7 @@ and stops them in order."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -28,6 +29,9 @@ from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 5
+# Status polls start while services are still importing: gRPC's default reconnect backoff (1 s growing
+# to 120 s) would then leave a service unpolled for tens of seconds after it is up. Loopback redials are cheap.
+_STATUS_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class Mesh:
@@ -114,6 +118,8 @@ class Mesh:
             reason = "interrupted"
         finally:
             self.progress.ended = time.monotonic() - self.progress.start
+            with contextlib.suppress(Exception):  # the summary carries the counters as they ended
+                self._poll()
             if evaluator is not None:
                 evaluator.stop()
             self.stop()
@@ -204,7 +210,7 @@ class Mesh:
         channel = self._channels.get(service.address)
         if channel is None:
             security = ClientSecurity.of(TlsConfig(**service.config.get("tls", {})), AuthConfig())
-            channel = self._channels[service.address] = security.channel(service.address, [])
+            channel = self._channels[service.address] = security.channel(service.address, _STATUS_CHANNEL)
         return stub_cls(channel)
 
     def _poll(self) -> None:

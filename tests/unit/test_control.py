@@ -1,9 +1,14 @@
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
 
 from rlrings.control import parse_settings, run_state
 from rlrings.errors import InvalidArgumentError
+from rlrings.processes import NICENESS_ENV
 from rlrings.v1 import control_pb2
 
 ALLOWED = {"epsilon": (float, 0.0, 1.0), "publish_every": (int, 1, 100)}
@@ -38,3 +43,32 @@ def test_run_state():
     assert run_state(stopped, paused, running=True) == control_pb2.RUN_STATE_PAUSED
     stopped.set()
     assert run_state(stopped, paused, running=True) == control_pb2.RUN_STATE_STOPPING
+
+
+def test_a_niced_service_yields_on_every_thread_only_once_it_serves(tmp_path):
+    """The supervisor's niceness reaches the child through its environment and applies to every thread
+    from the call on (Linux nices threads one by one); before that, start-up runs at full priority."""
+    script = textwrap.dedent(
+        """
+        import os, threading
+        from rlrings.processes import yield_cpu
+        def nice(tid):
+            return int(open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
+        started = threading.Event(); done = threading.Event()
+        worker = threading.Thread(target=lambda: (started.set(), done.wait())); worker.start(); started.wait()
+        before = {nice(t) for t in os.listdir("/proc/self/task")}
+        yield_cpu()
+        after = {nice(t) for t in os.listdir("/proc/self/task")}
+        done.set(); worker.join()
+        print(sorted(before), sorted(after))
+        """
+    )
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, NICENESS_ENV: "5"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("] [")
+    assert out[0].strip("[") == str(base) and out[1].strip("]\n") == str(min(19, base + 5))
