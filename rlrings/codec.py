@@ -102,6 +102,11 @@ def decode(tensor: tensor_pb2.Tensor, field: str = "tensor") -> np.ndarray:
 
 
 def _decompress(tensor: tensor_pb2.Tensor, expected: int, field: str) -> bytes:
+    """The tensor's bytes, decompressed into at most ``expected`` + 1 bytes whatever the frame claims.
+
+    A frame that declares another size is refused before anything is decompressed (zstd would
+    otherwise allocate what a 32 KiB frame declares, ignoring ``max_output_size``).
+    """
     compression = tensor.compression
     if compression == Compression.COMPRESSION_NONE:
         return tensor.data
@@ -115,7 +120,11 @@ def _decompress(tensor: tensor_pb2.Tensor, expected: int, field: str) -> bytes:
                 raise RuntimeError("truncated, or not an LZ4 frame")
             return data
         if compression == Compression.COMPRESSION_ZSTD:
-            return zstandard.ZstdDecompressor().decompress(tensor.data, max_output_size=max(expected, 1))
+            declared = zstandard.get_frame_parameters(tensor.data).content_size
+            if declared not in (zstandard.CONTENTSIZE_UNKNOWN, expected):
+                raise TensorError(f"{field}.data: the zstd frame declares {declared} bytes, {expected} expected")
+            with zstandard.ZstdDecompressor().stream_reader(tensor.data, read_across_frames=True) as reader:
+                return reader.read(expected + 1)  # (reads the whole size in one call when it is there)
     except (RuntimeError, zstandard.ZstdError) as error:
         raise TensorError(f"{field}.data: cannot decompress ({error})") from None
     raise TensorError(f"{field}.compression: unknown value {compression}")

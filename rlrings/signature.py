@@ -68,12 +68,41 @@ class Signature(Mapping[str, Column]):
             tensor_pb2.ColumnSpec(name=c.name, dtype=codec.dtype_code(c.dtype), shape=c.shape) for c in self.values()
         ]
 
-    def check(self, columns: Mapping[str, np.ndarray], sequence_length: int = 1, field: str = "chunk.columns") -> int:
-        """Checks a chunk's columns and returns its number of steps.
+    def decode(
+        self, tensors: Mapping[str, tensor_pb2.Tensor], max_bytes: int, field: str = "chunk.columns"
+    ) -> dict[str, np.ndarray]:
+        """Decodes a chunk's columns from the wire, checking first, before anything is
+        decompressed, that each declared dtype and shape fits its column and that the whole
+        chunk decodes to at most ``max_bytes``: a small message cannot make the server
+        allocate more than its table's columns allow.
 
         Raises:
             InvalidArgumentError: naming the column and what is wrong with it.
         """
+        self._match_names(tensors, field)
+        steps: int | None = None
+        for name, column in self.items():
+            tensor, where = tensors[name], f"{field}[{name!r}]"
+            if codec.numpy_dtype(tensor.dtype, f"{where}.dtype") != column.dtype:
+                raise InvalidArgumentError(
+                    f"{where}.dtype: got {codec.numpy_dtype(tensor.dtype).name}, the table stores {column.dtype.name}"
+                )
+            if len(tensor.shape) != len(column.shape) + 1 or tuple(tensor.shape[1:]) != column.shape:
+                wanted = ", ".join(["T", *map(str, column.shape)])
+                raise InvalidArgumentError(f"{where}.shape: got {_shown(tensor.shape)}, the table wants [{wanted}]")
+            if steps is None:
+                steps = tensor.shape[0]
+            elif tensor.shape[0] != steps:
+                raise InvalidArgumentError(f"{where}.shape: {tensor.shape[0]} steps, but the first column has {steps}")
+        assert steps is not None
+        if steps * self.step_bytes > max_bytes:
+            raise InvalidArgumentError(
+                f"{field}: {steps} steps decode to {steps * self.step_bytes} bytes, more than this server takes in one "
+                f"chunk ({max_bytes}); send shorter chunks"
+            )
+        return {name: codec.decode(tensors[name], f"{field}[{name!r}]") for name in self}
+
+    def _match_names(self, columns: Mapping, field: str) -> None:
         if not columns:
             raise InvalidArgumentError(f"{field}: empty chunk, no columns")
         missing = [name for name in self if name not in columns]
@@ -82,8 +111,16 @@ class Signature(Mapping[str, Column]):
             raise InvalidArgumentError(
                 f"{field}: columns do not match the signature {self!r}"
                 + (f"; missing {missing}" if missing else "")
-                + (f"; unknown {unknown}" if unknown else "")
+                + (f"; unknown {_shown(unknown)}" if unknown else "")
             )
+
+    def check(self, columns: Mapping[str, np.ndarray], sequence_length: int = 1, field: str = "chunk.columns") -> int:
+        """Checks a chunk's columns and returns its number of steps.
+
+        Raises:
+            InvalidArgumentError: naming the column and what is wrong with it.
+        """
+        self._match_names(columns, field)
         steps: int | None = None
         first = ""
         for name, column in self.items():
@@ -113,3 +150,10 @@ class Signature(Mapping[str, Column]):
                 f"{field}: {steps} steps is not a multiple of the table's sequence length {sequence_length}"
             )
         return steps
+
+
+def _shown(values: Sequence, limit: int = 8) -> str:
+    """A client's list in an error message, cut after ``limit`` entries (a hostile one can be long)."""
+    values = list(values)
+    shown = ", ".join(repr(v[:64]) if isinstance(v, str) else str(v) for v in values[:limit])
+    return f"[{shown}{f', ... ({len(values)} in all)' if len(values) > limit else ''}]"

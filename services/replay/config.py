@@ -226,6 +226,9 @@ class ReplayConfig(ServiceConfig):
     """gRPC port; 0 picks a free one (printed at start)."""
     metrics_port: int = pydantic.Field(default=9000, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
+    max_chunk_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    """Most bytes one inserted chunk may decode to. Declared shapes are checked against it and the
+    table's signature before anything is decompressed, so a compressed message cannot claim more."""
 
     @pydantic.field_validator("tables")
     @classmethod

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from rlrings import codec
 from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError, UnavailableError
 from rlrings.v1 import tensor_pb2
 from services.replay.cassandra_store import CassandraStore, Segment
@@ -90,6 +89,7 @@ class Replay:
         snapshot_interval_seconds: float = 0.0,
         max_item_bytes: int | None = None,
         ring: CassandraStore | None = None,
+        max_chunk_bytes: int = 64 * 1024 * 1024,
     ):
         self.tables = {config.name: Table(config) for config in tables}
         if max_item_bytes is not None:
@@ -101,6 +101,7 @@ class Replay:
                     )
         self.store = store
         self.ring = ring
+        self.max_chunk_bytes = max_chunk_bytes
         self.older: dict[str, OlderItems] = {}
         self.ready = threading.Event()
         self._status = "starting"
@@ -136,7 +137,7 @@ class Replay:
             InvalidArgumentError: the chunk does not fit its table; nothing is written.
         """
         table = self.table(chunk.table)
-        columns = {name: codec.decode(tensor, f"chunk.columns[{name!r}]") for name, tensor in chunk.columns.items()}
+        columns = table.signature.decode(chunk.columns, self.max_chunk_bytes)
         n, priorities = table.check(columns, chunk.priorities)
         pending = PendingInsert(table, columns, priorities, chunk.policy_version, chunk.writer_id, chunk.sequence)
         if self.ring is None:

@@ -33,6 +33,7 @@ class ReplayServer:
             snapshot_interval_seconds=config.snapshot_interval_seconds,
             max_item_bytes=config.max_message_bytes - 64 * 1024,
             ring=ring,
+            max_chunk_bytes=config.max_chunk_bytes,
         )
         self.server = Server(config, "replay")
         self.server.serving_at_start = ring is None

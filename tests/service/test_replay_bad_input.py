@@ -1,9 +1,16 @@
 """Bad requests get the right status with the field named, store nothing, and
 leave the server serving everyone else."""
 
+import gc
+import io
+import re
+
 import grpc
+import lz4.frame
 import numpy as np
+import psutil
 import pytest
+import zstandard
 
 from rlrings import codec
 from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
@@ -74,7 +81,8 @@ def test_bad_chunks_get_the_right_status_and_store_nothing(replay, request_, cod
 def test_tensor_bytes_that_disagree_with_the_shape(replay):
     server, client = replay
     request = chunk_request(frames(4))
-    request.chunk.columns["obs"].shape[0] = 5
+    for column in request.chunk.columns.values():
+        column.shape[0] = 5  # each column claims a step more than its bytes hold
     with pytest.raises(
         grpc.RpcError,
         match=r"chunk.columns\['obs'\]\.data: 768 bytes, but dtype uint8 and shape \[5, 8, 8, 3\] need 960",
@@ -137,3 +145,60 @@ def test_oversized_chunk_is_reported_by_the_client_error_family(start_replay):
     server = start_replay([table("t", max_size=20_000)], max_message_bytes=256 * 1024)
     with ReplayClient(server.address) as client, pytest.raises(ResourceExhaustedError):
         client.insert("t", frames(2000))
+
+
+def _zstd_zeros(size: int, declare_size: bool) -> bytes:
+    """A zstd frame of ``size`` zero bytes, built a MiB at a time (the bomb itself stays small)."""
+    out = io.BytesIO()
+    compressor = zstandard.ZstdCompressor(level=1, write_content_size=declare_size)
+    with compressor.stream_writer(out, size=size if declare_size else -1, closefd=False) as writer:
+        for _ in range(size >> 20):
+            writer.write(bytes(1 << 20))
+    return out.getvalue()
+
+
+def _bomb(data: bytes, compression: int, obs_shape=(4, 8, 8, 3)) -> replay_pb2.InsertRequest:
+    request = chunk_request(frames(4))
+    obs = request.chunk.columns["obs"]
+    obs.data, obs.compression = data, compression
+    del obs.shape[:]
+    obs.shape.extend(obs_shape)
+    if len(obs_shape) == 4:  # every column claims the same number of steps
+        for name in ("action", "reward"):
+            request.chunk.columns[name].shape[0] = obs_shape[0]
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (_bomb(_zstd_zeros(1 << 30, True), codec.Compression.COMPRESSION_ZSTD), "zstd frame declares 1073741824 bytes"),
+        (_bomb(_zstd_zeros(256 << 20, False), codec.Compression.COMPRESSION_ZSTD), r"\.data: 769 bytes.* need 768"),
+        (_bomb(lz4.frame.compress(bytes(256 << 20)), codec.Compression.COMPRESSION_LZ4), r"\.data: 769 bytes"),
+        (
+            _bomb(lz4.frame.compress(bytes(1 << 20)), codec.Compression.COMPRESSION_LZ4, (1 << 36, 8, 8, 3)),
+            r"decode to \d+ bytes, more than this server takes in one chunk",
+        ),
+        (_bomb(b"", codec.Compression.COMPRESSION_ZSTD, (0, 1 << 62, 8, 3)), r"\['obs'\]\.shape: got \[0, 46116"),
+        (
+            _bomb(b"", codec.Compression.COMPRESSION_NONE, (4,) * 80),
+            r"\['obs'\]\.shape: got \[4, 4, 4, 4, 4, 4, 4, 4, \.\.\. \(80",
+        ),
+    ],
+    ids=["zstd-declares-1GiB", "zstd-undeclared-256MiB", "lz4-256MiB", "shape-2^36-steps", "zero-and-huge", "80-dims"],
+)
+def test_decompression_bombs_and_extreme_shapes_are_refused_before_they_inflate(replay, request_, message):
+    """A small message cannot make replay allocate what it claims: shapes are checked against the
+    signature first, and decompression stops one byte past the size the signature allows."""
+    server, client = replay
+    process = psutil.Process()
+    gc.collect()
+    before = process.memory_info().rss
+    with pytest.raises(grpc.RpcError) as raised:
+        insert_raw(server.address, request_)
+    grown = process.memory_info().rss - before
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(message, raised.value.details()), raised.value.details()
+    assert len(raised.value.details()) < 600, "a hostile shape is not echoed without bound"
+    assert grown < 16 << 20, f"replay grew {grown / 2**20:.0f} MiB decoding a {request_.ByteSize()} byte message"
+    assert client.insert("uniform", frames(2)) == [1, 2], "the server goes on"

@@ -5,8 +5,10 @@ Runs briefly by default; ``HYPOTHESIS_PROFILE=long`` runs it for longer.
 """
 
 import grpc
+import lz4.frame
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,19 +28,26 @@ CLEAN_CODES = {
 }
 COLUMN_NAMES = st.sampled_from(["obs", "action", "reward", "extra", ""])
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+# Small frames that inflate to 64 MiB: zstd declaring its size, zstd without it, LZ4.
+BOMBS = [
+    zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20)),
+    zstandard.ZstdCompressor(level=1, write_content_size=False).compress(bytes(64 << 20)),
+    lz4.frame.compress(bytes(64 << 20)),
+]
+DIMENSIONS = st.one_of(st.integers(min_value=-2, max_value=9), st.sampled_from([2**31, 2**40, 2**62]))
 
 
 @st.composite
 def tensors(draw):
     dtype = draw(st.integers(min_value=-1, max_value=14))
-    shape = draw(st.lists(st.integers(min_value=-2, max_value=9), max_size=4))
+    shape = draw(st.lists(DIMENSIONS, max_size=draw(st.sampled_from([4, 4, 4, 70]))))
     matching = draw(st.booleans())
     if matching and dtype in range(1, 13) and all(d >= 0 for d in shape):
         itemsize = {1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 4, 8: 8, 9: 8, 10: 2, 11: 4, 12: 8}[dtype]
         size = int(np.prod(shape, dtype=np.int64)) * itemsize
         data = draw(st.binary(min_size=min(size, 4096), max_size=min(size, 4096)))
     else:
-        data = draw(st.binary(max_size=512))
+        data = draw(st.one_of(st.binary(max_size=512), st.sampled_from(BOMBS)))
     return tensor_pb2.Tensor(dtype=dtype, shape=shape, data=data, compression=draw(st.integers(0, 3)))
 
 
