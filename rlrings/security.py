@@ -178,6 +178,11 @@ class AuthConfig(pydantic.BaseModel):
             raise ConfigError(f"auth.tokens_file {self.tokens_file}: cannot read it ({error})") from None
         if not isinstance(entries, list):
             raise ConfigError(f"auth.tokens_file {self.tokens_file}: expected a list of tokens")
+        if not entries:  # read as "no tokens needed", an emptied Secret would open the server to anyone
+            raise ConfigError(
+                f"auth.tokens_file {self.tokens_file}: holds no tokens; an empty file does not turn authentication "
+                "off: leave tokens_file unset to run without tokens"
+            )
         tokens = []
         for i, entry in enumerate(entries):
             try:
@@ -188,6 +193,14 @@ class AuthConfig(pydantic.BaseModel):
         names = [t.name for t in tokens]
         if len(set(names)) != len(names):
             raise ConfigError(f"auth.tokens_file {self.tokens_file}: token names repeat ({names})")
+        by_secret: dict[str, list[str]] = {}
+        for t in tokens:
+            by_secret.setdefault(t.token.get_secret_value(), []).append(t.name)
+        shared = [names for names in by_secret.values() if len(names) > 1]
+        if shared:  # the server could not tell them apart: whose scopes would apply?
+            raise ConfigError(
+                f"auth.tokens_file {self.tokens_file}: tokens {shared[0]} share one secret; give each its own"
+            )
         return tokens
 
 

@@ -192,11 +192,34 @@ def test_secrets_stay_out_of_logs_metrics_errors_and_settings(start_replay, toke
         ([{"name": "a", "token": "x" * 20, "scopes": ["delete"]}], r"unknown scopes \['delete'\]"),
         ([{"name": "a", "token": "x" * 20, "scopes": []}, {"name": "a", "token": "y" * 20, "scopes": []}], "repeat"),
         ({"name": "a"}, "expected a list of tokens"),
+        # an emptied Secret must not open the server to anyone
+        ("", "holds no tokens; an empty file does not turn authentication off"),
+        ("[]", "holds no tokens"),
+        ("# every token revoked\n", "holds no tokens"),
+        ("null", "holds no tokens"),
+        (
+            [
+                {"name": "a", "token": "x" * 20, "scopes": ["read"]},
+                {"name": "b", "token": "x" * 20, "scopes": ["control"]},
+            ],
+            r"tokens \['a', 'b'\] share one secret",
+        ),
+    ],
+    ids=[
+        "short",
+        "unknown-scope",
+        "names-repeat",
+        "not-a-list",
+        "empty",
+        "empty-list",
+        "comments",
+        "null",
+        "one-secret",
     ],
 )
 def test_bad_token_files_are_refused_naming_the_problem_not_the_token(start_replay, tmp_path, entries, message):
     path = tmp_path / "tokens.yaml"
-    path.write_text(yaml.safe_dump(entries))
+    path.write_text(entries if isinstance(entries, str) else yaml.safe_dump(entries))
     with pytest.raises(ConfigError, match=message) as caught:
         start_replay([table("t")], auth={"tokens_file": path})
     assert "x" * 20 not in str(caught.value)
