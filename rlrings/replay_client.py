@@ -183,6 +183,7 @@ class Writer:
                 f"{self.sequence_length}"
             )
         self._steps: dict[str, list[np.ndarray]] = {name: [] for name in self.signature}
+        self._last_append: tuple[tuple[float, ...], int] = ((), 0)  # priority and version of the last step
         self._sequence = 0
         self._unacked: collections.deque[replay_pb2.InsertRequest] = collections.deque()
         # Requests for the current stream; each attempt gets a new outbox so a
@@ -220,11 +221,21 @@ class Writer:
                     f"step[{name!r}]: shape {list(value.shape)}, the table wants {list(column.shape)}"
                 )
             self._steps[name].append(value)
-        if len(self._steps[next(iter(self.signature))]) == self.chunk_length:
-            columns = {name: np.stack(values) for name, values in self._steps.items()}
-            for values in self._steps.values():
-                values.clear()
-            self.write_chunk(columns, priorities=() if priority is None else (priority,), policy_version=policy_version)
+        self._last_append = ((), policy_version) if priority is None else ((priority,), policy_version)
+        if self.buffered_steps == self.chunk_length:
+            self._write_buffered(self.chunk_length)
+
+    @property
+    def buffered_steps(self) -> int:
+        """Steps appended but not yet sent (fewer than ``chunk_length``)."""
+        return len(self._steps[next(iter(self.signature))])
+
+    def _write_buffered(self, steps: int) -> None:
+        columns = {name: np.stack(values[:steps]) for name, values in self._steps.items()}
+        for values in self._steps.values():
+            del values[:steps]
+        priorities, policy_version = self._last_append
+        self.write_chunk(columns, priorities=priorities, policy_version=policy_version)
 
     def write_chunk(
         self,
@@ -265,20 +276,30 @@ class Writer:
             self._outbox.put(request)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Waits until every queued chunk is acknowledged.
+        """Sends the steps buffered short of a full chunk (as many whole items as they make) and
+        waits until every chunk is acknowledged.
 
         Raises:
             TimeoutError: not all acknowledged within ``timeout`` seconds.
+            InvalidArgumentError: steps are left that make no whole item of the table's sequence
+                length (after the rest is acknowledged); ``close(flush=False)`` drops them.
         """
+        whole = self.buffered_steps - self.buffered_steps % self.sequence_length
+        if whole:
+            self._write_buffered(whole)
         with self._cond:
             done = self._cond.wait_for(lambda: not self._unacked or self._error is not None, timeout)
             self._raise_pending_error()
             if not done:
                 raise TimeoutError(f"writer: {len(self._unacked)} chunks unacknowledged after {timeout}s")
+        if self.buffered_steps:
+            raise InvalidArgumentError(
+                f"writer: {self.buffered_steps} steps buffered make no whole item of table {self.table!r}'s "
+                f"sequence length {self.sequence_length}; append more, or close(flush=False) to drop them"
+            )
 
     def close(self, flush: bool = True, timeout: float | None = 60.0) -> None:
-        """Flushes (unless told not to) and stops the stream. Steps buffered
-        short of a full chunk are dropped; call ``write_chunk`` for them."""
+        """Flushes (unless told not to: buffered steps are then dropped) and stops the stream."""
         try:
             if flush and not self._closed:
                 self.flush(timeout)

@@ -342,6 +342,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if self.trust_certificates and context.auth_context().get("x509_common_name"):
                 return None  # a service of the mesh, by its certificate
             client = self._identify(metadata.get("authorization"), method)
+            setattr(context, _CALLER_SCOPES, frozenset(client.token.scopes))
             if scope not in client.token.scopes:
                 self.rejected.labels(method, "scope").inc()
                 raise PermissionDeniedError(
@@ -387,6 +388,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s; "
                 f"what was not acknowledged was not stored, send it again more slowly"
             )
+
+
+_CALLER_SCOPES = "_rlrings_caller_scopes"
+
+
+def caller_may(context: grpc.ServicerContext, scope: str) -> bool:
+    """Whether the caller of this RPC holds ``scope``: true without authentication and for a
+    service of the mesh (by its certificate); for a token, whether the token lists it. Servicers
+    use it where one call does more for more trusted callers (replay takes an insert-only
+    writer's priorities only up to the table's ceiling)."""
+    scopes = getattr(context, _CALLER_SCOPES, None)
+    return scopes is None or scope in scopes
 
 
 def _wrap(handler, method: str, admit, check) -> grpc.RpcMethodHandler:

@@ -229,6 +229,8 @@ class ReplayConfig(ServiceConfig):
     max_chunk_bytes: int = pydantic.Field(default=64 * 1024 * 1024, ge=64 * 1024)
     """Most bytes one inserted chunk may decode to. Declared shapes are checked against it and the
     table's signature before anything is decompressed, so a compressed message cannot claim more."""
+    max_sample_batch_size: pydantic.PositiveInt = 8192
+    """Most items one Sample batch may ask for (a batch is drawn under its table's lock)."""
 
     @pydantic.field_validator("tables")
     @classmethod

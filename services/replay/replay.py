@@ -130,15 +130,16 @@ class Replay:
 
     # -- inserting and sampling --------------------------------------------------
 
-    def start_insert(self, chunk: tensor_pb2.Chunk) -> PendingInsert:
-        """Checks a chunk and, with a ring, starts writing it there under fresh keys.
+    def start_insert(self, chunk: tensor_pb2.Chunk, capped_priorities: bool = False) -> PendingInsert:
+        """Checks a chunk and, with a ring, starts writing it there under fresh keys;
+        ``capped_priorities``: see :meth:`Table.check`.
 
         Raises:
             InvalidArgumentError: the chunk does not fit its table; nothing is written.
         """
         table = self.table(chunk.table)
         columns = table.signature.decode(chunk.columns, self.max_chunk_bytes)
-        n, priorities = table.check(columns, chunk.priorities)
+        n, priorities = table.check(columns, chunk.priorities, capped_priorities)
         pending = PendingInsert(table, columns, priorities, chunk.policy_version, chunk.writer_id, chunk.sequence)
         if self.ring is None:
             pending.written = _done()

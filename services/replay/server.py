@@ -39,7 +39,7 @@ class ReplayServer:
         self.server.serving_at_start = ring is None
         self.server.add(
             replay_pb2_grpc.add_ReplayServiceServicer_to_server,
-            ReplayServicer(self.replay, config.max_message_bytes),
+            ReplayServicer(self.replay, config.max_message_bytes, config.max_sample_batch_size),
             SERVICE_NAME,
         )
         self.server.registry.register(ReplayCollector(self.replay))

@@ -11,6 +11,7 @@ import numpy as np
 
 from rlrings import codec
 from rlrings.errors import InvalidArgumentError, RlringsError
+from rlrings.security import caller_may
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
 from services.replay.table import SampledBatch, Table
@@ -24,18 +25,20 @@ _PIPELINE_DEPTH = 32
 
 
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
-    def __init__(self, replay: Replay, max_message_bytes: int):
+    def __init__(self, replay: Replay, max_message_bytes: int, max_batch_size: int = 8192):
         self.replay = replay
         self.max_message_bytes = max_message_bytes
+        self.max_batch_size = max_batch_size
 
     def Insert(self, request_iterator, context):
+        capped = not caller_may(context, "sample")  # upload-only clients may not outrank the learner's priorities
         if self.replay.ring is None:
             for request in request_iterator:
-                yield _ack(request.chunk, self.replay.start_insert(request.chunk).finish(context.is_active))
+                yield _ack(request.chunk, self.replay.start_insert(request.chunk, capped).finish(context.is_active))
         else:
-            yield from self._insert_pipelined(request_iterator, context)
+            yield from self._insert_pipelined(request_iterator, context, capped)
 
-    def _insert_pipelined(self, request_iterator, context):
+    def _insert_pipelined(self, request_iterator, context, capped: bool):
         """With a ring, the writes of the next chunks of a stream overlap with
         the wait for the current one; acks still go out in order, each only
         after its chunk is stored at the consistency level."""
@@ -53,7 +56,7 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         def read() -> None:
             try:
                 for request in request_iterator:
-                    pending = self.replay.start_insert(request.chunk)
+                    pending = self.replay.start_insert(request.chunk, capped)
                     if not put((request.chunk, pending)):
                         pending.abandon()
                         return
@@ -87,8 +90,11 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         if request is None:
             return
         table = self.replay.table(request.table)
-        if request.batch_size < 1:
-            raise InvalidArgumentError(f"batch_size: must be >= 1, got {request.batch_size}")
+        if not 1 <= request.batch_size <= self.max_batch_size:
+            raise InvalidArgumentError(
+                f"batch_size: must be from 1 to {self.max_batch_size} (this server's max_sample_batch_size), "
+                f"got {request.batch_size}"
+            )
         if not math.isfinite(request.timeout_seconds) or request.timeout_seconds < 0:
             raise InvalidArgumentError(f"timeout_seconds: must be finite and >= 0, got {request.timeout_seconds}")
         if not request.credits and not request.num_batches:

@@ -108,7 +108,8 @@ class Table:
         self.evicted_items = 0
         self.stale_items = 0
         self.max_priority = 1.0
-        """The largest priority given so far: what items inserted without one get."""
+        """The largest priority given so far (1.0 at first): what items inserted without one get,
+        and the most a writer without the sample scope may give one."""
 
     @property
     def size(self) -> int:
@@ -195,8 +196,11 @@ class Table:
         self._cond.notify_all()
         return keys, False
 
-    def check(self, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = ()) -> tuple[int, np.ndarray]:
-        """(items, their priorities) of a chunk that fits this table.
+    def check(
+        self, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = (), capped: bool = False
+    ) -> tuple[int, np.ndarray]:
+        """(items, their priorities) of a chunk that fits this table; ``capped``: priorities
+        above :attr:`max_priority` are lowered to it (a writer that may not sample).
 
         Raises:
             InvalidArgumentError: it does not fit, naming the field.
@@ -208,6 +212,8 @@ class Table:
         values = _checked_priorities(priorities, n, "chunk.priorities")
         if values is None:  # none given: new items are as urgent as the most urgent yet (Schaul et al.)
             values = np.full(n, self.max_priority)
+        if capped:  # an upload-only client's item at 1e300 would otherwise be every batch of the table
+            values = np.minimum(values, self.max_priority)
         return n, values
 
     def reserve_keys(self, n: int) -> np.ndarray:

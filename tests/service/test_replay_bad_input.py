@@ -116,8 +116,10 @@ def test_bad_sample_requests(replay):
     server, client = replay
     with pytest.raises(NotFoundError, match="table 'nope'"):
         next(iter(client.sample("nope", batch_size=1)))
-    with pytest.raises(InvalidArgumentError, match="batch_size: must be >= 1"):
+    with pytest.raises(InvalidArgumentError, match="batch_size: must be from 1 to 8192"):
         next(iter(client.sample("uniform", batch_size=0)))
+    with pytest.raises(InvalidArgumentError, match=r"batch_size: .*max_sample_batch_size\), got 1000000000"):
+        next(iter(client.sample("uniform", batch_size=10**9)))  # drawn under the table's lock: bounded
     with pytest.raises(InvalidArgumentError, match="importance_sampling_exponent"):
         next(iter(client.sample("uniform", batch_size=1, importance_sampling_exponent=2.0)))
     with pytest.raises(InvalidArgumentError, match="timeout_seconds"):

@@ -24,11 +24,27 @@ def test_writer_chunks_steps_and_sampler_reads_them_back(replay):
                 policy_version=3,
             )
         writer.write_chunk(frames(2, start=10))
-    assert writer.acked_items == 10  # two full chunks of 4, plus the explicit one of 2; 2 steps stay buffered
-    batch = next(iter(client.sample("fifo", batch_size=10, num_batches=1)))
-    assert batch.columns["action"][:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11]
+    # two full chunks of 4, the explicit one of 2, and at close the 2 steps left buffered
+    assert writer.acked_items == 12 and writer.buffered_steps == 0
+    batch = next(iter(client.sample("fifo", batch_size=12, num_batches=1)))
+    assert batch.columns["action"][:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 8, 9]
     assert batch.columns["obs"][3, 0, 0, 0].tolist() == [3, 3, 3]
-    assert batch.policy_versions[:8].tolist() == [3] * 8 and batch.table_size == 10
+    assert batch.policy_versions[:8].tolist() == [3] * 8 and batch.table_size == 12
+
+
+def test_closing_a_writer_stores_its_last_steps_or_says_loudly_what_it_cannot(start_replay):
+    server = start_replay([table("pairs", sequence_length=2, max_size=100)])
+    with ReplayClient(server.address) as client:
+        writer = client.writer("pairs", chunk_length=8)
+        for i in range(5):
+            writer.append({"obs": np.zeros((8, 8, 3), np.uint8), "action": np.int32(i), "reward": np.float32(0)})
+        with pytest.raises(InvalidArgumentError, match="1 steps buffered make no whole item of table 'pairs'"):
+            writer.close()  # the two whole pairs are stored first; the stream is closed all the same
+        assert writer.acked_items == 2 and client.info(["pairs"])["pairs"].size == 2
+        with client.writer("pairs", chunk_length=8) as dropping:
+            dropping.append({"obs": np.zeros((8, 8, 3), np.uint8), "action": np.int32(9), "reward": np.float32(0)})
+            dropping.close(flush=False)  # the caller's choice: dropped
+        assert client.info(["pairs"])["pairs"].size == 2
 
 
 def test_large_batches_are_split_into_pieces_and_reassembled(start_replay):

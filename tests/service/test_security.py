@@ -3,6 +3,7 @@
 import logging
 import urllib.request
 
+import numpy as np
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +32,7 @@ SECRETS = {
     "trainer": "train-0123456789abcdef",
     "publisher": "publish-0123456789abcdef",
     "small": "small-0123456789abcdef",
+    "actor": "actor-0123456789abcdef",
 }
 MODEL = spaces_pb2.ModelSpec(architecture="mlp", env_id="CartPole-v1")
 
@@ -54,6 +56,7 @@ def tokens_file(tmp_path):
     entries = [
         {"name": "uploader", "token": SECRETS["uploader"], "scopes": ["insert"]},
         {"name": "trainer", "token": SECRETS["trainer"], "scopes": ["sample", "read"]},
+        {"name": "actor", "token": SECRETS["actor"], "scopes": ["insert", "sample"]},
         {"name": "publisher", "token": SECRETS["publisher"], "scopes": ["publish", "read"]},
         {"name": "small", "token": SECRETS["small"], "scopes": ["insert", "read"],
          "limits": {"max_message_bytes": 2_000, "insert_bytes_per_second": 4_000, "insert_burst_bytes": 8_000}},
@@ -131,6 +134,24 @@ def test_tokens_need_the_scope_of_each_call(start_replay, tokens_file, tmp_path)
         metrics = response.read().decode()
     assert 'rlrings_auth_rejected_total{method="/rlrings.v1.ReplayService/Info",reason="missing"} 1.0' in metrics
     assert 'reason="scope"} 1.0' in metrics and 'code="PERMISSION_DENIED"' in metrics
+
+
+def test_an_upload_only_writer_cannot_outrank_the_priorities_of_the_mesh(start_replay, tokens_file):
+    """One item inserted at priority 1e300 by a token that may not sample is lowered to the table's
+    largest priority so far; a writer that may sample keeps the priorities it gives."""
+    server = start_replay(
+        [table("p", selector="prioritized", priority_exponent=1.0)], auth={"tokens_file": tokens_file}
+    )
+    with ReplayClient(server.address, security=dial(token=SECRETS["actor"])) as actor:
+        actor.insert("p", frames(3, start=1), priorities=[1.0])
+        with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as uploader:
+            uploader.insert("p", frames(1, start=0), priorities=[1e300])
+        batch = next(iter(actor.sample("p", batch_size=4000, num_batches=1)))
+        share = np.bincount(batch.columns["action"][:, 0], minlength=4) / 4000
+        np.testing.assert_allclose(share, [0.25] * 4, atol=0.04)  # the upload came in at 1.0, like the rest
+        actor.insert("p", frames(1, start=4), priorities=[96.0])  # trusted: kept as given
+        batch = next(iter(actor.sample("p", batch_size=4000, num_batches=1)))
+        assert np.mean(batch.columns["action"][:, 0] == 4) == pytest.approx(0.96, abs=0.02)
 
 
 def test_upload_only_tokens_cannot_publish_weights(tmp_path, tokens_file):
