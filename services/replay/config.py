@@ -205,6 +205,23 @@ class CassandraConfig(pydantic.BaseModel):
     """Items of the ring's older experience each such table keeps at hand for sampling."""
 
 
+class AckLogConfig(pydantic.BaseModel):
+    """The embedded store's acknowledgement log (see :mod:`services.replay.ack_log`)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Log every chunk before its ack, so an ack survives kill -9; off: only snapshots keep data."""
+    sync: Literal["periodic", "always"] = "periodic"
+    """When the log reaches the disk: periodic (every sync_interval_seconds; a machine crash may lose
+    that much) or always (before each ack; survives power loss, costs a disk sync per chunk)."""
+    sync_interval_seconds: pydantic.PositiveFloat = 1.0
+    """Seconds between syncs under sync: periodic."""
+    max_bytes: int = pydantic.Field(default=1 << 30, ge=1 << 20)
+    """A snapshot is taken early when the log grows past this, which bounds its disk use and the
+    time a restart spends reading it."""
+
+
 class ReplayConfig(ServiceConfig):
     """Settings of the replay service."""
 
@@ -213,7 +230,7 @@ class ReplayConfig(ServiceConfig):
     tables: list[TableConfig] = []
     """Tables to serve (a JSON list on the command line, a YAML list in the file)."""
     store: Literal["memory", "embedded", "cassandra"] = "embedded"
-    """memory: nothing survives a restart; embedded: periodic snapshots to snapshot_dir;
+    """memory: nothing survives a restart; embedded: snapshots and an acknowledgement log in snapshot_dir;
     cassandra: every chunk is written to the ring described by ``cassandra`` before it is acknowledged;
     a restarted shard rebuilds its tables from the ring."""
     cassandra: CassandraConfig = CassandraConfig()
@@ -221,7 +238,11 @@ class ReplayConfig(ServiceConfig):
     snapshot_dir: Path = Path("./data/replay")
     """Where the embedded store keeps its snapshot."""
     snapshot_interval_seconds: pydantic.NonNegativeFloat = 300.0
-    """Seconds between automatic snapshots; 0 snapshots only on Checkpoint and at shutdown."""
+    """Seconds between automatic snapshots; 0 snapshots only on Checkpoint, at shutdown and when the
+    acknowledgement log is full."""
+    ack_log: AckLogConfig = AckLogConfig()
+    """With store embedded: every chunk is logged before its ack; a restart reads the log back on top
+    of the snapshot."""
     port: int = pydantic.Field(default=8000, ge=0, le=65535)
     """gRPC port; 0 picks a free one (printed at start)."""
     metrics_port: int = pydantic.Field(default=9000, ge=0, le=65535)

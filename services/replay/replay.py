@@ -19,8 +19,9 @@ import numpy as np
 
 from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError, UnavailableError
 from rlrings.v1 import tensor_pb2
+from services.replay.ack_log import AckLog, Sampled
 from services.replay.cassandra_store import CassandraStore, Segment
-from services.replay.config import TableConfig
+from services.replay.config import AckLogConfig, TableConfig
 from services.replay.older_items import OlderItems
 from services.replay.store import SnapshotStore
 from services.replay.table import SampledBatch, Table
@@ -50,6 +51,8 @@ class PendingInsert:
     written: Future | None = None
     older: OlderItems | None = None
     segments: list[Segment] = field(default_factory=list)
+    chunk: tensor_pb2.Chunk | None = None  # as received, with the priorities given: what the ack log keeps
+    ack_log: AckLog | None = None
 
     def finish(self, is_active) -> tuple[np.ndarray, bool]:
         """Waits for the ring, then for the rate limiter; returns (keys, duplicate)."""
@@ -60,7 +63,7 @@ class PendingInsert:
             if self.older is not None:
                 for segment in self.segments:
                     self.older.add(segment)
-            return self.table.insert_checked(
+            keys, duplicate = self.table.insert_checked(
                 self.columns,
                 self.priorities,
                 policy_version=self.policy_version,
@@ -69,6 +72,13 @@ class PendingInsert:
                 is_active=is_active,
                 keys=self.keys,
             )
+            if self.ack_log is not None and not duplicate and len(keys):
+                try:
+                    self.ack_log.append(int(keys[0]), self.chunk)
+                except BaseException:  # not acknowledged, so not kept: a retry must not pass for a duplicate
+                    self.table.withdraw(keys, self.writer_id)
+                    raise
+            return keys, duplicate
         except BaseException:
             self.abandon()
             raise
@@ -90,6 +100,8 @@ class Replay:
         max_item_bytes: int | None = None,
         ring: CassandraStore | None = None,
         max_chunk_bytes: int = 64 * 1024 * 1024,
+        ack_log: AckLog | None = None,
+        ack_log_config: AckLogConfig | None = None,
     ):
         self.tables = {config.name: Table(config) for config in tables}
         if max_item_bytes is not None:
@@ -102,6 +114,8 @@ class Replay:
         self.store = store
         self.ring = ring
         self.max_chunk_bytes = max_chunk_bytes
+        self.ack_log = ack_log
+        self._ack_log_config = ack_log_config or AckLogConfig()
         self.older: dict[str, OlderItems] = {}
         self.ready = threading.Event()
         self._status = "starting"
@@ -119,6 +133,10 @@ class Replay:
                     target=self._snapshot_every, args=(snapshot_interval_seconds,), name="replay-snapshots", daemon=True
                 )
                 self._snapshotter.start()
+            if ack_log is not None:
+                thread = threading.Thread(target=self._tend_ack_log, name="replay-ack-log", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def table(self, name: str) -> Table:
         if not self.ready.is_set():
@@ -143,6 +161,10 @@ class Replay:
         pending = PendingInsert(table, columns, priorities, chunk.policy_version, chunk.writer_id, chunk.sequence)
         if self.ring is None:
             pending.written = _done()
+            if self.ack_log is not None:
+                del chunk.priorities[:]  # logged with the priorities the items got
+                chunk.priorities.extend(priorities.tolist())
+                pending.chunk, pending.ack_log = chunk, self.ack_log
             return pending
         if table.is_duplicate(chunk.writer_id, chunk.sequence):
             return pending  # stored before; its ack was lost
@@ -267,8 +289,12 @@ class Replay:
             raise FailedPreconditionError("the memory store keeps no snapshots; run with store=embedded")
         with self._checkpoint_lock:
             start = time.monotonic()
+            # A new log generation first: every record of the older ones is then in the copies below.
+            log_from = self.ack_log.rotate() if self.ack_log is not None else None
             states = {name: (table.state(), table.signature) for name, table in self.tables.items()}
-            path = self.store.save(states)
+            path = self.store.save(states, log_from)
+            if self.ack_log is not None:
+                self.ack_log.truncate_before(log_from)
             items = sum(len(state.keys) for state, _ in states.values())
             seconds = time.monotonic() - start
         log.info("snapshot of %d items written to %s in %.2fs", items, path, seconds)
@@ -292,6 +318,8 @@ class Replay:
             self._snapshotter.join()
         if self.store is not None:
             self.checkpoint()
+        if self.ack_log is not None:
+            self.ack_log.close()
         if self.ring is not None:
             if self.ready.is_set() and self.ring.session is not None:
                 try:
@@ -307,6 +335,48 @@ class Replay:
             log.info("table %r restored with %d items from %s", name, self.tables[name].size, store.current)
             if dropped:
                 log.warning("table %r: max_size is below the snapshot; dropped the %d oldest items", name, dropped)
+        if self.ack_log is not None:
+            self._read_ack_log(store.log_from())
+
+    def _read_ack_log(self, log_from: int) -> None:
+        """Places the chunks acknowledged after the snapshot was taken, as they were acknowledged."""
+        start, restored, unknown = time.monotonic(), dict.fromkeys(self.tables, 0), set()
+        for record in self.ack_log.records(log_from):
+            if isinstance(record, Sampled):
+                if record.table in self.tables:
+                    self.tables[record.table].restore_sampled(record.keys, record.samples, record.stale)
+                continue
+            first_key, chunk = record
+            table = self.tables.get(chunk.table)
+            if table is None:
+                unknown.add(chunk.table)
+                continue
+            columns = table.signature.decode(chunk.columns, self.max_chunk_bytes, "ack log chunk.columns")
+            priorities = np.asarray(chunk.priorities, dtype=np.float64)
+            if table.restore_logged(columns, priorities, first_key, chunk.policy_version, chunk.writer_id,
+                                    chunk.sequence):  # fmt: skip
+                restored[table.name] += len(priorities)
+        for table in self.tables.values():
+            table.settle_restored_queue()
+            if table.config.max_times_sampled:  # from now on what sampling removes is logged too
+                table.on_sampled_away = self.ack_log.append_sampled
+        if unknown:
+            log.warning("the acknowledgement log has chunks of tables no longer configured: %s", sorted(unknown))
+        if any(restored.values()):
+            log.info(
+                "acknowledgement log read in %.2fs: items restored by table %s", time.monotonic() - start, restored
+            )
+
+    def _tend_ack_log(self) -> None:
+        """Syncs the log on its timer and snapshots early when it has grown past its limit."""
+        config = self._ack_log_config
+        while not self._stop.wait(config.sync_interval_seconds):
+            try:
+                self.ack_log.sync()
+                if self.ack_log.bytes_since_rotation > config.max_bytes:
+                    self.checkpoint()
+            except Exception:  # the next round tries again
+                log.exception("syncing the acknowledgement log or the snapshot it asked for failed")
 
     def _snapshot_every(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
+from services.replay.ack_log import AckLog
 from services.replay.cassandra_store import CassandraStore
 from services.replay.config import ReplayConfig
 from services.replay.metrics import ReplayCollector
@@ -26,6 +27,8 @@ class ReplayServer:
     def __init__(self, config: ReplayConfig):
         self.config = config
         store = SnapshotStore(config.snapshot_dir) if config.store == "embedded" else None
+        logged = store is not None and config.ack_log.enabled
+        ack_log = AckLog(config.snapshot_dir / "acklog", config.ack_log.sync) if logged else None
         ring = CassandraStore(config.cassandra) if config.store == "cassandra" else None
         self.replay = Replay(
             config.tables,
@@ -34,6 +37,8 @@ class ReplayServer:
             max_item_bytes=config.max_message_bytes - 64 * 1024,
             ring=ring,
             max_chunk_bytes=config.max_chunk_bytes,
+            ack_log=ack_log,
+            ack_log_config=config.ack_log,
         )
         self.server = Server(config, "replay")
         self.server.serving_at_start = ring is None

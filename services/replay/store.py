@@ -33,8 +33,9 @@ class SnapshotStore:
         self._previous = self.directory / "snapshot.previous"
         self._incoming = self.directory / "snapshot.incoming"
 
-    def save(self, states: dict[str, tuple[TableState, Signature]]) -> Path:
-        """Writes every table's state; returns the snapshot directory."""
+    def save(self, states: dict[str, tuple[TableState, Signature]], log_from: int | None = None) -> Path:
+        """Writes every table's state; returns the snapshot directory. ``log_from``: the first
+        acknowledgement-log generation a restart must read on top of it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self._incoming, ignore_errors=True)
         for name, (state, signature) in states.items():
@@ -51,6 +52,8 @@ class SnapshotStore:
                 "saved_at": time.time(),
             }
             _write_synced(folder / "meta.json", json.dumps(meta).encode())
+        if log_from is not None:
+            _write_synced(self._incoming / "log.json", json.dumps({"log_from": log_from}).encode())
         _sync_dir(self._incoming)
         if self.current.exists():
             shutil.rmtree(self._previous, ignore_errors=True)
@@ -59,6 +62,13 @@ class SnapshotStore:
         _sync_dir(self.directory)
         shutil.rmtree(self._previous, ignore_errors=True)
         return self.current
+
+    def log_from(self) -> int:
+        """The first acknowledgement-log generation the newest whole snapshot does not hold
+        (0 with no snapshot: every generation)."""
+        source = self.current if self.current.exists() else self._previous
+        path = source / "log.json"
+        return json.loads(path.read_text())["log_from"] if path.exists() else 0
 
     def load(self, signatures: dict[str, Signature]) -> dict[str, TableState]:
         """Reads the newest whole snapshot, for the tables still configured.

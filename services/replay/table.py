@@ -107,6 +107,10 @@ class Table:
         self.sampled_items = 0
         self.evicted_items = 0
         self.stale_items = 0
+        self.on_sampled_away: Callable[[str, np.ndarray, int, int], None] | None = None
+        """Called under the lock with (table, keys removed, samples, stale items) after a draw from a
+        table whose items leave once sampled, or after stale items are dropped (the ack log)."""
+        self._gone: set[int] = set()  # keys a restart found sampled away before their chunk was read back
         self.max_priority = 1.0
         """The largest priority given so far (1.0 at first): what items inserted without one get,
         and the most a writer without the sample scope may give one."""
@@ -175,6 +179,58 @@ class Table:
         )
         if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
             return np.empty(0, dtype=np.uint64), True
+        return self._place_chunk(columns, n, item_priorities, policy_version, writer_id, sequence, keys), False
+
+    def restore_logged(
+        self, columns: Mapping[str, np.ndarray], item_priorities: np.ndarray, first_key: int,
+        policy_version: int, writer_id: str, sequence: int,
+    ) -> bool:  # fmt: skip
+        """Places a chunk read back from the embedded store's acknowledgement log under the keys
+        it was acknowledged with, without waiting on the rate limiter (this is start-up); returns
+        False for one the restored snapshot already holds."""
+        with self._cond:
+            if first_key < self._next_key or self._is_duplicate(writer_id, sequence):
+                return False
+            n = len(item_priorities)
+            keys = np.arange(first_key, first_key + n, dtype=np.uint64)
+            self._place_chunk(columns, n, item_priorities, policy_version, writer_id, sequence, keys)
+            self._next_key = first_key + n
+            gone = [self._order[k] for k in keys.tolist() if k in self._gone]
+            if gone:  # sampled away before this record was written: delivered already
+                self._remove(np.array(gone, dtype=np.int64))
+            return True
+
+    def restore_sampled(self, keys: np.ndarray, samples: int, stale: int) -> None:
+        """Applies an ack-log record of items sampled away (see :meth:`restore_logged`)."""
+        with self._cond:
+            present = [self._order[k] for k in keys.tolist() if k in self._order]
+            if present:
+                self._remove(np.array(present, dtype=np.int64))
+            self._gone.update(k for k in keys.tolist() if k >= self._next_key)
+            self.sampled_items += max(0, samples - self.limiter.samples)
+            self.limiter.samples = max(self.limiter.samples, samples)
+            self.stale_items = max(self.stale_items, stale)
+            self.limiter.discarded = max(self.limiter.discarded, stale)
+
+    def settle_restored_queue(self) -> None:
+        """After a restart: a queue's rate limiter stops counting items it no longer holds."""
+        with self._cond:
+            self._gone.clear()
+            if self.is_queue and self.limiter.samples_per_insert == 1.0:
+                self.limiter.discarded = max(0, self.limiter.inserts - self.limiter.samples - self.size)
+
+    def withdraw(self, keys: np.ndarray, writer_id: str) -> None:
+        """Takes back the items of a chunk that turned out not to be stored durably (its ack-log write
+        failed), and forgets the writer's last sequence so that its retry is not taken for a duplicate."""
+        with self._cond:
+            slots = [self._order[key] for key in keys.tolist() if key in self._order]
+            if slots:
+                self._remove(np.array(slots, dtype=np.int64))
+                self.inserted_items -= len(slots)
+                self.limiter.inserts -= len(slots)
+            self._writer_sequences.pop(writer_id, None)
+
+    def _place_chunk(self, columns, n, item_priorities, policy_version, writer_id, sequence, keys) -> np.ndarray:
         overflow = self.size + n - self.capacity
         if overflow > 0:
             self._remove(self._victims(overflow))
@@ -194,7 +250,7 @@ class Table:
         if writer_id:
             self._writer_sequences[writer_id] = sequence
         self._cond.notify_all()
-        return keys, False
+        return keys
 
     def check(
         self, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = (), capped: bool = False
@@ -334,9 +390,12 @@ class Table:
         slots = np.fromiter(self._order.values(), dtype=np.int64, count=self.size)
         stale = slots[self._policy_versions[slots] < policy_version - lag]
         if len(stale):
+            keys = self._keys[stale]
             self._remove(stale)
             self.stale_items += len(stale)
             self.limiter.discarded += len(stale)
+            if self.on_sampled_away is not None:
+                self.on_sampled_away(self.name, keys, self.limiter.samples, self.stale_items)
             self._cond.notify_all()  # room for inserts
 
     def _draw(self, n: int, beta: float) -> SampledBatch:
@@ -360,6 +419,8 @@ class Table:
         self.sampled_items += n
         if self.config.max_times_sampled:
             spent = np.unique(slots[self._times_sampled[slots] >= self.config.max_times_sampled])
+            if self.on_sampled_away is not None:
+                self.on_sampled_away(self.name, self._keys[spent], self.limiter.samples, self.stale_items)
             if len(spent):
                 self._remove(spent)
         return batch

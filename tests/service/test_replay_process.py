@@ -98,6 +98,60 @@ def test_sigterm_stops_gracefully_and_a_restart_loses_no_acknowledged_item(tmp_p
     assert restarted.returncode == 0
 
 
+def test_kill_9_mid_stream_loses_no_acknowledged_item_without_any_snapshot(tmp_path):
+    """The embedded store's acknowledgement log: three kill -9 in a row while a writer streams, no
+    snapshot or Checkpoint ever taken; after the last restart every acknowledged item is there once,
+    with its bytes, in order."""
+    config, address = write_config(tmp_path)  # snapshot_interval_seconds 0: only the log keeps anything
+    acked, stop, errors = {"items": 0}, threading.Event(), []
+
+    def write():
+        try:
+            with (
+                ReplayClient(address).wait_ready(30) as client,
+                client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=90) as writer,
+            ):
+                step = 0
+                while not stop.is_set():
+                    writer.write_chunk(frames(8, start=step))
+                    step += 8
+                    acked["items"] = writer.acked_items
+                writer.flush(60)
+                acked["items"], acked["reconnects"] = writer.acked_items, writer.reconnects
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    process = start(config)
+    writer = threading.Thread(target=write)
+    writer.start()
+    for kill in range(3):
+        target = acked["items"] + 300
+        deadline = time.monotonic() + 60
+        while acked["items"] < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert acked["items"] >= target, f"kill {kill}: the writer made no progress; {errors}"
+        process.kill()  # mid-stream: chunks in flight, none of it ever snapshotted
+        process.communicate(timeout=30)
+        process = start(config)
+    try:
+        time.sleep(1.0)
+        stop.set()
+        writer.join(120)
+        assert not errors, errors
+        assert acked["reconnects"] >= 3
+        with ReplayClient(address).wait_ready(30) as client:
+            size = client.info(["t"])["t"].size
+            batch = next(iter(client.sample("t", batch_size=size, num_batches=1)))
+        assert size == acked["items"], "every acknowledged item is there, none twice"
+        steps = batch.columns["action"][:, 0]
+        assert np.array_equal(steps, np.arange(size)), "in order, no gaps, no repeats"
+        first = frames(8, start=0)["obs"]
+        assert np.array_equal(batch.columns["obs"][:8, 0], first), "the bytes that were acknowledged"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
 def test_bad_config_file_exits_2_naming_the_setting(tmp_path):
     config, _ = write_config(tmp_path, tables=[table("t", max_size=-5)])
     process = start(config)
