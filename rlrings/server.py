@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
-from rlrings.errors import ConfigError, RlringsError
+from rlrings.errors import CancelledError, ConfigError, RlringsError
 from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
 from rlrings.security import AuthInterceptor
 
@@ -221,6 +221,8 @@ class StatusAndMetricsInterceptor(grpc.ServerInterceptor):
                 try:
                     return behavior(request, context)
                 except BaseException as error:
+                    if _client_left(error, context):
+                        return None  # nobody to answer
                     _end_with_status(error, context)
                 finally:
                     observe(context, start)
@@ -235,12 +237,20 @@ class StatusAndMetricsInterceptor(grpc.ServerInterceptor):
             try:
                 yield from behavior(request, context)
             except BaseException as error:
+                if _client_left(error, context):
+                    return  # nobody to answer
                 _end_with_status(error, context)
             finally:
                 observe(context, start)
 
         make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
         return make(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+def _client_left(error: BaseException, context: grpc.ServicerContext) -> bool:
+    """Whether ``error`` only says the client cancelled or went away: reading its next request
+    failed, or a wait noticed it had gone. Such an end is no internal error and is not logged as one."""
+    return isinstance(error, grpc.RpcError | CancelledError) and not context.is_active()
 
 
 def _end_with_status(error: BaseException, context: grpc.ServicerContext) -> None:

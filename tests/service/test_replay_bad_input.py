@@ -4,6 +4,10 @@ leave the server serving everyone else."""
 import gc
 import io
 import re
+import subprocess
+import sys
+import textwrap
+import time
 
 import grpc
 import lz4.frame
@@ -204,3 +208,43 @@ def test_decompression_bombs_and_extreme_shapes_are_refused_before_they_inflate(
     assert len(raised.value.details()) < 600, "a hostile shape is not echoed without bound"
     assert grown < 16 << 20, f"replay grew {grown / 2**20:.0f} MiB decoding a {request_.ByteSize()} byte message"
     assert client.insert("uniform", frames(2)) == [1, 2], "the server goes on"
+
+
+def test_a_client_killed_mid_stream_is_no_internal_error(replay, caplog):
+    """A writer whose process dies mid-stream (an actor killed, a game client closed) ends its call
+    quietly: no traceback, no INTERNAL in the latency metric, what it had acknowledged kept."""
+    server, client = replay
+    script = textwrap.dedent(
+        f"""
+        import time, grpc
+        from tests.service.test_replay_bad_input import chunk_request
+        from tests.helpers import frames
+        from rlrings.v1 import replay_pb2_grpc
+        def requests():
+            yield chunk_request(frames(2))
+            time.sleep(60)
+        channel = grpc.insecure_channel("{server.address}")
+        call = replay_pb2_grpc.ReplayServiceStub(channel).Insert(requests())
+        print(list(next(call).keys), flush=True)
+        time.sleep(60)
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "[1, 2]"
+    finally:
+        writer.kill()
+        writer.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and 'method="Insert"' not in _handled(server):
+        time.sleep(0.05)
+    assert 'method="Insert"' in _handled(server), "the server saw the stream end"
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+    assert 'code="INTERNAL"' not in _handled(server)
+    assert client.info(["uniform"])["uniform"].size == 2
+
+
+def _handled(server) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(server.server.registry).decode()
