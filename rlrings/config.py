@@ -60,7 +60,16 @@ class ServiceConfig(Settings):
     max_message_bytes: int = pydantic.Field(default=4 * 1024 * 1024, ge=64 * 1024)
     """Largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED."""
     workers: int = pydantic.Field(default=16, ge=1)
-    """Threads serving RPCs. Each open stream holds one."""
+    """Threads for the short work of calls (unary calls, one message of a stream at a time).
+    An open stream holds none while it waits for its client or for news."""
+    wait_threads: int = pydantic.Field(default=64, ge=1)
+    """Threads for calls blocked in the service itself (an insert held by its table's rate limiter,
+    a sample waiting for items): past this many at once, further ones queue."""
+    max_concurrent_rpcs: int = pydantic.Field(default=1024, ge=1)
+    """Calls in progress at once, streams included; past it new calls get RESOURCE_EXHAUSTED (and
+    health answers NOT_SERVING until calls end)."""
+    max_streams_per_connection: int = pydantic.Field(default=128, ge=1)
+    """HTTP/2 streams one client connection may hold open at once."""
     grace_seconds: float = pydantic.Field(default=5.0, ge=0)
     """On SIGTERM, how long in-flight RPCs may run on before they are cancelled."""
     log_level: str = "INFO"

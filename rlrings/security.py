@@ -20,6 +20,7 @@ are named by their ``name`` only, and held as ``SecretStr``.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import threading
@@ -304,12 +305,10 @@ class _Client:
     bucket: _Bucket | None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Checks every RPC's token and scope and applies the token's limits.
-
-    It raises rlrings errors inside the handler, so the status interceptor
-    around it maps them to their codes and counts them by method and code.
-    """
+class Admission:
+    """Checks each call's token and scope and applies the token's limits (the serving
+    interceptor of :mod:`rlrings.server` asks it, so refusals get their status codes
+    and are counted by method and code like any other end)."""
 
     def __init__(self, auth: AuthConfig, tls: TlsConfig, registry: CollectorRegistry):
         self.clients = []
@@ -330,28 +329,28 @@ class AuthInterceptor(grpc.ServerInterceptor):
             registry=registry,
         )
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not self.required or method.startswith(OPEN_PREFIXES):
-            return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
+    def needed(self, method: str) -> bool:
+        return self.required and not method.startswith(OPEN_PREFIXES)
+
+    def admit(self, method: str, metadata: dict, context) -> _Client | None:
+        """The calling client (None: a service of the mesh, by its certificate), which from here
+        on :func:`caller_may` describes.
+
+        Raises:
+            UnauthenticatedError, PermissionDeniedError: naming what is missing, never a secret.
+        """
+        if self.trust_certificates and context.auth_context().get("x509_common_name"):
+            return None
+        client = self._identify(metadata.get("authorization"), method)
+        _caller_scopes.set(frozenset(client.token.scopes))
         scope = METHOD_SCOPES.get(method, "control")
-
-        def admit(context: grpc.ServicerContext) -> _Client | None:
-            if self.trust_certificates and context.auth_context().get("x509_common_name"):
-                return None  # a service of the mesh, by its certificate
-            client = self._identify(metadata.get("authorization"), method)
-            setattr(context, _CALLER_SCOPES, frozenset(client.token.scopes))
-            if scope not in client.token.scopes:
-                self.rejected.labels(method, "scope").inc()
-                raise PermissionDeniedError(
-                    f"token {client.token.name!r} may {', '.join(client.token.scopes) or 'nothing'}; "
-                    f"{method.rsplit('/', 1)[-1]} needs scope {scope!r}"
-                )
-            return client
-
-        return _wrap(handler, method, admit, self._check_message)
+        if scope not in client.token.scopes:
+            self.rejected.labels(method, "scope").inc()
+            raise PermissionDeniedError(
+                f"token {client.token.name!r} may {', '.join(client.token.scopes) or 'nothing'}; "
+                f"{method.rsplit('/', 1)[-1]} needs scope {scope!r}"
+            )
+        return client
 
     def _identify(self, header: str | None, method: str) -> _Client:
         if not header:
@@ -371,7 +370,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
             raise UnauthenticatedError("authorization: the token is not recognised")
         return found
 
-    def _check_message(self, client: _Client | None, method: str, message) -> None:
+    def check_message(self, client: _Client | None, method: str, message) -> None:
+        """Applies the client's message-size and insert-rate limits to one request message."""
         if client is None:
             return
         size = message.ByteSize()
@@ -390,49 +390,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
 
 
-_CALLER_SCOPES = "_rlrings_caller_scopes"
+_caller_scopes: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("caller_scopes", default=None)
 
 
-def caller_may(context: grpc.ServicerContext, scope: str) -> bool:
-    """Whether the caller of this RPC holds ``scope``: true without authentication and for a
-    service of the mesh (by its certificate); for a token, whether the token lists it. Servicers
-    use it where one call does more for more trusted callers (replay takes an insert-only
-    writer's priorities only up to the table's ceiling)."""
-    scopes = getattr(context, _CALLER_SCOPES, None)
+def caller_may(scope: str) -> bool:
+    """Whether the caller of the RPC being served holds ``scope``: true without authentication
+    and for a service of the mesh (by its certificate); for a token, whether the token lists it.
+    Servicers use it where one call does more for more trusted callers (replay takes an
+    insert-only writer's priorities only up to the table's ceiling)."""
+    scopes = _caller_scopes.get()
     return scopes is None or scope in scopes
-
-
-def _wrap(handler, method: str, admit, check) -> grpc.RpcMethodHandler:
-    """``handler`` with ``admit`` run first and ``check`` run on every request message."""
-    if handler.request_streaming:
-        behavior = handler.stream_stream or handler.stream_unary
-
-        def streaming_requests(requests, context):
-            client = admit(context)
-
-            def checked():
-                for request in requests:
-                    check(client, method, request)
-                    yield request
-
-            return behavior(checked(), context)
-
-        run = streaming_requests
-    else:
-        behavior = handler.unary_stream or handler.unary_unary
-
-        def single_request(request, context):
-            client = admit(context)
-            check(client, method, request)
-            return behavior(request, context)
-
-        run = single_request
-    if handler.unary_unary:
-        make = grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream:
-        make = grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary:
-        make = grpc.stream_unary_rpc_method_handler
-    else:
-        make = grpc.stream_stream_rpc_method_handler
-    return make(run, handler.request_deserializer, handler.response_serializer)

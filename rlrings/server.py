@@ -1,5 +1,16 @@
 """What every rlrings gRPC server has: health, reflection, metrics, error
-mapping and a graceful stop.
+mapping, admission (tokens, scopes, limits) and a graceful stop.
+
+Servers run on ``grpc.aio``, on an event loop of their own thread, so that an
+open stream costs memory, not a thread: a stream waiting for its client's next
+message, or a watcher waiting for news, holds none. Servicers may be written
+either way:
+
+- plain methods and generators (the short calls) run on a pool of ``workers``
+  threads, one message at a time, with a context that offers ``is_active()``;
+- ``async`` methods (the long streams: replay's Insert and Sample, the
+  parameter service's Publish and Watch) run on the loop and hand blocking
+  work to :func:`blocking`, which runs it on the ``wait_threads`` pool.
 
 A service builds a :class:`Server`, adds its servicer, and calls
 :meth:`Server.run` from its entry point (or :meth:`Server.start` and
@@ -8,6 +19,10 @@ A service builds a :class:`Server`, adds its servicer, and calls
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import inspect
 import logging
 import signal
 import sys
@@ -18,14 +33,15 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import CancelledError, ConfigError, RlringsError
 from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
-from rlrings.security import AuthInterceptor
+from rlrings.security import Admission
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +51,13 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 LIVENESS = "liveness"
 
 
+async def blocking(function: Callable, *args):
+    """Runs ``function(*args)`` on the server's pool for blocking waits (see the module
+    docstring) and returns its result; the caller's context variables go along."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, function, *args))
+
+
 class Server:
     """A gRPC server with health, reflection and a Prometheus endpoint."""
 
@@ -42,28 +65,30 @@ class Server:
         self.config = config
         self.name = name
         self.registry = CollectorRegistry()
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        self._services = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-        limit = config.max_message_bytes
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"{name}-rpc"),
-            # the status interceptor is outermost: it maps and counts what the auth checks refuse
-            interceptors=[
-                StatusAndMetricsInterceptor(self.registry),
-                AuthInterceptor(config.auth, config.tls, self.registry),
-            ],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent second listener
-            ],
+        self._loop = asyncio.new_event_loop()
+        # blocking waits of async servicers (loop.run_in_executor(None, ...)) go to their own pool
+        self._loop.set_default_executor(
+            futures.ThreadPoolExecutor(config.wait_threads, thread_name_prefix=f"{name}-wait")
         )
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name=f"{name}-grpc", daemon=True)
+        self._loop_thread.start()
+        self._pool = futures.ThreadPoolExecutor(config.workers, thread_name_prefix=f"{name}-rpc")
+        self.health = self._on_loop(_make_health())
+        self._services = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        self._serving = False  # what the service wants health to say; saturation can override it
+        self.interceptor = ServingInterceptor(self, Admission(config.auth, config.tls, self.registry))
+        limit = config.max_message_bytes
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent second listener
+            ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+        ]
+        self._grpc = self._on_loop(_make_server(self.interceptor, options, config.max_concurrent_rpcs))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        self._health_only: grpc.Server | None = None
+        self._health_only: grpc.aio.Server | None = None
         if config.health_port is not None:  # plaintext, for probes that cannot speak TLS
-            self._health_only = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-health")
-            )
+            self._health_only = self._on_loop(_make_server(None, [], 64))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_only)
         self._metrics_http = None
         self.port = 0
@@ -71,12 +96,22 @@ class Server:
         self.metrics_port = 0
         self._stop_requested = threading.Event()
         self._signalled = False  # set by SIGTERM/SIGINT (see _on_signal)
+        self._stopped = False
         self.serving_at_start = True
         """False for a service that reports SERVING itself once ready (replay waiting for its ring)."""
+
+    def _on_loop(self, coroutine):
+        """Runs a coroutine on the server's loop and waits for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def pool(self) -> futures.ThreadPoolExecutor:
+        """Threads that run plain (not async) handlers."""
+        return self._pool
 
     def add(self, register: Callable, servicer, service_name: str) -> None:
         """Adds a servicer; ``service_name`` is its full proto name."""
@@ -95,7 +130,7 @@ class Server:
             self.health_port = _bind(self._health_only, health_where, None)
             if not self.health_port:
                 raise OSError(f"{self.name}: cannot bind the health port to {health_where}")
-            self._health_only.start()
+            self._on_loop(self._health_only.start())
         reflection.enable_server_reflection(self._services, self._grpc)
         try:
             self._metrics_http, _ = start_http_server(
@@ -106,10 +141,10 @@ class Server:
                 f"{self.name}: cannot bind metrics to {self.config.host}:{self.config.metrics_port} ({error.strerror})"
             ) from None
         self.metrics_port = self._metrics_http.server_port
-        self._grpc.start()
+        self._on_loop(self._grpc.start())
         # "liveness" answers SERVING while the process runs, even before it is ready
         # (a replay shard waiting for its ring): liveness probes ask for it, readiness for "".
-        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        self._on_loop(self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING))
         self.set_serving(self.serving_at_start)
         log.info(
             "%s serving gRPC%s on %s, metrics on http://%s:%d/metrics%s",
@@ -124,24 +159,43 @@ class Server:
 
     def set_serving(self, serving: bool) -> None:
         """Reports every service SERVING or NOT_SERVING to health checks."""
+        self._serving = serving
+        self._report_health(serving and not self.interceptor.saturated)
+
+    def _report_health(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ["", *self._services[2:]]:
-            self.health.set(service, status)
+
+        async def report() -> None:
+            for service in ["", *self._services[2:]]:
+                await self.health.set(service, status)
+
+        if _on_thread_of(self._loop):
+            self._loop.create_task(report())
+        else:
+            self._on_loop(report())
 
     def stop(self, grace: float | None = None, drain: Callable[[], None] = lambda: None) -> None:
         """Reports NOT_SERVING, refuses new RPCs, calls ``drain`` (which should
         release calls that wait on something, such as watch streams), lets
         running calls finish within ``grace`` seconds, then cancels the rest."""
-        self.health.enter_graceful_shutdown()
-        stopped = self._grpc.stop(self.config.grace_seconds if grace is None else grace)
+        if self._stopped:
+            return
+        self._stopped = True
+        self._on_loop(self.health.enter_graceful_shutdown())
+        stopping = asyncio.run_coroutine_threadsafe(
+            self._grpc.stop(self.config.grace_seconds if grace is None else grace), self._loop
+        )
         drain()
-        stopped.wait()
+        stopping.result()
         if self._health_only is not None:
-            self._health_only.stop(0).wait()
+            self._on_loop(self._health_only.stop(0))
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
             self._metrics_http = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
 
     def request_stop(self) -> None:
         """Makes :meth:`run` stop as if SIGTERM had arrived."""
@@ -180,7 +234,26 @@ class Server:
         return 0
 
 
-def _bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:
+async def _make_health() -> HealthServicer:
+    return HealthServicer()  # (its conditions belong to the loop it is made on)
+
+
+async def _make_server(interceptor, options, max_concurrent_rpcs: int) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[interceptor] if interceptor is not None else None,
+        options=options,
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
+
+
+def _on_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _bind(server: grpc.aio.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:
     """The port bound at ``where`` (0 if it could not be)."""
     try:
         if credentials is None:
@@ -190,86 +263,205 @@ def _bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials |
         return 0
 
 
-class StatusAndMetricsInterceptor(grpc.ServerInterceptor):
-    """Maps :class:`RlringsError` to its status code, logs unexpected errors
-    as INTERNAL, and records every RPC's latency by method and code."""
+class _ThreadContext:
+    """What a plain (thread-run) handler sees of its call's aio context."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, context: grpc.aio.ServicerContext, loop: asyncio.AbstractEventLoop):
+        self._context = context
+        self._loop = loop
+
+    def is_active(self) -> bool:
+        return not self._context.done()
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Abort(code, details)
+
+    def invocation_metadata(self):
+        return self._context.invocation_metadata()
+
+    def auth_context(self):
+        return self._context.auth_context()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def time_remaining(self):
+        return self._context.time_remaining()
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+_END = object()
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):
+    """Every call passes here: plain handlers are moved onto the thread pool, the caller is
+    admitted (token, scope, limits), errors become status codes (:class:`RlringsError` its
+    own, anything else INTERNAL, logged), and latency is recorded by method and code."""
+
+    def __init__(self, server: Server, admission: Admission):
+        self.server = server
+        self.admission = admission
+        self.in_flight = 0
+        self.saturated = False
         self.latency = Histogram(
             "rlrings_grpc_server_handling_seconds",
             "Time from the start of an RPC to its status, by method and code.",
             ["service", "method", "code"],
             buckets=_LATENCY_BUCKETS,
-            registry=registry,
+            registry=server.registry,
         )
+        Gauge(
+            "rlrings_grpc_server_calls_in_flight", "Calls in progress, open streams included.", registry=server.registry
+        ).set_function(lambda: self.in_flight)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        method = details.method
+        service, _, name = method.lstrip("/").rpartition("/")
+        admission = self.admission if self.admission.needed(method) else None
+        metadata = {key: value for key, value in (details.invocation_metadata or ())}
+        kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k))
+        behavior = getattr(handler, kind)
+        native = inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+        pool, loop = self.server.pool, asyncio.get_running_loop()
 
-        def observe(context: grpc.ServicerContext, start: float) -> None:
-            code = context.code() or grpc.StatusCode.OK
-            self.latency.labels(service, method, code.name).observe(time.perf_counter() - start)
+        def thread(function, *args):
+            return loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, function, *args))
 
-        if handler.unary_unary or handler.stream_unary:
-            behavior = handler.unary_unary or handler.stream_unary
+        def begin(context) -> tuple[float, object]:
+            self._enter()
+            client = admission.admit(method, metadata, context) if admission is not None else None
+            return time.perf_counter(), client
 
-            def unary(request, context):
-                start = time.perf_counter()
+        def checked(requests, client):
+            if admission is None or client is None:
+                return requests
+
+            async def each():
+                async for request in requests:
+                    admission.check_message(client, method, request)
+                    yield request
+
+            return each()
+
+        def plain_requests(requests):
+            """A blocking iterator over an async one, for a plain handler (holds its thread while it waits)."""
+            iterator = requests.__aiter__()
+
+            def each():
+                while (request := asyncio.run_coroutine_threadsafe(_next(iterator), loop).result()) is not _END:
+                    yield request
+
+            return each()
+
+        makers = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        make = functools.partial(makers[kind], request_deserializer=handler.request_deserializer,
+                                 response_serializer=handler.response_serializer)  # fmt: skip
+        streams_requests = kind.startswith("stream_")
+
+        if not kind.endswith("_stream") or inspect.iscoroutinefunction(behavior):
+            # one response, or a stream its handler writes with context.write (health's Watch)
+
+            async def call(request, context):
+                start, code = time.perf_counter(), "OK"
                 try:
-                    return behavior(request, context)
+                    start, client = begin(context)
+                    if streams_requests:
+                        request = checked(request, client)
+                    elif admission is not None:
+                        admission.check_message(client, method, request)
+                    if native:
+                        return await behavior(request, context)
+                    if streams_requests:
+                        request = plain_requests(request)
+                    return await thread(behavior, request, _ThreadContext(context, loop))
                 except BaseException as error:
-                    if _client_left(error, context):
-                        return None  # nobody to answer
-                    _end_with_status(error, context)
+                    code, status = _status(error, context)
+                    if status is not None:
+                        await context.abort(*status)  # (raises: the call is over)
+                    raise
                 finally:
-                    observe(context, start)
+                    self._leave(service, name, code, start)
 
-            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return make(unary, handler.request_deserializer, handler.response_serializer)
+            return make(call)
 
-        behavior = handler.unary_stream or handler.stream_stream
-
-        def streaming(request, context):
-            start = time.perf_counter()
+        async def streaming(request, context):
+            start, code = time.perf_counter(), "OK"
             try:
-                yield from behavior(request, context)
+                start, client = begin(context)
+                if streams_requests:
+                    request = checked(request, client)
+                elif admission is not None:
+                    admission.check_message(client, method, request)
+                if native:
+                    async for response in behavior(request, context):
+                        yield response
+                    return
+                if streams_requests:
+                    request = plain_requests(request)
+                responses = await thread(behavior, request, _ThreadContext(context, loop))
+                while (response := await thread(next, responses, _END)) is not _END:
+                    yield response
             except BaseException as error:
-                if _client_left(error, context):
-                    return  # nobody to answer
-                _end_with_status(error, context)
+                code, status = _status(error, context)
+                if status is not None:
+                    await context.abort(*status)  # (raises: the call is over)
+                raise
             finally:
-                observe(context, start)
+                self._leave(service, name, code, start)
 
-        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return make(streaming, handler.request_deserializer, handler.response_serializer)
+        return make(streaming)
+
+    def _enter(self) -> None:
+        self.in_flight += 1
+        if not self.saturated and self.in_flight >= self.server.config.max_concurrent_rpcs:
+            self.saturated = True  # health says so, on the plaintext probe port too
+            self.server._report_health(False)
+
+    def _leave(self, service: str, name: str, code: str, start: float) -> None:
+        self.in_flight -= 1
+        self.latency.labels(service, name, code).observe(time.perf_counter() - start)
+        if self.saturated and self.in_flight < 0.9 * self.server.config.max_concurrent_rpcs:
+            self.saturated = False
+            self.server._report_health(self.server._serving)
 
 
-def _client_left(error: BaseException, context: grpc.ServicerContext) -> bool:
-    """Whether ``error`` only says the client cancelled or went away: reading its next request
-    failed, or a wait noticed it had gone. Such an end is no internal error and is not logged as one."""
-    return isinstance(error, grpc.RpcError | CancelledError) and not context.is_active()
+async def _next(iterator):
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return _END
 
 
-def _end_with_status(error: BaseException, context: grpc.ServicerContext) -> None:
-    """Ends the RPC with the status for ``error``; always raises.
-
-    ``context.abort`` records the code on the context, where the latency
-    histogram reads it.
-    """
-    already = context.code()
-    if isinstance(error, GeneratorExit) or already not in (None, grpc.StatusCode.OK):
-        # The client cancelled the stream, or the servicer aborted by itself.
-        raise error
-    if isinstance(error, RlringsError):
+def _status(error: BaseException, context: grpc.aio.ServicerContext) -> tuple[str, tuple | None]:
+    """(code name, (code, message) to end the call with, or None when there is no one to tell)."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit) or context.done():
+        return "CANCELLED", None  # the client cancelled or went away: nothing to answer, nothing to log
+    if isinstance(error, grpc.aio.AbortError):  # a servicer aborted by itself
+        code = getattr(context, "code", lambda: None)()
+        return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), None
+    if isinstance(error, _Abort):
+        code, message = error.code, error.details
+    elif isinstance(error, RlringsError):
         code, message = grpc.StatusCode[error.code], str(error)
+    elif isinstance(error, grpc.RpcError | CancelledError):  # reading a departing client's next message
+        return "CANCELLED", None
     else:
         log.error("internal error in RPC", exc_info=error)
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
-    context.abort(code, message)
-    raise AssertionError("context.abort returned")  # pragma: no cover
+    return code.name, (code, message)
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 
 from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
+from rlrings.server import blocking
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 from services.parameter.store import WeightStore
 
@@ -16,9 +18,9 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
         self.max_model_bytes = max_model_bytes
         self.piece_bytes = piece_bytes
 
-    def Publish(self, request_iterator, context):
-        requests = iter(request_iterator)
-        first = next(requests, None)
+    async def Publish(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        first = await anext(requests, None)
         if first is None or not first.HasField("header"):
             raise InvalidArgumentError("header: the first Publish message must carry the header")
         header = first.header
@@ -29,13 +31,16 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
                 f"header.total_bytes: {header.total_bytes} is above the limit of {self.max_model_bytes}"
             )
         pieces, received = [], 0
-        for request in requests:
+        async for request in requests:
             if not request.HasField("data"):
                 raise InvalidArgumentError("data: only the first message may carry a header")
             received += len(request.data)
             if received > header.total_bytes:
                 raise InvalidArgumentError(f"data: more than header.total_bytes ({header.total_bytes}) bytes sent")
             pieces.append(request.data)
+        return await blocking(self._store, header, pieces)
+
+    def _store(self, header, pieces: list[bytes]) -> parameter_pb2.PublishResponse:
         data = b"".join(pieces)
         if len(data) != header.total_bytes:
             raise InvalidArgumentError(
@@ -55,20 +60,33 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
         for start in range(0, len(data), self.piece_bytes):
             yield parameter_pb2.FetchResponse(data=data[start : start + self.piece_bytes])
 
-    def Watch(self, request, context):
-        last = 0 if request.send_current else self.store.latest_version
-        if request.send_current and self.store.latest_version:
-            last = self.store.latest_version - 1
-        while context.is_active():
-            for version in self.store.versions_after(last, timeout=1.0):
-                try:
-                    header = self.store.header(version)
-                except Exception:  # pruned while we looked
+    async def Watch(self, request, context):
+        """Announces each new version. A watcher holds no thread: it sleeps on an event that the
+        store sets after each publish (and at shutdown, which ends the stream UNAVAILABLE)."""
+        loop = asyncio.get_running_loop()
+        news = asyncio.Event()
+        stop_listening = self.store.listen(lambda: loop.call_soon_threadsafe(news.set))
+        try:
+            last = 0 if request.send_current else self.store.latest_version
+            if request.send_current and self.store.latest_version:
+                last = self.store.latest_version - 1
+            while True:
+                news.clear()  # (before looking: a publish after the look sets it again)
+                versions = self.store.versions_after(last, timeout=0)
+                if not versions:
+                    await news.wait()
                     continue
-                yield parameter_pb2.WatchResponse(
-                    version=version, learner_step=header.learner_step, total_bytes=header.total_bytes
-                )
-                last = version
+                for version in versions:
+                    try:
+                        header = self.store.header(version)
+                    except Exception:  # pruned while we looked
+                        continue
+                    yield parameter_pb2.WatchResponse(
+                        version=version, learner_step=header.learner_step, total_bytes=header.total_bytes
+                    )
+                    last = version
+        finally:
+            stop_listening()
 
     def List(self, request, context):
         return parameter_pb2.ListResponse(versions=self.store.headers(), tags=self.store.tags())

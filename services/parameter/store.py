@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -53,6 +54,7 @@ class WeightStore:
         self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported
         self._headers: dict[int, parameter_pb2.WeightsHeader] = {}
         self._cond = threading.Condition()
+        self._listeners: set[Callable[[], None]] = set()
         self._closed = False
         self._cache: tuple[int, bytes] | None = None  # the newest version's bytes
         for path in sorted(self.directory.glob("v*.json")):
@@ -153,7 +155,17 @@ class WeightStore:
             self._cache = (version, data)
             self._prune()
             self._cond.notify_all()
-            return version
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+        return version
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``listener()`` (from the publishing thread) after each publish and at close;
+        returns the function that stops it. Watchers on an event loop wait this way, with no thread."""
+        with self._cond:
+            self._listeners.add(listener)
+        return lambda: self._listeners.discard(listener)
 
     def report_evaluation(self, version: int, evaluation_return: float) -> int:
         with self._cond:
@@ -177,6 +189,9 @@ class WeightStore:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-import queue
-import threading
 
 import grpc
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from rlrings import codec
 from rlrings.errors import InvalidArgumentError, RlringsError
 from rlrings.security import caller_may
+from rlrings.server import blocking
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
 from services.replay.table import SampledBatch, Table
@@ -30,63 +30,67 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         self.max_message_bytes = max_message_bytes
         self.max_batch_size = max_batch_size
 
-    def Insert(self, request_iterator, context):
-        capped = not caller_may(context, "sample")  # upload-only clients may not outrank the learner's priorities
+    async def Insert(self, request_iterator, context):
+        """Acks each chunk once stored. The stream holds no thread while it waits for the client;
+        each chunk is checked and stored on the wait pool (storing may wait on the rate limiter)."""
+        capped = not caller_may("sample")  # upload-only clients may not outrank the learner's priorities
         if self.replay.ring is None:
-            for request in request_iterator:
-                yield _ack(request.chunk, self.replay.start_insert(request.chunk, capped).finish(context.is_active))
-        else:
-            yield from self._insert_pipelined(request_iterator, context, capped)
 
-    def _insert_pipelined(self, request_iterator, context, capped: bool):
+            def store(chunk):
+                return self.replay.start_insert(chunk, capped).finish(lambda: not context.done())
+
+            async for request in request_iterator:
+                yield _ack(request.chunk, await blocking(store, request.chunk))
+        else:
+            async for ack in self._insert_pipelined(request_iterator, context, capped):
+                yield ack
+
+    async def _insert_pipelined(self, request_iterator, context, capped: bool):
         """With a ring, the writes of the next chunks of a stream overlap with
         the wait for the current one; acks still go out in order, each only
         after its chunk is stored at the consistency level."""
-        started: queue.Queue = queue.Queue(maxsize=_PIPELINE_DEPTH)
+        started: asyncio.Queue = asyncio.Queue(maxsize=_PIPELINE_DEPTH)
+        loop = asyncio.get_running_loop()
 
-        def put(entry) -> bool:
-            while context.is_active():
-                try:
-                    started.put(entry, timeout=0.5)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-
-        def read() -> None:
+        async def start(chunk):
+            future = loop.run_in_executor(None, self.replay.start_insert, chunk, capped)
             try:
-                for request in request_iterator:
-                    pending = self.replay.start_insert(request.chunk, capped)
-                    if not put((request.chunk, pending)):
-                        pending.abandon()
-                        return
-            except RlringsError as error:  # bad input: ends the stream after the chunks before it
-                put(error)
-            except Exception:  # the caller went away
-                pass
-            put(None)
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:  # the stream ended meanwhile: its keys are given up when it is done
+                future.add_done_callback(lambda f: f.exception() is None and f.result().abandon())
+                raise
 
-        reader = threading.Thread(target=read, name="insert-reader", daemon=True)
-        reader.start()
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await started.put((request.chunk, await start(request.chunk)))
+            except RlringsError as error:  # bad input: ends the stream after the chunks before it
+                await started.put(error)
+                return
+            except (grpc.RpcError, grpc.aio.AioRpcError):  # the caller went away
+                pass
+            await started.put(None)
+
+        reader = asyncio.create_task(read())
         try:
-            while (entry := started.get()) is not None:
+            while (entry := await started.get()) is not None:
                 if isinstance(entry, RlringsError):
                     raise entry
                 chunk, pending = entry
-                yield _ack(chunk, pending.finish(context.is_active))
+                yield _ack(chunk, await blocking(pending.finish, lambda: not context.done()))
         finally:  # the stream ended early: chunks started but never finished give their keys up
-            reader.join(timeout=1.0)
-            while True:
-                try:
-                    entry = started.get_nowait()
-                except queue.Empty:
-                    break
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            while not started.empty():
+                entry = started.get_nowait()
                 if isinstance(entry, tuple):
                     entry[1].abandon()
 
-    def Sample(self, request_iterator, context):
-        """Draws a batch only against a credit the client granted (see the proto)."""
-        request = _next_request(request_iterator)
+    async def Sample(self, request_iterator, context):
+        """Draws a batch only against a credit the client granted (see the proto). Waiting for
+        credits holds no thread; a draw (which may wait for items) runs on the wait pool."""
+        requests = request_iterator.__aiter__()
+        request = await _next_request(requests)
         if request is None:
             return
         table = self.replay.table(request.table)
@@ -106,19 +110,24 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         credits = request.credits or request.num_batches
         version = request.current_policy_version
         sent = 0
+
+        def draw(version: int, beta: float) -> list[replay_pb2.SampleResponse]:
+            batch = self.replay.sample(request.table, request.batch_size, request.timeout_seconds or None, beta,
+                                       lambda: not context.done(), version)  # fmt: skip
+            return list(_pieces(batch, per_message))
+
         while request.num_batches == 0 or sent < request.num_batches:
             while credits == 0:  # wait for the client to take what it has
-                grant = _next_request(request_iterator)
+                grant = await _next_request(requests)
                 if grant is None:  # the client ended its side with nothing more granted
                     return
                 credits += grant.credits
                 version = grant.current_policy_version or version
                 beta = _checked_beta(grant.importance_sampling_exponent) if grant.importance_sampling_exponent else beta
-            batch = self.replay.sample(
-                request.table, request.batch_size, request.timeout_seconds or None, beta, context.is_active, version
-            )
+            pieces = await blocking(draw, version, beta)
             credits -= 1
-            yield from _pieces(batch, per_message)
+            for piece in pieces:
+                yield piece
             sent += 1
 
     def UpdatePriorities(self, request, context):
@@ -134,11 +143,11 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         return replay_pb2.CheckpointResponse(path=str(result.path), items=result.items, seconds=result.seconds)
 
 
-def _next_request(requests):
+async def _next_request(requests):
     """The client's next message; None once it has ended its side or gone away."""
     try:
-        return next(requests, None)
-    except grpc.RpcError:  # cancelled
+        return await requests.__anext__()
+    except (StopAsyncIteration, grpc.RpcError):  # ended, or cancelled
         return None
 
 
