@@ -335,11 +335,6 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         def thread(function, *args):
             return loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, function, *args))
 
-        def begin(context) -> tuple[float, object]:
-            self._enter()
-            client = admission.admit(method, metadata, context) if admission is not None else None
-            return time.perf_counter(), client
-
         def checked(requests, client):
             if admission is None or client is None:
                 return requests
@@ -371,56 +366,51 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                                  response_serializer=handler.response_serializer)  # fmt: skip
         streams_requests = kind.startswith("stream_")
 
+        def begin(context, request) -> tuple[float, object]:
+            """Admits the caller and readies its request(s) for the handler; returns (start, request)."""
+            self._enter()
+            client = admission.admit(method, metadata, context) if admission is not None else None
+            if streams_requests:
+                request = checked(request, client)
+                return time.perf_counter(), (request if native else plain_requests(request))
+            if admission is not None:
+                admission.check_message(client, method, request)
+            return time.perf_counter(), request
+
         if not kind.endswith("_stream") or inspect.iscoroutinefunction(behavior):
             # one response, or a stream its handler writes with context.write (health's Watch)
 
             async def call(request, context):
-                start, code = time.perf_counter(), "OK"
+                start, outcome = time.perf_counter(), ["OK"]
                 try:
-                    start, client = begin(context)
-                    if streams_requests:
-                        request = checked(request, client)
-                    elif admission is not None:
-                        admission.check_message(client, method, request)
+                    start, request = begin(context, request)
                     if native:
                         return await behavior(request, context)
-                    if streams_requests:
-                        request = plain_requests(request)
                     return await thread(behavior, request, _ThreadContext(context, loop))
                 except BaseException as error:
-                    code, status = _status(error, context)
-                    if status is not None:
-                        await context.abort(*status)  # (raises: the call is over)
+                    await _fail(error, context, outcome)
                     raise
                 finally:
-                    self._leave(service, name, code, start)
+                    self._leave(service, name, outcome[0], start)
 
             return make(call)
 
         async def streaming(request, context):
-            start, code = time.perf_counter(), "OK"
+            start, outcome = time.perf_counter(), ["OK"]
             try:
-                start, client = begin(context)
-                if streams_requests:
-                    request = checked(request, client)
-                elif admission is not None:
-                    admission.check_message(client, method, request)
+                start, request = begin(context, request)
                 if native:
                     async for response in behavior(request, context):
                         yield response
                     return
-                if streams_requests:
-                    request = plain_requests(request)
                 responses = await thread(behavior, request, _ThreadContext(context, loop))
                 while (response := await thread(next, responses, _END)) is not _END:
                     yield response
             except BaseException as error:
-                code, status = _status(error, context)
-                if status is not None:
-                    await context.abort(*status)  # (raises: the call is over)
+                await _fail(error, context, outcome)
                 raise
             finally:
-                self._leave(service, name, code, start)
+                self._leave(service, name, outcome[0], start)
 
         return make(streaming)
 
@@ -443,6 +433,14 @@ async def _next(iterator):
         return await iterator.__anext__()
     except StopAsyncIteration:
         return _END
+
+
+async def _fail(error: BaseException, context: grpc.aio.ServicerContext, outcome: list[str]) -> None:
+    """Ends the call with the status for ``error`` where someone is there to hear it (the abort
+    raises); ``outcome[0]`` gets the code's name first, for the latency histogram."""
+    outcome[0], status = _status(error, context)
+    if status is not None:
+        await context.abort(*status)
 
 
 def _status(error: BaseException, context: grpc.aio.ServicerContext) -> tuple[str, tuple | None]:
