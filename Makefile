@@ -105,7 +105,7 @@ bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RL
 chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn -> bench/results/chaos.json, chaos.png
 	$(BIN)/python -m bench.chaos $(ARGS)
 
-load: setup ## 32 writers + 4 samplers on one replay, 64 watchers on parameter, 5 min each -> bench/results/load.json, load.png
+load: setup ## 32 writers + 4 samplers + 200 idle streams on one replay, 64 watchers on parameter, chart defaults, 5 min each -> bench/results/load.json, load.png
 	$(BIN)/python -m bench.load $(ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)

@@ -1,5 +1,7 @@
-"""Load tests: one replay server under 32 writers and 4 samplers, one parameter
-service under 64 watchers while weights are published every second.
+"""Load tests: one replay server under 32 writers and 4 samplers with 200 idle
+unauthenticated streams held open beside them, one parameter service under 64
+watchers while weights are published every second; both at the chart's default
+server settings (no hand-raised worker counts).
 
 Every client is a real gRPC client on loopback, spread over a few client
 processes (threads inside each), and the load is bounded in count and time:
@@ -10,9 +12,10 @@ p50/p99 insert latency, throughput over time, resident memory at start, in the
 minute after warm-up and in the last minute (growth after warm-up under 10%;
 see :func:`memory_figures`); for the parameter
 service, how long a new version takes to reach every watcher, and whether each
-saw every version. Results: bench/results/load.json and load.png.
+saw every version; for replay, the latency of an admin ``Info`` call made
+every 100 ms while all of it goes on. Results: bench/results/load.json and load.png.
 
-    python -m bench.load [--seconds 300] [--writers 32] [--samplers 4] [--watchers 64] [--profile transitions]
+    python -m bench.load [--seconds 300] [--writers 32] [--samplers 4] [--idle-streams 200] [--watchers 64]
 """
 
 from __future__ import annotations
@@ -225,17 +228,70 @@ def memory_figures(samples: list[tuple[float, float]], warm_up: float, window: f
             "peak_mib": max(mib for _, mib in samples)}  # fmt: skip
 
 
+def idle_streams(address: str, count: int, stop, out) -> None:
+    """Holds ``count`` streams open and silent, as an attacker or a crowd of stalled clients
+    would: half health watches, half replay inserts that never send, no token, on 4 connections."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from rlrings.v1 import replay_pb2_grpc
+
+    def silent():
+        stop.wait()
+        yield from ()
+
+    channels = [grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(4)]
+    calls = []
+    for i in range(count):
+        channel = channels[i % len(channels)]
+        if i % 2:
+            calls.append(replay_pb2_grpc.ReplayServiceStub(channel).Insert(silent()))
+        else:
+            calls.append(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest()))
+    out.send("ready")
+    stop.wait()
+    for call in calls:
+        call.cancel()
+    for channel in channels:
+        channel.close()
+
+
+def probe_info(address: str, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
+    """An operator's Info call every 100 ms, timed, while the load runs."""
+    from rlrings.replay_client import ReplayClient
+
+    with ReplayClient(address) as client:
+        while not stop.wait(0.1):
+            begin = time.perf_counter()
+            try:
+                client.info(["load"])
+                latencies.append(time.perf_counter() - begin)
+            except Exception as error:  # counted
+                errors.append(f"Info: {error}"[:200])
+
+
 def run_replay(seconds: float, writers: int, samplers: int, profile: str, window: int, work: Path,
-               progress: Progress) -> tuple[dict, np.ndarray]:  # fmt: skip
+               progress: Progress, idle: int = 200) -> tuple[dict, np.ndarray]:  # fmt: skip
     spec = PROFILES[profile]
-    config = {"port": free_port(), "metrics_port": free_port(), "workers": writers + samplers + 8,
+    config = {"port": free_port(), "metrics_port": free_port(),
               "snapshot_dir": str(work / "replay"), "snapshot_interval_seconds": 0,
               "tables": [{"name": "load", "signature": spec["signature"], "max_size": spec["max_size"],
                           "selector": "uniform"}]}  # fmt: skip
     server, address = start("services.replay", config, work)
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
+    idle_stop = context.Event()
+    info_stop, info_latencies, info_errors = threading.Event(), [], []
+    prober = threading.Thread(target=probe_info, args=(address, info_stop, info_latencies, info_errors))
     try:
+        if idle:
+            receive, send = context.Pipe(duplex=False)
+            holder = context.Process(target=idle_streams, args=(address, idle, idle_stop, send))
+            holder.start()
+            processes.append(holder)
+            if not receive.poll(120) or receive.recv() != "ready":
+                raise RuntimeError("the idle streams were not open within 120 s")
+        prober.start()
         for i in range(CLIENT_PROCESSES):
             mine_w = writers // CLIENT_PROCESSES + (i < writers % CLIENT_PROCESSES)
             mine_s = samplers // CLIENT_PROCESSES + (i < samplers % CLIENT_PROCESSES)
@@ -248,6 +304,10 @@ def run_replay(seconds: float, writers: int, samplers: int, profile: str, window
         memory = watch_memory(server.pid, seconds, progress, f"replay: {writers} writers, {samplers} samplers")
         reports = [pipe.recv() for pipe in pipes]
     finally:
+        info_stop.set()
+        if prober.is_alive():
+            prober.join(30)
+        idle_stop.set()
         for process in processes:
             process.join(30)
         server.terminate()
@@ -260,13 +320,18 @@ def run_replay(seconds: float, writers: int, samplers: int, profile: str, window
         acked[shift:] += np.asarray(report["acked"])[: length - shift]
         sampled[shift:] += np.asarray(report["sampled"])[: length - shift]
     latencies = np.asarray([x for r in reports for x in r["latencies"]])
-    errors = [e for r in reports for e in r["errors"]]
+    errors = [e for r in reports for e in r["errors"]] + info_errors
     whole = slice(0, int(seconds))
+    info = np.asarray(info_latencies) * 1000
     result = {
         "profile": profile,
         "item_bytes": spec["item_bytes"],
         "writers": writers,
         "samplers": samplers,
+        "idle_streams": idle,
+        "info_latency_ms": {q: float(np.percentile(info, p)) for q, p in (("p50", 50), ("p99", 99))}
+        if info.size
+        else {},  # fmt: skip
         "window": window,
         "seconds": seconds,
         "errors": len(errors),
@@ -284,7 +349,7 @@ def run_replay(seconds: float, writers: int, samplers: int, profile: str, window
 
 
 def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, progress: Progress) -> dict:
-    config = {"port": free_port(), "metrics_port": free_port(), "workers": 2 * watchers + 8,
+    config = {"port": free_port(), "metrics_port": free_port(),
               "directory": str(work / "weights"), "keep_versions": 5, "max_message_bytes": 64 << 20}  # fmt: skip
     server, address = start("services.parameter", config, work)
     context = multiprocessing.get_context("spawn")
@@ -387,6 +452,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="length of each run (default 300)")
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--samplers", type=int, default=4)
+    parser.add_argument("--idle-streams", type=int, default=200, help="silent streams held open (default 200)")
     parser.add_argument("--window", type=int, default=4, help="chunks a writer may have unacknowledged (default 4)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="transitions")
     parser.add_argument("--watchers", type=int, default=64)
@@ -399,7 +465,8 @@ def main(argv=None) -> int:
     latencies = np.zeros(0)
     with tempfile.TemporaryDirectory() as work, Progress(console=console) as progress:
         if args.only in (None, "replay"):
-            replay_args = (args.seconds, args.writers, args.samplers, args.profile, args.window, Path(work), progress)
+            replay_args = (args.seconds, args.writers, args.samplers, args.profile, args.window, Path(work), progress,
+                           args.idle_streams)  # fmt: skip
             results["replay"], latencies = run_replay(*replay_args)
         if args.only in (None, "parameter"):
             results["parameter"] = run_parameter(args.seconds, args.watchers, args.model_bytes, Path(work), progress)
@@ -428,6 +495,9 @@ def report(results: dict, console: Console) -> None:
                       f"{replay['insert_latency_ms']['p99']:.1f} ms")  # fmt: skip
         table.add_row("inserted / sampled items/s", f"{replay['inserted_items_per_second']:,.0f} / "
                       f"{replay['sampled_items_per_second']:,.0f}")  # fmt: skip
+        if info := replay.get("info_latency_ms"):
+            table.add_row(f"admin Info p50 / p99 beside {replay['idle_streams']} idle streams",
+                          f"{info['p50']:.1f} / {info['p99']:.1f} ms")  # fmt: skip
         table.add_row("replay memory start / warm / end", memory_row(m))
     if parameter := results.get("parameter"):
         m = parameter["memory"]

@@ -7,25 +7,39 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+from PIL import Image
 
 from rlrings.envs import make_env
 from rlrings.models import Policy
 
 
 def record_episodes(
-    policy: Policy | None, env_id: str, episodes: int, max_steps: int = 1000, seed: int = 0
-) -> list[np.ndarray]:
-    """Frames of ``episodes`` episodes; random actions when ``policy`` is None."""
+    policy: Policy | None, env_id: str, episodes: int, max_steps: int = 1000, seed: int = 0,
+    max_width: int | None = None, every: int = 1,
+) -> list[np.ndarray]:  # fmt: skip
+    """Frames of ``episodes`` episodes; random actions when ``policy`` is None. ``max_width``
+    scales wider frames down and ``every`` keeps one frame in so many, as they come, so a
+    long recording never holds its full-size frames."""
     env = make_env(env_id, render_mode="rgb_array")
-    frames = []
+    frames, step = [], 0
+
+    def keep(frame: np.ndarray) -> None:
+        nonlocal step
+        if step % every == 0:
+            if max_width is not None and frame.shape[1] > max_width:
+                height = max(1, round(frame.shape[0] * max_width / frame.shape[1]))
+                frame = np.asarray(Image.fromarray(frame).resize((max_width, height), Image.BILINEAR))
+            frames.append(frame)
+        step += 1
+
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
-            frames.append(env.render())
+            keep(env.render())
             for _ in range(max_steps):
                 action = policy.act(obs) if policy is not None else env.action_space.sample()
                 obs, _, terminated, truncated, _ = env.step(action)
-                frames.append(env.render())
+                keep(env.render())
                 if terminated or truncated:
                     break
     finally:

@@ -31,3 +31,9 @@ class ViewerConfig(WorkerConfig):
     """How frames are encoded for the page."""
     max_frame_width: pydantic.PositiveInt = 480
     """Frames wider than this are scaled down before encoding."""
+    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
+    """Host names the page answers to (the Host header, port aside); others get 421, which stops
+    DNS rebinding. Add the name users reach it by (an Ingress host); ["*"] answers any."""
+    allowed_origins: list[str] = []
+    """Origins (scheme://host[:port]) besides the page's own whose scripts may open its WebSocket;
+    a browser on any other site is refused (403), whatever cookies it carries."""

@@ -25,7 +25,7 @@ def build(config: ViewerConfig) -> Service:
     server = Server(config, "viewer")
     server.add(viewer_pb2_grpc.add_ViewerServiceServicer_to_server, ViewerServicer(viewer), SERVICE_NAME)
     server.registry.register(ViewerCollector(viewer))
-    web = WebServer(viewer, config.host, config.http_port)
+    web = WebServer(viewer, config.host, config.http_port, server.interceptor.admission, config.tls)
     server_stopped = threading.Event()
 
     def serve_page() -> None:  # runs until the process stops

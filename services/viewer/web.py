@@ -10,6 +10,17 @@ image. The client sends ``{"type": "key", "key": <KeyboardEvent.key>,
 
 Frames are handed to the sender through a one-frame mailbox: a slow client
 gets fewer frames, never a growing queue, and the game keeps its rate.
+
+The page is a web app exposed to browsers, so every request is checked first:
+its Host must be one the viewer answers to (``allowed_hosts``: no DNS
+rebinding), a WebSocket's Origin must be the page's own or an allowed one (no
+other site's script can play or record through a visitor's browser), and with
+tokens configured (``auth.tokens_file``) the visitor presents one, as
+``?token=`` once (kept in an HttpOnly, SameSite=Strict cookie), a cookie or an
+``Authorization: Bearer`` header; watching needs the ``read`` scope, playing
+(which records demonstrations) ``control``, as over gRPC. GIFs are rendered
+one at a time on a thread of their own and kept for the policy version they
+show, so many requests cost one rendering.
 """
 
 from __future__ import annotations
@@ -17,13 +28,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
 from rlrings.errors import InvalidArgumentError, RlringsError
+from rlrings.security import Admission
 from rlrings.video import record_episodes, write_video
 from services.viewer.viewer import Frame, Viewer
 
@@ -48,15 +62,58 @@ class LatestFrame:
         return self._frame
 
 
-def build_app(viewer: Viewer) -> web.Application:
-    app = web.Application()
+_COOKIE = "rlrings_token"
+
+
+def build_app(viewer: Viewer, admission: Admission | None = None) -> web.Application:
+    app = web.Application(middlewares=[guard])
     app["viewer"] = viewer
+    app["admission"] = admission if admission is not None and admission.clients else None
+    app["gif_lock"] = asyncio.Lock()
+    app["gif_cache"] = {}
+    app["gif_executor"] = ThreadPoolExecutor(1, thread_name_prefix="viewer-gif")
     app.router.add_get("/", page)
     app.router.add_get("/api/environments", environments)
     app.router.add_get("/api/demonstrations", demonstrations)
     app.router.add_get("/api/video.gif", video)
     app.router.add_get("/ws", play_socket)
     return app
+
+
+def _host_allowed(request: web.Request, allowed: list[str]) -> bool:
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return "*" in allowed or host.lower() in {h.lower() for h in allowed}
+
+
+@web.middleware
+async def guard(request: web.Request, handler):
+    """Host, Origin and token checks before any handler runs (see the module docstring)."""
+    viewer: Viewer = request.app["viewer"]
+    config = viewer.config
+    if not _host_allowed(request, config.allowed_hosts):
+        raise web.HTTPMisdirectedRequest(text=f"host {request.host[:100]!r} is not served here; see allowed_hosts")
+    origin = request.headers.get("Origin")
+    if origin is not None and request.path == "/ws":
+        own = f"{request.scheme}://{request.host}"
+        if origin != own and origin not in config.allowed_origins:
+            raise web.HTTPForbidden(text=f"origin {origin[:100]!r} may not open the viewer's socket")
+    admission: Admission | None = request.app["admission"]
+    if admission is None:
+        return await handler(request)
+    presented = request.query.get("token") or request.cookies.get(_COOKIE)
+    header = request.headers.get("Authorization") or (f"Bearer {presented}" if presented else None)
+    wanted = "control" if request.path == "/ws" and request.query.get("mode") == "play" else "read"
+    try:
+        client = admission._identify(header, f"viewer{request.path}")
+    except RlringsError as error:
+        raise web.HTTPUnauthorized(text=f"{error}; open the page with ?token=<token>") from None
+    if wanted not in client.token.scopes:
+        raise web.HTTPForbidden(text=f"token {client.token.name!r} may not {wanted}; this needs scope {wanted!r}")
+    response = await handler(request)
+    if "token" in request.query and isinstance(response, web.StreamResponse) and not response.prepared:
+        response.set_cookie(_COOKIE, request.query["token"], httponly=True, samesite="Strict",
+                            secure=request.scheme == "https")  # fmt: skip
+    return response
 
 
 async def page(request: web.Request) -> web.Response:
@@ -82,10 +139,18 @@ async def video(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"episodes: {episodes} is not in [1, 3]")
 
     def render() -> bytes:
-        frames = record_episodes(viewer.policy(), viewer.spec.env_id, episodes, max_steps=500)
-        return write_video(frames, None, fps=viewer.config.fps, fmt="gif")
+        frames = record_episodes(viewer.policy(), viewer.spec.env_id, episodes, max_steps=500,
+                                 max_width=viewer.config.max_frame_width // 2, every=2)  # fmt: skip
+        return write_video(frames, None, fps=viewer.config.fps / 2, fmt="gif")
 
-    data = await asyncio.get_running_loop().run_in_executor(None, render)
+    app = request.app
+    async with app["gif_lock"]:  # one rendering at a time; the others wait for it and share it
+        policy = await asyncio.get_running_loop().run_in_executor(app["gif_executor"], viewer.policy)
+        key = (policy.version if policy is not None else 0, episodes)
+        data = app["gif_cache"].get(key)
+        if data is None:
+            data = await asyncio.get_running_loop().run_in_executor(app["gif_executor"], render)
+            app["gif_cache"] = {key: data}  # only the newest
     return web.Response(
         body=data,
         content_type="image/gif",
@@ -156,8 +221,12 @@ async def play_socket(request: web.Request) -> web.WebSocketResponse:
 class WebServer:
     """The aiohttp app on its own thread and event loop, beside the gRPC server."""
 
-    def __init__(self, viewer: Viewer, host: str, port: int):
-        self.viewer, self.host, self.port = viewer, host, port
+    def __init__(self, viewer: Viewer, host: str, port: int, admission: Admission | None = None, tls=None):
+        self.viewer, self.host, self.port, self.admission = viewer, host, port, admission
+        self.ssl = None
+        if tls is not None and tls.serving:  # the page over HTTPS with the service's certificate
+            self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ssl.load_cert_chain(tls.cert_file, tls.key_file)
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="viewer-http", daemon=True)
@@ -165,14 +234,15 @@ class WebServer:
     def start(self) -> WebServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-        log.info("viewer page at http://%s:%d/", self.host, self.port)
-        print(f"viewer page at http://{self.host}:{self.port}/", flush=True)
+        scheme = "https" if self.ssl is not None else "http"
+        log.info("viewer page at %s://%s:%d/", scheme, self.host, self.port)
+        print(f"viewer page at {scheme}://{self.host}:{self.port}/", flush=True)
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.viewer), handle_signals=False)
+        self._runner = web.AppRunner(build_app(self.viewer, self.admission), handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

@@ -37,10 +37,12 @@ def test_the_load_harness_runs_short_and_counts_no_errors(tmp_path):
     from bench import load
 
     out = tmp_path / "load.json"
-    argv = ["--seconds", "8", "--writers", "8", "--samplers", "2", "--watchers", "8", "--out", str(out)]
+    argv = ["--seconds", "8", "--writers", "8", "--samplers", "2", "--idle-streams", "40", "--watchers", "8",
+            "--out", str(out)]  # fmt: skip
     assert load.main(argv) == 0
     results = json.loads(out.read_text())
     assert results["replay"]["errors"] == 0 and results["replay"]["chunks_acknowledged"] > 0
+    assert results["replay"]["idle_streams"] == 40 and results["replay"]["info_latency_ms"]["p99"] > 0
     assert results["replay"]["insert_latency_ms"]["p99"] >= results["replay"]["insert_latency_ms"]["p50"] > 0
     assert results["parameter"]["errors"] == 0 and results["parameter"]["versions_published"] >= 4
     assert results["parameter"]["watchers_that_saw_every_version"] == 8

@@ -61,7 +61,8 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
 
 
 def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
-    process = up(tmp_path, "--max-env-steps", "3000000", "--max-seconds", "280")
+    # CartPole may be solved within 20 s, before the kills below are done: the mesh runs on after it
+    process = up(tmp_path, "--max-env-steps", "3000000", "--max-seconds", "280", "--keep-running-seconds", "90")
     learner_steps = []
 
     def learner_step():

@@ -215,3 +215,82 @@ def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert (tmp_path / name).stat().st_size > 1000 and "of CartPole-v1 (model version 1)" in result.stdout
+
+
+def test_the_page_refuses_other_hosts_other_origins_and_missing_tokens(start_replay, tmp_path):
+    """Tried as an attacker would: DNS rebinding (a foreign Host), a foreign site's script (a foreign
+    Origin on the socket), no token, a token without the scope to play; and many GIF requests at once."""
+    spec = env_spec("CartPole-v1")
+    replay = start_replay([experience.demonstrations_table(spec)])
+    parameter = ParameterServer(
+        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    ).start()
+    model_spec = ModelSpec.for_env(spec, "impala")
+    with ParameterClient(parameter.address) as client:
+        client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(json.dumps([
+        {"name": "watcher", "token": "watch-0123456789abcdef", "scopes": ["read"]},
+        {"name": "player", "token": "play-0123456789abcdef", "scopes": ["read", "control"]},
+    ]))  # fmt: skip
+    http_port = free_port()
+    config = tmp_path / "viewer.yaml"
+    config.write_text(json.dumps({
+        "replay_address": replay.address, "parameter_address": parameter.address, "http_port": http_port,
+        "port": free_port(), "metrics_port": free_port(), "auth": {"tokens_file": str(tokens),
+                                                                   "token": "play-0123456789abcdef"},
+    }))  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+
+    async def attempts() -> dict:
+        results = {}
+        # (aiohttp keeps cookies of IP hosts only when told to; browsers keep them)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(base + "/api/environments") as response:
+                        results["no token"] = response.status
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.3)
+            async with session.get(base + "/?token=watch-0123456789abcdef", headers={"Host": "evil.example"}) as r:
+                results["foreign host"] = r.status
+            async with session.get(base + "/api/environments?token=watch-0123456789abcdef") as response:
+                results["token"] = response.status
+                results["cookie"] = response.cookies["rlrings_token"]["httponly"]
+            async with session.get(base + "/api/environments") as response:  # the cookie alone now
+                results["cookie alone"] = response.status
+            for name, query, origin in [
+                ("foreign origin", "mode=play&token=play-0123456789abcdef", "https://evil.example"),
+                ("play without control", "mode=play&token=watch-0123456789abcdef", base),
+            ]:
+                try:
+                    async with session.ws_connect(f"{base}/ws?{query}", origin=origin):
+                        results[name] = 101
+                except aiohttp.WSServerHandshakeError as error:
+                    results[name] = error.status
+            async with session.ws_connect(f"{base}/ws?mode=play&token=play-0123456789abcdef", origin=base) as ws:
+                results["player"] = (await ws.receive_json())["type"]
+            gifs = await asyncio.gather(*[
+                session.get(base + "/api/video.gif?episodes=1&token=watch-0123456789abcdef") for _ in range(6)
+            ])  # fmt: skip
+            results["gifs"] = {(r.status, await r.read()).__hash__() for r in gifs}
+            results["gif status"] = {r.status for r in gifs}
+        return results
+
+    try:
+        results = asyncio.run(attempts())
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+        parameter.stop(grace=0)
+    assert results["no token"] == 401, output
+    assert results["foreign host"] == 421
+    assert results["token"] == 200 and results["cookie"] is True and results["cookie alone"] == 200
+    assert results["foreign origin"] == 403 and results["play without control"] == 403
+    assert results["player"] == "hello"
+    assert results["gif status"] == {200} and len(results["gifs"]) == 1, "six requests, one rendering shared"
+    assert "Traceback" not in output
