@@ -29,10 +29,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture
-def stack(start_replay, tmp_path):
-    """Replay with a demonstrations table, a parameter service holding a CartPole
-    model, and the viewer as its own process."""
+def services_for_a_viewer(start_replay, tmp_path):
+    """Replay with a demonstrations table and a parameter service holding a CartPole model."""
     spec = env_spec("CartPole-v1")
     replay = start_replay([experience.demonstrations_table(spec)])
     parameter = ParameterServer(
@@ -41,6 +39,14 @@ def stack(start_replay, tmp_path):
     model_spec = ModelSpec.for_env(spec, "impala")
     with ParameterClient(parameter.address) as client:
         client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+    return replay, parameter
+
+
+@pytest.fixture
+def stack(start_replay, tmp_path):
+    """Replay with a demonstrations table, a parameter service holding a CartPole
+    model, and the viewer as its own process."""
+    replay, parameter = services_for_a_viewer(start_replay, tmp_path)
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
@@ -220,14 +226,7 @@ def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
 def test_the_page_refuses_other_hosts_other_origins_and_missing_tokens(start_replay, tmp_path):
     """Tried as an attacker would: DNS rebinding (a foreign Host), a foreign site's script (a foreign
     Origin on the socket), no token, a token without the scope to play; and many GIF requests at once."""
-    spec = env_spec("CartPole-v1")
-    replay = start_replay([experience.demonstrations_table(spec)])
-    parameter = ParameterServer(
-        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
-    ).start()
-    model_spec = ModelSpec.for_env(spec, "impala")
-    with ParameterClient(parameter.address) as client:
-        client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+    replay, parameter = services_for_a_viewer(start_replay, tmp_path)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(json.dumps([
         {"name": "watcher", "token": "watch-0123456789abcdef", "scopes": ["read"]},
