@@ -24,7 +24,7 @@ from services.replay.cassandra_store import CassandraStore, Segment
 from services.replay.config import AckLogConfig, TableConfig
 from services.replay.older_items import OlderItems
 from services.replay.store import SnapshotStore
-from services.replay.table import SampledBatch, Table
+from services.replay.table import SampledBatch, Table, WouldBlock
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,10 @@ class PendingInsert:
     chunk: tensor_pb2.Chunk | None = None  # as received, with the priorities given: what the ack log keeps
     ack_log: AckLog | None = None
 
-    def finish(self, is_active) -> tuple[np.ndarray, bool]:
-        """Waits for the ring, then for the rate limiter; returns (keys, duplicate)."""
+    def finish(self, is_active, wait: bool = True, log: bool = True) -> tuple[np.ndarray, bool]:
+        """Waits for the ring, then for the rate limiter; returns (keys, duplicate). With
+        ``wait`` False it raises :class:`WouldBlock` instead of waiting on the limiter (and
+        stays pending: finish it again)."""
         if self.written is None:  # dismissed as a duplicate when it arrived
             return np.empty(0, dtype=np.uint64), True
         try:
@@ -71,16 +73,26 @@ class PendingInsert:
                 sequence=self.sequence,
                 is_active=is_active,
                 keys=self.keys,
+                wait=wait,
             )
-            if self.ack_log is not None and not duplicate and len(keys):
-                try:
-                    self.ack_log.append(int(keys[0]), self.chunk)
-                except BaseException:  # not acknowledged, so not kept: a retry must not pass for a duplicate
-                    self.table.withdraw(keys, self.writer_id)
-                    raise
+            if log and not duplicate:
+                self.log(keys)
             return keys, duplicate
+        except WouldBlock:
+            raise
         except BaseException:
             self.abandon()
+            raise
+
+    def log(self, keys: np.ndarray) -> None:
+        """Appends the placed chunk to the ack log, if there is one (``finish(log=False)`` leaves it to
+        the caller, which may overlap it with other work); must return before the chunk is acknowledged."""
+        if self.ack_log is None or not len(keys):
+            return
+        try:
+            self.ack_log.append(int(keys[0]), self.chunk)
+        except BaseException:  # not acknowledged, so not kept: a retry must not pass for a duplicate
+            self.table.withdraw(keys, self.writer_id)
             raise
 
     def abandon(self) -> None:
@@ -181,11 +193,13 @@ class Replay:
         return pending
 
     def sample(
-        self, name: str, batch_size: int, timeout: float | None, beta: float, is_active, policy_version: int = 0
-    ) -> SampledBatch:
-        """A batch from memory, with a share from the ring's older rows where the table reaches them."""
+        self, name: str, batch_size: int, timeout: float | None, beta: float, is_active, policy_version: int = 0,
+        wait: bool = True,
+    ) -> SampledBatch:  # fmt: skip
+        """A batch from memory, with a share from the ring's older rows where the table reaches them
+        (``wait`` False: :class:`WouldBlock` rather than waiting for items or the rate limiter)."""
         table = self.table(name)
-        batch = table.sample(batch_size, timeout, beta, is_active, policy_version)
+        batch = table.sample(batch_size, timeout, beta, is_active, policy_version, wait)
         older = self.older.get(name)
         return batch if older is None else older.mix(batch, self._rng)
 

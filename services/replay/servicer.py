@@ -14,7 +14,7 @@ from rlrings.security import caller_may
 from rlrings.server import blocking
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
-from services.replay.table import SampledBatch, Table
+from services.replay.table import SampledBatch, Table, WouldBlock
 
 # Room left in each sample message for framing, and the most each item adds
 # beside its tensors (key, probability, weight, times sampled, policy version).
@@ -35,15 +35,27 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         each chunk is checked and stored on the wait pool (storing may wait on the rate limiter)."""
         capped = not caller_may("sample")  # upload-only clients may not outrank the learner's priorities
         if self.replay.ring is None:
-
-            def store(chunk):
-                return self.replay.start_insert(chunk, capped).finish(lambda: not context.done())
-
+            is_active = lambda: not context.done()  # noqa: E731
+            log = self.replay.ack_log
+            on_loop = log is None or not log.sync_each  # (a sync per chunk would stall the loop)
             async for request in request_iterator:
-                yield _ack(request.chunk, await blocking(store, request.chunk))
+                if not on_loop:
+                    yield _ack(request.chunk, await blocking(self._store, request.chunk, capped, is_active))
+                    continue
+                # Stored here on the loop when the table has room: a hop to a thread per chunk costs
+                # more than the work (GIL handovers); only a chunk the rate limiter holds back waits there.
+                pending = self.replay.start_insert(request.chunk, capped)
+                try:
+                    stored = pending.finish(is_active, wait=False)
+                except WouldBlock:
+                    stored = await blocking(pending.finish, is_active)
+                yield _ack(request.chunk, stored)
         else:
             async for ack in self._insert_pipelined(request_iterator, context, capped):
                 yield ack
+
+    def _store(self, chunk, capped: bool, is_active):
+        return self.replay.start_insert(chunk, capped).finish(is_active)
 
     async def _insert_pipelined(self, request_iterator, context, capped: bool):
         """With a ring, the writes of the next chunks of a stream overlap with
@@ -111,9 +123,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         version = request.current_policy_version
         sent = 0
 
-        def draw(version: int, beta: float) -> list[replay_pb2.SampleResponse]:
+        def draw(version: int, beta: float, wait: bool = True) -> list[replay_pb2.SampleResponse]:
             batch = self.replay.sample(request.table, request.batch_size, request.timeout_seconds or None, beta,
-                                       lambda: not context.done(), version)  # fmt: skip
+                                       lambda: not context.done(), version, wait)  # fmt: skip
             return list(_pieces(batch, per_message))
 
         while request.num_batches == 0 or sent < request.num_batches:
@@ -124,7 +136,10 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 credits += grant.credits
                 version = grant.current_policy_version or version
                 beta = _checked_beta(grant.importance_sampling_exponent) if grant.importance_sampling_exponent else beta
-            pieces = await blocking(draw, version, beta)
+            try:  # drawn here on the loop when the table can give it now (see Insert); else on a thread
+                pieces = draw(version, beta, wait=False)
+            except WouldBlock:
+                pieces = await blocking(draw, version, beta)
             credits -= 1
             for piece in pieces:
                 yield piece

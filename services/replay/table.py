@@ -66,6 +66,11 @@ class TableState:
     writer_sequences: dict[str, int] = field(default_factory=dict)
 
 
+class WouldBlock(Exception):
+    """Raised by a call told not to wait (``wait=False``) that would have had to; nothing was done.
+    Servers first try a call on their event loop this way and hand it to a thread only if it must wait."""
+
+
 class Table:
     """One replay table. Thread-safe; every public method takes the lock."""
 
@@ -152,6 +157,7 @@ class Table:
         sequence: int = 0,
         is_active: Callable[[], bool] = lambda: True,
         keys: np.ndarray | None = None,
+        wait: bool = True,
     ) -> tuple[np.ndarray, bool]:
         """:meth:`insert` of a chunk that passed :meth:`check` (``item_priorities``
         is what it returned). ``keys`` are the items' keys when taken earlier with
@@ -159,6 +165,8 @@ class Table:
         it enters memory)."""
         n = len(item_priorities)
         with self._cond:
+            if not wait and not self._insert_ready(n) and not self._is_duplicate(writer_id, sequence):
+                raise WouldBlock
             try:
                 return self._insert_locked(columns, n, item_priorities, policy_version, writer_id, sequence,
                                            is_active, keys)  # fmt: skip
@@ -171,15 +179,13 @@ class Table:
             raise UnavailableError(f"table {self.name!r} is shutting down")
         if self._is_duplicate(writer_id, sequence):
             return np.empty(0, dtype=np.uint64), True
-        self.limiter.insert_wait_seconds += self._wait(
-            lambda: self.limiter.can_insert(self.size) and (not self.is_queue or self.size + n <= self.capacity),
-            None,
-            is_active,
-            "insert",
-        )
+        self.limiter.insert_wait_seconds += self._wait(lambda: self._insert_ready(n), None, is_active, "insert")
         if self._is_duplicate(writer_id, sequence):  # a retry may have won the wait
             return np.empty(0, dtype=np.uint64), True
         return self._place_chunk(columns, n, item_priorities, policy_version, writer_id, sequence, keys), False
+
+    def _insert_ready(self, n: int) -> bool:
+        return self.limiter.can_insert(self.size) and (not self.is_queue or self.size + n <= self.capacity)
 
     def restore_logged(
         self, columns: Mapping[str, np.ndarray], item_priorities: np.ndarray, first_key: int,
@@ -325,6 +331,7 @@ class Table:
         importance_sampling_exponent: float = 0.0,
         is_active: Callable[[], bool] = lambda: True,
         policy_version: int = 0,
+        wait: bool = True,
     ) -> SampledBatch:
         """Draws ``batch_size`` items (with replacement, for uniform and
         prioritized tables; distinct ones from a queue), waiting up to
@@ -351,6 +358,8 @@ class Table:
         with self._cond:
             if self._closed:
                 raise UnavailableError(f"table {self.name!r} is shutting down")
+            if not wait and not self._sample_ready(batch_size, policy_version):
+                raise WouldBlock
             if self.distinct_batches:
                 return self._sample_distinct(batch_size, deadline, is_active, policy_version)
             granted = 0
@@ -369,6 +378,13 @@ class Table:
             batch = self._draw(batch_size, importance_sampling_exponent)
             self._cond.notify_all()
         return batch
+
+    def _sample_ready(self, n: int, policy_version: int) -> bool:
+        """Whether a batch of ``n`` can be drawn now, without waiting."""
+        if self.distinct_batches:
+            self._drop_stale(policy_version)
+            return self.size >= n and self.limiter.sample_permits(self.size) >= n
+        return self.limiter.sample_permits(self.size) >= n
 
     def _sample_distinct(self, n: int, deadline, is_active, policy_version: int) -> SampledBatch:
         """A batch of ``n`` distinct items, drawn once they are all there."""
