@@ -354,6 +354,8 @@ def _horovod_environment(place: RingPlace, timeout_seconds: float):
 
         server = RendezvousHTTPServer(("", place.master_port), RendezvousHandler, False)
         in_thread(target=server.serve_forever)
+    else:
+        _wait_for_rendezvous(place, timeout_seconds)
     os.environ.update(
         {
             "HOROVOD_CONTROLLER": "gloo",
@@ -371,6 +373,24 @@ def _horovod_environment(place: RingPlace, timeout_seconds: float):
         }
     )
     return server
+
+
+def _wait_for_rendezvous(place: RingPlace, timeout_seconds: float) -> None:
+    """Waits until rank 0's rendezvous server accepts connections. Horovod's own client gives up
+    after a few quick retries and aborts the process: a rank that imported faster than rank 0 (a
+    busy machine) then died with "HTTP GET request failed too many times", taking rank 0 with it."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with socket.create_connection((place.master_addr, place.master_port), timeout=1.0):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise RingBrokenError(
+                    f"ring: rank 0's rendezvous at {place.master_addr}:{place.master_port} did not answer "
+                    f"within {timeout_seconds:g}s ({error.strerror or error})"
+                ) from None
+            time.sleep(0.1)
 
 
 def horovod_available() -> bool:

@@ -341,7 +341,7 @@ class Admission:
         """
         if self.trust_certificates and context.auth_context().get("x509_common_name"):
             return None
-        client = self._identify(metadata.get("authorization"), method)
+        client = self.identify(metadata.get("authorization"), method)
         _caller_scopes.set(frozenset(client.token.scopes))
         scope = METHOD_SCOPES.get(method, "control")
         if scope not in client.token.scopes:
@@ -352,7 +352,7 @@ class Admission:
             )
         return client
 
-    def _identify(self, header: str | None, method: str) -> _Client:
+    def identify(self, header: str | None, method: str) -> _Client:
         if not header:
             self.rejected.labels(method, "missing").inc()
             raise UnauthenticatedError("authorization: no bearer token; send 'authorization: Bearer <token>'")

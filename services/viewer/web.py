@@ -104,7 +104,7 @@ async def guard(request: web.Request, handler):
     header = request.headers.get("Authorization") or (f"Bearer {presented}" if presented else None)
     wanted = "control" if request.path == "/ws" and request.query.get("mode") == "play" else "read"
     try:
-        client = admission._identify(header, f"viewer{request.path}")
+        client = admission.identify(header, f"viewer{request.path}")
     except RlringsError as error:
         raise web.HTTPUnauthorized(text=f"{error}; open the page with ?token=<token>") from None
     if wanted not in client.token.scopes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,32 @@ def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
     assert codes == [3, 9]
     output = (tmp_path / "rank0.log").read_text()
     assert "RingBrokenError ring: allreduce failed, a peer has left or timed out" in output
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_rank_that_starts_before_rank_0_waits_for_it(backend, tmp_path):
+    """Ranks start in any order and at any pace: rank 1 up 4 s before rank 0 (a busy machine
+    imports at its own pace) joins once rank 0 serves the rendezvous. Horovod's own client gave
+    up within a second and aborted both ranks (the 'peer dies' test failed now and then so)."""
+    code = (
+        "from rlrings.processes import finish_process\nfrom rlrings.ring import connect\n"
+        f"ring = connect({backend!r}, timeout_seconds=60)\n"
+        "ring.barrier()\nprint('joined', ring.rank, ring.size, flush=True)\n"
+        "ring.close(); raise SystemExit(finish_process(0))\n"
+    )
+    port = free_port()
+    processes = []
+    for rank in (1, 0):
+        env = {**os.environ, **local_ring_environment(rank, RANKS, port), "OMP_NUM_THREADS": "1"}
+        with open(tmp_path / f"rank{rank}.log", "w") as log:
+            processes.append(
+                subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        if rank == 1:
+            time.sleep(4)
+    codes = wait_all(processes[::-1], tmp_path, timeout=90)
+    assert codes == [0, 0], [(tmp_path / f"rank{r}.log").read_text()[-2000:] for r in (0, 1)]
+    assert "joined 1 2" in (tmp_path / "rank1.log").read_text()
 
 
 def test_ring_place_comes_from_the_environment_with_clear_errors():
