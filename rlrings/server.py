@@ -388,10 +388,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                         return await behavior(request, context)
                     return await thread(behavior, request, _ThreadContext(context, loop))
                 except BaseException as error:
-                    await _fail(error, context, outcome)
+                    await _fail(error, context, outcome, lambda: self._leave(service, name, outcome[0], start))
                     raise
                 finally:
-                    self._leave(service, name, outcome[0], start)
+                    if len(outcome) == 1:  # (not yet recorded by _fail)
+                        self._leave(service, name, outcome[0], start)
 
             return make(call)
 
@@ -407,10 +408,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 while (response := await thread(next, responses, _END)) is not _END:
                     yield response
             except BaseException as error:
-                await _fail(error, context, outcome)
+                await _fail(error, context, outcome, lambda: self._leave(service, name, outcome[0], start))
                 raise
             finally:
-                self._leave(service, name, outcome[0], start)
+                if len(outcome) == 1:  # (not yet recorded by _fail)
+                    self._leave(service, name, outcome[0], start)
 
         return make(streaming)
 
@@ -435,10 +437,13 @@ async def _next(iterator):
         return _END
 
 
-async def _fail(error: BaseException, context: grpc.aio.ServicerContext, outcome: list[str]) -> None:
+async def _fail(error: BaseException, context: grpc.aio.ServicerContext, outcome: list, record) -> None:
     """Ends the call with the status for ``error`` where someone is there to hear it (the abort
-    raises); ``outcome[0]`` gets the code's name first, for the latency histogram."""
+    raises). ``outcome[0]`` gets the code's name, and ``record()`` counts the call before the status
+    leaves: a client that has its answer finds it counted in the metrics."""
     outcome[0], status = _status(error, context)
+    record()
+    outcome.append("recorded")
     if status is not None:
         await context.abort(*status)
 

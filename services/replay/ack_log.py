@@ -44,6 +44,7 @@ import numpy as np
 
 from rlrings.errors import ResourceExhaustedError, UnavailableError
 from rlrings.v1 import tensor_pb2
+from services.replay.store import sync_dir
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IIBQ")
@@ -89,7 +90,7 @@ class AckLog:
 
     def _open(self, generation: int):
         file = open(self._path(generation), "ab", buffering=0)  # noqa: SIM115 (kept open; unbuffered)
-        _sync_dir(self.directory)
+        sync_dir(self.directory)
         return file
 
     def append(self, first_key: int, chunk: tensor_pb2.Chunk) -> None:
@@ -163,7 +164,7 @@ class AckLog:
         for old in self.generations():
             if old < generation:
                 self._path(old).unlink(missing_ok=True)
-        _sync_dir(self.directory)
+        sync_dir(self.directory)
 
     def records(self, from_generation: int) -> Iterator[tuple[int, tensor_pb2.Chunk] | Sampled]:
         """Every whole record from ``from_generation`` on, oldest first: (first key, chunk) for a
@@ -216,11 +217,3 @@ def _read(path: Path) -> Iterator[tuple[int, tensor_pb2.Chunk] | Sampled]:
             start = struct.calcsize("<HQQ")
             name = payload[start : start + length].decode()
             yield Sampled(name, np.frombuffer(payload[start + length :], "<u8"), samples, stale)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -54,12 +54,12 @@ class SnapshotStore:
             _write_synced(folder / "meta.json", json.dumps(meta).encode())
         if log_from is not None:
             _write_synced(self._incoming / "log.json", json.dumps({"log_from": log_from}).encode())
-        _sync_dir(self._incoming)
+        sync_dir(self._incoming)
         if self.current.exists():
             shutil.rmtree(self._previous, ignore_errors=True)
             os.rename(self.current, self._previous)
         os.rename(self._incoming, self.current)
-        _sync_dir(self.directory)
+        sync_dir(self.directory)
         shutil.rmtree(self._previous, ignore_errors=True)
         return self.current
 
@@ -120,7 +120,7 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(file.fileno())
 
 
-def _sync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

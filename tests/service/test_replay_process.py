@@ -45,31 +45,46 @@ def write_config(tmp_path, **settings):
     return path, f"127.0.0.1:{port}"
 
 
+def stream_numbered_steps(address, acked: dict, stop: threading.Event, errors: list, retry_seconds: float):
+    """Writes chunks of 8 steps numbered from 0 until ``stop``, through restarts, then flushes;
+    ``acked`` follows the items acknowledged (and, at the end, the reconnects)."""
+    try:
+        with (
+            ReplayClient(address).wait_ready(30) as client,
+            client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=retry_seconds) as writer,
+        ):
+            step = 0
+            while not stop.is_set():
+                writer.write_chunk(frames(8, start=step))
+                step += 8
+                acked["items"] = writer.acked_items
+            writer.flush(60)
+            acked["items"], acked["reconnects"] = writer.acked_items, writer.reconnects
+    except Exception as error:  # surfaced by the test
+        errors.append(error)
+
+
+def everything_acknowledged_is_there_once(address, acked, stop, errors, writer, reconnects: int):
+    """Lets the writer finish, then checks the table holds each acknowledged step once, in order;
+    returns all of it as one batch."""
+    time.sleep(1.0)
+    stop.set()
+    writer.join(120)
+    assert not errors, errors
+    assert acked["reconnects"] >= reconnects
+    with ReplayClient(address).wait_ready(30) as client:
+        size = client.info(["t"])["t"].size
+        batch = next(iter(client.sample("t", batch_size=size, num_batches=1)))
+    assert size == acked["items"], "every acknowledged item is there, none twice"
+    assert np.array_equal(batch.columns["action"][:, 0], np.arange(size)), "in order, no gaps, no repeats"
+    return batch
+
+
 def test_sigterm_stops_gracefully_and_a_restart_loses_no_acknowledged_item(tmp_path):
     config, address = write_config(tmp_path)
     process = start(config)
-    acked = {"items": 0}
-    stop = threading.Event()
-    errors = []
-
-    def write():
-        try:
-            with (
-                ReplayClient(address).wait_ready(30) as client,
-                client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=60) as writer,
-            ):
-                step = 0
-                while not stop.is_set():
-                    writer.write_chunk(frames(8, start=step))
-                    step += 8
-                    acked["items"] = writer.acked_items
-                writer.flush(60)
-                acked["items"] = writer.acked_items
-                acked["reconnects"] = writer.reconnects
-        except Exception as error:  # surfaced below
-            errors.append(error)
-
-    writer = threading.Thread(target=write)
+    acked, stop, errors = {"items": 0}, threading.Event(), []
+    writer = threading.Thread(target=stream_numbered_steps, args=(address, acked, stop, errors, 60))
     writer.start()
     deadline = time.monotonic() + 30
     while acked["items"] < 400 and time.monotonic() < deadline:
@@ -81,17 +96,7 @@ def test_sigterm_stops_gracefully_and_a_restart_loses_no_acknowledged_item(tmp_p
 
     restarted = start(config)  # same port: the writer reconnects and resends what was not acknowledged
     try:
-        time.sleep(1.0)
-        stop.set()
-        writer.join(90)
-        assert not errors, errors
-        assert acked["reconnects"] >= 1
-        with ReplayClient(address).wait_ready(30) as client:
-            size = client.info(["t"])["t"].size
-            batch = next(iter(client.sample("t", batch_size=size, num_batches=1)))
-        assert size == acked["items"], "every acknowledged item is there, none twice"
-        steps = batch.columns["action"][:, 0]
-        assert np.array_equal(steps, np.arange(size)), "in order, no gaps, no repeats"
+        everything_acknowledged_is_there_once(address, acked, stop, errors, writer, reconnects=1)
     finally:
         restarted.send_signal(signal.SIGTERM)
         restarted.communicate(timeout=30)
@@ -104,25 +109,8 @@ def test_kill_9_mid_stream_loses_no_acknowledged_item_without_any_snapshot(tmp_p
     with its bytes, in order."""
     config, address = write_config(tmp_path)  # snapshot_interval_seconds 0: only the log keeps anything
     acked, stop, errors = {"items": 0}, threading.Event(), []
-
-    def write():
-        try:
-            with (
-                ReplayClient(address).wait_ready(30) as client,
-                client.writer("t", chunk_length=8, max_in_flight=4, retry_seconds=90) as writer,
-            ):
-                step = 0
-                while not stop.is_set():
-                    writer.write_chunk(frames(8, start=step))
-                    step += 8
-                    acked["items"] = writer.acked_items
-                writer.flush(60)
-                acked["items"], acked["reconnects"] = writer.acked_items, writer.reconnects
-        except Exception as error:  # surfaced below
-            errors.append(error)
-
     process = start(config)
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=stream_numbered_steps, args=(address, acked, stop, errors, 90))
     writer.start()
     for kill in range(3):
         target = acked["items"] + 300
@@ -134,17 +122,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_item_without_any_snapshot(tmp_p
         process.communicate(timeout=30)
         process = start(config)
     try:
-        time.sleep(1.0)
-        stop.set()
-        writer.join(120)
-        assert not errors, errors
-        assert acked["reconnects"] >= 3
-        with ReplayClient(address).wait_ready(30) as client:
-            size = client.info(["t"])["t"].size
-            batch = next(iter(client.sample("t", batch_size=size, num_batches=1)))
-        assert size == acked["items"], "every acknowledged item is there, none twice"
-        steps = batch.columns["action"][:, 0]
-        assert np.array_equal(steps, np.arange(size)), "in order, no gaps, no repeats"
+        batch = everything_acknowledged_is_there_once(address, acked, stop, errors, writer, reconnects=3)
         first = frames(8, start=0)["obs"]
         assert np.array_equal(batch.columns["obs"][:8, 0], first), "the bytes that were acknowledged"
     finally:

@@ -1,5 +1,6 @@
 """The replay service over real gRPC on loopback."""
 
+import time
 import urllib.request
 
 import grpc
@@ -126,16 +127,22 @@ def test_metrics_endpoint_counts_items_bytes_and_latency(replay):
     with pytest.raises(NotFoundError):
         client.info(["missing"])
     url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    sampled = (
+        'rlrings_grpc_server_handling_seconds_count{code="OK",method="Sample",service="rlrings.v1.ReplayService"} 1.0'
+    )
+    # A stream's latency is recorded as it ends on the server, which can be just after the client has
+    # taken its last batch and moved on: wait for it rather than race it.
+    deadline = time.monotonic() + 10
+    while (
+        sampled not in (text := urllib.request.urlopen(url, timeout=5).read().decode()) and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
     assert 'rlrings_replay_inserted_items_total{table="uniform"} 4.0' in text
     assert f'rlrings_replay_inserted_bytes_total{{table="uniform"}} {4 * (8 * 8 * 3 + 8)}.0' in text
     assert 'rlrings_replay_sampled_items_total{table="uniform"} 6.0' in text
     assert 'rlrings_replay_table_size_items{table="uniform"} 4.0' in text
     assert 'rlrings_replay_rate_limiter_wait_seconds_total{side="sample",table="uniform"}' in text
-    assert (
-        'rlrings_grpc_server_handling_seconds_count{code="OK",method="Sample",service="rlrings.v1.ReplayService"} 1.0'
-        in text
-    )
+    assert sampled in text
     assert 'code="NOT_FOUND",method="Info"' in text
 
 
