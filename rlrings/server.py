@@ -266,9 +266,8 @@ def _bind(server: grpc.aio.Server, where: str, credentials: grpc.ServerCredentia
 class _ThreadContext:
     """What a plain (thread-run) handler sees of its call's aio context."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, loop: asyncio.AbstractEventLoop):
+    def __init__(self, context: grpc.aio.ServicerContext):
         self._context = context
-        self._loop = loop
 
     def is_active(self) -> bool:
         return not self._context.done()
@@ -386,7 +385,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                     start, request = begin(context, request)
                     if native:
                         return await behavior(request, context)
-                    return await thread(behavior, request, _ThreadContext(context, loop))
+                    return await thread(behavior, request, _ThreadContext(context))
                 except BaseException as error:
                     await _fail(error, context, outcome, lambda: self._leave(service, name, outcome[0], start))
                     raise
@@ -404,7 +403,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                     async for response in behavior(request, context):
                         yield response
                     return
-                responses = await thread(behavior, request, _ThreadContext(context, loop))
+                responses = await thread(behavior, request, _ThreadContext(context))
                 while (response := await thread(next, responses, _END)) is not _END:
                     yield response
             except BaseException as error:

@@ -54,7 +54,7 @@ class PendingInsert:
     chunk: tensor_pb2.Chunk | None = None  # as received, with the priorities given: what the ack log keeps
     ack_log: AckLog | None = None
 
-    def finish(self, is_active, wait: bool = True, log: bool = True) -> tuple[np.ndarray, bool]:
+    def finish(self, is_active, wait: bool = True) -> tuple[np.ndarray, bool]:
         """Waits for the ring, then for the rate limiter; returns (keys, duplicate). With
         ``wait`` False it raises :class:`WouldBlock` instead of waiting on the limiter (and
         stays pending: finish it again)."""
@@ -75,7 +75,7 @@ class PendingInsert:
                 keys=self.keys,
                 wait=wait,
             )
-            if log and not duplicate:
+            if not duplicate:
                 self.log(keys)
             return keys, duplicate
         except WouldBlock:
@@ -85,8 +85,8 @@ class PendingInsert:
             raise
 
     def log(self, keys: np.ndarray) -> None:
-        """Appends the placed chunk to the ack log, if there is one (``finish(log=False)`` leaves it to
-        the caller, which may overlap it with other work); must return before the chunk is acknowledged."""
+        """Appends the placed chunk to the ack log, if there is one; returns before the chunk is
+        acknowledged (or takes the chunk back out of the table and raises)."""
         if self.ack_log is None or not len(keys):
             return
         try:

@@ -222,8 +222,15 @@ class Table:
         """After a restart: a queue's rate limiter stops counting items it no longer holds."""
         with self._cond:
             self._gone.clear()
-            if self.is_queue and self.limiter.samples_per_insert == 1.0:
-                self.limiter.discarded = max(0, self.limiter.inserts - self.limiter.samples - self.size)
+            self._count_only_held_items_as_waiting()
+
+    def _count_only_held_items_as_waiting(self) -> None:
+        # Items the snapshot, the ack log or the ring holds but memory does not (a queue rebuilt
+        # with fewer items than were inserted and not yet sampled) will never be sampled: the
+        # limiter stops counting them as waiting, or a full queue would hold inserts back while
+        # its sampler waited for items it cannot have.
+        if self.is_queue and self.limiter.samples_per_insert == 1.0:
+            self.limiter.discarded = max(0, self.limiter.inserts - self.limiter.samples - self.size)
 
     def withdraw(self, keys: np.ndarray, writer_id: str) -> None:
         """Takes back the items of a chunk that turned out not to be stored durably (its ack-log write
@@ -528,12 +535,7 @@ class Table:
             if count:
                 self.max_priority = max(1.0, float(state.priorities[keep].max()))
             self.limiter.discarded = self.stale_items
-            if self.is_queue and self.limiter.samples_per_insert == 1.0:
-                # Items the snapshot or the ring holds but memory does not (a queue rebuilt
-                # with fewer items than were inserted and not yet sampled) will never be
-                # sampled: the limiter stops counting them as waiting, or a full queue would
-                # hold inserts back while its sampler waited for items it cannot have.
-                self.limiter.discarded = max(0, self.limiter.inserts - self.limiter.samples - self.size)
+            self._count_only_held_items_as_waiting()
             self._writer_sequences = dict(state.writer_sequences)
             return n - count
 
