@@ -8,7 +8,8 @@ Services are exposed to game clients outside the cluster, so a server can:
   and limits. An RPC needs one scope (:data:`METHOD_SCOPES`): no token or an
   unknown one is UNAUTHENTICATED, a token without the scope is
   PERMISSION_DENIED (an upload-only token may insert, not sample or publish);
-- limit each token's message size and insert rate (RESOURCE_EXHAUSTED).
+- limit each token's message size, decoded insert rate and concurrent calls
+  (RESOURCE_EXHAUSTED).
 
 Health checks and reflection stay open, so probes work whatever the settings;
 with TLS on, a server also answers health checks on a plaintext
@@ -25,6 +26,7 @@ import hashlib
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +47,7 @@ METHOD_SCOPES = {
     "/rlrings.v1.ReplayService/Insert": "insert",
     "/rlrings.v1.ReplayService/Sample": "sample",
     "/rlrings.v1.ReplayService/UpdatePriorities": "sample",
-    "/rlrings.v1.ReplayService/Info": "read",
+    "/rlrings.v1.ReplayService/Info": ("read", "insert"),
     "/rlrings.v1.ReplayService/Checkpoint": "control",
     "/rlrings.v1.ParameterService/Publish": "publish",
     "/rlrings.v1.ParameterService/ReportEvaluation": "publish",
@@ -58,7 +60,9 @@ METHOD_SCOPES = {
     "/rlrings.v1.ViewerService/ListDemonstrations": "read",
     "/rlrings.v1.ViewerService/Watch": "read",
 }
-"""The scope each RPC needs; any other rlrings RPC (pause, resume, config updates, Play) needs 'control'."""
+"""The scope each RPC needs (a tuple: any one of them); any other rlrings RPC (pause, resume, config
+updates, Play) needs 'control'. Replay's Info answers an insert-only writer too, with only what
+writing needs (the tables' signatures), so game clients need no 'read' to upload."""
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """RPCs that need no token: health checks (probes) and reflection."""
 INSERT_METHOD = "/rlrings.v1.ReplayService/Insert"
@@ -122,9 +126,13 @@ class ClientLimits(pydantic.BaseModel):
     max_message_bytes: pydantic.PositiveInt | None = None
     """Largest request message this client may send (below the server's own limit)."""
     insert_bytes_per_second: pydantic.PositiveFloat | None = None
-    """Sustained Insert traffic, in request bytes per second."""
+    """Sustained Insert traffic, in bytes per second as stored (decompressed: a well-compressed
+    chunk is charged what it costs the table, not what it cost the network)."""
     insert_burst_bytes: pydantic.PositiveInt | None = None
     """Insert bytes allowed at once above the rate; default: one second's worth."""
+    max_concurrent_calls: pydantic.PositiveInt | None = None
+    """Calls (open streams included) this token may have in progress at once, over all its
+    connections; None: only the server's own max_concurrent_rpcs bounds them."""
 
 
 class Token(pydantic.BaseModel):
@@ -303,6 +311,22 @@ class _Client:
     token: Token
     digest: bytes
     bucket: _Bucket | None
+    calls: int = 0
+    """Calls of this token in progress (changed on the server's event loop only)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling the RPC being served, as servicers see it (:func:`current_caller`)."""
+
+    name: str
+    """The token's name: writer ids are kept per name, so one client cannot stand in for another."""
+    scopes: frozenset[str]
+    charge_insert: Callable[[int], None]
+    """Charges stored bytes to the token's insert rate (raises ResourceExhaustedError above it)."""
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 class Admission:
@@ -334,23 +358,39 @@ class Admission:
 
     def admit(self, method: str, metadata: dict, context) -> _Client | None:
         """The calling client (None: a service of the mesh, by its certificate), which from here
-        on :func:`caller_may` describes.
+        on :func:`current_caller` describes. An admitted client holds one of its call slots until
+        :meth:`release`.
 
         Raises:
             UnauthenticatedError, PermissionDeniedError: naming what is missing, never a secret.
+            ResourceExhaustedError: the token has ``max_concurrent_calls`` calls in progress.
         """
         if self.trust_certificates and context.auth_context().get("x509_common_name"):
             return None
         client = self.identify(metadata.get("authorization"), method)
-        _caller_scopes.set(frozenset(client.token.scopes))
-        scope = METHOD_SCOPES.get(method, "control")
-        if scope not in client.token.scopes:
+        scopes = METHOD_SCOPES.get(method, "control")
+        scopes = scopes if isinstance(scopes, tuple) else (scopes,)
+        if not any(scope in client.token.scopes for scope in scopes):
             self.rejected.labels(method, "scope").inc()
             raise PermissionDeniedError(
                 f"token {client.token.name!r} may {', '.join(client.token.scopes) or 'nothing'}; "
-                f"{method.rsplit('/', 1)[-1]} needs scope {scope!r}"
+                f"{method.rsplit('/', 1)[-1]} needs scope {' or '.join(map(repr, scopes))}"
             )
+        limit = client.token.limits.max_concurrent_calls
+        if limit is not None and client.calls >= limit:
+            self.rejected.labels(method, "concurrent_calls").inc()
+            raise ResourceExhaustedError(
+                f"calls: {client.token.name!r} has {client.calls} calls in progress, its max_concurrent_calls; "
+                "end one (close idle streams) before starting another"
+            )
+        client.calls += 1
+        _caller.set(Caller(client.token.name, frozenset(client.token.scopes), lambda n: self.charge_insert(client, n)))
         return client
+
+    def release(self, client: _Client | None) -> None:
+        """Gives back the call slot :meth:`admit` took."""
+        if client is not None:
+            client.calls -= 1
 
     def identify(self, header: str | None, method: str) -> _Client:
         if not header:
@@ -371,7 +411,8 @@ class Admission:
         return found
 
     def check_message(self, client: _Client | None, method: str, message) -> None:
-        """Applies the client's message-size and insert-rate limits to one request message."""
+        """Applies the client's message-size limit to one request message (the insert rate is
+        charged by replay once it knows a chunk's decoded size, :meth:`charge_insert`)."""
         if client is None:
             return
         size = message.ByteSize()
@@ -382,15 +423,26 @@ class Admission:
                 f"message: {size:,} bytes is above the {limits.max_message_bytes:,} bytes allowed to "
                 f"{client.token.name!r}; send smaller chunks"
             )
-        if method == INSERT_METHOD and client.bucket is not None and not client.bucket.take(size):
-            self.rejected.labels(method, "insert_rate").inc()
+
+    def charge_insert(self, client: _Client, stored_bytes: int) -> None:
+        """Takes ``stored_bytes`` (a chunk's size once decompressed) from the client's insert rate."""
+        if client.bucket is not None and not client.bucket.take(stored_bytes):
+            self.rejected.labels(INSERT_METHOD, "insert_rate").inc()
+            limits = client.token.limits
             raise ResourceExhaustedError(
-                f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s; "
-                f"what was not acknowledged was not stored, send it again more slowly"
+                f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s "
+                f"(counted decompressed; this chunk is {stored_bytes:,} bytes); what was not acknowledged was not "
+                "stored, send it again more slowly"
             )
 
 
-_caller_scopes: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("caller_scopes", default=None)
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+
+def current_caller() -> Caller | None:
+    """The token calling the RPC being served; None without authentication and for a service of
+    the mesh (by its certificate), which may do everything."""
+    return _caller.get()
 
 
 def caller_may(scope: str) -> bool:
@@ -398,5 +450,5 @@ def caller_may(scope: str) -> bool:
     and for a service of the mesh (by its certificate); for a token, whether the token lists it.
     Servicers use it where one call does more for more trusted callers (replay takes an
     insert-only writer's priorities only up to the table's ceiling)."""
-    scopes = _caller_scopes.get()
-    return scopes is None or scope in scopes
+    caller = _caller.get()
+    return caller is None or caller.may(scope)

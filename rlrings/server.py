@@ -365,10 +365,12 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                                  response_serializer=handler.response_serializer)  # fmt: skip
         streams_requests = kind.startswith("stream_")
 
-        def begin(context, request) -> tuple[float, object]:
-            """Admits the caller and readies its request(s) for the handler; returns (start, request)."""
+        def begin(context, request, admitted: list) -> tuple[float, object]:
+            """Admits the caller (into ``admitted``, to be released at the end) and readies its
+            request(s) for the handler; returns (start, request)."""
             self._enter()
             client = admission.admit(method, metadata, context) if admission is not None else None
+            admitted.append(client)
             if streams_requests:
                 request = checked(request, client)
                 return time.perf_counter(), (request if native else plain_requests(request))
@@ -376,29 +378,34 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 admission.check_message(client, method, request)
             return time.perf_counter(), request
 
+        def end(admitted: list, code: str, start: float) -> None:
+            if admitted and admitted[0] is not None:
+                admission.release(admitted[0])
+            self._leave(service, name, code, start)
+
         if not kind.endswith("_stream") or inspect.iscoroutinefunction(behavior):
             # one response, or a stream its handler writes with context.write (health's Watch)
 
             async def call(request, context):
-                start, outcome = time.perf_counter(), ["OK"]
+                start, outcome, admitted = time.perf_counter(), ["OK"], []
                 try:
-                    start, request = begin(context, request)
+                    start, request = begin(context, request, admitted)
                     if native:
                         return await behavior(request, context)
                     return await thread(behavior, request, _ThreadContext(context))
                 except BaseException as error:
-                    await _fail(error, context, outcome, lambda: self._leave(service, name, outcome[0], start))
+                    await _fail(error, context, outcome, lambda: end(admitted, outcome[0], start))
                     raise
                 finally:
                     if len(outcome) == 1:  # (not yet recorded by _fail)
-                        self._leave(service, name, outcome[0], start)
+                        end(admitted, outcome[0], start)
 
             return make(call)
 
         async def streaming(request, context):
-            start, outcome = time.perf_counter(), ["OK"]
+            start, outcome, admitted = time.perf_counter(), ["OK"], []
             try:
-                start, request = begin(context, request)
+                start, request = begin(context, request, admitted)
                 if native:
                     async for response in behavior(request, context):
                         yield response
@@ -407,11 +414,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 while (response := await thread(next, responses, _END)) is not _END:
                     yield response
             except BaseException as error:
-                await _fail(error, context, outcome, lambda: self._leave(service, name, outcome[0], start))
+                await _fail(error, context, outcome, lambda: end(admitted, outcome[0], start))
                 raise
             finally:
                 if len(outcome) == 1:  # (not yet recorded by _fail)
-                    self._leave(service, name, outcome[0], start)
+                    end(admitted, outcome[0], start)
 
         return make(streaming)
 

@@ -112,6 +112,10 @@ class TableConfig(pydantic.BaseModel):
     version is older than the sampler's by more than this; 0 keeps every item."""
     rate_limiter: RateLimiterConfig = RateLimiterConfig()
     """Rate limiter settings."""
+    max_writer_ids: pydantic.PositiveInt = 65_536
+    """Writers whose last chunk the table remembers, to take a retried chunk for the duplicate it is;
+    beyond this the writer idle longest is forgotten (a retry of its last chunk would be stored again).
+    Writer ids are kept per token, so one client's ids never match another's."""
 
     @pydantic.field_validator("signature")
     @classmethod

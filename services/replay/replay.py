@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlrings.errors import ConfigError, FailedPreconditionError, NotFoundError, UnavailableError
+from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from rlrings.security import Caller
 from rlrings.v1 import tensor_pb2
 from services.replay.ack_log import AckLog, Sampled
 from services.replay.cassandra_store import CassandraStore, Segment
@@ -27,6 +28,7 @@ from services.replay.store import SnapshotStore
 from services.replay.table import SampledBatch, Table, WouldBlock
 
 log = logging.getLogger(__name__)
+MAX_WRITER_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -160,16 +162,28 @@ class Replay:
 
     # -- inserting and sampling --------------------------------------------------
 
-    def start_insert(self, chunk: tensor_pb2.Chunk, capped_priorities: bool = False) -> PendingInsert:
-        """Checks a chunk and, with a ring, starts writing it there under fresh keys;
-        ``capped_priorities``: see :meth:`Table.check`.
+    def start_insert(self, chunk: tensor_pb2.Chunk, caller: Caller | None = None) -> PendingInsert:
+        """Checks a chunk and, with a ring, starts writing it there under fresh keys. A ``caller``
+        (a token, :func:`rlrings.security.current_caller`) is charged the chunk's decoded bytes,
+        has its writer id kept under its own name, and without the sample scope gives priorities
+        only up to the table's largest (see :meth:`Table.check`).
 
         Raises:
             InvalidArgumentError: the chunk does not fit its table; nothing is written.
+            ResourceExhaustedError: the caller is above its insert rate; nothing is written.
         """
         table = self.table(chunk.table)
+        if len(chunk.writer_id) > MAX_WRITER_ID_LENGTH:
+            raise InvalidArgumentError(
+                f"chunk.writer_id: {len(chunk.writer_id)} characters, at most {MAX_WRITER_ID_LENGTH} "
+                "(one id per writer session, such as a UUID)"
+            )
         columns = table.signature.decode(chunk.columns, self.max_chunk_bytes)
-        n, priorities = table.check(columns, chunk.priorities, capped_priorities)
+        n, priorities = table.check(columns, chunk.priorities, capped=caller is not None and not caller.may("sample"))
+        if caller is not None:
+            caller.charge_insert(sum(array.nbytes for array in columns.values()))
+            if chunk.writer_id:  # (what the table, the ring and the ack log keep; acks echo the caller's own)
+                chunk.writer_id = f"{caller.name}/{chunk.writer_id}"
         pending = PendingInsert(table, columns, priorities, chunk.policy_version, chunk.writer_id, chunk.sequence)
         if self.ring is None:
             pending.written = _done()

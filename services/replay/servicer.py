@@ -10,7 +10,7 @@ import numpy as np
 
 from rlrings import codec
 from rlrings.errors import InvalidArgumentError, RlringsError
-from rlrings.security import caller_may
+from rlrings.security import caller_may, current_caller
 from rlrings.server import blocking
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from services.replay.replay import Replay
@@ -33,31 +33,32 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     async def Insert(self, request_iterator, context):
         """Acks each chunk once stored. The stream holds no thread while it waits for the client;
         each chunk is checked and stored on the wait pool (storing may wait on the rate limiter)."""
-        capped = not caller_may("sample")  # upload-only clients may not outrank the learner's priorities
+        caller = current_caller()  # (a token: charged decoded bytes, its writer ids its own, its priorities capped)
         if self.replay.ring is None:
             is_active = lambda: not context.done()  # noqa: E731
             log = self.replay.ack_log
             on_loop = log is None or not log.sync_each  # (a sync per chunk would stall the loop)
             async for request in request_iterator:
+                writer_id = request.chunk.writer_id
                 if not on_loop:
-                    yield _ack(request.chunk, await blocking(self._store, request.chunk, capped, is_active))
+                    yield _ack(writer_id, request.chunk, await blocking(self._store, request.chunk, caller, is_active))
                     continue
                 # Stored here on the loop when the table has room: a hop to a thread per chunk costs
                 # more than the work (GIL handovers); only a chunk the rate limiter holds back waits there.
-                pending = self.replay.start_insert(request.chunk, capped)
+                pending = self.replay.start_insert(request.chunk, caller)
                 try:
                     stored = pending.finish(is_active, wait=False)
                 except WouldBlock:
                     stored = await blocking(pending.finish, is_active)
-                yield _ack(request.chunk, stored)
+                yield _ack(writer_id, request.chunk, stored)
         else:
-            async for ack in self._insert_pipelined(request_iterator, context, capped):
+            async for ack in self._insert_pipelined(request_iterator, context, caller):
                 yield ack
 
-    def _store(self, chunk, capped: bool, is_active):
-        return self.replay.start_insert(chunk, capped).finish(is_active)
+    def _store(self, chunk, caller, is_active):
+        return self.replay.start_insert(chunk, caller).finish(is_active)
 
-    async def _insert_pipelined(self, request_iterator, context, capped: bool):
+    async def _insert_pipelined(self, request_iterator, context, caller):
         """With a ring, the writes of the next chunks of a stream overlap with
         the wait for the current one; acks still go out in order, each only
         after its chunk is stored at the consistency level."""
@@ -65,7 +66,7 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         loop = asyncio.get_running_loop()
 
         async def start(chunk):
-            future = loop.run_in_executor(None, self.replay.start_insert, chunk, capped)
+            future = loop.run_in_executor(None, self.replay.start_insert, chunk, caller)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:  # the stream ended meanwhile: its keys are given up when it is done
@@ -75,7 +76,8 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await started.put((request.chunk, await start(request.chunk)))
+                    writer_id = request.chunk.writer_id
+                    await started.put((writer_id, request.chunk, await start(request.chunk)))
             except RlringsError as error:  # bad input: ends the stream after the chunks before it
                 await started.put(error)
                 return
@@ -88,15 +90,15 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
             while (entry := await started.get()) is not None:
                 if isinstance(entry, RlringsError):
                     raise entry
-                chunk, pending = entry
-                yield _ack(chunk, await blocking(pending.finish, lambda: not context.done()))
+                writer_id, chunk, pending = entry
+                yield _ack(writer_id, chunk, await blocking(pending.finish, lambda: not context.done()))
         finally:  # the stream ended early: chunks started but never finished give their keys up
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             while not started.empty():
                 entry = started.get_nowait()
                 if isinstance(entry, tuple):
-                    entry[1].abandon()
+                    entry[2].abandon()
 
     async def Sample(self, request_iterator, context):
         """Draws a batch only against a credit the client granted (see the proto). Waiting for
@@ -150,8 +152,13 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         return replay_pb2.UpdatePrioritiesResponse(updated=updated, missing=missing)
 
     def Info(self, request, context):
+        """Every table's settings and counters; to a writer that may only insert, what writing needs
+        (name, signature, sequence length), so an upload token needs no 'read'."""
         names = list(request.tables) or list(self.replay.tables)
-        return replay_pb2.InfoResponse(tables=[table_info(self.replay.table(name)) for name in names])
+        tables = [self.replay.table(name) for name in names]
+        if not caller_may("read"):
+            return replay_pb2.InfoResponse(tables=[writing_info(table) for table in tables])
+        return replay_pb2.InfoResponse(tables=[table_info(table) for table in tables])
 
     def Checkpoint(self, request, context):
         result = self.replay.checkpoint()
@@ -172,10 +179,12 @@ def _checked_beta(beta: float) -> float:
     return beta
 
 
-def _ack(chunk, stored: tuple[np.ndarray, bool]) -> replay_pb2.InsertResponse:
+def _ack(writer_id: str, chunk, stored: tuple[np.ndarray, bool]) -> replay_pb2.InsertResponse:
+    """The ack of a stored chunk, with the writer id the client sent (the table keeps it under the
+    caller's name)."""
     keys, duplicate = stored
     return replay_pb2.InsertResponse(
-        writer_id=chunk.writer_id, sequence=chunk.sequence, keys=keys.tolist(), duplicate=duplicate
+        writer_id=writer_id, sequence=chunk.sequence, keys=keys.tolist(), duplicate=duplicate
     )
 
 
@@ -193,6 +202,12 @@ def _pieces(batch: SampledBatch, per_message: int):
             table_size=batch.table_size,
             end_of_batch=part.stop == n,
         )
+
+
+def writing_info(table: Table) -> replay_pb2.TableInfo:
+    return replay_pb2.TableInfo(
+        name=table.name, sequence_length=table.sequence_length, signature=table.signature.to_protos()
+    )
 
 
 def table_info(table: Table) -> replay_pb2.TableInfo:

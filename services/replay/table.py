@@ -102,7 +102,7 @@ class Table:
         """Batches are the oldest (newest) items in order, each once: a batch waits until there are enough."""
         self.is_queue = self.distinct_batches and config.max_times_sampled > 0
         """Items leave only by being sampled: inserts wait for room instead of evicting."""
-        self._writer_sequences: dict[str, int] = {}
+        self._writer_sequences: OrderedDict[str, int] = OrderedDict()  # the least recently written first
         self._unplaced: set[int] = set()  # first keys of reservations not yet in memory
         self._cond = threading.Condition()
         self._rng = np.random.default_rng(seed)
@@ -261,7 +261,7 @@ class Table:
         self.limiter.inserts += n
         self.inserted_items += n
         if writer_id:
-            self._writer_sequences[writer_id] = sequence
+            self._remember_writer(writer_id, sequence)
         self._cond.notify_all()
         return keys
 
@@ -305,6 +305,14 @@ class Table:
         """Whether this writer's chunk ``sequence`` is already stored."""
         with self._cond:
             return self._is_duplicate(writer_id, sequence)
+
+    def _remember_writer(self, writer_id: str, sequence: int) -> None:
+        """Keeps a writer's last sequence, forgetting the writer idle longest beyond
+        ``max_writer_ids`` (a client that makes up ids cannot grow the table's memory)."""
+        self._writer_sequences[writer_id] = sequence
+        self._writer_sequences.move_to_end(writer_id)
+        while len(self._writer_sequences) > self.config.max_writer_ids:
+            self._writer_sequences.popitem(last=False)
 
     def _is_duplicate(self, writer_id: str, sequence: int) -> bool:
         return bool(writer_id) and sequence <= self._writer_sequences.get(writer_id, -1)
@@ -536,7 +544,9 @@ class Table:
                 self.max_priority = max(1.0, float(state.priorities[keep].max()))
             self.limiter.discarded = self.stale_items
             self._count_only_held_items_as_waiting()
-            self._writer_sequences = dict(state.writer_sequences)
+            self._writer_sequences = OrderedDict()
+            for writer_id, sequence in state.writer_sequences.items():
+                self._remember_writer(writer_id, sequence)
             return n - count
 
     def bookkeeping(self) -> tuple[int, dict[str, int], dict[str, int]]:

@@ -1,14 +1,16 @@
 """TLS, mutual TLS, tokens with scopes and per-client limits, against real servers on loopback."""
 
 import logging
+import time
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlrings import certs
+from rlrings import certs, codec
 from rlrings.config import load_config
 from rlrings.errors import (
     ConfigError,
@@ -21,7 +23,7 @@ from rlrings.errors import (
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
-from rlrings.v1 import spaces_pb2
+from rlrings.v1 import replay_pb2, spaces_pb2, tensor_pb2
 from services.parameter.config import ParameterConfig
 from services.parameter.server import ParameterServer
 from tests.helpers import frames, table
@@ -120,8 +122,8 @@ def test_tokens_need_the_scope_of_each_call(start_replay, tokens_file, tmp_path)
         forged.insert("t", frames(2))
     with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as uploader:
         uploader.insert("t", frames(3))  # upload-only: may insert ...
-        with pytest.raises(PermissionDeniedError, match="'uploader' may insert; Info needs scope 'read'"):
-            uploader.info()
+        seen = uploader.info()["t"]  # ... and read what writing needs, not the table's state
+        assert [c.name for c in seen.signature] == ["obs", "action", "reward"] and seen.size == 0
         with pytest.raises(PermissionDeniedError, match="needs scope 'sample'"):
             next(iter(uploader.sample("t", batch_size=1, num_batches=1)))
     with ReplayClient(server.address, security=dial(token=SECRETS["trainer"])) as trainer:
@@ -152,6 +154,89 @@ def test_an_upload_only_writer_cannot_outrank_the_priorities_of_the_mesh(start_r
         actor.insert("p", frames(1, start=4), priorities=[96.0])  # trusted: kept as given
         batch = next(iter(actor.sample("p", batch_size=4000, num_batches=1)))
         assert np.mean(batch.columns["action"][:, 0] == 4) == pytest.approx(0.96, abs=0.02)
+
+
+def test_an_upload_only_client_writes_with_the_sdk_writer_and_its_writer_ids_are_its_own(start_replay, tokens_file):
+    """The SDK writer reads the table's signature with the insert scope alone; a client that
+    reuses another's writer id and sequences stores its chunks (they are not taken for the other's
+    duplicates), and the acks echo the id each client sent."""
+    server = start_replay([table("t")], auth={"tokens_file": tokens_file})
+    steps = frames(8)
+    for secret in (SECRETS["uploader"], SECRETS["actor"]):
+        with ReplayClient(server.address, security=dial(token=secret)) as client:
+            with client.writer("t", chunk_length=4, writer_id="game-session-1") as writer:
+                for i in range(8):
+                    writer.append({name: column[i] for name, column in steps.items()})
+            assert writer.acked_items == 8
+    with ReplayClient(server.address, security=dial(token=SECRETS["trainer"])) as trainer:
+        assert trainer.info()["t"].size == 16  # both clients' 8, neither dropped as a duplicate
+    with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as client:
+        chunk = {name: column[:4] for name, column in steps.items()}
+        request = replay_pb2.InsertRequest(chunk=tensor_pb2.Chunk(
+            table="t", writer_id="game-session-1", sequence=0,
+            columns={k: codec.encode(v) for k, v in chunk.items()}))  # fmt: skip
+        (ack,) = client._stub.Insert(iter([request]))
+        assert ack.duplicate and ack.writer_id == "game-session-1"  # its own retry is still a duplicate
+        request.chunk.writer_id = "w" * 129
+        with pytest.raises(grpc.RpcError) as refused:
+            list(client._stub.Insert(iter([request])))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "chunk.writer_id: 129 characters, at most 128" in refused.value.details()
+
+
+def test_insert_rates_charge_what_a_chunk_decompresses_to(start_replay, tokens_file):
+    """'small' may insert 8,000 bytes at once: two zstd chunks of 32 zero frames are ~100 bytes
+    each on the wire but 6,400 stored, so the second is refused."""
+    server = start_replay([table("t", max_size=100)], auth={"tokens_file": tokens_file})
+    zeros = {"obs": np.zeros((32, 8, 8, 3), np.uint8), "action": np.zeros(32, np.int32),
+             "reward": np.zeros(32, np.float32)}  # fmt: skip
+    zstd = codec.Compression.COMPRESSION_ZSTD
+    columns = {k: codec.encode(v, zstd) for k, v in zeros.items()}
+    request = replay_pb2.InsertRequest(chunk=tensor_pb2.Chunk(table="t", columns=columns))
+    assert request.ByteSize() < 400
+    with ReplayClient(server.address, security=dial(token=SECRETS["small"])) as client:
+        list(client._stub.Insert(iter([request])))
+        with pytest.raises(grpc.RpcError) as refused:
+            list(client._stub.Insert(iter([request])))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "counted decompressed; this chunk is 6,400 bytes" in refused.value.details()
+        assert client.info()["t"].size == 32  # the first, not the refused one
+
+
+def test_a_token_holds_at_most_its_max_concurrent_calls(start_replay, tmp_path):
+    """Calls beyond a token's max_concurrent_calls are RESOURCE_EXHAUSTED, other tokens are not
+    affected, and an ended call gives its slot back."""
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump([
+        {"name": "narrow", "token": SECRETS["trainer"], "scopes": ["sample", "read"],
+         "limits": {"max_concurrent_calls": 2}},
+        {"name": "other", "token": SECRETS["actor"], "scopes": ["sample", "read", "insert"]},
+    ]))  # fmt: skip
+    server = start_replay([table("t")], auth={"tokens_file": path})
+    waiting = replay_pb2.SampleRequest(table="t", batch_size=1, credits=1, timeout_seconds=60)  # the table is empty
+    with ReplayClient(server.address, security=dial(token=SECRETS["trainer"])) as narrow:
+        streams = [narrow._stub.Sample(iter([waiting])) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while True:  # (until the server has taken both streams in)
+            try:
+                narrow.info()
+            except ResourceExhaustedError as error:
+                assert "'narrow' has 2 calls in progress, its max_concurrent_calls" in str(error)
+                break
+            assert time.monotonic() < deadline, "a third call was let in"
+            time.sleep(0.05)
+        with ReplayClient(server.address, security=dial(token=SECRETS["actor"])) as other:
+            assert other.info()["t"].size == 0
+        streams[0].cancel()
+        deadline = time.monotonic() + 10
+        while True:  # the cancelled stream's slot comes back
+            try:
+                assert narrow.info()["t"].size == 0
+                break
+            except ResourceExhaustedError:
+                assert time.monotonic() < deadline, "a cancelled call kept its slot"
+                time.sleep(0.05)
+        streams[1].cancel()
 
 
 def test_upload_only_tokens_cannot_publish_weights(tmp_path, tokens_file):
@@ -195,7 +280,7 @@ def test_secrets_stay_out_of_logs_metrics_errors_and_settings(start_replay, toke
     for token in (SECRETS["uploader"], SECRETS["trainer"][:-1] + "x", None):
         with ReplayClient(server.address, security=dial(token=token)) as client:
             try:
-                client.info()
+                client.checkpoint(timeout=10)
             except (PermissionDeniedError, UnauthenticatedError) as error:
                 messages.append(str(error))
     assert len(messages) == 3

@@ -3,6 +3,7 @@
 import numpy as np
 
 from rlrings import codec
+from rlrings.security import Caller
 from rlrings.v1 import tensor_pb2
 from services.replay.ack_log import AckLog
 from services.replay.replay import Replay
@@ -75,7 +76,8 @@ def test_priorities_are_logged_as_the_items_got_them(tmp_path):
                     ack_log=AckLog(tmp_path / "acklog"))  # fmt: skip
     chunk = tensor_pb2.Chunk(table="p", columns={k: codec.encode(v) for k, v in frames(2, 0).items()},
                              priorities=[1e300])  # fmt: skip
-    replay.start_insert(chunk, capped_priorities=True).finish(lambda: True)
+    uploader = Caller("game-client", frozenset({"insert"}), charge_insert=lambda n: None)
+    replay.start_insert(chunk, uploader).finish(lambda: True)
     restarted = Replay([table_config("p", selector="prioritized")], store=SnapshotStore(tmp_path),
                        ack_log=AckLog(tmp_path / "acklog"))  # fmt: skip
     np.testing.assert_array_equal(restarted.tables["p"].state().priorities, [1.0, 1.0])
