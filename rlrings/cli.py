@@ -4,6 +4,7 @@
     rlrings experiment fewshot [--family cartpole --methods ... --shots 1,5,10 --seeds 5]
     rlrings replay|parameter|learner|actor|viewer   one service (its settings as flags)
     rlrings models pull [--address ... --tag latest --out model.pt]
+    rlrings models untag TAG [--address ...]
     rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
     rlrings info [--address ...]                    a replay server's tables
     rlrings health ADDRESS...                       grpc.health.v1 of running services
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pull.add_argument("--tag", default="latest", help="latest or best (default latest)")
     pull.add_argument("--version", type=int, default=0, help="a version number instead of a tag")
     pull.add_argument("--out", default="model.pt", help="file to write (default model.pt)")
+    untag = models.add_parser("untag", help="delete a named tag (its version is then retained as any other)")
+    untag.add_argument("tag", help="a tag a publisher gave (not latest or best)")
+    untag.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
     render = commands.add_parser("render", help="record a policy playing, as MP4 or GIF")
     render.add_argument("--model", default="latest", help="latest, best, a version number, or a file from models pull")
     render.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = commands.add_parser("health", help="check that services answer grpc.health.v1 with SERVING")
     health.add_argument("addresses", nargs="+", metavar="ADDRESS", help="host:port of a service")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
-    for command in (pull, render, info, health):
+    for command in (pull, untag, render, info, health):
         _add_security_flags(command)
     make_certs = commands.add_parser("certs", help="make a development CA and a certificate for TLS")
     make_certs.add_argument("--out", default="certs", help="directory to write to (default certs)")
@@ -100,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"rlrings {args.command}: {error}", file=sys.stderr)
         return 2
+    if args.command == "models" and args.action == "untag":
+        return _untag(args.address, args.tag, security)
     if args.command == "models":
         return _pull(args.address, args.tag, args.version, args.out, security)
     if args.command == "render":
@@ -182,6 +188,20 @@ def _experiment(argv: list[str]) -> int:
         print(f"rlrings experiment fewshot: {error}", file=sys.stderr)
         return 2
     return run_experiment(config)
+
+
+def _untag(address: str, tag: str, security) -> int:
+    from rlrings.errors import RlringsError
+    from rlrings.parameter_client import ParameterClient
+
+    try:
+        with ParameterClient(address, security=security) as client:
+            version = client.delete_tag(tag)
+    except RlringsError as error:
+        print(f"rlrings models untag: {error}", file=sys.stderr)
+        return 1
+    print(f"tag {tag!r} deleted; it pointed at version {version}")
+    return 0
 
 
 def _pull(address: str, tag: str, version: int, out: str, security) -> int:

@@ -96,6 +96,10 @@ class ParameterClient(ServiceClient):
         )
         return self._call(self._stub.ReportEvaluation, request, 30).best_version
 
+    def delete_tag(self, tag: str) -> int:
+        """Removes a named tag; returns the version it pointed at (then retained as any other)."""
+        return self._call(self._stub.DeleteTag, parameter_pb2.DeleteTagRequest(tag=tag), 30).version
+
 
 class WeightsFollower:
     """Keeps the newest published weights at hand, fetched in the background.

@@ -51,6 +51,7 @@ METHOD_SCOPES = {
     "/rlrings.v1.ReplayService/Checkpoint": "control",
     "/rlrings.v1.ParameterService/Publish": "publish",
     "/rlrings.v1.ParameterService/ReportEvaluation": "publish",
+    "/rlrings.v1.ParameterService/DeleteTag": "publish",
     "/rlrings.v1.ParameterService/Fetch": "read",
     "/rlrings.v1.ParameterService/Watch": "read",
     "/rlrings.v1.ParameterService/List": "read",

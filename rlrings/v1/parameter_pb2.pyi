@@ -114,3 +114,15 @@ class ReportEvaluationResponse(_message.Message):
     BEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     best_version: int
     def __init__(self, best_version: _Optional[int] = ...) -> None: ...
+
+class DeleteTagRequest(_message.Message):
+    __slots__ = ("tag",)
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    def __init__(self, tag: _Optional[str] = ...) -> None: ...
+
+class DeleteTagResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,11 @@ class ParameterServiceStub:
                 request_serializer=rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationRequest.SerializeToString,
                 response_deserializer=rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationResponse.FromString,
                 _registered_method=True)
+        self.DeleteTag = channel.unary_unary(
+                '/rlrings.v1.ParameterService/DeleteTag',
+                request_serializer=rlrings_dot_v1_dot_parameter__pb2.DeleteTagRequest.SerializeToString,
+                response_deserializer=rlrings_dot_v1_dot_parameter__pb2.DeleteTagResponse.FromString,
+                _registered_method=True)
 
 
 class ParameterServiceServicer:
@@ -105,6 +110,15 @@ class ParameterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTag(self, request, context):
+        """Removes a named tag (not "latest" or "best"); the version it pointed at is
+        then retained only as any other. Needs the "publish" scope; NOT_FOUND for
+        a tag that points at no version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParameterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +146,11 @@ def add_ParameterServiceServicer_to_server(servicer, server):
                     servicer.ReportEvaluation,
                     request_deserializer=rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationRequest.FromString,
                     response_serializer=rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationResponse.SerializeToString,
+            ),
+            'DeleteTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTag,
+                    request_deserializer=rlrings_dot_v1_dot_parameter__pb2.DeleteTagRequest.FromString,
+                    response_serializer=rlrings_dot_v1_dot_parameter__pb2.DeleteTagResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +288,33 @@ class ParameterService:
             '/rlrings.v1.ParameterService/ReportEvaluation',
             rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationRequest.SerializeToString,
             rlrings_dot_v1_dot_parameter__pb2.ReportEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rlrings.v1.ParameterService/DeleteTag',
+            rlrings_dot_v1_dot_parameter__pb2.DeleteTagRequest.SerializeToString,
+            rlrings_dot_v1_dot_parameter__pb2.DeleteTagResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,10 @@ class ParameterConfig(ServiceConfig):
     """Where versions are kept; a restart serves what is there."""
     keep_versions: pydantic.PositiveInt = 5
     """Versions retained besides the one tagged 'best'."""
+    max_named_tags: pydantic.PositiveInt = 256
+    """Named tags (besides 'latest' and 'best') the store holds at once; each keeps its version
+    whatever its age, so they are bounded: a publish that would add one more is RESOURCE_EXHAUSTED
+    until DeleteTag removes one."""
     max_model_bytes: pydantic.PositiveInt = 2 * 1024**3
     """Largest model accepted by Publish; larger ones get RESOURCE_EXHAUSTED."""
     piece_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 
 from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
@@ -30,25 +29,20 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
             raise ResourceExhaustedError(
                 f"header.total_bytes: {header.total_bytes} is above the limit of {self.max_model_bytes}"
             )
-        pieces, received = [], 0
-        async for request in requests:
-            if not request.HasField("data"):
-                raise InvalidArgumentError("data: only the first message may carry a header")
-            received += len(request.data)
-            if received > header.total_bytes:
-                raise InvalidArgumentError(f"data: more than header.total_bytes ({header.total_bytes}) bytes sent")
-            pieces.append(request.data)
-        return await blocking(self._store, header, pieces)
-
-    def _store(self, header, pieces: list[bytes]) -> parameter_pb2.PublishResponse:
-        data = b"".join(pieces)
-        if len(data) != header.total_bytes:
-            raise InvalidArgumentError(
-                f"data: {len(data)} bytes received, header.total_bytes says {header.total_bytes}"
-            )
-        if header.sha256 and hashlib.sha256(data).digest() != header.sha256:
-            raise InvalidArgumentError("header.sha256: does not match the data received")
-        return parameter_pb2.PublishResponse(version=self.store.publish(header, data))
+        upload = await blocking(self.store.begin, header)
+        try:  # each piece goes to disk as it arrives: no copy of the model waits in memory
+            async for request in requests:
+                if not request.HasField("data"):
+                    raise InvalidArgumentError("data: only the first message may carry a header")
+                if upload.received + len(request.data) > header.total_bytes:
+                    raise InvalidArgumentError(f"data: more than header.total_bytes ({header.total_bytes}) bytes sent")
+                await blocking(upload.write, request.data)
+        except BaseException:  # (here, not on the thread: a cancelled call's queued thread work never runs)
+            upload.discard()
+            raise
+        # once begun, a commit runs to its end (it cleans up after itself) even if the caller goes away
+        version = await asyncio.shield(blocking(self.store.commit, upload))
+        return parameter_pb2.PublishResponse(version=version)
 
     def Fetch(self, request, context):
         which = request.WhichOneof("selector")
@@ -56,9 +50,8 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
         yield parameter_pb2.FetchResponse(header=header)
         if request.header_only:
             return
-        data = self.store.read(header.version)
-        for start in range(0, len(data), self.piece_bytes):
-            yield parameter_pb2.FetchResponse(data=data[start : start + self.piece_bytes])
+        for piece in self.store.pieces(header.version, self.piece_bytes):
+            yield parameter_pb2.FetchResponse(data=piece)
 
     async def Watch(self, request, context):
         """Announces each new version. A watcher holds no thread: it sleeps on an event that the
@@ -96,3 +89,6 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
             raise InvalidArgumentError(f"evaluation_return: {request.evaluation_return} is not a finite number")
         best = self.store.report_evaluation(request.version, request.evaluation_return)
         return parameter_pb2.ReportEvaluationResponse(best_version=best)
+
+    def DeleteTag(self, request, context):
+        return parameter_pb2.DeleteTagResponse(version=self.store.delete_tag(request.tag))

@@ -1,32 +1,42 @@
 """Versioned weights on local disk, with tags and change notification.
 
 Each version is two files, ``v<version>.bin`` (the weights) and
-``v<version>.json`` (its header), written to temporary names and renamed, so a
-crash never leaves a half version. The newest ``keep`` versions are retained,
-and the one tagged ``best`` whatever its age.
+``v<version>.json`` (its header). A publish streams its pieces into a
+temporary file as they arrive (no copy of the model is held in memory), which
+is renamed once complete and checked, so a crash never leaves a half version;
+temporary files a crash left are removed at start. A full disk is
+RESOURCE_EXHAUSTED and leaves nothing behind. The newest ``keep`` versions are
+retained, and the one tagged ``best`` whatever its age.
 
 Besides ``latest`` and ``best``, which the store works out, a publisher may
 name a version (``fewshot/reptile/s0``): a named tag points at the newest
-version published with it, and that version is kept whatever its age.
+version published with it, and that version is kept whatever its age. At most
+``max_named_tags`` names exist at once; :meth:`WeightStore.delete_tag` removes one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import logging
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from google.protobuf import json_format
 
-from rlrings.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError
 from rlrings.v1 import parameter_pb2
 
 log = logging.getLogger(__name__)
 RESERVED_TAGS = ("latest", "best")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+MAX_TAGS_PER_PUBLISH = 16
+_TEMPORARY_SUFFIX = ".tmp"
 
 
 def check_tags(tags) -> list[str]:
@@ -35,6 +45,8 @@ def check_tags(tags) -> list[str]:
     Raises:
         InvalidArgumentError: a reserved or malformed name.
     """
+    if len(tags) > MAX_TAGS_PER_PUBLISH:
+        raise InvalidArgumentError(f"header.tags: {len(tags)} tags, at most {MAX_TAGS_PER_PUBLISH} per publish")
     for tag in tags:
         if tag in RESERVED_TAGS:
             raise InvalidArgumentError(f"header.tags: {tag!r} is set by the service, not by publishers")
@@ -46,17 +58,71 @@ def check_tags(tags) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+class Upload:
+    """A version on its way in: pieces go to a temporary file as they arrive, with their sha256
+    taken along; :meth:`WeightStore.commit` makes it a version, :meth:`discard` removes it."""
+
+    def __init__(self, directory: Path, header: parameter_pb2.WeightsHeader, tags: list[str]):
+        self.header, self.tags = header, tags
+        self.received = 0
+        self._sha256 = hashlib.sha256()
+        with _disk_errors("publish"):
+            descriptor, name = tempfile.mkstemp(prefix="upload-", suffix=_TEMPORARY_SUFFIX, dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(descriptor, "wb")
+
+    def write(self, data: bytes) -> None:
+        try:
+            with _disk_errors("publish"):
+                self._file.write(data)
+        except BaseException:
+            self.discard()
+            raise
+        self._sha256.update(data)
+        self.received += len(data)
+
+    def finish(self) -> None:
+        """Makes the file durable and checks it against the header (size and sha256).
+
+        Raises:
+            InvalidArgumentError: naming the field that does not match; the upload is discarded.
+        """
+        try:
+            if self.received != self.header.total_bytes:
+                raise InvalidArgumentError(
+                    f"data: {self.received} bytes received, header.total_bytes says {self.header.total_bytes}"
+                )
+            if self.header.sha256 and self._sha256.digest() != self.header.sha256:
+                raise InvalidArgumentError(
+                    "header.sha256: does not match the data received (it is the raw 32-byte digest, not hex)"
+                )
+            with _disk_errors("publish"):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
 class WeightStore:
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, max_named_tags: int = 256):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self.max_named_tags = max_named_tags
         self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported
         self._headers: dict[int, parameter_pb2.WeightsHeader] = {}
         self._cond = threading.Condition()
         self._listeners: set[Callable[[], None]] = set()
         self._closed = False
-        self._cache: tuple[int, bytes] | None = None  # the newest version's bytes
+        for leftover in self.directory.glob(f"*{_TEMPORARY_SUFFIX}"):  # a publish a crash cut short
+            log.info("removing %s, left by an unfinished write", leftover.name)
+            leftover.unlink(missing_ok=True)
         for path in sorted(self.directory.glob("v*.json")):
             header = json_format.Parse(path.read_text(), parameter_pb2.WeightsHeader())
             if (self.directory / f"v{header.version:010d}.bin").exists():
@@ -111,13 +177,22 @@ class WeightStore:
             return header
 
     def read(self, version: int) -> bytes:
-        with self._cond:
-            if self._cache and self._cache[0] == version:
-                return self._cache[1]
+        return b"".join(self.pieces(version, 1 << 24))
+
+    def pieces(self, version: int, piece_bytes: int) -> Iterator[bytes]:
+        """The version's weights from disk, ``piece_bytes`` at a time (a version pruned meanwhile
+        stays readable to a reader that has begun: the file is open)."""
         try:
-            return (self.directory / f"v{version:010d}.bin").read_bytes()
+            file = open(self.directory / f"v{version:010d}.bin", "rb")  # noqa: SIM115 (closed by the generator)
         except FileNotFoundError:
             raise NotFoundError(f"version: {version} was removed by retention") from None
+
+        def each() -> Iterator[bytes]:
+            with file:
+                while piece := file.read(piece_bytes):
+                    yield piece
+
+        return each()
 
     def versions_after(self, version: int, timeout: float) -> list[int]:
         """Versions newer than ``version``, waiting up to ``timeout`` for one."""
@@ -134,31 +209,86 @@ class WeightStore:
 
     # -- writing -------------------------------------------------------------
 
-    def publish(self, header: parameter_pb2.WeightsHeader, data: bytes) -> int:
-        """Stores a new version and wakes the watchers; returns its number.
+    def begin(self, header: parameter_pb2.WeightsHeader) -> Upload:
+        """Starts a publish: checks the header's tags and opens the file its pieces go to.
 
         Raises:
             InvalidArgumentError: a tag in the header is reserved or malformed.
+            ResourceExhaustedError: the tags would pass ``max_named_tags``, or the disk is full.
         """
         tags = check_tags(header.tags)
+        self._check_room_for(tags)
+        return Upload(self.directory, header, tags)
+
+    def commit(self, upload: Upload) -> int:
+        """Makes a finished upload the next version and wakes the watchers; returns its number.
+
+        Raises:
+            InvalidArgumentError: the data does not match the header; ResourceExhaustedError: the disk is full.
+        """
+        upload.finish()
         with self._cond:
-            version = max(self._headers, default=0) + 1
-            stored = parameter_pb2.WeightsHeader()
-            stored.CopyFrom(header)
-            stored.version = version
-            stored.tags[:] = tags  # the names given; header() reports every tag pointing here
-            stored.ClearField("evaluation_return")
-            stored.created.GetCurrentTime()
-            _write_atomic(self.directory / f"v{version:010d}.bin", data)
-            _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(stored).encode())
+            try:
+                self._check_room_for(upload.tags)  # (again: another publish may have named tags meanwhile)
+                version = max(self._headers, default=0) + 1
+                stored = parameter_pb2.WeightsHeader()
+                stored.CopyFrom(upload.header)
+                stored.version = version
+                stored.tags[:] = upload.tags  # the names given; header() reports every tag pointing here
+                stored.ClearField("evaluation_return")
+                stored.created.GetCurrentTime()
+                with _disk_errors("publish"):
+                    os.rename(upload.path, self.directory / f"v{version:010d}.bin")
+                try:
+                    _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(stored).encode())
+                except BaseException:
+                    (self.directory / f"v{version:010d}.bin").unlink(missing_ok=True)
+                    raise
+            except BaseException:
+                upload.discard()
+                raise
             self._headers[version] = stored
-            self._cache = (version, data)
             self._prune()
             self._cond.notify_all()
             listeners = list(self._listeners)
         for listener in listeners:
             listener()
         return version
+
+    def publish(self, header: parameter_pb2.WeightsHeader, data: bytes) -> int:
+        """Stores a new version from bytes in hand (see :meth:`begin` and :meth:`commit`)."""
+        upload = self.begin(header)
+        upload.write(data)
+        return self.commit(upload)
+
+    def _check_room_for(self, tags: list[str]) -> None:
+        with self._cond:
+            named = self._named()
+            new = [tag for tag in tags if tag not in named]
+            if len(named) + len(new) > self.max_named_tags:
+                raise ResourceExhaustedError(
+                    f"header.tags: {len(named)} named tags exist and {len(new)} more would pass max_named_tags "
+                    f"({self.max_named_tags}); delete unused ones first (DeleteTag)"
+                )
+
+    def delete_tag(self, tag: str) -> int:
+        """Removes a named tag; returns the version it pointed at (now retained as any other).
+
+        Raises:
+            InvalidArgumentError: ``latest`` or ``best``; NotFoundError: the tag points at no version.
+        """
+        if tag in RESERVED_TAGS:
+            raise InvalidArgumentError(f"tag: {tag!r} is set by the service and cannot be deleted")
+        with self._cond:
+            version = self._named().get(tag)
+            if version is None:
+                raise NotFoundError(f"tag: {tag[:140]!r} points at no version")
+            for number, header in self._headers.items():
+                if tag in header.tags:
+                    header.tags.remove(tag)
+                    _write_atomic(self.directory / f"v{number:010d}.json", json_format.MessageToJson(header).encode())
+            self._prune()
+            return version
 
     def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Calls ``listener()`` (from the publishing thread) after each publish and at close;
@@ -195,9 +325,27 @@ class WeightStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.rename(temporary, path)
+    temporary = path.with_suffix(path.suffix + _TEMPORARY_SUFFIX)
+    try:
+        with _disk_errors("publish"), open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.rename(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _disk_errors(what: str):
+    """A full disk or quota becomes RESOURCE_EXHAUSTED, a status the publisher can act on."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhaustedError(
+                f"{what}: the parameter store's disk is full ({error.strerror}); nothing was stored, free space "
+                "or lower keep_versions and publish again"
+            ) from None
+        raise

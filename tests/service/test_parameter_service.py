@@ -1,7 +1,10 @@
 """The parameter service over real gRPC on loopback."""
 
 import hashlib
+import subprocess
+import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -146,3 +149,81 @@ def test_bad_publishes_are_refused(start_parameter):
             client.publish(b"ok", MODEL) and client.fetch(tag="best")
         with pytest.raises(InvalidArgumentError):
             client.publish(b"", spaces_pb2.ModelSpec())
+
+
+def test_named_tags_are_bounded_and_can_be_deleted(start_parameter):
+    server = start_parameter(keep_versions=1, max_named_tags=2)
+    with ParameterClient(server.address) as client:
+        client.publish(b"a", MODEL, tags=["a", "b"])
+        with pytest.raises(ResourceExhaustedError, match=r"2 named tags exist and 1 more would pass max_named_tags"):
+            client.publish(b"c", MODEL, tags=["c"])
+        assert client.publish(b"b again", MODEL, tags=["b"]) == 2  # moving a tag adds no name
+        untag = [sys.executable, "-m", "rlrings.cli", "models", "untag", "a", "--address", server.address]
+        done = subprocess.run(untag, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "tag 'a' deleted; it pointed at version 1" in done.stdout, done.stderr
+        assert client.publish(b"c", MODEL, tags=["c"]) == 3
+        assert dict(client.list().tags) == {"b": 2, "c": 3, "latest": 3}  # version 1 went with its tag
+        with pytest.raises(InvalidArgumentError, match="'latest' is set by the service"):
+            client.delete_tag("latest")
+        with pytest.raises(NotFoundError, match="tag: 'a' points at no version"):
+            client.delete_tag("a")
+        with pytest.raises(InvalidArgumentError, match="17 tags, at most 16 per publish"):
+            client.publish(b"x", MODEL, tags=[f"t{i}" for i in range(17)])
+
+
+def test_a_publish_streams_to_disk_and_one_cut_short_leaves_nothing(start_parameter, tmp_path):
+    """Pieces reach a temporary file as they arrive; a publisher that goes away mid-stream leaves
+    no file, and temporary files a crash left are removed at start."""
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "upload-crashed.tmp").write_bytes(b"half a model")
+    server = start_parameter()
+    directory = tmp_path / "weights"
+    assert not list(directory.glob("*.tmp"))
+    more = threading.Event()
+    piece = b"w" * (1 << 20)
+
+    def requests():
+        yield parameter_pb2.PublishRequest(header=parameter_pb2.WeightsHeader(model=MODEL, total_bytes=8 << 20))
+        for _ in range(3):
+            yield parameter_pb2.PublishRequest(data=piece)
+        more.wait(30)
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = parameter_pb2_grpc.ParameterServiceStub(channel).Publish.future(requests(), timeout=30)
+        try:
+            deadline = time.monotonic() + 10
+            while sum(p.stat().st_size for p in directory.glob("upload-*.tmp")) < 3 << 20:
+                assert time.monotonic() < deadline, "the pieces did not reach the disk while the stream was open"
+                time.sleep(0.05)
+            call.cancel()
+        finally:
+            more.set()  # (the client's request thread is never left waiting)
+        deadline = time.monotonic() + 10
+        while list(directory.glob("*.tmp")):
+            assert time.monotonic() < deadline, "a cancelled publish left its temporary file"
+            time.sleep(0.05)
+    with ParameterClient(server.address) as client:
+        assert not client.list().versions
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs), so that the disk fills up."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_a_full_disk_is_resource_exhausted_and_leaves_nothing_behind(start_parameter, small_disk):
+    server = start_parameter(directory=small_disk)
+    with ParameterClient(server.address) as client:
+        assert client.publish(b"small" * 100, MODEL) == 1
+        with pytest.raises(ResourceExhaustedError, match="the parameter store's disk is full"):
+            client.publish(b"x" * (3 << 20), MODEL)
+        assert [h.version for h in client.list().versions] == [1]
+        assert sorted(p.name for p in small_disk.iterdir()) == ["v0000000001.bin", "v0000000001.json"]
+        assert client.publish(b"fits again", MODEL) == 2  # the refused publish freed what it had taken
