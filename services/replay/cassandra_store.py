@@ -24,6 +24,7 @@ timeouts; a write that still fails is reported to the writer, never acknowledged
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -39,7 +40,7 @@ from rlrings.errors import ConfigError, UnavailableError
 from rlrings.signature import Signature
 from rlrings.v1 import tensor_pb2
 from services.replay.config import CassandraConfig
-from services.replay.table import TableState
+from services.replay.table import Bookkeeping, TableState
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,16 @@ class CassandraStore:
         session.execute(
             f"""CREATE TABLE IF NOT EXISTS {ks}.table_state (
                 table_name text, shard text, signature text, oldest_key bigint,
-                counters map<text, bigint>, writer_sequences map<text, bigint>, saved_at timestamp,
+                counters map<text, bigint>, writer_sequences map<text, bigint>, unplaced map<bigint, bigint>,
+                saved_at timestamp,
                 PRIMARY KEY ((table_name, shard)))"""
         )
         session.cluster.control_connection.wait_for_schema_agreement(wait_time=30)
+        session.cluster.refresh_table_metadata(ks, "table_state")
+        if "unplaced" not in session.cluster.metadata.keyspaces[ks].tables["table_state"].columns:
+            # a keyspace made before the state kept reservations in flight
+            session.execute(f"ALTER TABLE {ks}.table_state ADD unplaced map<bigint, bigint>")
+            session.cluster.control_connection.wait_for_schema_agreement(wait_time=30)
 
     def _prepare(self, session) -> None:
         ks = self.config.keyspace
@@ -266,12 +273,12 @@ class CassandraStore:
             f"SELECT key, priority FROM {ks}.priorities WHERE table_name = ? AND shard = ? AND block = ?"
         )
         self._select_state = session.prepare(
-            f"SELECT signature, oldest_key, counters, writer_sequences FROM {ks}.table_state "
+            f"SELECT signature, oldest_key, counters, writer_sequences, unplaced FROM {ks}.table_state "
             "WHERE table_name = ? AND shard = ?"
         )
         self._upsert_state = session.prepare(
             f"INSERT INTO {ks}.table_state (table_name, shard, signature, oldest_key, counters, writer_sequences, "
-            "saved_at) VALUES (?, ?, ?, ?, ?, ?, toTimestamp(now()))"
+            "unplaced, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
         )
         # a page of rows is a few MB, whatever the partition holds (a node reads a page into its heap)
         self._select_rows.fetch_size = max(1, (4 << 20) // self.config.segment_bytes)
@@ -465,22 +472,16 @@ class CassandraStore:
 
     # -- table state -----------------------------------------------------------
 
-    def save_state(
-        self,
-        table: str,
-        signature: Signature,
-        sequence_length: int,
-        oldest_key: int,
-        counters: Mapping[str, int],
-        writer_sequences: Mapping[str, int],
-    ) -> None:
+    def save_state(self, table: str, signature: Signature, sequence_length: int, bookkeeping: Bookkeeping) -> None:
         """Saves what a rebuild cannot read from the rows themselves."""
         self._with_retries(
             lambda: self.session.execute(
                 self._upsert_state,
                 (
-                    table, self.shard, _signature_json(signature, sequence_length), oldest_key,
-                    {k: int(v) for k, v in counters.items()}, {k: int(v) for k, v in writer_sequences.items()},
+                    table, self.shard, _signature_json(signature, sequence_length), bookkeeping.oldest_key,
+                    {k: int(v) for k, v in bookkeeping.counters.items()},
+                    {k: int(v) for k, v in bookkeeping.writer_sequences.items()},
+                    {int(k): int(v) for k, v in bookkeeping.unplaced.items()},
                 ),
             )
         )  # fmt: skip
@@ -520,7 +521,19 @@ class CassandraStore:
         counters = dict(saved.counters or {}) if saved is not None else {}
         next_saved = counters.get("next_key", 1)
         next_key = max([next_saved, *(s.end_key for s in segments)])
-        newer = sum(s.items for s in segments if s.first_key >= next_saved)
+        # Rows the saved counters do not include: keys reserved after the save, and the chunks that
+        # were on their way into memory when it was taken (reserved before it, placed after it, or
+        # never placed but in the ring all the same: what is restored is counted)
+        in_flight = sorted((int(k), int(n)) for k, n in ((saved.unplaced or {}) if saved is not None else {}).items())
+        starts = [first for first, _ in in_flight]
+
+        def uncounted(segment: Segment) -> bool:
+            if segment.first_key >= next_saved:
+                return True
+            i = bisect.bisect_right(starts, segment.first_key) - 1
+            return i >= 0 and segment.first_key < in_flight[i][0] + in_flight[i][1]
+
+        newer = sum(s.items for s in segments if uncounted(s))
         counters = {name: int(counters.get(name, 0)) for name in _COUNTERS}
         counters["next_key"] = next_key
         counters["inserts"] += newer

@@ -302,8 +302,7 @@ class Replay:
 
     def _save_ring_state(self) -> None:
         for table in self.tables.values():
-            oldest, counters, writers = table.bookkeeping()
-            self.ring.save_state(table.name, table.signature, table.sequence_length, oldest, counters, writers)
+            self.ring.save_state(table.name, table.signature, table.sequence_length, table.bookkeeping())
 
     def checkpoint(self) -> CheckpointResult:
         """Writes a snapshot of every table now (with a ring: saves their state there)."""

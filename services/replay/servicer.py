@@ -91,7 +91,10 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 if isinstance(entry, RlringsError):
                     raise entry
                 writer_id, chunk, pending = entry
-                yield _ack(writer_id, chunk, await blocking(pending.finish, lambda: not context.done()))
+                # shielded: a cancelled call's queued thread work never runs, and this chunk's keys must
+                # be placed or given up (finish does one or the other, and sees the caller gone)
+                stored = await asyncio.shield(blocking(pending.finish, lambda: not context.done()))
+                yield _ack(writer_id, chunk, stored)
         finally:  # the stream ended early: chunks started but never finished give their keys up
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)

@@ -66,6 +66,19 @@ class TableState:
     writer_sequences: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Bookkeeping:
+    """A table's counters as a durable store saves them (:meth:`Table.bookkeeping`)."""
+
+    oldest_key: int
+    """The oldest key in memory (or reserved for a chunk on its way), else the next key."""
+    counters: dict[str, int]
+    writer_sequences: dict[str, int]
+    unplaced: dict[int, int]
+    """First key -> items of the reservations not yet in memory: keys below ``next_key`` whose
+    items the counters do not include yet (a rebuild counts what of them the ring holds)."""
+
+
 class WouldBlock(Exception):
     """Raised by a call told not to wait (``wait=False``) that would have had to; nothing was done.
     Servers first try a call on their event loop this way and hand it to a thread only if it must wait."""
@@ -103,7 +116,7 @@ class Table:
         self.is_queue = self.distinct_batches and config.max_times_sampled > 0
         """Items leave only by being sampled: inserts wait for room instead of evicting."""
         self._writer_sequences: OrderedDict[str, int] = OrderedDict()  # the least recently written first
-        self._unplaced: set[int] = set()  # first keys of reservations not yet in memory
+        self._unplaced: dict[int, int] = {}  # first key -> items, of reservations not yet in memory
         self._cond = threading.Condition()
         self._rng = np.random.default_rng(seed)
         self._next_key = 1
@@ -172,7 +185,7 @@ class Table:
                                            is_active, keys)  # fmt: skip
             finally:
                 if keys is not None:  # placed, a duplicate of what is, or given up
-                    self._unplaced.discard(int(keys[0]))
+                    self._unplaced.pop(int(keys[0]), None)
 
     def _insert_locked(self, columns, n, item_priorities, policy_version, writer_id, sequence, is_active, keys):
         if self._closed:
@@ -291,7 +304,7 @@ class Table:
         the oldest key reported for a durable store stays at or below them."""
         with self._cond:
             keys = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
-            self._unplaced.add(self._next_key)
+            self._unplaced[self._next_key] = n
             self._next_key += n
         return keys
 
@@ -299,7 +312,7 @@ class Table:
         """Gives up reserved keys that will not be placed (the write failed, the caller left)."""
         if len(keys):
             with self._cond:
-                self._unplaced.discard(int(keys[0]))
+                self._unplaced.pop(int(keys[0]), None)
 
     def is_duplicate(self, writer_id: str, sequence: int) -> bool:
         """Whether this writer's chunk ``sequence`` is already stored."""
@@ -549,11 +562,10 @@ class Table:
                 self._remember_writer(writer_id, sequence)
             return n - count
 
-    def bookkeeping(self) -> tuple[int, dict[str, int], dict[str, int]]:
-        """(oldest key in memory or the next key, counters, writer sequences):
-        what a durable store saves besides the items."""
+    def bookkeeping(self) -> Bookkeeping:
+        """What a durable store saves besides the items."""
         with self._cond:
-            return self._oldest_key(), self._counters(), dict(self._writer_sequences)
+            return Bookkeeping(self._oldest_key(), self._counters(), dict(self._writer_sequences), dict(self._unplaced))
 
     def oldest_key(self) -> int:
         """The oldest key memory holds (the next key when empty)."""
