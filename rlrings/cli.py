@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_certs.add_argument("--out", default="certs", help="directory to write to (default certs)")
     make_certs.add_argument("--hosts", default="localhost,127.0.0.1", help="names and IPs the certificate is for")
     make_certs.add_argument("--name", default="rlrings", help="file name of the certificate (default rlrings)")
+    make_certs.add_argument(
+        "--force", action="store_true", help="replace a certificate of this name (a CA in --out is always kept)"
+    )
     tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
     tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
     tables.add_argument(
@@ -147,15 +150,30 @@ def _security(args):
 
 
 def _certs(args) -> int:
+    """A certificate signed by the CA in ``--out``, made there first if there is none: a second run
+    adds a certificate the same CA signed and never replaces the CA (that would void every
+    certificate it signed before)."""
     from pathlib import Path
 
     from rlrings import certs
 
     out = Path(args.out)
-    ca = certs.make_ca(out)
+    ca = certs.CertificatePair(out / "ca.pem", out / "ca-key.pem")
+    pair = certs.CertificatePair(out / f"{args.name}.pem", out / f"{args.name}-key.pem")
+    if ca.cert_file.exists() != ca.key_file.exists():
+        print(f"rlrings certs: {out} holds half a CA (ca.pem or ca-key.pem is missing); restore it or use "
+              "another --out", file=sys.stderr)  # fmt: skip
+        return 2
+    if pair.cert_file.exists() and not args.force:
+        print(f"rlrings certs: {pair.cert_file} exists; give another --name, or --force to replace it", file=sys.stderr)
+        return 2
+    made = not ca.cert_file.exists()
+    if made:
+        ca = certs.make_ca(out)
     pair = certs.issue(ca, out, args.name, [h.strip() for h in args.hosts.split(",") if h.strip()])
     Console().print(
-        f"CA: {ca.cert_file} (key {ca.key_file}); certificate for {args.hosts}: {pair.cert_file} (key {pair.key_file})"
+        f"CA: {ca.cert_file} ({'new' if made else 'existing, kept'}; key {ca.key_file}); certificate for "
+        f"{args.hosts}: {pair.cert_file} (key {pair.key_file})"
     )
     return 0
 

@@ -27,6 +27,8 @@ class ReplayServer:
     def __init__(self, config: ReplayConfig):
         self.config = config
         store = SnapshotStore(config.snapshot_dir) if config.store == "embedded" else None
+        if store is not None:
+            store.check_writable()  # (found at start, not at the first snapshot minutes later)
         logged = store is not None and config.ack_log.enabled
         ack_log = AckLog(config.snapshot_dir / "acklog", config.ack_log.sync) if logged else None
         ring = CassandraStore(config.cassandra) if config.store == "cassandra" else None

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,22 @@ class SnapshotStore:
         self.current = self.directory / "snapshot"
         self._previous = self.directory / "snapshot.previous"
         self._incoming = self.directory / "snapshot.incoming"
+
+    def check_writable(self) -> None:
+        """Makes the directory and writes a file there, at start rather than at the first snapshot.
+
+        Raises:
+            ConfigError: naming ``snapshot_dir`` and why it cannot be written.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".writable-"):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"snapshot_dir: {self.directory} cannot be written ({error.strerror or error}); give a directory "
+                "this process may write, or store: cassandra"
+            ) from None
 
     def save(self, states: dict[str, tuple[TableState, Signature]], log_from: int | None = None) -> Path:
         """Writes every table's state; returns the snapshot directory. ``log_from``: the first

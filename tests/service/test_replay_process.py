@@ -138,6 +138,16 @@ def test_bad_config_file_exits_2_naming_the_setting(tmp_path):
     assert "tables.0.max_size" in output and str(config) in output
 
 
+def test_a_snapshot_dir_that_cannot_be_written_exits_2_at_start(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    config, _ = write_config(tmp_path, snapshot_dir=str(tmp_path / "a-file" / "snap"))
+    process = start(config)
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 2, output
+    assert f"snapshot_dir: {tmp_path / 'a-file' / 'snap'} cannot be written (Not a directory)" in output
+    assert "Traceback" not in output
+
+
 def test_unreadable_config_file_exits_2(tmp_path):
     process = start(tmp_path / "nope.yaml")
     output = process.communicate(timeout=30)[0]

@@ -365,3 +365,26 @@ def test_certs_command_makes_a_ca_and_a_certificate_servers_accept(tmp_path, sta
              "ca_file": tmp_path / "c" / "ca.pem"}  # fmt: skip
     server = start_replay([table("t")], tls=files)
     assert health(server.address, ClientSecurity.of(TlsConfig(ca_file=files["ca_file"]), AuthConfig())) == 1
+
+
+def test_certs_command_keeps_an_existing_ca_and_refuses_to_replace_a_certificate(tmp_path, start_replay, capsys):
+    from rlrings.cli import main
+
+    out = tmp_path / "c"
+    assert main(["certs", "--out", str(out), "--name", "replay"]) == 0
+    ca_before = (out / "ca.pem").read_bytes()
+    assert main(["certs", "--out", str(out), "--name", "viewer"]) == 0
+    assert (out / "ca.pem").read_bytes() == ca_before, "a second run replaced the CA"
+    assert "existing, kept" in capsys.readouterr().out
+    replay_cert = (out / "replay.pem").read_bytes()
+    assert main(["certs", "--out", str(out), "--name", "replay"]) == 2
+    assert "replay.pem exists; give another --name, or --force" in capsys.readouterr().err
+    assert (out / "replay.pem").read_bytes() == replay_cert
+    # the first certificate still works beside the second: one CA signed both
+    files = {"cert_file": out / "replay.pem", "key_file": out / "replay-key.pem", "ca_file": out / "ca.pem"}
+    server = start_replay([table("t")], tls=files)
+    assert health(server.address, ClientSecurity.of(TlsConfig(ca_file=out / "ca.pem"), AuthConfig())) == 1
+    assert main(["certs", "--out", str(out), "--name", "replay", "--force"]) == 0
+    (out / "ca-key.pem").unlink()
+    assert main(["certs", "--out", str(out), "--name", "other"]) == 2
+    assert "holds half a CA" in capsys.readouterr().err
