@@ -9,6 +9,7 @@
     rlrings info [--address ...]                    a replay server's tables
     rlrings health ADDRESS...                       grpc.health.v1 of running services
     rlrings certs --out certs --hosts a,b           a development CA and certificate for TLS
+    rlrings tokens --out tokens [--client n=insert]  one least-privilege token per component
     rlrings tables --env crafter --algorithm dqn    replay tables for a config file or Helm values
     rlrings cloud up|status|down ...                the stack on AKS (see: rlrings cloud --help)
 
@@ -78,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
     for command in (pull, untag, render, info, health):
         _add_security_flags(command)
+    make_tokens = commands.add_parser(
+        "tokens", help="write a tokens file with one least-privilege token per component, for the chart's Secret"
+    )
+    make_tokens.add_argument("--out", default="tokens", help="directory to write to (default tokens)")
+    make_tokens.add_argument(
+        "--client", action="append", default=[], metavar="NAME=SCOPE,SCOPE",
+        help="also a token for an outside client, for example game-uploads=insert (repeatable)",
+    )  # fmt: skip
     make_certs = commands.add_parser("certs", help="make a development CA and a certificate for TLS")
     make_certs.add_argument("--out", default="certs", help="directory to write to (default certs)")
     make_certs.add_argument("--hosts", default="localhost,127.0.0.1", help="names and IPs the certificate is for")
@@ -102,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tables(args)
     if args.command == "certs":
         return _certs(args)
+    if args.command == "tokens":
+        return _tokens(args)
     try:
         security = _security(args)
     except (OSError, ValueError) as error:
@@ -147,6 +158,52 @@ def _security(args):
     if args.cert_file and not args.ca_file:
         raise ValueError("--cert-file needs --ca-file")
     return ClientSecurity.of(tls, AuthConfig(token=os.environ.get("RLRINGS_TOKEN") or None))
+
+
+def _tokens(args) -> int:
+    """``tokens.yaml`` (what servers accept) and ``<name>-token`` per token (what each presents),
+    one directory that ``kubectl create secret generic NAME --from-file=DIR`` turns into the
+    chart's auth Secret; each component's token holds only its :data:`COMPONENT_SCOPES`."""
+    import secrets
+    from pathlib import Path
+
+    import yaml
+
+    from rlrings.security import COMPONENT_SCOPES, SCOPES, Token
+
+    wanted = dict(COMPONENT_SCOPES)
+    for client in args.client:
+        name, _, scopes = client.partition("=")
+        listed = [scope.strip() for scope in scopes.split(",") if scope.strip()]
+        unknown = sorted(set(listed) - set(SCOPES))
+        if not name or not listed or unknown or name in wanted:
+            why = f"unknown scopes {unknown}" if unknown else "expected NAME=SCOPE,SCOPE with a new name"
+            print(f"rlrings tokens: --client {client!r}: {why}; scopes: {', '.join(SCOPES)}", file=sys.stderr)
+            return 2
+        wanted[name] = listed
+    out = Path(args.out)
+    if (out / "tokens.yaml").exists():
+        print(f"rlrings tokens: {out / 'tokens.yaml'} exists; give another --out (tokens are never replaced "
+              "silently: every client holding one would be locked out)", file=sys.stderr)  # fmt: skip
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, scopes in wanted.items():
+        token = Token(name=name, token=secrets.token_urlsafe(32), scopes=scopes)
+        entries.append({"name": name, "token": token.token.get_secret_value(), "scopes": scopes})
+        path = out / f"{name}-token"
+        path.write_text(token.token.get_secret_value())
+        path.chmod(0o600)
+    (out / "tokens.yaml").write_text(yaml.safe_dump(entries, sort_keys=False))
+    (out / "tokens.yaml").chmod(0o600)
+    keys = ", ".join(f"{name}: {name}-token" for name in COMPONENT_SCOPES)
+    listing = "; ".join(f"{name}: {', '.join(scopes)}" for name, scopes in wanted.items())
+    print(
+        f"{len(entries)} tokens written to {out} ({listing}).\n"
+        f"kubectl create secret generic rlrings-tokens --from-file={out}\n"
+        f"helm values: security.auth: {{enabled: true, secretName: rlrings-tokens, componentTokenKeys: {{{keys}}}}}"
+    )
+    return 0
 
 
 def _certs(args) -> int:

@@ -15,7 +15,8 @@ Health checks and reflection stay open, so probes work whatever the settings;
 with TLS on, a server also answers health checks on a plaintext
 ``health_port``, which is all Kubernetes' gRPC probes can speak. A peer that
 presents a client certificate the CA signed is a service of the mesh and may
-call everything. Secrets never reach logs, metrics or error messages: tokens
+call what ``auth.certificate_scopes`` gives its common name (everything when
+that is empty). Secrets never reach logs, metrics or error messages: tokens
 are named by their ``name`` only, and held as ``SecretStr``.
 """
 
@@ -64,6 +65,14 @@ METHOD_SCOPES = {
 """The scope each RPC needs (a tuple: any one of them); any other rlrings RPC (pause, resume, config
 updates, Play) needs 'control'. Replay's Info answers an insert-only writer too, with only what
 writing needs (the tables' signatures), so game clients need no 'read' to upload."""
+COMPONENT_SCOPES = {
+    "actor": ["insert", "read"],  # writes experience, fetches and watches weights
+    "learner": ["sample", "read", "publish"],  # samples (and reprioritises), publishes weights
+    "viewer": ["read", "insert"],  # fetches weights, records demonstrations
+    "fewshot": ["read", "publish"],  # publishes and fetches each job's weights
+}
+"""What each component of the mesh calls, and so the least its certificate or token may do: the
+chart's ``security.componentScopes`` defaults and ``rlrings tokens`` (a test keeps them agreeing)."""
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """RPCs that need no token: health checks (probes) and reflection."""
 INSERT_METHOD = "/rlrings.v1.ReplayService/Insert"
@@ -176,8 +185,22 @@ class AuthConfig(pydantic.BaseModel):
     token: pydantic.SecretStr | None = None
     """Bearer token this process sends when it calls other services (from a Secret)."""
     trust_client_certificates: bool = True
-    """Under mutual TLS, a peer with a certificate the CA signed (a service of the mesh) may call
-    everything without a token."""
+    """Under mutual TLS, a peer with a certificate the CA signed (a service of the mesh) needs no
+    token: it may do what ``certificate_scopes`` gives its certificate's common name."""
+    certificate_scopes: dict[str, list[str]] = {}
+    """Under mutual TLS, each client certificate's scopes by its common name (the chart gives each
+    component its own certificate); a certificate not listed may do nothing. Empty: any certificate
+    the CA signed may do everything. A token presented with a certificate narrows it to the
+    scopes both hold."""
+
+    @pydantic.field_validator("certificate_scopes")
+    @classmethod
+    def _known_certificate_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, scopes in value.items():
+            unknown = sorted(set(scopes) - set(SCOPES))
+            if unknown:
+                raise ValueError(f"{name}: unknown scopes {unknown}; known: {list(SCOPES)}")
+        return value
 
     def tokens(self) -> list[Token]:
         if self.tokens_file is None:
@@ -345,8 +368,13 @@ class Admission:
                 burst = limits.insert_burst_bytes or limits.insert_bytes_per_second
                 bucket = _Bucket(limits.insert_bytes_per_second, burst)
             self.clients.append(_Client(token, hashlib.sha256(secret).digest(), bucket))
-        self.required = bool(self.clients) or (tls.mutual and not auth.trust_client_certificates)
         self.trust_certificates = tls.mutual and auth.trust_client_certificates
+        self.certificate_scopes = {name: frozenset(scopes) for name, scopes in auth.certificate_scopes.items()}
+        self.required = (
+            bool(self.clients)
+            or (tls.mutual and not auth.trust_client_certificates)
+            or (self.trust_certificates and bool(self.certificate_scopes))
+        )
         self.rejected = Counter(
             "rlrings_auth_rejected",
             "Calls refused by authentication, scope or a client's limits, by method and reason.",
@@ -366,17 +394,21 @@ class Admission:
             UnauthenticatedError, PermissionDeniedError: naming what is missing, never a secret.
             ResourceExhaustedError: the token has ``max_concurrent_calls`` calls in progress.
         """
-        if self.trust_certificates and context.auth_context().get("x509_common_name"):
+        certificate = self._certificate(context)
+        header = metadata.get("authorization")
+        if certificate is not None and not self.certificate_scopes and not header:
+            return None  # one certificate for the whole mesh: it may do everything
+        if certificate is not None and not header:
+            self._check_scope(method, f"certificate {certificate!r}", self._certificate_scopes(certificate, method))
+            _caller.set(Caller(f"certificate:{certificate}", self._certificate_scopes(certificate, method), _free))
             return None
-        client = self.identify(metadata.get("authorization"), method)
-        scopes = METHOD_SCOPES.get(method, "control")
-        scopes = scopes if isinstance(scopes, tuple) else (scopes,)
-        if not any(scope in client.token.scopes for scope in scopes):
-            self.rejected.labels(method, "scope").inc()
-            raise PermissionDeniedError(
-                f"token {client.token.name!r} may {', '.join(client.token.scopes) or 'nothing'}; "
-                f"{method.rsplit('/', 1)[-1]} needs scope {' or '.join(map(repr, scopes))}"
-            )
+        client = self.identify(header, method)
+        held = frozenset(client.token.scopes)
+        who = f"token {client.token.name!r}"
+        if certificate is not None:  # a token narrows what the certificate may do
+            held = held & self._certificate_scopes(certificate, method) if self.certificate_scopes else held
+            who = f"token {client.token.name!r} with certificate {certificate!r}"
+        self._check_scope(method, who, held)
         limit = client.token.limits.max_concurrent_calls
         if limit is not None and client.calls >= limit:
             self.rejected.labels(method, "concurrent_calls").inc()
@@ -385,8 +417,35 @@ class Admission:
                 "end one (close idle streams) before starting another"
             )
         client.calls += 1
-        _caller.set(Caller(client.token.name, frozenset(client.token.scopes), lambda n: self.charge_insert(client, n)))
+        _caller.set(Caller(client.token.name, held, lambda n: self.charge_insert(client, n)))
         return client
+
+    def _certificate(self, context) -> str | None:
+        """The common name of the peer's client certificate, where certificates are trusted."""
+        if not self.trust_certificates:
+            return None
+        names = context.auth_context().get("x509_common_name")
+        return names[0].decode(errors="replace") if names else None
+
+    def _certificate_scopes(self, certificate: str, method: str) -> frozenset[str]:
+        scopes = self.certificate_scopes.get(certificate)
+        if scopes is None:
+            self.rejected.labels(method, "certificate").inc()
+            raise PermissionDeniedError(
+                f"certificate {certificate[:64]!r} is not in auth.certificate_scopes, so it may do nothing; "
+                f"certificates listed: {sorted(self.certificate_scopes)}"
+            )
+        return scopes
+
+    def _check_scope(self, method: str, who: str, held: frozenset[str]) -> None:
+        needed = METHOD_SCOPES.get(method, "control")
+        needed = needed if isinstance(needed, tuple) else (needed,)
+        if not any(scope in held for scope in needed):
+            self.rejected.labels(method, "scope").inc()
+            raise PermissionDeniedError(
+                f"{who} may {', '.join(sorted(held)) or 'nothing'}; "
+                f"{method.rsplit('/', 1)[-1]} needs scope {' or '.join(map(repr, needed))}"
+            )
 
     def release(self, client: _Client | None) -> None:
         """Gives back the call slot :meth:`admit` took."""
@@ -435,6 +494,10 @@ class Admission:
                 f"(counted decompressed; this chunk is {stored_bytes:,} bytes); what was not acknowledged was not "
                 "stored, send it again more slowly"
             )
+
+
+def _free(stored_bytes: int) -> None:
+    """Charges nothing: certificates have no insert rate."""
 
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)

@@ -20,6 +20,7 @@ from rlrings import algorithms, certs, experience
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.fewshot import FewShotConfig
+from rlrings.security import COMPONENT_SCOPES
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.parameter.config import ParameterConfig
@@ -251,12 +252,47 @@ def test_tls_and_tokens_come_from_secrets_and_probes_keep_a_plaintext_health_por
             if tls_on:
                 assert probe == ports["health"] == int(env[f"{prefix}HEALTH_PORT"]) != ports["grpc"]
                 assert env[f"{prefix}TLS__CERT_FILE"] == "/etc/rlrings-tls/tls.crt"
-                assert secrets["tls"] == security["tls"]["secretName"]
+                assert secrets["tls"].startswith(security["tls"]["secretName"])  # (or the component's own: below)
             else:
                 assert probe == ports["grpc"] and not any("TLS__" in name for name in env)
             assert (f"{prefix}AUTH__TOKENS_FILE" in env) == auth_on
             if auth_on:
                 assert secrets["auth"] == security["auth"]["secretName"]
+
+
+def test_components_get_their_own_identities_with_only_the_scopes_they_need(scenario):
+    """With tls.perComponent each component that calls others mounts its own certificate and servers
+    give each only its scopes; with auth.componentTokenKeys each presents its own token. The
+    chart's least-privilege defaults are the ones rlrings tokens writes."""
+    values, objects = scenario
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["security"]["componentScopes"]
+    assert defaults == COMPONENT_SCOPES
+    security = values.get("security", {})
+    tls, auth = security.get("tls", {}), security.get("auth", {})
+    per_component = tls.get("enabled") and tls.get("perComponent")
+    for component, spec in pod_specs(objects):
+        ours = [c for c in spec["containers"] if any(e["name"].endswith("_CONFIG") for e in c.get("env", []))]
+        if component == "test" or not ours:  # (the helm test pod, Cassandra)
+            continue
+        (container,) = ours
+        env = {e["name"]: e for e in container["env"]}
+        prefix = next(name for name in env if name.endswith("_CONFIG")).removesuffix("CONFIG")
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        if tls.get("enabled"):
+            own = per_component and component in COMPONENT_SCOPES
+            assert secrets["tls"] == (f"{tls['secretName']}-{component}" if own else tls["secretName"])
+        scopes = env.get(f"{prefix}AUTH__CERTIFICATE_SCOPES")
+        serves = f"{prefix}PORT" in env
+        if per_component and tls.get("mutual") and serves:
+            assert json.loads(scopes["value"]) == COMPONENT_SCOPES
+        else:
+            assert scopes is None
+        token = env.get(f"{prefix}AUTH__TOKEN")
+        if auth.get("enabled"):
+            key = auth.get("componentTokenKeys", {}).get(component, auth.get("internalTokenKey", "internal-token"))
+            assert token["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": key}
+        else:
+            assert token is None
 
 
 def test_default_tables_are_what_rlrings_generates_for_the_default_game():

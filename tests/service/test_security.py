@@ -47,6 +47,8 @@ def pki(tmp_path_factory):
     return {
         "ca": ca,
         "service": certs.issue(ca, root / "issued", "service", ["127.0.0.1", "localhost"]),
+        "actor": certs.issue(ca, root / "issued", "actor", ["127.0.0.1"]),
+        "viewer": certs.issue(ca, root / "issued", "viewer", ["127.0.0.1"]),
         "rogue": certs.issue(rogue, root / "rogue", "intruder", ["127.0.0.1"]),
         "rogue_ca": rogue,
     }
@@ -111,6 +113,34 @@ def test_mutual_tls_admits_only_certificates_the_ca_signed(start_replay, pki, to
     for stranger in (dial(pki), dial(pki, cert="rogue"), dial(pki, token=SECRETS["trainer"])):
         with ReplayClient(server.address, security=stranger) as client, pytest.raises(UnavailableError):
             client.info(timeout=3)
+
+
+def test_certificate_identities_get_their_own_scopes_and_a_token_narrows_them(start_replay, pki, tokens_file):
+    """Each component's certificate may do only what auth.certificate_scopes lists for its common
+    name; one not listed may do nothing; a token sent with a certificate leaves the scopes both hold."""
+    scopes = {"service": ["insert", "sample", "read", "publish", "control"], "actor": ["insert", "read"]}
+    server = start_replay([table("t")], tls=tls(pki, mutual=True),
+                          auth={"tokens_file": tokens_file, "certificate_scopes": scopes})  # fmt: skip
+    with ReplayClient(server.address, security=dial(pki, cert="actor")) as actor:
+        actor.insert("t", frames(2))
+        assert actor.info()["t"].size == 2
+        with pytest.raises(PermissionDeniedError, match="certificate 'actor' may insert, read; Sample needs scope"):
+            next(iter(actor.sample("t", batch_size=1, num_batches=1)))
+    unlisted = ReplayClient(server.address, security=dial(pki, cert="viewer"))
+    with unlisted, pytest.raises(PermissionDeniedError, match="certificate 'viewer' is not in auth.certificate_scopes"):
+        unlisted.info()
+    narrowed = ClientSecurity.of(
+        TlsConfig(ca_file=pki["ca"].cert_file, cert_file=pki["actor"].cert_file, key_file=pki["actor"].key_file,
+                  mutual=True),
+        AuthConfig(token=SECRETS["trainer"]),  # sample and read, with a certificate for insert and read
+    )  # fmt: skip
+    with ReplayClient(server.address, security=narrowed) as both:
+        assert both.info()["t"].size == 2
+        for refused in (lambda: both.insert("t", frames(1)), lambda: next(iter(both.sample("t", 1, num_batches=1)))):
+            with pytest.raises(PermissionDeniedError, match="token 'trainer' with certificate 'actor' may read;"):
+                refused()
+    with ReplayClient(server.address, security=dial(pki, cert="service")) as service:
+        assert len(next(iter(service.sample("t", batch_size=2, num_batches=1))).keys) == 2
 
 
 def test_tokens_need_the_scope_of_each_call(start_replay, tokens_file, tmp_path):

@@ -116,18 +116,21 @@ and the TLS and token Secrets when security is on. */}}
 {{- end }}
 {{- end }}
 
-{{/* Volumes behind rlrings.serverMounts: (dict "root" $ "name" <the component's ConfigMap>) */}}
+{{/* Volumes behind rlrings.serverMounts: (dict "root" $ "name" <the component's ConfigMap> "component" <its name>);
+with security.tls.perComponent, a component that calls others (one of security.componentScopes) mounts its own certificate. */}}
 {{- define "rlrings.serverVolumes" -}}
 - name: config
   configMap:
     name: {{ .name }}
 - name: tmp
   emptyDir: {}
+{{- $component := .component }}
 {{- with .root.Values.security }}
 {{- if .tls.enabled }}
+{{- $secret := required "security.tls.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt)" .tls.secretName }}
 - name: tls
   secret:
-    secretName: {{ required "security.tls.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt)" .tls.secretName }}
+    secretName: {{ ternary (printf "%s-%s" $secret $component) $secret (and .tls.perComponent (hasKey .componentScopes $component)) }}
     defaultMode: 0440
 {{- end }}
 {{- if .auth.enabled }}
@@ -160,17 +163,22 @@ and the TLS and token Secrets when security is on. */}}
   value: {{ $s.tls.healthPort | quote }}
 {{- end }}
 {{- end }}
+{{- if and .serves $s.tls.enabled $s.tls.mutual $s.tls.perComponent }}
+- name: RLRINGS_{{ .prefix }}_AUTH__CERTIFICATE_SCOPES
+  value: {{ $s.componentScopes | toJson | quote }}
+{{- end }}
 {{- if $s.auth.enabled }}
 {{- if .serves }}
 - name: RLRINGS_{{ .prefix }}_AUTH__TOKENS_FILE
   value: /etc/rlrings-auth/tokens.yaml
 {{- end }}
-{{- if $s.auth.internalTokenKey }}
+{{- $tokenKey := get $s.auth.componentTokenKeys (lower .prefix) | default $s.auth.internalTokenKey }}
+{{- if $tokenKey }}
 - name: RLRINGS_{{ .prefix }}_AUTH__TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ $s.auth.secretName }}
-      key: {{ $s.auth.internalTokenKey }}
+      key: {{ $tokenKey }}
 {{- end }}
 {{- end }}
 {{- end }}
