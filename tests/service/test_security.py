@@ -22,7 +22,7 @@ from rlrings.errors import (
 )
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
-from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.security import COMPONENT_SCOPES, AuthConfig, ClientSecurity, TlsConfig
 from rlrings.v1 import replay_pb2, spaces_pb2, tensor_pb2
 from services.parameter.config import ParameterConfig
 from services.parameter.server import ParameterServer
@@ -418,3 +418,26 @@ def test_certs_command_keeps_an_existing_ca_and_refuses_to_replace_a_certificate
     (out / "ca-key.pem").unlink()
     assert main(["certs", "--out", str(out), "--name", "other"]) == 2
     assert "holds half a CA" in capsys.readouterr().err
+
+
+def test_tokens_command_writes_one_least_privilege_token_per_component(tmp_path, start_replay, capsys):
+    from rlrings.cli import main
+
+    out = tmp_path / "tokens"
+    assert main(["tokens", "--out", str(out), "--client", "game-uploads=insert"]) == 0
+    assert "kubectl create secret generic rlrings-tokens --from-file=" in capsys.readouterr().out
+    entries = yaml.safe_load((out / "tokens.yaml").read_text())
+    assert {e["name"]: e["scopes"] for e in entries} == {**COMPONENT_SCOPES, "game-uploads": ["insert"]}
+    assert all((out / f"{e['name']}-token").read_text() == e["token"] for e in entries)
+    assert (out / "tokens.yaml").stat().st_mode & 0o077 == 0
+    server = start_replay([table("t")], auth={"tokens_file": out / "tokens.yaml"})
+    token = {e["name"]: e["token"] for e in entries}
+    with ReplayClient(server.address, security=dial(token=token["viewer"])) as viewer:
+        viewer.insert("t", frames(2))  # demonstrations
+        with pytest.raises(PermissionDeniedError, match="Sample needs scope 'sample'"):
+            next(iter(viewer.sample("t", batch_size=1, num_batches=1)))
+    with ReplayClient(server.address, security=dial(token=token["learner"])) as learner:
+        assert len(next(iter(learner.sample("t", batch_size=2, num_batches=1))).keys) == 2
+    assert main(["tokens", "--out", str(out)]) == 2, "an existing tokens file is never replaced"
+    assert main(["tokens", "--out", str(tmp_path / "x"), "--client", "a=delete"]) == 2
+    assert "unknown scopes ['delete']" in capsys.readouterr().err
