@@ -25,8 +25,14 @@ class ViewerConfig(WorkerConfig):
     """Replay table that played episodes are written to."""
     fps: pydantic.PositiveFloat = 15.0
     """Steps per second when watching or playing."""
-    max_viewers: pydantic.PositiveInt = 4
+    max_viewers: pydantic.PositiveInt = 8
     """Open sessions (browser or gRPC) at most; more are refused with a message."""
+    max_sessions_per_client: pydantic.PositiveInt = 2
+    """Open sessions of one client (its token's name, or its address without tokens) at most, so that
+    a few clients cannot take every slot."""
+    play_idle_seconds: pydantic.PositiveFloat = 300.0
+    """A played session with no key pressed for this long is ended (its slot freed, the episode
+    stored as truncated)."""
     frame_format: Literal["jpeg", "png"] = "jpeg"
     """How frames are encoded for the page."""
     max_frame_width: pydantic.PositiveInt = 480

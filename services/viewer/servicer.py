@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rlrings.errors import InvalidArgumentError
+from rlrings.security import current_caller
 from rlrings.v1 import spaces_pb2, viewer_pb2, viewer_pb2_grpc
 from services.viewer.viewer import Frame, Viewer
 
@@ -41,7 +42,8 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
         )
 
     def Watch(self, request, context):
-        session = self.viewer.open(request.env_id or self.viewer.spec.env_id, "watch", int(request.seed))
+        session = self.viewer.open(request.env_id or self.viewer.spec.env_id, "watch", int(request.seed),
+                                   _client(context))  # fmt: skip
         try:
             yield _frame(session.first_frame())
             period = 1.0 / self.viewer.config.fps
@@ -60,7 +62,8 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
         first = next(requests, None)
         if first is None or not first.HasField("start"):
             raise InvalidArgumentError("start: the first Play message must start an episode")
-        session = self.viewer.open(first.start.env_id or self.viewer.spec.env_id, "play", int(first.start.seed))
+        session = self.viewer.open(first.start.env_id or self.viewer.spec.env_id, "play", int(first.start.seed),
+                                   _client(context))  # fmt: skip
         try:
             yield _frame(session.first_frame())
             for request in requests:
@@ -70,6 +73,7 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
                 if not 0 <= request.action < count:
                     raise InvalidArgumentError(f"action: {request.action} is outside [0, {count - 1}]")
                 session.pending.append(int(request.action))
+                session.last_input = time.monotonic()
                 yield _frame(session.tick())
         finally:
             session.close()
@@ -87,3 +91,12 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
                 for d in self.viewer.demonstrations
             ]
         )
+
+
+def _client(context) -> str:
+    """Who calls, for the per-client session limit: the token's name, else the peer's address."""
+    caller = current_caller()
+    if caller is not None:
+        return caller.name
+    peer = context.peer()  # ipv4:127.0.0.1:5555, ipv6:[::1]:5555
+    return peer.rsplit(":", 1)[0]

@@ -81,6 +81,7 @@ class Viewer:
         self._policy: Policy | None = None
         self._lock = threading.Lock()
         self.open_sessions: dict[str, int] = {}
+        self._by_client: dict[str, int] = {}  # open sessions per client
         self.frames_rendered = 0
 
     def environments(self) -> list[dict]:
@@ -95,8 +96,9 @@ class Viewer:
             }
         ]
 
-    def open(self, env_id: str, mode: str, seed: int = 0) -> Session:
-        """A new session, or an error naming what is wrong."""
+    def open(self, env_id: str, mode: str, seed: int = 0, client: str = "") -> Session:
+        """A new session for ``client`` (who asks: a token's name or an address), or an error naming
+        what is wrong."""
         if env_id != self.spec.env_id:
             raise NotFoundError(f"env_id: {env_id!r} is not served here; environments: [{self.spec.env_id!r}]")
         if mode not in ("watch", "play"):
@@ -106,18 +108,33 @@ class Viewer:
                 f"mode: play needs a key map; {env_id!r} has continuous actions "
                 f"({self.spec.action_space.describe()}), which can be watched but not played yet"
             )
-        if not self._slots.acquire(blocking=False):
-            raise ResourceExhaustedError(
-                f"viewer limit of {self.config.max_viewers} reached; try again when someone leaves"
-            )
+        with self._lock:
+            held = self._by_client.get(client, 0)
+            if held >= self.config.max_sessions_per_client:
+                raise ResourceExhaustedError(
+                    f"viewer limit of {self.config.max_sessions_per_client} sessions per client reached "
+                    f"({client[:64]!r} has {held} open); close one first"
+                )
+            if not self._slots.acquire(blocking=False):
+                raise ResourceExhaustedError(
+                    f"viewer limit of {self.config.max_viewers} reached; try again when someone leaves"
+                )
+            self._by_client[client] = held + 1
         try:
-            session = Session(self, mode, seed)
+            session = Session(self, mode, seed, client)
         except BaseException:
-            self._slots.release()
+            self._forget(client)
             raise
         with self._lock:
             self.open_sessions[mode] = self.open_sessions.get(mode, 0) + 1
         return session
+
+    def _forget(self, client: str) -> None:
+        with self._lock:
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+        self._slots.release()
 
     def policy(self) -> Policy | None:
         """The newest published policy, rebuilt when a new version arrives."""
@@ -153,10 +170,10 @@ class Viewer:
         self.demonstrations.append(demonstration)
         return demonstration
 
-    def release(self, mode: str) -> None:
+    def release(self, mode: str, client: str = "") -> None:
         with self._lock:
             self.open_sessions[mode] -= 1
-        self._slots.release()
+        self._forget(client)
 
     def close(self) -> None:
         self.follower.close()
@@ -167,8 +184,9 @@ class Viewer:
 class Session:
     """One viewer's episode loop. Not thread-safe: one stepping thread at a time."""
 
-    def __init__(self, viewer: Viewer, mode: str, seed: int):
-        self.viewer, self.mode = viewer, mode
+    def __init__(self, viewer: Viewer, mode: str, seed: int, client: str = ""):
+        self.viewer, self.mode, self.client = viewer, mode, client
+        self.last_input = time.monotonic()
         self.keymap: KeyMap | None = viewer.keymap
         self.env = make_env(viewer.spec.env_id, render_mode="rgb_array")
         self.seed = seed
@@ -191,6 +209,7 @@ class Session:
 
     def key(self, key: str, down: bool) -> None:
         """A key went down or up. Keys outside the map raise InvalidArgumentError."""
+        self.last_input = time.monotonic()
         action = self.keymap.action(key)
         if action is None:
             raise InvalidArgumentError(f"key {key!r} is not mapped; keys: {sorted(self.keymap.keys)}")
@@ -274,7 +293,12 @@ class Session:
             self._finish(truncated=True)
         finally:
             self.env.close()
-            self.viewer.release(self.mode)
+            self.viewer.release(self.mode, self.client)
+
+    @property
+    def idle(self) -> bool:
+        """A played session whose player has pressed nothing for ``play_idle_seconds``."""
+        return self.mode == "play" and time.monotonic() - self.last_input > self.viewer.config.play_idle_seconds
 
 
 def encode_image(image: np.ndarray, fmt: str, max_width: int) -> bytes:

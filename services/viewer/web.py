@@ -5,8 +5,9 @@ sends a ``hello`` JSON message (key map, action names), then for every step a
 ``frame`` JSON message followed by one binary message holding the encoded
 image. The client sends ``{"type": "key", "key": <KeyboardEvent.key>,
 "down": true|false}``. Problems arrive as ``{"type": "error", "message": ...}``
-(the socket then closes when the problem ends the session) or ``warning``
-(an unmapped key: ignored, the game goes on).
+(the socket then closes when the problem ends the session: a refused start, an
+error in the game's step loop, a player idle past ``play_idle_seconds``) or
+``warning`` (an unmapped key: ignored, the game goes on).
 
 Frames are handed to the sender through a one-frame mailbox: a slow client
 gets fewer frames, never a growing queue, and the game keeps its rate.
@@ -20,7 +21,8 @@ tokens configured (``auth.tokens_file``) the visitor presents one, as
 ``Authorization: Bearer`` header; watching needs the ``read`` scope, playing
 (which records demonstrations) ``control``, as over gRPC. GIFs are rendered
 one at a time on a thread of their own and kept for the policy version they
-show, so many requests cost one rendering.
+show, so many requests cost one rendering. One client (its token, or its
+address without tokens) holds at most ``max_sessions_per_client`` sessions.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ async def guard(request: web.Request, handler):
         if origin != own and origin not in config.allowed_origins:
             raise web.HTTPForbidden(text=f"origin {origin[:100]!r} may not open the viewer's socket")
     admission: Admission | None = request.app["admission"]
+    request["client"] = request.remote or ""  # who asks, for the per-client limits: the address, or the token
     if admission is None:
         return await handler(request)
     presented = request.query.get("token") or request.cookies.get(_COOKIE)
@@ -109,6 +112,7 @@ async def guard(request: web.Request, handler):
         raise web.HTTPUnauthorized(text=f"{error}; open the page with ?token=<token>") from None
     if wanted not in client.token.scopes:
         raise web.HTTPForbidden(text=f"token {client.token.name!r} may not {wanted}; this needs scope {wanted!r}")
+    request["client"] = client.token.name
     response = await handler(request)
     if "token" in request.query and isinstance(response, web.StreamResponse) and not response.prepared:
         response.set_cookie(_COOKIE, request.query["token"], httponly=True, samesite="Strict",
@@ -170,6 +174,7 @@ async def play_socket(request: web.Request) -> web.WebSocketResponse:
             request.query.get("env", viewer.spec.env_id),
             request.query.get("mode", "watch"),
             int(request.query.get("seed", "0") or 0),
+            request["client"],
         )
     except (RlringsError, ValueError) as error:
         await ws.send_json({"type": "error", "message": str(error)})
@@ -181,11 +186,23 @@ async def play_socket(request: web.Request) -> web.WebSocketResponse:
     stop = asyncio.Event()
 
     async def step_loop() -> None:
+        """Steps at the configured rate; a failure of the game, or a player gone idle, ends the
+        session with a message to the page (not a picture that silently stops)."""
         period = 1.0 / viewer.config.fps
-        while not stop.is_set():
-            started = loop.time()
-            mailbox.put(await loop.run_in_executor(None, session.tick))
-            await asyncio.sleep(max(0.0, period - (loop.time() - started)))
+        try:
+            while not stop.is_set():
+                if session.idle:
+                    await _end(ws, f"no key pressed for {viewer.config.play_idle_seconds:.0f} s; the session ended "
+                                   "(the episode so far is stored as truncated)", code=1000)  # fmt: skip
+                    return
+                started = loop.time()
+                mailbox.put(await loop.run_in_executor(None, session.tick))
+                await asyncio.sleep(max(0.0, period - (loop.time() - started)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("viewer session stopped by an error in its game loop", exc_info=error)
+            await _end(ws, f"the game stopped: {type(error).__name__}: {str(error)[:200]}", code=1011)
 
     async def send_loop() -> None:
         while not stop.is_set():
@@ -216,6 +233,16 @@ async def play_socket(request: web.Request) -> web.WebSocketResponse:
         await asyncio.gather(*tasks, return_exceptions=True)
         await loop.run_in_executor(None, session.close)  # stores a cut-short episode as truncated
     return ws
+
+
+async def _end(ws: web.WebSocketResponse, message: str, code: int) -> None:
+    """Tells the page why its session ends, then closes the socket (which ends the receive loop)."""
+    if not ws.closed:
+        try:
+            await ws.send_json({"type": "error", "message": message})
+        except (ConnectionResetError, RuntimeError):  # (the page went away first)
+            pass
+        await ws.close(code=code, message=message[:120].encode())
 
 
 class WebServer:

@@ -51,7 +51,7 @@ def stack(start_replay, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
          "--parameter-address", parameter.address, "--http-port", str(http_port), "--port", str(grpc_port),
-         "--metrics-port", str(metrics_port), "--max-viewers", "2", "--fps", "30"],
+         "--metrics-port", str(metrics_port), "--max-viewers", "2", "--max-sessions-per-client", "3", "--fps", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}/"
@@ -292,4 +292,71 @@ def test_the_page_refuses_other_hosts_other_origins_and_missing_tokens(start_rep
     assert results["foreign origin"] == 403 and results["play without control"] == 403
     assert results["player"] == "hello"
     assert results["gif status"] == {200} and len(results["gifs"]) == 1, "six requests, one rendering shared"
+    assert "Traceback" not in output
+
+
+def test_one_client_cannot_take_every_slot_and_an_idle_player_is_let_go(start_replay, tmp_path):
+    """Sessions are counted per token: a client at max_sessions_per_client is refused while another
+    client still gets in; a player who presses nothing for play_idle_seconds is told so and let go,
+    and the slot comes back."""
+    replay, parameter = services_for_a_viewer(start_replay, tmp_path)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(json.dumps([
+        {"name": "alice", "token": "alice-0123456789abcdef", "scopes": ["read", "control"]},
+        {"name": "bob", "token": "bob-0123456789abcdef", "scopes": ["read", "control"]},
+    ]))  # fmt: skip
+    http_port = free_port()
+    config = tmp_path / "viewer.yaml"
+    config.write_text(json.dumps({
+        "replay_address": replay.address, "parameter_address": parameter.address, "http_port": http_port,
+        "port": free_port(), "metrics_port": free_port(), "max_viewers": 4, "max_sessions_per_client": 1,
+        "play_idle_seconds": 2, "auth": {"tokens_file": str(tokens), "token": "alice-0123456789abcdef"},
+    }))  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    base = f"ws://127.0.0.1:{http_port}/ws"
+
+    async def sessions() -> dict:
+        results = {}
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    first = await session.ws_connect(f"{base}?mode=play&token=alice-0123456789abcdef")
+                    break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline, "the viewer did not start"
+                    await asyncio.sleep(0.3)
+            results["alice"] = (await first.receive_json())["type"]
+            second = await session.ws_connect(f"{base}?mode=watch&token=alice-0123456789abcdef")
+            results["alice again"] = await second.receive_json()
+            bob = await session.ws_connect(f"{base}?mode=watch&token=bob-0123456789abcdef")
+            results["bob"] = (await bob.receive_json())["type"]
+            started = time.monotonic()
+            while True:  # alice plays nothing: frames, then the reason her session ended
+                message = await first.receive(timeout=30)
+                if message.type == aiohttp.WSMsgType.TEXT and json.loads(message.data)["type"] == "error":
+                    results["idle"] = (json.loads(message.data)["message"], time.monotonic() - started)
+                    break
+                assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message
+            await asyncio.sleep(0.5)
+            again = await session.ws_connect(f"{base}?mode=watch&token=alice-0123456789abcdef")
+            results["alice after"] = (await again.receive_json())["type"]
+            for socket in (first, second, bob, again):
+                await socket.close()
+        return results
+
+    try:
+        results = asyncio.run(sessions())
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+        parameter.stop(grace=0)
+    assert results["alice"] == "hello", output
+    assert results["alice again"]["type"] == "error"
+    assert "1 sessions per client reached ('alice' has 1 open)" in results["alice again"]["message"]
+    assert results["bob"] == "hello", "another client is not held back by alice's limit"
+    message, seconds = results["idle"]
+    assert "no key pressed for 2 s; the session ended" in message and seconds < 10
+    assert results["alice after"] == "hello", "the idle session's slot came back"
     assert "Traceback" not in output
