@@ -74,6 +74,33 @@ def stack(start_replay, tmp_path):
     parameter.stop(grace=0)
 
 
+def viewer_with_tokens(tmp_path, replay, parameter, tokens: list[dict], **settings):
+    """The viewer as a process with a tokens file, presenting the first token; (process, http port)."""
+    path = tmp_path / "tokens.yaml"
+    path.write_text(json.dumps(tokens))
+    http_port = free_port()
+    config = tmp_path / "viewer.yaml"
+    config.write_text(json.dumps({
+        "replay_address": replay.address, "parameter_address": parameter.address, "http_port": http_port,
+        "port": free_port(), "metrics_port": free_port(), **settings,
+        "auth": {"tokens_file": str(path), "token": tokens[0]["token"]},
+    }))  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return process, http_port
+
+
+def run_then_stop(attempts, process, parameter) -> tuple[dict, str]:
+    """Runs the coroutine against the viewer, then stops it; (its results, the viewer's output)."""
+    try:
+        results = asyncio.run(attempts)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+        parameter.stop(grace=0)
+    return results, output
+
+
 async def _get_json(url):
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return await response.json()
@@ -227,20 +254,10 @@ def test_the_page_refuses_other_hosts_other_origins_and_missing_tokens(start_rep
     """Tried as an attacker would: DNS rebinding (a foreign Host), a foreign site's script (a foreign
     Origin on the socket), no token, a token without the scope to play; and many GIF requests at once."""
     replay, parameter = services_for_a_viewer(start_replay, tmp_path)
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(json.dumps([
-        {"name": "watcher", "token": "watch-0123456789abcdef", "scopes": ["read"]},
+    process, http_port = viewer_with_tokens(tmp_path, replay, parameter, [
         {"name": "player", "token": "play-0123456789abcdef", "scopes": ["read", "control"]},
-    ]))  # fmt: skip
-    http_port = free_port()
-    config = tmp_path / "viewer.yaml"
-    config.write_text(json.dumps({
-        "replay_address": replay.address, "parameter_address": parameter.address, "http_port": http_port,
-        "port": free_port(), "metrics_port": free_port(), "auth": {"tokens_file": str(tokens),
-                                                                   "token": "play-0123456789abcdef"},
-    }))  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        {"name": "watcher", "token": "watch-0123456789abcdef", "scopes": ["read"]},
+    ])  # fmt: skip
     base = f"http://127.0.0.1:{http_port}"
 
     async def attempts() -> dict:
@@ -280,12 +297,7 @@ def test_the_page_refuses_other_hosts_other_origins_and_missing_tokens(start_rep
             results["gif status"] = {r.status for r in gifs}
         return results
 
-    try:
-        results = asyncio.run(attempts())
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=30)[0]
-        parameter.stop(grace=0)
+    results, output = run_then_stop(attempts(), process, parameter)
     assert results["no token"] == 401, output
     assert results["foreign host"] == 421
     assert results["token"] == 200 and results["cookie"] is True and results["cookie alone"] == 200
@@ -300,20 +312,10 @@ def test_one_client_cannot_take_every_slot_and_an_idle_player_is_let_go(start_re
     client still gets in; a player who presses nothing for play_idle_seconds is told so and let go,
     and the slot comes back."""
     replay, parameter = services_for_a_viewer(start_replay, tmp_path)
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(json.dumps([
+    process, http_port = viewer_with_tokens(tmp_path, replay, parameter, [
         {"name": "alice", "token": "alice-0123456789abcdef", "scopes": ["read", "control"]},
         {"name": "bob", "token": "bob-0123456789abcdef", "scopes": ["read", "control"]},
-    ]))  # fmt: skip
-    http_port = free_port()
-    config = tmp_path / "viewer.yaml"
-    config.write_text(json.dumps({
-        "replay_address": replay.address, "parameter_address": parameter.address, "http_port": http_port,
-        "port": free_port(), "metrics_port": free_port(), "max_viewers": 4, "max_sessions_per_client": 1,
-        "play_idle_seconds": 2, "auth": {"tokens_file": str(tokens), "token": "alice-0123456789abcdef"},
-    }))  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    ], max_viewers=4, max_sessions_per_client=1, play_idle_seconds=2)  # fmt: skip
     base = f"ws://127.0.0.1:{http_port}/ws"
 
     async def sessions() -> dict:
@@ -346,12 +348,7 @@ def test_one_client_cannot_take_every_slot_and_an_idle_player_is_let_go(start_re
                 await socket.close()
         return results
 
-    try:
-        results = asyncio.run(sessions())
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=30)[0]
-        parameter.stop(grace=0)
+    results, output = run_then_stop(sessions(), process, parameter)
     assert results["alice"] == "hello", output
     assert results["alice again"]["type"] == "error"
     assert "1 sessions per client reached ('alice' has 1 open)" in results["alice again"]["message"]
