@@ -70,6 +70,10 @@ class ServiceConfig(Settings):
     health answers NOT_SERVING until calls end)."""
     max_streams_per_connection: int = pydantic.Field(default=128, ge=1)
     """HTTP/2 streams one client connection may hold open at once."""
+    idle_stream_seconds: float | None = pydantic.Field(default=600.0, gt=0)
+    """A stream whose client sends nothing for this long while the server waits for its next
+    message is closed with UNAVAILABLE (the SDK's writers and samplers open a new one when they
+    need it); None: kept open however long."""
     grace_seconds: float = pydantic.Field(default=5.0, ge=0)
     """On SIGTERM, how long in-flight RPCs may run on before they are cancelled."""
     log_level: str = "INFO"

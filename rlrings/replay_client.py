@@ -349,7 +349,8 @@ class Writer:
                         return
                 retryable = error.code() in _RETRYABLE
                 now = time.monotonic()
-                failing_since = failing_since or now
+                with self._cond:  # with nothing waiting for an ack (a stream closed idle), nothing is at stake
+                    failing_since = (failing_since or now) if self._unacked else now
                 if retryable and now - failing_since < self.retry_seconds:
                     log.info("replay unavailable (%s); retrying in %.2fs", error.details(), delay)
                     self.reconnects += 1

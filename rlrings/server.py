@@ -39,7 +39,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
-from rlrings.errors import CancelledError, ConfigError, RlringsError
+from rlrings.errors import CancelledError, ConfigError, RlringsError, UnavailableError
 from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
 from rlrings.security import Admission
 
@@ -334,13 +334,29 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         def thread(function, *args):
             return loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, function, *args))
 
+        idle = self.server.config.idle_stream_seconds
+
         def checked(requests, client):
-            if admission is None or client is None:
+            """The client's messages, each checked against its limits, the wait for each bounded by
+            idle_stream_seconds (an idle stream costs the server little, but not nothing)."""
+            if idle is None and (admission is None or client is None):
                 return requests
 
             async def each():
-                async for request in requests:
-                    admission.check_message(client, method, request)
+                iterator = requests.__aiter__()
+                while True:
+                    try:
+                        async with asyncio.timeout(idle):  # (cheaper per message than wait_for's task)
+                            request = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        raise UnavailableError(
+                            f"stream idle: nothing received for {idle:g} s (this server's idle_stream_seconds); "
+                            "closed, open a new one when there is more to send"
+                        ) from None
+                    if admission is not None and client is not None:
+                        admission.check_message(client, method, request)
                     yield request
 
             return each()

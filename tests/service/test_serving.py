@@ -52,6 +52,39 @@ def test_hundreds_of_idle_streams_hold_no_threads_and_block_nothing(start_replay
             channel.close()
 
 
+def test_a_stream_idle_past_its_deadline_is_closed_and_the_sdk_writer_carries_on(start_replay):
+    """A client that opens an Insert or reflection stream and sends nothing is closed UNAVAILABLE
+    after idle_stream_seconds; the SDK's writer, idle for three such periods, opens a new stream
+    and its next chunk is stored."""
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    server = start_replay([table("t")], idle_stream_seconds=1)
+    stop = threading.Event()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            started = time.monotonic()
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            calls = [replay_pb2_grpc.ReplayServiceStub(channel).Insert(_idle_requests(stop)),
+                     reflection.ServerReflectionInfo(_idle_requests(stop))]  # fmt: skip
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as closed:
+                    next(call)
+                assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "stream idle: nothing received for 1 s" in closed.value.details()
+            assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+    with ReplayClient(server.address) as client:
+        writer = client.writer("t", chunk_length=2)
+        writer.write_chunk(frames(2))
+        writer.flush(timeout=10)
+        time.sleep(3.5)  # closed idle three times
+        writer.write_chunk(frames(2, start=2))
+        writer.flush(timeout=10)
+        writer.close()
+        assert writer.acked_items == 4 and client.info(["t"])["t"].size == 4
+
+
 def test_one_connection_holds_at_most_its_stream_limit(start_replay):
     """Past max_streams_per_connection a client's further streams wait on its side (or, opened as
     others close, are refused UNAVAILABLE, which clients retry): the server never holds more."""
