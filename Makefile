@@ -102,8 +102,9 @@ bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RL
 	$(BIN)/python -m bench.ring
 	$(BIN)/python -m bench.replay_store
 
-chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn -> bench/results/chaos.json, chaos.png
+chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn; replay on a Cassandra ring under shard kills, a node down and back, a rolling restart -> bench/results/chaos.json, chaos.png, ring_faults.json
 	$(BIN)/python -m bench.chaos $(ARGS)
+	$(BIN)/python -m bench.ring_faults
 
 load: setup ## 32 writers + 4 samplers + 200 idle streams on one replay, 64 watchers on parameter, chart defaults, 5 min each -> bench/results/load.json, load.png
 	$(BIN)/python -m bench.load $(ARGS)
