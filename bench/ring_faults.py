@@ -36,6 +36,7 @@ Results: bench/results/ring_faults.json (and the table printed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import shutil
@@ -189,6 +190,19 @@ class Shard:
             self.process.wait(60)
 
 
+@contextlib.contextmanager
+def one_shard_two_writers(ring: Ring, directory: Path, keyspace: str, table: dict):
+    """A shard holding ``table`` and two writer processes streaming into it; the shard stops after."""
+    shard = Shard(ring, directory, keyspace, "s", [table])
+    shard.start()
+    writers = Writers([(shard.address, table["name"])] * 2)
+    try:
+        yield shard, writers
+    finally:
+        writers.stop.set()
+        shard.stop()
+
+
 def drain(shard: Shard, table: str) -> tuple[list[int], int]:
     """(every item a queue hands out until it has no more, items it still holds after that)."""
     delivered: list[int] = []
@@ -257,10 +271,7 @@ def beyond_memory(ring: Ring, directory: Path, quick: bool) -> FaultReport:
     from services.replay.config import ReplayConfig
 
     started = time.monotonic()
-    shard = Shard(ring, directory, "beyond", "s", [UNIFORM])
-    shard.start()
-    writers = Writers([(shard.address, "u"), (shard.address, "u")])
-    try:
+    with one_shard_two_writers(ring, directory, "beyond", UNIFORM) as (shard, writers):
         writers.wait_for(1500 if quick else 8000)
         shard.restart()  # kill -9 mid-stream: most items are already beyond memory
         writers.wait_for(500 if quick else 4000)
@@ -280,38 +291,30 @@ def beyond_memory(ring: Ring, directory: Path, quick: bool) -> FaultReport:
             store.close()
         assert in_memory == len(held), f"the shard holds {in_memory} items in memory, a rebuild gives {len(held)}"
         return judge("beyond_memory", acked, held + older, 0, shard.restarts, started)
-    finally:
-        shard.stop()
 
 
 def node_catch_up(ring: Ring, directory: Path, quick: bool) -> FaultReport:
     started = time.monotonic()
-    shard = Shard(ring, directory, "catchup", "s", [QUEUE])
-    shard.start()
-    writers = Writers([(shard.address, "q"), (shard.address, "q")])
     try:
-        writers.wait_for(400 if quick else 2000)
-        ring.nodes[2].stop(kill=True)  # node 3 down: QUORUM is 2 of 3, writes go on
-        writers.wait_for(800 if quick else 4000)
-        ring.up(heap=HEAP)  # node 3 back: hints replay what it missed
-        writers.wait_for(400 if quick else 2000)
-        acked = set().union(*writers.finish().values())
-        time.sleep(5 if quick else 15)  # hinted handoff
-        ring.nodes[0].stop(kill=True)  # another node down: a restart reads at QUORUM from nodes 2 and 3
-        shard.restart()
-        delivered, held = drain(shard, "q")
-        return judge("node_catch_up", acked, delivered, held, shard.restarts, started)
+        with one_shard_two_writers(ring, directory, "catchup", QUEUE) as (shard, writers):
+            writers.wait_for(400 if quick else 2000)
+            ring.nodes[2].stop(kill=True)  # node 3 down: QUORUM is 2 of 3, writes go on
+            writers.wait_for(800 if quick else 4000)
+            ring.up(heap=HEAP)  # node 3 back: hints replay what it missed
+            writers.wait_for(400 if quick else 2000)
+            acked = set().union(*writers.finish().values())
+            time.sleep(5 if quick else 15)  # hinted handoff
+            ring.nodes[0].stop(kill=True)  # another node down: a restart reads at QUORUM from nodes 2 and 3
+            shard.restart()
+            delivered, held = drain(shard, "q")
+            return judge("node_catch_up", acked, delivered, held, shard.restarts, started)
     finally:
-        shard.stop()
         ring.up(heap=HEAP)
 
 
 def rolling_restart(ring: Ring, directory: Path, quick: bool) -> FaultReport:
     started = time.monotonic()
-    shard = Shard(ring, directory, "rolling", "s", [QUEUE])
-    shard.start()
-    writers = Writers([(shard.address, "q"), (shard.address, "q")])
-    try:
+    with one_shard_two_writers(ring, directory, "rolling", QUEUE) as (shard, writers):
         writers.wait_for(400 if quick else 2000)
         for node in ring.nodes:  # one at a time, as an upgrade would
             node.stop()  # SIGTERM: Cassandra drains and flushes
@@ -321,8 +324,6 @@ def rolling_restart(ring: Ring, directory: Path, quick: bool) -> FaultReport:
         acked = set().union(*writers.finish().values())
         delivered, held = drain(shard, "q")
         return judge("rolling_restart", acked, delivered, held, shard.restarts, started)
-    finally:
-        shard.stop()
 
 
 SCENARIOS = {"shards": shards, "beyond_memory": beyond_memory, "node_catch_up": node_catch_up,
