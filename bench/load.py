@@ -13,7 +13,9 @@ minute after warm-up and in the last minute (growth after warm-up under 10%;
 see :func:`memory_figures`); for the parameter
 service, how long a new version takes to reach every watcher, and whether each
 saw every version; for replay, the latency of an admin ``Info`` call made
-every 100 ms while all of it goes on. Results: bench/results/load.json and load.png.
+every 100 ms while all of it goes on. Then the viewer: 8 GIF requests at once beside a
+watching page (its memory, the page's frames per second). Results:
+bench/results/load.json and load.png.
 
     python -m bench.load [--seconds 300] [--writers 32] [--samplers 4] [--idle-streams 200] [--watchers 64]
 """
@@ -416,6 +418,90 @@ def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, p
     }
 
 
+def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
+    """The viewer under ``gifs`` GIF requests at once (three episode counts, so three renderings,
+    and a new policy version in the middle, so renderings are not all served from the cache)
+    while one page watches: the viewer's peak resident memory, and the frames per second the
+    watching page got before and while the GIFs were made."""
+    import asyncio
+
+    import aiohttp
+
+    from rlrings import experience, wire
+    from rlrings.envs import env_spec
+    from rlrings.models import ModelSpec, build_model, weights_to_bytes
+    from rlrings.parameter_client import ParameterClient
+
+    spec = env_spec("CartPole-v1")
+    replay, replay_address = start("services.replay", {
+        "port": free_port(), "metrics_port": free_port(), "snapshot_dir": str(work / "viewer-replay"),
+        "tables": [experience.demonstrations_table(spec)]}, work)  # fmt: skip
+    parameter, parameter_address = start("services.parameter", {
+        "port": free_port(), "metrics_port": free_port(), "directory": str(work / "viewer-weights")}, work)  # fmt: skip
+    model_spec = ModelSpec.for_env(spec, "impala")
+
+    def publish() -> None:
+        with ParameterClient(parameter_address) as client:
+            client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+
+    publish()
+    http_port = free_port()
+    viewer, _ = start("services.viewer", {
+        "port": free_port(), "metrics_port": free_port(), "http_port": http_port, "replay_address": replay_address,
+        "parameter_address": parameter_address}, work)  # fmt: skip
+    process = psutil.Process(viewer.pid)
+    base = f"http://127.0.0.1:{http_port}"
+    task = progress.add_task(f"viewer: {gifs} GIF requests beside a watching page", total=None)
+
+    async def measure() -> dict:
+        peak, frames = [process.memory_info().rss], []
+
+        async def sample_memory(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                peak.append(process.memory_info().rss)
+                await asyncio.sleep(0.2)
+
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/ws?mode=watch") as ws:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(_count_frames(ws, frames, stop))
+            memory = asyncio.create_task(sample_memory(stop))
+            await asyncio.sleep(5.0)
+            before = len(frames) / 5.0
+            started = time.monotonic()
+
+            async def gif(i: int) -> int:
+                if i == gifs // 2:
+                    await asyncio.get_running_loop().run_in_executor(None, publish)  # a new version mid-way
+                async with session.get(f"{base}/api/video.gif?episodes={1 + i % 3}") as response:
+                    return response.status, len(await response.read())
+
+            counted = len(frames)
+            answers = await asyncio.gather(*[gif(i) for i in range(gifs)])
+            seconds = time.monotonic() - started
+            during = (len(frames) - counted) / seconds
+            stop.set()
+            await asyncio.gather(watcher, memory, return_exceptions=True)
+        return {"gifs": gifs, "statuses": sorted({a[0] for a in answers}), "gif_bytes": [a[1] for a in answers],
+                "seconds_for_all": seconds, "watch_fps_before": before, "watch_fps_during": during,
+                "rss_start_mib": peak[0] / 2**20, "rss_peak_mib": max(peak) / 2**20}  # fmt: skip
+
+    try:
+        return asyncio.run(measure())
+    finally:
+        progress.update(task, completed=1, total=1)
+        for server in (viewer, parameter, replay):
+            server.terminate()
+            server.wait(30)
+
+
+async def _count_frames(ws, frames: list, stop) -> None:
+    async for message in ws:
+        if stop.is_set():
+            return
+        if message.type == 2:  # aiohttp.WSMsgType.BINARY: one frame's image
+            frames.append(time.monotonic())
+
+
 def plot(results: dict, latencies: np.ndarray, path: Path) -> None:
     import matplotlib
 
@@ -457,7 +543,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="transitions")
     parser.add_argument("--watchers", type=int, default=64)
     parser.add_argument("--model-bytes", type=int, default=1 << 20, help="size of each published version")
-    parser.add_argument("--only", choices=["replay", "parameter"], help="run one of the two")
+    parser.add_argument("--gifs", type=int, default=8, help="GIF requests at once on the viewer (default 8)")
+    parser.add_argument("--only", choices=["replay", "parameter", "viewer"], help="run one of the three")
     parser.add_argument("--out", type=Path, default=RESULTS / "load.json")
     args = parser.parse_args(argv)
     console = Console()
@@ -470,6 +557,8 @@ def main(argv=None) -> int:
             results["replay"], latencies = run_replay(*replay_args)
         if args.only in (None, "parameter"):
             results["parameter"] = run_parameter(args.seconds, args.watchers, args.model_bytes, Path(work), progress)
+        if args.only in (None, "viewer"):
+            results["viewer"] = run_viewer(args.gifs, Path(work), progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_path = args.out.with_suffix(".png")
     plot(results, latencies, plot_path)
@@ -477,6 +566,10 @@ def main(argv=None) -> int:
     report(results, console)
     console.print(f"results: {args.out}, plot: {plot_path}")
     failed = sum(results[k]["errors"] for k in ("replay", "parameter") if k in results)
+    viewer = results.get("viewer")
+    if viewer is not None and (viewer["statuses"] != [200] or viewer["rss_peak_mib"] >= 1024
+                               or viewer["watch_fps_during"] <= 5):  # fmt: skip
+        failed += 1
     return 1 if failed else 0
 
 
@@ -511,6 +604,12 @@ def report(results: dict, console: Console) -> None:
                 "version to watcher p50 / p99", f"{delivery['p50'] * 1000:.0f} / {delivery['p99'] * 1000:.0f} ms"
             )
         table.add_row("parameter memory start / warm / end", memory_row(m))
+    if viewer := results.get("viewer"):
+        table.add_row(f"viewer: {viewer['gifs']} GIFs at once, statuses", f"{viewer['statuses']}, "
+                      f"all in {viewer['seconds_for_all']:.1f} s")  # fmt: skip
+        table.add_row("viewer memory start / peak", f"{viewer['rss_start_mib']:.0f} / {viewer['rss_peak_mib']:.0f} MiB")
+        table.add_row("watching page fps before / during", f"{viewer['watch_fps_before']:.1f} / "
+                      f"{viewer['watch_fps_during']:.1f}")  # fmt: skip
     console.print(table)
 
 
