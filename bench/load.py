@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CLIENT_PROCESSES = 4
 WARM_UP_SECONDS = 30
+GIF_ENV = "Acrobot-v1"  # an untrained policy plays it to the 500-step limit: GIFs as long as the viewer makes them
 
 
 # -- client processes --------------------------------------------------------------
@@ -419,7 +420,8 @@ def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, p
 
 
 def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
-    """The viewer under ``gifs`` GIF requests at once (three episode counts, so three renderings,
+    """The viewer under ``gifs`` GIF requests at once (three episode counts, so three renderings of
+    up to three 500-step episodes,
     and a new policy version in the middle, so renderings are not all served from the cache)
     while one page watches: the viewer's peak resident memory, and the frames per second the
     watching page got before and while the GIFs were made."""
@@ -432,7 +434,7 @@ def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
     from rlrings.models import ModelSpec, build_model, weights_to_bytes
     from rlrings.parameter_client import ParameterClient
 
-    spec = env_spec("CartPole-v1")
+    spec = env_spec(GIF_ENV)
     replay, replay_address = start("services.replay", {
         "port": free_port(), "metrics_port": free_port(), "snapshot_dir": str(work / "viewer-replay"),
         "tables": [experience.demonstrations_table(spec)]}, work)  # fmt: skip
@@ -448,7 +450,7 @@ def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
     http_port = free_port()
     viewer, _ = start("services.viewer", {
         "port": free_port(), "metrics_port": free_port(), "http_port": http_port, "replay_address": replay_address,
-        "parameter_address": parameter_address}, work)  # fmt: skip
+        "parameter_address": parameter_address, "env": GIF_ENV}, work)  # fmt: skip
     process = psutil.Process(viewer.pid)
     base = f"http://127.0.0.1:{http_port}"
     task = progress.add_task(f"viewer: {gifs} GIF requests beside a watching page", total=None)
