@@ -109,3 +109,26 @@ def test_a_queue_restarted_after_a_crash_hands_out_only_what_it_had_not_yet(tmp_
     assert table.limiter.inserts - table.limiter.samples - table.limiter.discarded == table.size == 18
     rest = restarted.sample("q", 18, 1.0, 0.0, lambda: True)
     assert sorted(rest.columns["action"][:, 0].ravel().tolist()) == list(range(10, 28))
+
+
+def test_records_of_a_log_written_with_zlibs_crc32_are_still_read(tmp_path):
+    """Logs written before the checksum became CRC-32C (a record kind without its high bit, and
+    zlib's CRC-32) restore as before, beside records written now."""
+    import struct
+    import zlib
+
+    replay = open_replay(tmp_path)
+    insert(replay, 0)  # a CRC-32C record
+    chunk = tensor_pb2.Chunk(
+        table="t",
+        columns={k: codec.encode(v) for k, v in frames(4, 4).items()},
+        writer_id="w",
+        sequence=5,
+        priorities=[1.0] * 4,
+    )  # fmt: skip (as logged: with priorities)
+    payload = chunk.SerializeToString()
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", 0, 5)))  # as an older version wrote it
+    log = replay.ack_log
+    with open(log._path(log.generation), "ab") as file:
+        file.write(struct.pack("<IIBQ", len(payload), crc, 0, 5) + payload)
+    assert stored_steps(open_replay(tmp_path)) == [0, 1, 2, 3, 4, 5, 6, 7]
