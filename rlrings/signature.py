@@ -7,6 +7,7 @@ reported where it was made, with the field and the value at fault.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ class Column:
     dtype: np.dtype
     shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def step_bytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
@@ -52,9 +53,10 @@ class Signature(Mapping[str, Column]):
     def __repr__(self) -> str:
         return "Signature(" + ", ".join(f"{c.name}: {c.dtype.name}{list(c.shape)}" for c in self.values()) + ")"
 
-    @property
+    @functools.cached_property
     def step_bytes(self) -> int:
-        """Bytes one step occupies across all columns."""
+        """Bytes one step occupies across all columns (asked for every chunk on the insert path:
+        worked out once)."""
         return sum(column.step_bytes for column in self.values())
 
     @classmethod
