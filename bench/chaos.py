@@ -148,6 +148,8 @@ class Chaos:
                 raise RuntimeError(f"training did not start; see {self.mesh.run_dir / 'logs'}")
             for name in kills:
                 time.sleep(settle)
+                if not runner.is_alive():
+                    raise RuntimeError(f"the mesh stopped; see {self.mesh.run_dir / 'logs'}")
                 reports.append(self.kill(name, timeout))
                 self.console.print(_line(reports[-1]))
         finally:

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class ServiceProcess:
     run_dir: Path
     process: subprocess.Popen | None = None
     restarts: int = 0
+    started_at: float = 0.0
+    """time.monotonic() of the last start."""
+    quick_deaths: int = 0
+    """Deaths in a row soon after a start, not by SIGKILL: a crash loop (see the supervisor)."""
     niceness: int = 0
     """Added CPU niceness once the service serves: the viewer serves people and yields to training.
     It starts at normal priority: imports niced under a busy mesh took minutes (see :func:`yield_cpu`)."""
@@ -63,6 +68,7 @@ class ServiceProcess:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(json.dumps(self.config, indent=2, default=str))  # JSON is YAML
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module, "--config", str(config_path)],

@@ -28,10 +28,24 @@ from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
-MAX_RESTARTS = 5
+MAX_QUICK_DEATHS = 5
+CRASH_LOOP_SECONDS = 30.0
+"""A service that dies MAX_QUICK_DEATHS times in a row within CRASH_LOOP_SECONDS of its start, of its
+own accord, is crash-looping and stops the mesh. One that lived longer, or was killed from outside
+(SIGKILL: the OOM killer, an operator, the chaos harness), is restarted however often it happens:
+a mesh that runs for days must not stop at its fifth incident."""
 # Status polls start while services are still importing: gRPC's default reconnect backoff (1 s growing
 # to 120 s) would then leave a service unpolled for tens of seconds after it is up. Loopback redials are cheap.
 _STATUS_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+def crash_looping(service: ServiceProcess, code: int | None, now: float) -> bool:
+    """Counts a death of ``service`` (exit ``code``, at ``now``); whether it is crash-looping."""
+    if code == -signal.SIGKILL or now - service.started_at >= CRASH_LOOP_SECONDS:
+        service.quick_deaths = 0
+    else:
+        service.quick_deaths += 1
+    return service.quick_deaths >= MAX_QUICK_DEATHS
 
 
 class Mesh:
@@ -171,8 +185,11 @@ class Mesh:
             code = service.process.returncode if service.process else None
             if code == 2:
                 raise ConfigError(f"{service.name} refused its configuration; see {service.log_path}")
-            if service.restarts >= MAX_RESTARTS:
-                raise RuntimeError(f"{service.name} died {MAX_RESTARTS} times; see {service.log_path}")
+            if crash_looping(service, code, time.monotonic()):
+                raise RuntimeError(
+                    f"{service.name} died {service.quick_deaths} times in a row within {CRASH_LOOP_SECONDS:.0f} s of "
+                    f"starting (last exit {code}); see {service.log_path}"
+                )
             if service in ring:
                 self._restart_ring(service, console)
                 return

@@ -72,3 +72,21 @@ def test_a_niced_service_yields_on_every_thread_only_once_it_serves(tmp_path):
         check=True,
     ).stdout.split("] [")
     assert out[0].strip("[") == str(base) and out[1].strip("]\n") == str(min(19, base + 5))
+
+
+def test_a_service_killed_from_outside_or_after_a_life_is_always_restarted_one_crash_looping_is_not(tmp_path):
+    """The supervisor's rule: five deaths in a row within 30 s of starting, of the service's own
+    accord, stop the mesh; SIGKILLs (the OOM killer, an operator, the chaos harness) and deaths
+    after a longer life never do, however many (ten kills of replay stopped the mesh at five)."""
+    import signal
+
+    from rlrings.mesh.supervisor import CRASH_LOOP_SECONDS, MAX_QUICK_DEATHS, crash_looping
+    from rlrings.processes import ServiceProcess
+
+    service = ServiceProcess("replay", "services.replay", {}, tmp_path, started_at=100.0)
+    assert not any(crash_looping(service, -signal.SIGKILL, 101.0) for _ in range(20))  # killed 20 times
+    assert not any(crash_looping(service, 1, 100.0 + CRASH_LOOP_SECONDS) for _ in range(20))  # each after a life
+    for death in range(1, MAX_QUICK_DEATHS + 1):  # a failure at start, again and again
+        assert crash_looping(service, 1, 103.0) == (death == MAX_QUICK_DEATHS)
+    service.quick_deaths = MAX_QUICK_DEATHS - 1
+    assert not crash_looping(service, -signal.SIGKILL, 101.0) and service.quick_deaths == 0, "a kill ends a run"
