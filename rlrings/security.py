@@ -399,8 +399,9 @@ class Admission:
         if certificate is not None and not self.certificate_scopes and not header:
             return None  # one certificate for the whole mesh: it may do everything
         if certificate is not None and not header:
-            self._check_scope(method, f"certificate {certificate!r}", self._certificate_scopes(certificate, method))
-            _caller.set(Caller(f"certificate:{certificate}", self._certificate_scopes(certificate, method), _free))
+            held = self._certificate_scopes(certificate, method)
+            self._check_scope(method, f"certificate {certificate!r}", held)
+            _caller.set(Caller(f"certificate:{certificate}", held, _free))
             return None
         client = self.identify(header, method)
         held = frozenset(client.token.scopes)

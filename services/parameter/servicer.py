@@ -29,7 +29,12 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
             raise ResourceExhaustedError(
                 f"header.total_bytes: {header.total_bytes} is above the limit of {self.max_model_bytes}"
             )
-        upload = await blocking(self.store.begin, header)
+        begun = asyncio.ensure_future(blocking(self.store.begin, header))
+        try:
+            upload = await asyncio.shield(begun)
+        except asyncio.CancelledError:  # the publisher left while its file was being opened
+            begun.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().discard())
+            raise
         try:  # each piece goes to disk as it arrives: no copy of the model waits in memory
             async for request in requests:
                 if not request.HasField("data"):
