@@ -29,7 +29,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError
+from rlrings.errors import ConfigError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError
 from rlrings.v1 import parameter_pb2
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,15 @@ class Upload:
 class WeightStore:
     def __init__(self, directory: Path, keep: int, max_named_tags: int = 256):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:  # found at start, not at the first publish
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".writable-", suffix=_TEMPORARY_SUFFIX):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"directory: {self.directory} cannot be written ({error.strerror or error}); give a directory this "
+                "process may write"
+            ) from None
         self.keep = keep
         self.max_named_tags = max_named_tags
         self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported

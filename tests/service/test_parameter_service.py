@@ -227,3 +227,22 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_nothing_behind(start_param
         assert [h.version for h in client.list().versions] == [1]
         assert sorted(p.name for p in small_disk.iterdir()) == ["v0000000001.bin", "v0000000001.json"]
         assert client.publish(b"fits again", MODEL) == 2  # the refused publish freed what it had taken
+
+
+def test_a_directory_that_cannot_be_written_exits_2_at_start(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    where = tmp_path / "a-file" / "weights"
+    command = [
+        sys.executable,
+        "-m",
+        "services.parameter",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--directory",
+        str(where),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"directory: {where} cannot be written (Not a directory)" in done.stderr and "Traceback" not in done.stderr
