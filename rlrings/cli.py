@@ -201,7 +201,8 @@ def _tokens(args) -> int:
     print(
         f"{len(entries)} tokens written to {out} ({listing}).\n"
         f"kubectl create secret generic rlrings-tokens --from-file={out}\n"
-        f"helm values: security.auth: {{enabled: true, secretName: rlrings-tokens, componentTokenKeys: {{{keys}}}}}"
+        f"helm values: security.auth: {{enabled: true, secretName: rlrings-tokens, internalTokenKey: '', "
+        f"componentTokenKeys: {{{keys}}}}}"
     )
     return 0
 

@@ -243,7 +243,13 @@ class CassandraStore:
         session.cluster.refresh_table_metadata(ks, "table_state")
         if "unplaced" not in session.cluster.metadata.keyspaces[ks].tables["table_state"].columns:
             # a keyspace made before the state kept reservations in flight
-            session.execute(f"ALTER TABLE {ks}.table_state ADD unplaced map<bigint, bigint>")
+            from cassandra import InvalidRequest
+
+            try:
+                session.execute(f"ALTER TABLE {ks}.table_state ADD unplaced map<bigint, bigint>")
+            except InvalidRequest as error:  # another shard starting beside this one added it first
+                if "unplaced" not in str(error):
+                    raise
             session.cluster.control_connection.wait_for_schema_agreement(wait_time=30)
 
     def _prepare(self, session) -> None:
