@@ -106,7 +106,7 @@ chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in t
 	$(BIN)/python -m bench.chaos $(ARGS)
 	$(BIN)/python -m bench.ring_faults
 
-load: setup ## 32 writers + 4 samplers + 200 idle streams on one replay, 64 watchers on parameter, chart defaults, 5 min each -> bench/results/load.json, load.png
+load: setup ## 32 writers + 4 samplers + 200 idle streams on one replay, 64 watchers on parameter, chart defaults, 5 min each; 8 GIFs at once on the viewer -> bench/results/load.json, load.png
 	$(BIN)/python -m bench.load $(ARGS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
