@@ -184,9 +184,6 @@ class WeightStore:
             header.tags[:] = [name for name, v in self.tags().items() if v == version]
             return header
 
-    def read(self, version: int) -> bytes:
-        return b"".join(self.pieces(version, 1 << 24))
-
     def pieces(self, version: int, piece_bytes: int) -> Iterator[bytes]:
         """The version's weights from disk, ``piece_bytes`` at a time (a version pruned meanwhile
         stays readable to a reader that has begun: the file is open)."""
