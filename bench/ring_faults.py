@@ -54,6 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dev.cassandra_ring import Ring
+from rlrings.errors import RlringsError
 from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 
@@ -213,7 +214,7 @@ def drain(shard: Shard, table: str) -> tuple[list[int], int]:
                 return delivered, 0
             try:
                 batch = next(iter(client.sample(table, batch_size=min(size, 4096), num_batches=1, timeout=10)))
-            except Exception:  # held back: held, not deliverable
+            except RlringsError:  # held back past the timeout: held, not deliverable
                 return delivered, client.info([table])[table].size
             delivered.extend(batch.columns["id"][:, 0].tolist())
 
