@@ -32,7 +32,8 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
     """Why a table's signature (``rlrings.signature.Signature``) cannot take
     what an actor writes, or None when it can."""
     found_columns = {c.name: {"dtype": c.dtype.name, "shape": list(c.shape)} for c in found.values()}
-    for name, column in expected.items():
+    for name, declared in expected.items():
+        column = {"dtype": declared["dtype"], "shape": list(declared["shape"])}  # bounds are the table's policy
         if name not in found_columns:
             return f"the table has no column {name!r} (it has {sorted(found_columns)})"
         if found_columns[name] != column:

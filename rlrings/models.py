@@ -127,21 +127,73 @@ class PolicyHead(nn.Module):
         return torch.cat([out, self.log_std.expand_as(out)], -1)
 
 
+class ObservationNormalizer(nn.Module):
+    """Running mean and variance of observations, applied as the model's first step and
+    clipped to ``clip`` deviations. Its statistics are buffers of the published model, so
+    actors, the evaluator and a user's ``Policy.act`` normalise as the learner did; only
+    the learner moves them (:meth:`update`, on the batches it trains on)."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return ((obs - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor, reduce_mean=None, ranks: int = 1) -> None:
+        """Folds a batch ``[N, *shape]`` into the statistics (Chan et al.'s parallel update); with
+        ``reduce_mean`` (a ring's mean over ``ranks`` ranks of equal batches), every rank's batch,
+        so that all ranks keep the same statistics."""
+        batch = obs.reshape(-1, *self.mean.shape).double()
+        n = batch.shape[0]
+        if n == 0:
+            return
+        mean, square = batch.mean(0), batch.square().mean(0)
+        if reduce_mean is not None and ranks > 1:
+            both = reduce_mean(torch.stack([mean, square]).cpu()).to(mean.device)
+            mean, square, n = both[0], both[1], n * ranks
+        var = (square - mean.square()).clamp(min=0)
+        total = self.count + n
+        delta = mean - self.mean.double()
+        new_mean = self.mean.double() + delta * (n / total)
+        m2 = self.var.double() * self.count + var * n + delta.square() * self.count * n / total
+        self.mean.copy_(new_mean.float())
+        self.var.copy_((m2 / total).float())
+        self.count.copy_(total)
+
+
 class MLPNet(nn.Module):
     """For vector observations: separate policy and value torsos by default (``shared``
     joins them), since on small vector tasks a value loss pulling on the policy's
-    features makes learning less stable; orthogonal initialisation, a small policy head."""
+    features makes learning less stable; orthogonal initialisation, a small policy head.
+    ``activation`` is tanh (the on-policy algorithms') or relu (SAC's);
+    ``normalize_observations`` puts an :class:`ObservationNormalizer` in front."""
 
-    def __init__(self, spec: ModelSpec, hidden: tuple[int, ...] = (64, 64), shared: bool = False):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        hidden: tuple[int, ...] = (64, 64),
+        shared: bool = False,
+        activation: str = "tanh",
+        normalize_observations: bool = False,
+    ):
         super().__init__()
-        self.policy_torso = _mlp(int(np.prod(spec.obs_shape)), hidden)
-        self.value_torso = None if shared else _mlp(int(np.prod(spec.obs_shape)), hidden)
-        width = hidden[-1] if hidden else int(np.prod(spec.obs_shape))
+        size = int(np.prod(spec.obs_shape))
+        self.normalizer = ObservationNormalizer(tuple(spec.obs_shape)) if normalize_observations else None
+        self.policy_torso = _mlp(size, hidden, activation)
+        self.value_torso = None if shared else _mlp(size, hidden, activation)
+        width = hidden[-1] if hidden else size
         self.policy = PolicyHead(width, spec)
         self.value = _init(nn.Linear(width, 1), 1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs = obs.float()
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
         features = self.policy_torso(obs)
         value_features = features if self.value_torso is None else self.value_torso(obs)
         return self.policy(features), self.value(value_features).squeeze(-1)
@@ -153,12 +205,22 @@ def _init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def _mlp(width: int, hidden: tuple[int, ...]) -> nn.Sequential:
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _mlp(width: int, hidden: tuple[int, ...], activation: str = "tanh") -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown {activation!r}; known: {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = [nn.Flatten()]
     for size in hidden:
-        layers += [_init(nn.Linear(width, size), float(np.sqrt(2))), nn.Tanh()]
+        layers += [_init(nn.Linear(width, size), float(np.sqrt(2))), ACTIVATIONS[activation]()]
         width = size
     return nn.Sequential(*layers)
+
+
+def observation_normalizer(model: nn.Module) -> ObservationNormalizer | None:
+    """The model's :class:`ObservationNormalizer`, where it has one."""
+    return getattr(model, "normalizer", None)
 
 
 class ConvNet(nn.Module):

@@ -20,15 +20,58 @@ from rlrings.v1 import tensor_pb2
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its dtype and the shape of one step."""
+    """One column: its dtype, the shape of one step and, optionally, bounds on its values
+    (``low``/``high``: empty, or one per element of a step; ``clip``: clip values outside them
+    instead of refusing the chunk)."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+    clip: bool = False
+
+    @classmethod
+    def bounded(cls, name, dtype, shape, low=None, high=None, out_of_bounds: str = "refuse") -> Column:
+        """A column with bounds given as None, one number for every element, or one per element.
+
+        Raises:
+            ValueError: bounds on a non-numeric column, the wrong number of them, or low above high.
+        """
+        dtype, shape = np.dtype(dtype), tuple(int(d) for d in shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        if low is None and high is None:
+            return cls(name, dtype, shape)
+        if dtype.kind not in "iuf":
+            raise ValueError(f"column {name!r}: bounds need a numeric dtype, not {dtype.name}")
+
+        def spread(value, default: float) -> tuple[float, ...]:
+            values = np.full(size, default) if value is None else np.asarray(value, np.float64).ravel()
+            if values.size == 1:
+                values = np.full(size, values[0])
+            if values.size != size:
+                raise ValueError(f"column {name!r}: {values.size} bounds for steps of {size} values")
+            return tuple(float(v) for v in values)
+
+        lows, highs = spread(low, -np.inf), spread(high, np.inf)
+        if any(a > b for a, b in zip(lows, highs)):
+            raise ValueError(f"column {name!r}: low {list(lows)} is above high {list(highs)}")
+        return cls(name, dtype, shape, lows, highs, out_of_bounds == "clip")
 
     @functools.cached_property
     def step_bytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @functools.cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) shaped as one step, or None for an unbounded column."""
+        if not self.low:
+            return None
+        return np.asarray(self.low).reshape(self.shape), np.asarray(self.high).reshape(self.shape)
+
+    def describe(self) -> str:
+        bounds = f" in [{_bound(self.low)}, {_bound(self.high)}]" if self.low else ""
+        return f"{self.name}: {self.dtype.name}{list(self.shape)}{bounds}{' (clipped)' if self.clip else ''}"
 
 
 class Signature(Mapping[str, Column]):
@@ -51,7 +94,7 @@ class Signature(Mapping[str, Column]):
         return len(self._columns)
 
     def __repr__(self) -> str:
-        return "Signature(" + ", ".join(f"{c.name}: {c.dtype.name}{list(c.shape)}" for c in self.values()) + ")"
+        return "Signature(" + ", ".join(c.describe() for c in self.values()) + ")"
 
     @functools.cached_property
     def step_bytes(self) -> int:
@@ -61,13 +104,35 @@ class Signature(Mapping[str, Column]):
 
     @classmethod
     def from_protos(cls, specs: Sequence[tensor_pb2.ColumnSpec]) -> Signature:
-        return cls(
-            [Column(s.name, codec.numpy_dtype(s.dtype, f"signature.{s.name}.dtype"), tuple(s.shape)) for s in specs]
-        )
+        columns = []
+        for s in specs:
+            dtype = codec.numpy_dtype(s.dtype, f"signature.{s.name}.dtype")
+            try:
+                columns.append(
+                    Column.bounded(
+                        s.name,
+                        dtype,
+                        tuple(s.shape),
+                        list(s.low) or None,
+                        list(s.high) or None,
+                        "clip" if s.out_of_bounds == tensor_pb2.OUT_OF_BOUNDS_CLIP else "refuse",
+                    )  # fmt: skip
+                )
+            except ValueError as error:
+                raise InvalidArgumentError(f"signature.{s.name}: {error}") from None
+        return cls(columns)
 
     def to_protos(self) -> list[tensor_pb2.ColumnSpec]:
         return [
-            tensor_pb2.ColumnSpec(name=c.name, dtype=codec.dtype_code(c.dtype), shape=c.shape) for c in self.values()
+            tensor_pb2.ColumnSpec(
+                name=c.name,
+                dtype=codec.dtype_code(c.dtype),
+                shape=c.shape,
+                low=c.low,
+                high=c.high,
+                out_of_bounds=tensor_pb2.OUT_OF_BOUNDS_CLIP if c.clip else tensor_pb2.OUT_OF_BOUNDS_REFUSE,
+            )  # fmt: skip
+            for c in self.values()
         ]
 
     def decode(
@@ -116,8 +181,10 @@ class Signature(Mapping[str, Column]):
                 + (f"; unknown {_shown(unknown)}" if unknown else "")
             )
 
-    def check(self, columns: Mapping[str, np.ndarray], sequence_length: int = 1, field: str = "chunk.columns") -> int:
-        """Checks a chunk's columns and returns its number of steps.
+    def check(self, columns: dict[str, np.ndarray], sequence_length: int = 1, field: str = "chunk.columns") -> int:
+        """Checks a chunk's columns and returns its number of steps. A bounded column's values
+        outside its bounds refuse the chunk or, where the column clips, are clipped: the clipped
+        array replaces the column's in ``columns``.
 
         Raises:
             InvalidArgumentError: naming the column and what is wrong with it.
@@ -144,6 +211,8 @@ class Signature(Mapping[str, Column]):
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 bad = np.argwhere(~np.isfinite(array))[0]
                 raise InvalidArgumentError(f"{where}: non-finite value {array[tuple(bad)]} at index {bad.tolist()}")
+            if column.bounds is not None:
+                columns[name] = _within(array, column, where)
         assert steps is not None
         if steps == 0:
             raise InvalidArgumentError(f"{field}: empty chunk, 0 steps")
@@ -152,6 +221,26 @@ class Signature(Mapping[str, Column]):
                 f"{field}: {steps} steps is not a multiple of the table's sequence length {sequence_length}"
             )
         return steps
+
+
+def _within(array: np.ndarray, column: Column, where: str) -> np.ndarray:
+    """``array`` itself where it lies within the column's bounds; clipped, where the column clips."""
+    low, high = column.bounds
+    below, above = array < low, array > high
+    if not (below.any() or above.any()):
+        return array
+    if column.clip:
+        return np.clip(array, low, high).astype(column.dtype, copy=False)
+    outside = below if below.any() else above
+    index = tuple(np.argwhere(outside)[0])
+    bound = (low if below.any() else high)[index[1:]]
+    side = "below its low bound" if below.any() else "above its high bound"
+    at = list(map(int, index))
+    raise InvalidArgumentError(f"{where}: value {array[index]:g} at index {at} is {side} {float(bound):g}")
+
+
+def _bound(values: tuple[float, ...]) -> str:
+    return f"{values[0]:g}" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _shown(values: Sequence, limit: int = 8) -> str:

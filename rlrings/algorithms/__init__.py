@@ -1,6 +1,6 @@
 """Learning algorithms, one module each, behind one registry.
 
-Each module (``impala``, ``dqn``, ``ppo``, ``appo``, ``bc``) owns its settings,
+Each module (``impala``, ``dqn``, ``ppo``, ``appo``, ``sac``, ``bc``) owns its settings,
 its replay table, its acting half and its learning half (``base.Algorithm``);
 :data:`REGISTRY` is the only list of them: the CLI's choices, the settings'
 ``algorithm:`` union and the chart's schema come from it (the last is checked
@@ -14,11 +14,13 @@ from typing import Annotated, Any, Union
 
 import pydantic
 
-from rlrings.algorithms import appo, bc, dqn, impala, ppo
+from rlrings.algorithms import appo, bc, dqn, impala, ppo, sac
 from rlrings.algorithms.base import Algorithm, AlgorithmConfig
 from rlrings.errors import ConfigError
 
-REGISTRY: dict[str, Algorithm] = {module.ALGORITHM.name: module.ALGORITHM for module in (impala, dqn, ppo, appo, bc)}
+REGISTRY: dict[str, Algorithm] = {
+    module.ALGORITHM.name: module.ALGORITHM for module in (impala, dqn, ppo, appo, sac, bc)
+}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 

@@ -19,6 +19,8 @@ so an algorithm with several optimizers works on both ring backends.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from torch import nn
 from rlrings import distributions
 from rlrings.envs import EnvSpec
 from rlrings.errors import ConfigError
-from rlrings.models import ModelSpec
+from rlrings.models import ARCHITECTURES, ModelSpec
 from rlrings.ring import LocalRing, Ring
 from rlrings.spaces import Box, Discrete, Space
 
@@ -283,6 +285,9 @@ class Algorithm:
     False for value-based algorithms, whose greedy policy is the policy."""
     anneal_over_budget: bool = True
     """The mesh decays its learning rate to 0 over the updates its env-step budget allows."""
+    model_args: Callable[[AlgorithmConfig, EnvSpec], dict] = lambda config, env: {}
+    """Arguments of the published network's architecture that follow from the settings (SAC's
+    widths and activation, PPO's observation normalisation); plain JSON data."""
 
     def config(self, **settings) -> AlgorithmConfig:
         return self.Config(name=self.name, **settings)
@@ -296,9 +301,17 @@ class Algorithm:
                 f"{env.action_space.describe()}"
             )
 
-    def model_spec(self, env: EnvSpec, architecture: str | None = None) -> ModelSpec:
+    def model_spec(
+        self, env: EnvSpec, architecture: str | None = None, config: AlgorithmConfig | None = None
+    ) -> ModelSpec:
+        """The published network for ``env``; ``config`` (default: the algorithm's defaults)
+        supplies :attr:`model_args` where the architecture takes them."""
         self.check(env)
-        return ModelSpec.for_env(env, self.name, architecture, distribution=self.distribution(env.action_space))
+        spec = ModelSpec.for_env(env, self.name, architecture, distribution=self.distribution(env.action_space))
+        args = self.model_args(config or self.config(), env)
+        accepted = inspect.signature(ARCHITECTURES[spec.architecture]).parameters  # the CNN takes no widths
+        args = {key: value for key, value in args.items() if key in accepted}
+        return dataclasses.replace(spec, args=args) if args else spec
 
 
 BOTH_SPACES = (Discrete, Box)
@@ -317,6 +330,17 @@ class TrajectoryConfig(AlgorithmConfig):
     max_policy_lag: pydantic.NonNegativeInt = 0
     """The queue drops trajectories whose policy is more than this many versions older than the
     learner's (counted in rlrings_replay_stale_items); 0 keeps them all."""
+    normalize_observations: bool = False
+    """Standardise observations by their running mean and deviation (clipped at 10), inside the
+    published model so that actors and users see what the learner saw; the learner moves the
+    statistics with every batch (the usual setting for MuJoCo tasks)."""
+    reward_scale: pydantic.PositiveFloat = 1.0
+    """Rewards are multiplied by this before learning (returns and values in scaled units)."""
+
+
+def trajectory_model_args(config: TrajectoryConfig, env: EnvSpec) -> dict:
+    """The observation normaliser, where the settings ask for it (vector observations only)."""
+    return {"normalize_observations": True} if config.normalize_observations else {}
 
 
 def trajectory_signature(env: EnvSpec) -> dict[str, dict]:
@@ -472,3 +496,83 @@ class StatsMean:
 
     def mean(self) -> dict[str, torch.Tensor]:
         return {name: value / max(1, self.count) for name, value in self.sums.items()}
+
+
+# -- transitions, shared by the off-policy algorithms ---------------------------------------
+
+
+def transitions_signature(env: EnvSpec, action: dict | None = None) -> dict[str, dict]:
+    """Column name -> {dtype, shape} of an n-step transition: ``reward`` is the discounted
+    n-step return, ``discount`` is ``gamma**n`` (0 where the episode ended within the n steps);
+    ``action`` replaces the action column (SAC's declares its bounds)."""
+    observation = env.observation_space.column()
+    return {
+        "obs": observation,
+        "action": action or env.action_space.column(),
+        "reward": {"dtype": "float32", "shape": []},
+        "next_obs": env.observation_space.column(),
+        "discount": {"dtype": "float32", "shape": []},
+    }
+
+
+class NStepAccumulator:
+    """Turns one env's steps into n-step transitions.
+
+    ``add`` returns the transitions that became complete: one per step once n
+    steps are buffered, and all the buffered ones when an episode ends.
+    """
+
+    def __init__(self, n: int, gamma: float):
+        self.n, self.gamma = n, gamma
+        self._steps: collections.deque = collections.deque()
+
+    def add(self, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> list[tuple]:
+        self._steps.append((obs, action, reward))
+        out = []
+        if terminated or truncated:
+            while self._steps:
+                out.append(self._emit(next_obs, 0.0 if terminated else 1.0))
+        elif len(self._steps) == self.n:
+            out.append(self._emit(next_obs, 1.0))
+        return out
+
+    def _emit(self, next_obs, alive: float) -> tuple:
+        ret = sum(self.gamma**i * step[2] for i, step in enumerate(self._steps))
+        discount = alive * self.gamma ** len(self._steps)
+        obs, action, _ = self._steps.popleft()
+        return obs, action, np.float32(ret), next_obs, np.float32(discount)
+
+
+class TransitionActing(Acting):
+    """An acting half that writes n-step transitions (the config's ``n_step`` and ``gamma``) in
+    chunks of its ``chunk_length``; subclasses choose the actions."""
+
+    def __init__(self, config, env, model_spec, num_envs, seed):
+        super().__init__(config, env, model_spec, num_envs, seed)
+        self.accumulators = [NStepAccumulator(config.n_step, config.gamma) for _ in range(num_envs)]
+        self.pending: list[tuple] = []
+
+    @property
+    def chunk_length(self) -> int:
+        return self.config.chunk_length
+
+    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
+        self.env_steps += self.num_envs
+        for i, accumulator in enumerate(self.accumulators):
+            ended = terminated[i] or truncated[i]
+            after = info["final_obs"][i] if ended else next_obs[i]
+            self.pending += accumulator.add(obs[i], actions[i], rewards[i], after, terminated[i], truncated[i])
+        chunks = []
+        n = self.chunk_length
+        while len(self.pending) >= n:
+            batch, self.pending = self.pending[:n], self.pending[n:]
+            obs_, action, ret, next_, discount = zip(*batch)
+            columns = {
+                "obs": np.stack(obs_),
+                "action": np.asarray(action, self.env.action_space.dtype),
+                "reward": np.asarray(ret, np.float32),
+                "next_obs": np.stack(next_),
+                "discount": np.asarray(discount, np.float32),
+            }
+            chunks.append(Chunk(columns))
+        return chunks

@@ -8,7 +8,6 @@ and sends back |TD error| as new priorities. Discrete actions only.
 
 from __future__ import annotations
 
-import collections
 import copy
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlrings.algorithms import base
+from rlrings.algorithms.base import transitions_signature
 from rlrings.spaces import Discrete
 
 
@@ -47,34 +47,6 @@ def double_dqn_loss(
     td = targets - q
     loss = (weights * F.smooth_l1_loss(q, targets, reduction="none")).mean()
     return loss, td.detach()
-
-
-class NStepAccumulator:
-    """Turns one env's steps into n-step transitions.
-
-    ``add`` returns the transitions that became complete: one per step once n
-    steps are buffered, and all the buffered ones when an episode ends.
-    """
-
-    def __init__(self, n: int, gamma: float):
-        self.n, self.gamma = n, gamma
-        self._steps: collections.deque = collections.deque()
-
-    def add(self, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> list[tuple]:
-        self._steps.append((obs, action, reward))
-        out = []
-        if terminated or truncated:
-            while self._steps:
-                out.append(self._emit(next_obs, 0.0 if terminated else 1.0))
-        elif len(self._steps) == self.n:
-            out.append(self._emit(next_obs, 1.0))
-        return out
-
-    def _emit(self, next_obs, alive: float) -> tuple:
-        ret = sum(self.gamma**i * step[2] for i, step in enumerate(self._steps))
-        discount = alive * self.gamma ** len(self._steps)
-        obs, action, _ = self._steps.popleft()
-        return obs, action, np.float32(ret), next_obs, np.float32(discount)
 
 
 class DqnConfig(base.AlgorithmConfig):
@@ -110,17 +82,6 @@ class DqnConfig(base.AlgorithmConfig):
     """Share of each batch drawn from the demonstrations table (as one-step transitions)."""
 
 
-def transitions_signature(env) -> dict[str, dict]:
-    observation = env.observation_space.column()
-    return {
-        "obs": observation,
-        "action": env.action_space.column(),
-        "reward": {"dtype": "float32", "shape": []},
-        "next_obs": env.observation_space.column(),
-        "discount": {"dtype": "float32", "shape": []},
-    }
-
-
 def prioritized_table(config: DqnConfig, env, plan: base.TablePlan) -> dict:
     """A prioritized table at ``replay_ratio`` samples per insert (a band of two batches or
     two chunks' worth either side), so neither actors nor the learner run away from the other."""
@@ -138,19 +99,10 @@ def prioritized_table(config: DqnConfig, env, plan: base.TablePlan) -> dict:
     }
 
 
-class DqnActing(base.Acting):
+class DqnActing(base.TransitionActing):
     """Epsilon-greedy on the Q-values; n-step transitions in chunks of ``chunk_length``."""
 
     config: DqnConfig
-
-    def __init__(self, config, env, model_spec, num_envs, seed):
-        super().__init__(config, env, model_spec, num_envs, seed)
-        self.accumulators = [NStepAccumulator(config.n_step, config.gamma) for _ in range(num_envs)]
-        self.pending: list[tuple] = []
-
-    @property
-    def chunk_length(self) -> int:
-        return self.config.chunk_length
 
     def epsilon(self) -> float:
         """The chance of a random action now."""
@@ -170,27 +122,6 @@ class DqnActing(base.Acting):
         explore = self.rng.random(len(actions)) < self.epsilon()
         actions[explore] = self.rng.integers(0, self.env.action_space.n, explore.sum())
         return actions
-
-    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
-        self.env_steps += self.num_envs
-        for i, accumulator in enumerate(self.accumulators):
-            ended = terminated[i] or truncated[i]
-            after = info["final_obs"][i] if ended else next_obs[i]
-            self.pending += accumulator.add(obs[i], actions[i], rewards[i], after, terminated[i], truncated[i])
-        chunks = []
-        n = self.config.chunk_length
-        while len(self.pending) >= n:
-            batch, self.pending = self.pending[:n], self.pending[n:]
-            obs_, action, ret, next_, discount = zip(*batch)
-            columns = {
-                "obs": np.stack(obs_),
-                "action": np.asarray(action, np.int32),
-                "reward": np.asarray(ret, np.float32),
-                "next_obs": np.stack(next_),
-                "discount": np.asarray(discount, np.float32),
-            }
-            chunks.append(base.Chunk(columns))
-        return chunks
 
 
 class DqnLearning(base.GradientLearning):

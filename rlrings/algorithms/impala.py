@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rlrings.algorithms import base
+from rlrings.models import observation_normalizer
 from rlrings.ring import Ring
 
 
@@ -152,7 +153,12 @@ class ActorCriticLearning(base.GradientLearning):
         over steps 0..T-1, standardised values ``[T+1, B]``, rewards, discounts)."""
         obs = columns["obs"]  # [B, T+1, ...]
         batch, steps = obs.shape[0], obs.shape[1] - 1
+        observations = observation_normalizer(self.model)
+        if observations is not None and self.model.training:  # the policy's statistics follow the data
+            observations.update(obs[:, :steps], self.ring.allreduce_mean, self.ring.size)
         tm = base.time_major(columns, steps)
+        if self.config.reward_scale != 1.0:
+            tm["reward"] = tm["reward"] * self.config.reward_scale
         params, head = self.model(obs.flatten(0, 1))
         params = params.view(batch, steps + 1, -1).transpose(0, 1)  # [T+1, B, P]
         head = head.view(batch, steps + 1).transpose(0, 1)
@@ -216,4 +222,5 @@ ALGORITHM = base.Algorithm(
     learning=ImpalaLearning,
     table=base.trajectory_queue,
     default_batch_size=16,
+    model_args=base.trajectory_model_args,
 )

@@ -162,4 +162,5 @@ ALGORITHM = base.Algorithm(
     learning=PpoLearning,
     table=base.trajectory_queue,
     default_batch_size=16,
+    model_args=base.trajectory_model_args,
 )

@@ -18,19 +18,29 @@ Ids, by prefix (:data:`ADAPTERS`, each a module of this package with a
 
 Vector envs reset a finished copy in the step that ends it (SAME_STEP
 autoreset): the step returns the new episode's first observation and keeps
-the last one in ``info['final_obs']``.
+the last one in ``info['final_obs']``. Float64 observations (MuJoCo's) become
+float32, which halves what replay stores and what the learner copies.
+
+MuJoCo renders headless through EGL (Mesa's software renderer on a machine
+without a GPU: Debian's ``libegl1`` and ``libgl1-mesa-dri``) unless ``MUJOCO_GL``
+says otherwise.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
+import numpy as np
 
 from rlrings import spaces
 from rlrings.errors import ConfigError
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # read when MuJoCo is first imported (by its first env)
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 ADAPTERS: dict[str, str] = {
     "crafter": "rlrings.envs.crafter",
@@ -76,7 +86,16 @@ def env_factory(env_id: str) -> Callable[..., gym.Env]:
             f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter', "
             f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
         )
-    return lambda **kwargs: gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array"))
+    return lambda **kwargs: _float32(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+
+
+def _float32(env: gym.Env) -> gym.Env:
+    """``env`` with float64 observations cast to float32 (MuJoCo's); others as they are."""
+    space = env.observation_space
+    if not (isinstance(space, gym.spaces.Box) and space.dtype == np.float64):
+        return env
+    single = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
+    return gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32), single)
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:

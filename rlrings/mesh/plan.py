@@ -121,11 +121,14 @@ def plan(
 
 
 def exploration(config: MeshConfig, i: int, settings: dict) -> dict:
-    """Algorithms with epsilon exploration (DQN): actor i's epsilon, annealed from 1 over its
+    """Algorithms with random steps first (SAC): each actor's share of them. Algorithms with
+    epsilon exploration (DQN): actor i's epsilon, annealed from 1 over its
     share of the decay to its own final value; final values spread geometrically from 0.1 to
     0.01 across actors (Ape-X's spread, narrowed so that with 2 actors neither is almost greedy
     nor almost random). Others: nothing."""
     c = config
+    if "random_steps" in settings:  # SAC: each actor plays its share of the random steps
+        return {"random_steps": settings["random_steps"] // c.actors}
     if "epsilon" not in settings:
         return {}
     final = 0.1 ** (1 + i / (c.actors - 1)) if c.actors > 1 else 0.1**1.5

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/tensor.proto\x12\nrlrings.v1\"u\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12,\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32\x17.rlrings.v1.Compression\"K\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x84\x02\n\x05\x43hunk\x12\r\n\x05table\x18\x01 \x01(\t\x12/\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1e.rlrings.v1.Chunk.ColumnsEntry\x12\x12\n\npriorities\x18\x03 \x03(\x01\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x11\n\twriter_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x12\n\nepisode_id\x18\x07 \x01(\x04\x12\x12\n\nfirst_step\x18\x08 \x01(\x04\x1a\x42\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor:\x02\x38\x01*\xf1\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nDTYPE_BOOL\x10\x01\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03\x12\x10\n\x0c\x44TYPE_UINT16\x10\x04\x12\x0f\n\x0b\x44TYPE_INT16\x10\x05\x12\x10\n\x0c\x44TYPE_UINT32\x10\x06\x12\x0f\n\x0b\x44TYPE_INT32\x10\x07\x12\x10\n\x0c\x44TYPE_UINT64\x10\x08\x12\x0f\n\x0b\x44TYPE_INT64\x10\t\x12\x11\n\rDTYPE_FLOAT16\x10\n\x12\x11\n\rDTYPE_FLOAT32\x10\x0b\x12\x11\n\rDTYPE_FLOAT64\x10\x0c*N\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x13\n\x0f\x43OMPRESSION_LZ4\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/tensor.proto\x12\nrlrings.v1\"u\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12,\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32\x17.rlrings.v1.Compression\"\x96\x01\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.rlrings.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03low\x18\x04 \x03(\x01\x12\x0c\n\x04high\x18\x05 \x03(\x01\x12.\n\rout_of_bounds\x18\x06 \x01(\x0e\x32\x17.rlrings.v1.OutOfBounds\"\x84\x02\n\x05\x43hunk\x12\r\n\x05table\x18\x01 \x01(\t\x12/\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1e.rlrings.v1.Chunk.ColumnsEntry\x12\x12\n\npriorities\x18\x03 \x03(\x01\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x11\n\twriter_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x12\n\nepisode_id\x18\x07 \x01(\x04\x12\x12\n\nfirst_step\x18\x08 \x01(\x04\x1a\x42\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor:\x02\x38\x01*\xf1\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nDTYPE_BOOL\x10\x01\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03\x12\x10\n\x0c\x44TYPE_UINT16\x10\x04\x12\x0f\n\x0b\x44TYPE_INT16\x10\x05\x12\x10\n\x0c\x44TYPE_UINT32\x10\x06\x12\x0f\n\x0b\x44TYPE_INT32\x10\x07\x12\x10\n\x0c\x44TYPE_UINT64\x10\x08\x12\x0f\n\x0b\x44TYPE_INT64\x10\t\x12\x11\n\rDTYPE_FLOAT16\x10\n\x12\x11\n\rDTYPE_FLOAT32\x10\x0b\x12\x11\n\rDTYPE_FLOAT64\x10\x0c*N\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x13\n\x0f\x43OMPRESSION_LZ4\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02*?\n\x0bOutOfBounds\x12\x18\n\x14OUT_OF_BOUNDS_REFUSE\x10\x00\x12\x16\n\x12OUT_OF_BOUNDS_CLIP\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHUNK_COLUMNSENTRY']._loaded_options = None
   _globals['_CHUNK_COLUMNSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=499
-  _globals['_DTYPE']._serialized_end=740
-  _globals['_COMPRESSION']._serialized_start=742
-  _globals['_COMPRESSION']._serialized_end=820
+  _globals['_DTYPE']._serialized_start=575
+  _globals['_DTYPE']._serialized_end=816
+  _globals['_COMPRESSION']._serialized_start=818
+  _globals['_COMPRESSION']._serialized_end=896
+  _globals['_OUTOFBOUNDS']._serialized_start=898
+  _globals['_OUTOFBOUNDS']._serialized_end=961
   _globals['_TENSOR']._serialized_start=39
   _globals['_TENSOR']._serialized_end=156
-  _globals['_COLUMNSPEC']._serialized_start=158
-  _globals['_COLUMNSPEC']._serialized_end=233
-  _globals['_CHUNK']._serialized_start=236
-  _globals['_CHUNK']._serialized_end=496
-  _globals['_CHUNK_COLUMNSENTRY']._serialized_start=430
-  _globals['_CHUNK_COLUMNSENTRY']._serialized_end=496
+  _globals['_COLUMNSPEC']._serialized_start=159
+  _globals['_COLUMNSPEC']._serialized_end=309
+  _globals['_CHUNK']._serialized_start=312
+  _globals['_CHUNK']._serialized_end=572
+  _globals['_CHUNK_COLUMNSENTRY']._serialized_start=506
+  _globals['_CHUNK_COLUMNSENTRY']._serialized_end=572
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,11 @@ class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPRESSION_NONE: _ClassVar[Compression]
     COMPRESSION_LZ4: _ClassVar[Compression]
     COMPRESSION_ZSTD: _ClassVar[Compression]
+
+class OutOfBounds(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUT_OF_BOUNDS_REFUSE: _ClassVar[OutOfBounds]
+    OUT_OF_BOUNDS_CLIP: _ClassVar[OutOfBounds]
 DTYPE_UNSPECIFIED: DType
 DTYPE_BOOL: DType
 DTYPE_UINT8: DType
@@ -44,6 +49,8 @@ DTYPE_FLOAT64: DType
 COMPRESSION_NONE: Compression
 COMPRESSION_LZ4: Compression
 COMPRESSION_ZSTD: Compression
+OUT_OF_BOUNDS_REFUSE: OutOfBounds
+OUT_OF_BOUNDS_CLIP: OutOfBounds
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data", "compression")
@@ -58,14 +65,20 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., compression: _Optional[_Union[Compression, str]] = ...) -> None: ...
 
 class ColumnSpec(_message.Message):
-    __slots__ = ("name", "dtype", "shape")
+    __slots__ = ("name", "dtype", "shape", "low", "high", "out_of_bounds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    low: _containers.RepeatedScalarFieldContainer[float]
+    high: _containers.RepeatedScalarFieldContainer[float]
+    out_of_bounds: OutOfBounds
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ..., out_of_bounds: _Optional[_Union[OutOfBounds, str]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("table", "columns", "priorities", "policy_version", "writer_id", "sequence", "episode_id", "first_step")

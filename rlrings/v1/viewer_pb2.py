@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlrings.v1 import spaces_pb2 as rlrings_dot_v1_dot_spaces__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/viewer.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/spaces.proto\"\x19\n\x17ListEnvironmentsRequest\"\xb3\x01\n\x0f\x45nvironmentInfo\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\'\n\x0c\x61\x63tion_space\x18\x02 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\x38\n\x07key_map\x18\x03 \x03(\x0b\x32\'.rlrings.v1.EnvironmentInfo.KeyMapEntry\x1a-\n\x0bKeyMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"M\n\x18ListEnvironmentsResponse\x12\x31\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x1b.rlrings.v1.EnvironmentInfo\"K\n\x13WatchEpisodeRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x9f\x01\n\x05\x46rame\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x16\n\x0e\x65pisode_return\x18\x05 \x01(\x01\x12\x12\n\nterminated\x18\x06 \x01(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x16\n\x0epolicy_version\x18\x08 \x01(\x03\",\n\x0cStartEpisode\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"S\n\x0bPlayRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.rlrings.v1.StartEpisodeH\x00\x12\x10\n\x06\x61\x63tion\x18\x02 \x01(\x03H\x00\x42\x07\n\x05input\"\x1b\n\x19ListDemonstrationsRequest\"m\n\rDemonstration\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\x03\x12\x16\n\x0e\x65pisode_return\x18\x04 \x01(\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\"O\n\x1aListDemonstrationsResponse\x12\x31\n\x0e\x64\x65monstrations\x18\x01 \x03(\x0b\x32\x19.rlrings.v1.Demonstration2\xca\x02\n\rViewerService\x12]\n\x10ListEnvironments\x12#.rlrings.v1.ListEnvironmentsRequest\x1a$.rlrings.v1.ListEnvironmentsResponse\x12=\n\x05Watch\x12\x1f.rlrings.v1.WatchEpisodeRequest\x1a\x11.rlrings.v1.Frame0\x01\x12\x36\n\x04Play\x12\x17.rlrings.v1.PlayRequest\x1a\x11.rlrings.v1.Frame(\x01\x30\x01\x12\x63\n\x12ListDemonstrations\x12%.rlrings.v1.ListDemonstrationsRequest\x1a&.rlrings.v1.ListDemonstrationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rlrings/v1/viewer.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/spaces.proto\"\x19\n\x17ListEnvironmentsRequest\"\xb4\x02\n\x0f\x45nvironmentInfo\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\'\n\x0c\x61\x63tion_space\x18\x02 \x01(\x0b\x32\x11.rlrings.v1.Space\x12\x38\n\x07key_map\x18\x03 \x03(\x0b\x32\'.rlrings.v1.EnvironmentInfo.KeyMapEntry\x12H\n\x0f\x63ontinuous_keys\x18\x04 \x03(\x0b\x32/.rlrings.v1.EnvironmentInfo.ContinuousKeysEntry\x1a-\n\x0bKeyMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x43ontinuousKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x18ListEnvironmentsResponse\x12\x31\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\x1b.rlrings.v1.EnvironmentInfo\"K\n\x13WatchEpisodeRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x9f\x01\n\x05\x46rame\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x16\n\x0e\x65pisode_return\x18\x05 \x01(\x01\x12\x12\n\nterminated\x18\x06 \x01(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12\x16\n\x0epolicy_version\x18\x08 \x01(\x03\",\n\x0cStartEpisode\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x8e\x01\n\x0bPlayRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.rlrings.v1.StartEpisodeH\x00\x12\x10\n\x06\x61\x63tion\x18\x02 \x01(\x03H\x00\x12\x39\n\x11\x63ontinuous_action\x18\x03 \x01(\x0b\x32\x1c.rlrings.v1.ContinuousActionH\x00\x42\x07\n\x05input\"\"\n\x10\x43ontinuousAction\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x1b\n\x19ListDemonstrationsRequest\"m\n\rDemonstration\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\x03\x12\x16\n\x0e\x65pisode_return\x18\x04 \x01(\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\"O\n\x1aListDemonstrationsResponse\x12\x31\n\x0e\x64\x65monstrations\x18\x01 \x03(\x0b\x32\x19.rlrings.v1.Demonstration2\xca\x02\n\rViewerService\x12]\n\x10ListEnvironments\x12#.rlrings.v1.ListEnvironmentsRequest\x1a$.rlrings.v1.ListEnvironmentsResponse\x12=\n\x05Watch\x12\x1f.rlrings.v1.WatchEpisodeRequest\x1a\x11.rlrings.v1.Frame0\x01\x12\x36\n\x04Play\x12\x17.rlrings.v1.PlayRequest\x1a\x11.rlrings.v1.Frame(\x01\x30\x01\x12\x63\n\x12ListDemonstrations\x12%.rlrings.v1.ListDemonstrationsRequest\x1a&.rlrings.v1.ListDemonstrationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +34,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._loaded_options = None
   _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._serialized_options = b'8\001'
+  _globals['_ENVIRONMENTINFO_CONTINUOUSKEYSENTRY']._loaded_options = None
+  _globals['_ENVIRONMENTINFO_CONTINUOUSKEYSENTRY']._serialized_options = b'8\001'
   _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=64
   _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=89
   _globals['_ENVIRONMENTINFO']._serialized_start=92
-  _globals['_ENVIRONMENTINFO']._serialized_end=271
-  _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._serialized_start=226
-  _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._serialized_end=271
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=273
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=350
-  _globals['_WATCHEPISODEREQUEST']._serialized_start=352
-  _globals['_WATCHEPISODEREQUEST']._serialized_end=427
-  _globals['_FRAME']._serialized_start=430
-  _globals['_FRAME']._serialized_end=589
-  _globals['_STARTEPISODE']._serialized_start=591
-  _globals['_STARTEPISODE']._serialized_end=635
-  _globals['_PLAYREQUEST']._serialized_start=637
-  _globals['_PLAYREQUEST']._serialized_end=720
-  _globals['_LISTDEMONSTRATIONSREQUEST']._serialized_start=722
-  _globals['_LISTDEMONSTRATIONSREQUEST']._serialized_end=749
-  _globals['_DEMONSTRATION']._serialized_start=751
-  _globals['_DEMONSTRATION']._serialized_end=860
-  _globals['_LISTDEMONSTRATIONSRESPONSE']._serialized_start=862
-  _globals['_LISTDEMONSTRATIONSRESPONSE']._serialized_end=941
-  _globals['_VIEWERSERVICE']._serialized_start=944
-  _globals['_VIEWERSERVICE']._serialized_end=1274
+  _globals['_ENVIRONMENTINFO']._serialized_end=400
+  _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._serialized_start=300
+  _globals['_ENVIRONMENTINFO_KEYMAPENTRY']._serialized_end=345
+  _globals['_ENVIRONMENTINFO_CONTINUOUSKEYSENTRY']._serialized_start=347
+  _globals['_ENVIRONMENTINFO_CONTINUOUSKEYSENTRY']._serialized_end=400
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=402
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=479
+  _globals['_WATCHEPISODEREQUEST']._serialized_start=481
+  _globals['_WATCHEPISODEREQUEST']._serialized_end=556
+  _globals['_FRAME']._serialized_start=559
+  _globals['_FRAME']._serialized_end=718
+  _globals['_STARTEPISODE']._serialized_start=720
+  _globals['_STARTEPISODE']._serialized_end=764
+  _globals['_PLAYREQUEST']._serialized_start=767
+  _globals['_PLAYREQUEST']._serialized_end=909
+  _globals['_CONTINUOUSACTION']._serialized_start=911
+  _globals['_CONTINUOUSACTION']._serialized_end=945
+  _globals['_LISTDEMONSTRATIONSREQUEST']._serialized_start=947
+  _globals['_LISTDEMONSTRATIONSREQUEST']._serialized_end=974
+  _globals['_DEMONSTRATION']._serialized_start=976
+  _globals['_DEMONSTRATION']._serialized_end=1085
+  _globals['_LISTDEMONSTRATIONSRESPONSE']._serialized_start=1087
+  _globals['_LISTDEMONSTRATIONSRESPONSE']._serialized_end=1166
+  _globals['_VIEWERSERVICE']._serialized_start=1169
+  _globals['_VIEWERSERVICE']._serialized_end=1499
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ class ListEnvironmentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EnvironmentInfo(_message.Message):
-    __slots__ = ("env_id", "action_space", "key_map")
+    __slots__ = ("env_id", "action_space", "key_map", "continuous_keys")
     class KeyMapEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,13 +20,22 @@ class EnvironmentInfo(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ContinuousKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
     KEY_MAP_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_KEYS_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     action_space: _spaces_pb2.Space
     key_map: _containers.ScalarMap[str, int]
-    def __init__(self, env_id: _Optional[str] = ..., action_space: _Optional[_Union[_spaces_pb2.Space, _Mapping]] = ..., key_map: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    continuous_keys: _containers.ScalarMap[str, str]
+    def __init__(self, env_id: _Optional[str] = ..., action_space: _Optional[_Union[_spaces_pb2.Space, _Mapping]] = ..., key_map: _Optional[_Mapping[str, int]] = ..., continuous_keys: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListEnvironmentsResponse(_message.Message):
     __slots__ = ("environments",)
@@ -73,12 +82,20 @@ class StartEpisode(_message.Message):
     def __init__(self, env_id: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class PlayRequest(_message.Message):
-    __slots__ = ("start", "action")
+    __slots__ = ("start", "action", "continuous_action")
     START_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
     start: StartEpisode
     action: int
-    def __init__(self, start: _Optional[_Union[StartEpisode, _Mapping]] = ..., action: _Optional[int] = ...) -> None: ...
+    continuous_action: ContinuousAction
+    def __init__(self, start: _Optional[_Union[StartEpisode, _Mapping]] = ..., action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ...) -> None: ...
+
+class ContinuousAction(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListDemonstrationsRequest(_message.Message):
     __slots__ = ()

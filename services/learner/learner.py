@@ -51,7 +51,7 @@ class Learner:
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
         self.algorithm = algorithms.get(config.algorithm.name)
-        self.model_spec = self.algorithm.model_spec(env_spec(config.env), config.architecture)
+        self.model_spec = self.algorithm.model_spec(env_spec(config.env), config.architecture, config.algorithm)
         self.model = build_model(self.model_spec).to(self.device)
         self.learning = self.algorithm.learning(config.algorithm, self.model_spec, self.model)
         self.ring: Ring = LocalRing()  # joined at the start of run(), once the server answers health checks

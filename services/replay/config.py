@@ -24,6 +24,13 @@ class ColumnConfig(pydantic.BaseModel):
     """numpy dtype name: uint8, int32, float32, bool, ..."""
     shape: list[pydantic.NonNegativeInt] = []
     """Shape of one step; [] for a scalar."""
+    low: float | list[float] | None = None
+    """Lowest value a step may hold (one for every element, or one per element); None: unbounded."""
+    high: float | list[float] | None = None
+    """Highest value a step may hold, as ``low``."""
+    out_of_bounds: Literal["refuse", "clip"] = "refuse"
+    """A value outside [low, high]: refuse the chunk (INVALID_ARGUMENT naming the column and the
+    bound), or clip it to the bound and store it."""
 
     @pydantic.field_validator("dtype")
     @classmethod
@@ -125,6 +132,11 @@ class TableConfig(pydantic.BaseModel):
         return value
 
     @pydantic.model_validator(mode="after")
+    def _bounds_fit(self) -> TableConfig:
+        self.build_signature()  # bounds that do not fit their column are refused here, naming it
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _lag_on_queues_only(self) -> TableConfig:
         if self.max_policy_lag and not (self.selector in ("fifo", "lifo") and self.max_times_sampled):
             raise ValueError(
@@ -149,7 +161,15 @@ class TableConfig(pydantic.BaseModel):
         )
 
     def build_signature(self) -> Signature:
-        return Signature([Column(name, np.dtype(c.dtype), tuple(c.shape)) for name, c in self.signature.items()])
+        try:
+            return Signature(
+                [
+                    Column.bounded(name, np.dtype(c.dtype), tuple(c.shape), c.low, c.high, c.out_of_bounds)
+                    for name, c in self.signature.items()
+                ]
+            )
+        except ValueError as error:
+            raise ValueError(f"signature: {error}") from None
 
 
 class CassandraConfig(pydantic.BaseModel):

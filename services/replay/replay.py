@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlrings import codec
 from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from rlrings.security import Caller
 from rlrings.v1 import tensor_pb2
@@ -179,7 +180,11 @@ class Replay:
                 "(one id per writer session, such as a UUID)"
             )
         columns = table.signature.decode(chunk.columns, self.max_chunk_bytes)
+        decoded = dict(columns)
         n, priorities = table.check(columns, chunk.priorities, capped=caller is not None and not caller.may("sample"))
+        for name, array in columns.items():
+            if array is not decoded[name]:  # clipped to its bounds: the ring and the ack log keep what is stored
+                chunk.columns[name].CopyFrom(codec.encode(array, chunk.columns[name].compression))
         if caller is not None:
             caller.charge_insert(sum(array.nbytes for array in columns.values()))
             if chunk.writer_id:  # (what the table, the ring and the ack log keep; acks echo the caller's own)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from rlrings.errors import InvalidArgumentError
 from rlrings.security import current_caller
+from rlrings.spaces import Discrete
 from rlrings.v1 import spaces_pb2, viewer_pb2, viewer_pb2_grpc
 from services.viewer.viewer import Frame, Viewer
 
@@ -34,8 +37,11 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
                     env_id=env["env_id"],
                     action_space=spaces_pb2.Space(
                         discrete=spaces_pb2.DiscreteSpace(n=len(env["actions"]), action_names=env["actions"])
-                    ),
-                    key_map=env["keys"],
+                    )
+                    if env["discrete"]
+                    else env["space"],
+                    key_map=env["keys"] if env["discrete"] else {},
+                    continuous_keys={} if env["discrete"] else env["keys"],
                 )
                 for env in self.viewer.environments()
             ]
@@ -67,13 +73,7 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
         try:
             yield _frame(session.first_frame())
             for request in requests:
-                if not request.HasField("action"):
-                    raise InvalidArgumentError("action: every message after the first carries an action")
-                count = self.viewer.spec.action_space.n
-                if not 0 <= request.action < count:
-                    raise InvalidArgumentError(f"action: {request.action} is outside [0, {count - 1}]")
-                session.pending.append(int(request.action))
-                session.last_input = time.monotonic()
+                session.command(_action(self.viewer.spec.action_space, request))
                 yield _frame(session.tick())
         finally:
             session.close()
@@ -91,6 +91,31 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
                 for d in self.viewer.demonstrations
             ]
         )
+
+
+def _action(space, request) -> int | np.ndarray:
+    """The action a Play message carries, checked against the env's action space."""
+    if isinstance(space, Discrete):
+        if not request.HasField("action"):
+            raise InvalidArgumentError("action: every message after the first carries an action")
+        if not 0 <= request.action < space.n:
+            raise InvalidArgumentError(f"action: {request.action} is outside [0, {space.n - 1}]")
+        return int(request.action)
+    if not request.HasField("continuous_action"):
+        raise InvalidArgumentError(
+            f"continuous_action: every message after the first carries one ({space.describe()} actions)"
+        )
+    values = np.asarray(request.continuous_action.values, np.float32)
+    if values.size != space.size:
+        raise InvalidArgumentError(f"continuous_action.values: {values.size} values, the env takes {space.size}")
+    if not np.isfinite(values).all():
+        raise InvalidArgumentError(f"continuous_action.values: non-finite value in {values.tolist()}")
+    low, high = space.low_array().ravel(), space.high_array().ravel()
+    outside = np.flatnonzero((values < low) | (values > high))
+    if outside.size:
+        i = int(outside[0])
+        raise InvalidArgumentError(f"continuous_action.values[{i}]: {values[i]:g} is outside [{low[i]:g}, {high[i]:g}]")
+    return values.reshape(space.shape)
 
 
 def _client(context) -> str:

@@ -34,7 +34,7 @@ from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from rlrings.spaces import Discrete
 from services.viewer.config import ViewerConfig
-from services.viewer.keymaps import KeyMap, keymap_for
+from services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
 
 log = logging.getLogger(__name__)
 _CHUNK_STEPS = 64
@@ -53,6 +53,8 @@ class Frame:
     policy_version: int
     action: int
     episode: int
+    action_values: tuple[float, ...] = ()
+    """A Box action's elements (empty for a Discrete one)."""
 
 
 @dataclass
@@ -70,8 +72,16 @@ class Viewer:
     def __init__(self, config: ViewerConfig):
         self.config = config
         self.spec = env_spec(config.env)
-        # continuous actions have no key map yet: such envs can be watched, not played
-        self.keymap = keymap_for(self.spec) if isinstance(self.spec.action_space, Discrete) else None
+        self.keymap: KeyMap | None = None
+        self.continuous: ContinuousKeyMap | None = None
+        self.unplayable = ""  # why play is refused, where it is
+        if isinstance(self.spec.action_space, Discrete):
+            self.keymap = keymap_for(self.spec)
+        else:
+            try:
+                self.continuous = continuous_keymap_for(self.spec)
+            except ValueError as error:  # watched, not played
+                self.unplayable = str(error)
         self.replay = ReplayClient(config.replay_address, security=config.client_security())
         self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.follower = WeightsFollower(self.parameters)
@@ -88,11 +98,15 @@ class Viewer:
         return [
             {
                 "env_id": self.spec.env_id,
+                "space": wire.space_to_proto(self.spec.action_space),
+                "discrete": isinstance(self.spec.action_space, Discrete),
                 "actions": list(self.spec.action_names)
                 or _ACTION_NAMES.get(
                     self.spec.env_id, [str(i) for i in range(getattr(self.spec.action_space, "n", 0))]
                 ),
-                "keys": self.keymap.keys if self.keymap is not None else {},
+                "keys": self.keymap.keys
+                if self.keymap is not None
+                else (self.continuous.keys if self.continuous is not None else {}),
             }
         ]
 
@@ -103,11 +117,8 @@ class Viewer:
             raise NotFoundError(f"env_id: {env_id!r} is not served here; environments: [{self.spec.env_id!r}]")
         if mode not in ("watch", "play"):
             raise InvalidArgumentError(f"mode: {mode!r}; use 'watch' or 'play'")
-        if mode == "play" and self.keymap is None:
-            raise FailedPreconditionError(
-                f"mode: play needs a key map; {env_id!r} has continuous actions "
-                f"({self.spec.action_space.describe()}), which can be watched but not played yet"
-            )
+        if mode == "play" and self.keymap is None and self.continuous is None:
+            raise FailedPreconditionError(f"mode: play needs a key map: {self.unplayable}")
         with self._lock:
             held = self._by_client.get(client, 0)
             if held >= self.config.max_sessions_per_client:
@@ -156,7 +167,7 @@ class Viewer:
         count = len(steps["action"])
         columns = {
             "obs": np.stack(steps["obs"]).astype(self.spec.observation_space.dtype),
-            "action": np.asarray(steps["action"], np.int32),
+            "action": np.asarray(steps["action"], self.spec.action_space.dtype),
             "reward": np.asarray(steps["reward"], np.float32),
             "next_obs": np.stack(steps["next_obs"]).astype(self.spec.observation_space.dtype),
             "terminated": np.asarray(steps["terminated"], bool),
@@ -188,12 +199,15 @@ class Session:
         self.viewer, self.mode, self.client = viewer, mode, client
         self.last_input = time.monotonic()
         self.keymap: KeyMap | None = viewer.keymap
+        self.continuous: ContinuousKeyMap | None = viewer.continuous
+        self.held_keys: list[str] = []  # continuous play: keys down, in the order pressed
+        self.commanded: np.ndarray | None = None  # a gRPC client's Box action for the next tick
         self.env = make_env(viewer.spec.env_id, render_mode="rgb_array")
         self.seed = seed
         self.episode = 0
         self.pending: list[int] = []  # taps since the last tick
         self.held: list[int] = []
-        self.last_action = 0
+        self.last_action = self.continuous.rest() if self.continuous is not None else 0
         self.closed = False
         self._reset()
 
@@ -210,6 +224,15 @@ class Session:
     def key(self, key: str, down: bool) -> None:
         """A key went down or up. Keys outside the map raise InvalidArgumentError."""
         self.last_input = time.monotonic()
+        if self.continuous is not None:
+            if not self.continuous.knows(key):
+                raise InvalidArgumentError(f"key {key!r} is not mapped; keys: {sorted(self.continuous.keys)}")
+            key = key if len(key) > 1 else key.lower()
+            if key in self.held_keys:
+                self.held_keys.remove(key)
+            if down:
+                self.held_keys.append(key)
+            return
         action = self.keymap.action(key)
         if action is None:
             raise InvalidArgumentError(f"key {key!r} is not mapped; keys: {sorted(self.keymap.keys)}")
@@ -220,19 +243,32 @@ class Session:
         elif action in self.held:
             self.held.remove(action)
 
-    def _next_action(self) -> tuple[int, int]:
+    def _next_action(self) -> tuple[int | np.ndarray, int]:
         """(action, policy version) for this tick."""
         if self.mode == "watch":
             policy = self.viewer.policy()
             if policy is None:
                 sample = self.env.action_space.sample()
-                return (int(sample) if self.keymap is not None else sample), 0
+                return (int(sample) if isinstance(self.viewer.spec.action_space, Discrete) else sample), 0
             return policy.act(self.obs), policy.version
+        if self.commanded is not None:
+            action, self.commanded = self.commanded, None
+            return action, 0
+        if self.continuous is not None:  # ramps towards the keys held, back to rest without
+            return self.continuous.step(self.last_action, self.held_keys), 0
         if self.pending:
             return self.pending.pop(0), 0
         if self.held:
             return self.held[-1], 0
         return (self.last_action if self.keymap.idle == "repeat" else int(self.keymap.idle)), 0
+
+    def command(self, action: int | np.ndarray) -> None:
+        """The action of the next tick, from a gRPC client (checked by the caller)."""
+        self.last_input = time.monotonic()
+        if isinstance(action, np.ndarray):
+            self.commanded = action
+        else:
+            self.pending.append(action)
 
     # -- stepping ----------------------------------------------------------------
 
@@ -280,8 +316,9 @@ class Session:
             terminated=terminated,
             truncated=truncated,
             policy_version=version,
-            action=int(action) if self.keymap is not None else 0,  # a continuous action has no index
+            action=int(action) if np.ndim(action) == 0 else 0,  # a continuous action has no index
             episode=self.episode,
+            action_values=tuple(round(float(v), 4) for v in np.ravel(action)) if np.ndim(action) else (),
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_registry_is_the_only_list_and_the_chart_schema_agrees():
-    assert algorithms.NAMES == ("impala", "dqn", "ppo", "appo", "bc")
+    assert algorithms.NAMES == ("impala", "dqn", "ppo", "appo", "sac", "bc")
     schema = json.loads((ROOT / "helm/rlrings/values.schema.json").read_text())
     assert tuple(schema["properties"]["algorithm"]["properties"]["name"]["enum"]) == algorithms.NAMES
     for name, algorithm in algorithms.REGISTRY.items():
