@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from rlrings import wire
-from rlrings.algorithms.dqn import NStepAccumulator, double_dqn_loss
+from rlrings.algorithms.base import NStepAccumulator
+from rlrings.algorithms.dqn import double_dqn_loss
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning, vtrace
 from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, build_model
