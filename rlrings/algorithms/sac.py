@@ -221,8 +221,8 @@ class SacLearning(base.GradientLearning):
         self.target_entropy = (
             float(config.target_entropy) if config.target_entropy is not None else -float(spec.action_space.size)
         )
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate)
-        self.optimizers["temperature"] = torch.optim.Adam(self.temperature.parameters(), lr=config.learning_rate)
+        self.optimizers["critic"] = base.adam(self.critic.parameters(), config.learning_rate)
+        self.optimizers["temperature"] = base.adam(self.temperature.parameters(), config.learning_rate)
 
     def modules(self) -> dict[str, nn.Module]:
         return super().modules() | {
