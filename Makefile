@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install rlrings with PyTorch and the dev tools
 
-browser: ## Install Debian's chromium for the viewer's browser tests (needs root)
+browser: ## Install Debian's chromium for the viewer's browser tests, and Mesa's EGL for MuJoCo's headless rendering (needs root)
 	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@ldconfig -p | grep -q 'libEGL_mesa.so.0' || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
 
 tools: setup ## terraform and helm (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
 	@mkdir -p $(TOOLS_DIR)/bin
@@ -93,14 +94,16 @@ check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
-bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay -> bench/results/*.json
+bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous) -> bench/results/*.json
 	bench/reverb_env.sh
 	bench/rllib_env.sh
+	bench/sb3_env.sh
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.learning
 	$(BIN)/python -m bench.mesh
 	$(BIN)/python -m bench.ring
 	$(BIN)/python -m bench.replay_store
+	$(BIN)/python -m bench.continuous
 
 chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn; replay on a Cassandra ring under shard kills, a node down and back, a rolling restart -> bench/results/chaos.json, chaos.png, ring_faults.json
 	$(BIN)/python -m bench.chaos $(ARGS)

@@ -185,9 +185,7 @@ class GradientLearning(Learning):
     def __init__(self, config: AlgorithmConfig, spec: ModelSpec, model: nn.Module):
         self.config, self.spec, self.model = config, spec, model
         self.ring: Ring = LocalRing()
-        self.optimizers: dict[str, torch.optim.Optimizer] = {
-            "model": adam(model.parameters(), config.learning_rate)
-        }
+        self.optimizers: dict[str, torch.optim.Optimizer] = {"model": adam(model.parameters(), config.learning_rate)}
         self.updates = 0
 
     @property

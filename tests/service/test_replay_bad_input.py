@@ -248,3 +248,30 @@ def _handled(server) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(server.server.registry).decode()
+
+
+def test_a_bounded_action_column_refuses_or_clips_over_grpc_as_its_signature_says(start_replay):
+    """Continuous actions outside the table's bounds: INVALID_ARGUMENT naming the column, the index and
+    the bound, nothing stored; a clipping column stores them at the bound (and says so in Info)."""
+    column = {"dtype": "float32", "shape": [2], "low": [-1.0, 0.0], "high": 1.0}
+    server = start_replay([
+        {"name": "refuse", "signature": {"action": column}, "max_size": 100},
+        {"name": "clip", "signature": {"action": {**column, "out_of_bounds": "clip"}}, "max_size": 100},
+    ])  # fmt: skip
+    outside = {"action": np.array([[0.5, 0.5], [0.0, -0.25]], np.float32)}
+    with pytest.raises(grpc.RpcError) as raised:
+        insert_raw(server.address, chunk_request(outside, table="refuse"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "['action']: value -0.25 at index [1, 1] is below its low bound 0" in raised.value.details()
+    insert_raw(server.address, chunk_request(outside, table="clip"))
+    with ReplayClient(server.address) as client:
+        info = client.info(["refuse", "clip"])
+        assert info["refuse"].size == 0 and info["clip"].size == 2
+        batch = next(iter(client.sample("clip", batch_size=50)))
+        assert {tuple(a) for a in batch.columns["action"][:, 0].tolist()} == {(0.5, 0.5), (0.0, 0.0)}
+        signature, _ = client.signature("clip")
+        assert signature["action"].clip and signature["action"].low == (-1.0, 0.0)
+        writer = client.writer("refuse", chunk_length=1)
+        with pytest.raises(InvalidArgumentError, match="above its high bound 1"):  # the writer checks first
+            writer.write_chunk({"action": np.array([[2.0, 0.5]], np.float32)})
+        writer.close()

@@ -1,0 +1,93 @@
+"""The Stable-Baselines3 side of bench.continuous; runs in .venv-sb3.
+
+SAC at Stable-Baselines3's defaults (MlpPolicy, 256-256, learning_starts 100,
+one gradient step per env step, automatic entropy tuning) on one env and
+seed. Every ``--eval-every`` env steps the current policy plays
+``--eval-episodes`` fresh deterministic episodes (seeds from 10,000,000 up, as
+rlrings' evaluator); a round that reaches ``--target`` is confirmed on
+``--confirm-episodes`` more, and a confirmed round ends the run. Evaluation
+time is left out of the wall clock (rlrings' evaluator runs beside training,
+so counting SB3's would flatter rlrings); the clock starts before SB3 and
+PyTorch are imported, as rlrings' starts before its processes do. Prints one
+JSON object: seconds and env steps to the target (None if not reached), the
+final evaluation and the curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+START = time.monotonic()
+
+
+def evaluate(model, env_id: str, episodes: int, seed: int) -> float:
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-env-steps", type=int, required=True)
+    parser.add_argument("--target", type=float, default=None)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--confirm-episodes", type=int, default=100)
+    args = parser.parse_args()
+
+    import torch
+    from stable_baselines3 import SAC
+
+    torch.manual_seed(args.seed)
+    model = SAC("MlpPolicy", args.env, seed=args.seed, verbose=0)
+    evaluating = 0.0  # seconds spent evaluating, left out of the clock
+    curve, solved_at, final = [], None, None
+    while model.num_timesteps < args.max_env_steps:
+        model.learn(total_timesteps=args.eval_every, reset_num_timesteps=False)
+        started = time.monotonic()
+        mean = evaluate(model, args.env, args.eval_episodes, 10_000_000 + model.num_timesteps)
+        seconds = started - START - evaluating
+        curve.append((model.num_timesteps, mean, seconds))
+        final = mean
+        confirmed = (
+            args.target is not None
+            and mean >= args.target
+            and evaluate(model, args.env, args.confirm_episodes, 20_000_000 + model.num_timesteps) >= args.target
+        )
+        evaluating += time.monotonic() - started
+        if confirmed:
+            solved_at = (seconds, model.num_timesteps)
+            break
+    print(
+        json.dumps(
+            {
+                "seconds_to_solve": solved_at[0] if solved_at else None,
+                "env_steps_to_solve": solved_at[1] if solved_at else None,
+                "final_evaluation": final,
+                "env_steps": model.num_timesteps,
+                "seconds": time.monotonic() - START - evaluating,
+                "curve": curve,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
