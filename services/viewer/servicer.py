@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from rlrings import wire
 from rlrings.errors import InvalidArgumentError
 from rlrings.security import current_caller
 from rlrings.spaces import Discrete
@@ -39,7 +40,7 @@ class ViewerServicer(viewer_pb2_grpc.ViewerServiceServicer):
                         discrete=spaces_pb2.DiscreteSpace(n=len(env["actions"]), action_names=env["actions"])
                     )
                     if env["discrete"]
-                    else env["space"],
+                    else wire.space_to_proto(self.viewer.spec.action_space),
                     key_map=env["keys"] if env["discrete"] else {},
                     continuous_keys={} if env["discrete"] else env["keys"],
                 )

@@ -98,7 +98,6 @@ class Viewer:
         return [
             {
                 "env_id": self.spec.env_id,
-                "space": wire.space_to_proto(self.spec.action_space),
                 "discrete": isinstance(self.spec.action_space, Discrete),
                 "actions": list(self.spec.action_names)
                 or _ACTION_NAMES.get(
