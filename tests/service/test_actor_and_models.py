@@ -145,7 +145,7 @@ def test_an_algorithm_refuses_an_action_space_it_does_not_support():
     )
 
 
-def test_the_viewer_watches_a_continuous_env_and_says_why_it_cannot_be_played():
+def test_the_viewer_plays_a_continuous_env_from_keys_and_says_why_another_cannot_be_played():
     from rlrings.errors import FailedPreconditionError
     from services.viewer.config import ViewerConfig
     from services.viewer.viewer import Viewer
@@ -154,11 +154,24 @@ def test_the_viewer_watches_a_continuous_env_and_says_why_it_cannot_be_played():
     config = load_config(ViewerConfig, [], env="Pendulum-v1", replay_address=nothing, parameter_address=nothing)
     viewer = Viewer(config)
     try:
-        with pytest.raises(FailedPreconditionError, match=r"mode: play needs a key map; 'Pendulum-v1' has continuous"):
-            viewer.open("Pendulum-v1", "play")
-        session = viewer.open("Pendulum-v1", "watch")
+        session = viewer.open("Pendulum-v1", "play")
+        session.key("ArrowRight", down=True)
         frames = [session.tick() for _ in range(3)]
-        assert [f.step for f in frames] == [1, 2, 3] and frames[-1].image
+        assert [f.action_values for f in frames] == [(0.4,), (0.8,), (1.2,)]  # ramping towards 2
+        session.key("ArrowRight", down=False)
+        assert session.tick().action_values == (0.4,)  # eased back towards 0 when released
+        session.steps.clear()  # nothing to record: no replay here
+        session.steps.update({k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")})
         session.close()
+        watched = viewer.open("Pendulum-v1", "watch")
+        assert [watched.tick().step for _ in range(3)] == [1, 2, 3]
+        watched.close()
+    finally:
+        viewer.close()
+    config = load_config(ViewerConfig, [], env="Pusher-v5", replay_address=nothing, parameter_address=nothing)
+    viewer = Viewer(config)
+    try:
+        with pytest.raises(FailedPreconditionError, match=r"play needs a key map: .*7 action elements"):
+            viewer.open("Pusher-v5", "play")
     finally:
         viewer.close()
