@@ -258,7 +258,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ValueError(f"architecture: unknown {spec.architecture!r}; known: {sorted(ARCHITECTURES)}") from None
     if cls is ConvNet and len(spec.obs_shape) != 3:
         raise ValueError(f"architecture {spec.architecture}: needs HxWxC frames, not observations {spec.obs_shape}")
-    return cls(spec, **spec.args)
+    model = cls(spec, **spec.args)
+    model.spec = spec  # what the model's outputs mean (its action distribution), for code handed just the model
+    return model
 
 
 def weights_to_bytes(model: nn.Module) -> bytes:

@@ -86,10 +86,10 @@ def env_factory(env_id: str) -> Callable[..., gym.Env]:
             f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter', "
             f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
         )
-    return lambda **kwargs: _float32(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+    return lambda **kwargs: float32_observations(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
 
 
-def _float32(env: gym.Env) -> gym.Env:
+def float32_observations(env: gym.Env) -> gym.Env:
     """``env`` with float64 observations cast to float32 (MuJoCo's); others as they are."""
     space = env.observation_space
     if not (isinstance(space, gym.spaces.Box) and space.dtype == np.float64):

@@ -14,6 +14,9 @@ an environment id, ``task:<family>/<task>``, so actors, the viewer and
   training task (27 training tasks, 9 test tasks).
 - ``crafter``: Crafter where a task pays 1 for one achievement (collect wood,
   place a table, ...) and nothing else (16 training, 6 test achievements).
+- ``reacher``: the robot arm, MuJoCo's Reacher-v5 with varied link lengths and
+  joint damping (continuous torques). Test tasks have a longer arm than any
+  training task (12 training tasks, 3 test tasks).
 - ``minerl``: MineRL's own tasks (Treechop, Navigate, ...); runs where MineRL
   is installed (the actor image).
 """
@@ -141,6 +144,78 @@ def _crafter_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
     )
 
 
+# -- reacher: the robot arm with varied links and joints ----------------------------
+
+_ARM_SCALES = (0.7, 0.85, 1.0, 1.15)  # both links' lengths, times Reacher-v5's (0.1 m and 0.11 m to the fingertip)
+_DAMPINGS = (0.5, 1.0, 2.0)  # joint damping, times Reacher-v5's (1)
+_HELD_OUT_SCALE = 1.3  # test tasks: an arm longer than any training task's
+_LINKS = (("body1", "link0", 0.1), ("fingertip", "link1", 0.11))
+"""(the body a link ends at, the link's capsule, its length in Reacher-v5)."""
+
+
+class ReacherVariant(gym.Wrapper):
+    """Reacher-v5 with both links scaled by ``scale`` (bodies and capsules moved, so renders
+    show the arm that moves) and joint damping times ``damping``; the target is drawn in the
+    disc the scaled arm reaches, as Reacher-v5 draws it in its own."""
+
+    def __init__(self, task: Task, render_mode: str | None = "rgb_array"):
+        from rlrings.envs import float32_observations
+
+        super().__init__(float32_observations(gym.make("Reacher-v5", render_mode=render_mode)))
+        arm = self.env.unwrapped
+        model = arm.model
+        self.scale = float(task.variation["scale"])
+        for body, capsule, length in _LINKS:
+            model.body(body).pos[0] = length * self.scale
+            model.geom(capsule).pos[0] = 0.05 * self.scale
+            model.geom(capsule).size[1] = 0.05 * self.scale
+        arm_dofs = [model.joint(name).dofadr[0] for name in ("joint0", "joint1")]
+        model.dof_damping[arm_dofs] *= float(task.variation["damping"])
+        self.reach = 0.2 * self.scale
+
+    def reset(self, **kwargs):
+        _, info = self.env.reset(**kwargs)
+        arm = self.env.unwrapped
+        while True:
+            goal = arm.np_random.uniform(-self.reach, self.reach, size=2)
+            if np.linalg.norm(goal) < self.reach:
+                break
+        qpos, qvel = arm.data.qpos.copy(), arm.data.qvel.copy()
+        qpos[-2:] = goal
+        arm.set_state(qpos, qvel)
+        return arm._get_obs().astype(np.float32), info
+
+
+def reacher_expert(task: Task) -> Callable[[np.ndarray], np.ndarray]:
+    """A demonstrator for a reacher task: the joint angles that put the fingertip on the target
+    (the two-link arm's inverse kinematics, for the task's link lengths), reached by a PD
+    controller on the torques."""
+    upper, lower = (length * float(task.variation["scale"]) for _, _, length in _LINKS)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float64)
+        angles = np.arctan2(obs[:, 2:4], obs[:, 0:2])
+        target, velocity = obs[:, 4:6], obs[:, 6:8]
+        reach = np.clip((np.square(target).sum(1) - upper**2 - lower**2) / (2 * upper * lower), -1.0, 1.0)
+        elbow = np.arccos(reach)
+        shoulder = np.arctan2(target[:, 1], target[:, 0]) - np.arctan2(
+            lower * np.sin(elbow), upper + lower * np.cos(elbow)
+        )
+        error = np.stack([shoulder, elbow], 1) - angles
+        error = (error + np.pi) % (2 * np.pi) - np.pi
+        return np.clip(0.25 * error - 0.05 * velocity, -1.0, 1.0).astype(np.float32)  # gentle: torques cost reward
+
+    return act
+
+
+def _reacher_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
+    train, test = [], []
+    for scale, damping in itertools.product((*_ARM_SCALES, _HELD_OUT_SCALE), _DAMPINGS):
+        task = Task("reacher", f"s{scale:g}-d{damping:g}", {"scale": scale, "damping": damping})
+        (test if scale == _HELD_OUT_SCALE else train).append(task)
+    return tuple(train), tuple(test)
+
+
 # -- minerl: MineRL's own tasks -------------------------------------------------------
 
 _MINERL_TRAIN = ("MineRLNavigate-v0", "MineRLNavigateDense-v0", "MineRLNavigateExtreme-v0",
@@ -161,7 +236,7 @@ def _minerl_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
     return tuple(map(task, _MINERL_TRAIN)), tuple(map(task, _MINERL_TEST))
 
 
-FAMILIES = ("cartpole", "crafter", "minerl")
+FAMILIES = ("cartpole", "reacher", "crafter", "minerl")
 
 
 def family(name: str) -> TaskFamily:
@@ -176,6 +251,12 @@ def family(name: str) -> TaskFamily:
                           "longer pole than any training task", train, test,
                           lambda task, **kwargs: CartPoleVariant(task, **kwargs), 475.0,
                           cartpole_expert)  # fmt: skip
+    if name == "reacher":
+        train, test = _reacher_tasks()
+        return TaskFamily(name, "the robot arm: Reacher-v5 with varied link lengths and joint damping; test tasks "
+                          "have a longer arm than any training task", train, test,
+                          lambda task, **kwargs: ReacherVariant(task, **kwargs), -3.75,
+                          reacher_expert)  # fmt: skip
     if name == "crafter":
         train, test = _crafter_tasks()
         return TaskFamily(name, "Crafter paying for one achievement per task", train, test,

@@ -14,6 +14,11 @@ initialisation they start from (or, for behaviour cloning, in the data):
   initialisation a step towards the mean of the adapted weights;
 - :func:`clone` fits a fresh policy to K demonstrations (behaviour cloning).
 
+Models come from :func:`rlrings.models.build_model`, which gives each its
+``spec``: the action distribution (categorical over CartPole's pushes, a
+Gaussian over the arm's torques) is the spec's, so every method works for
+discrete and continuous families alike.
+
 No gRPC and no processes here: the experiment (``rlrings.fewshot.experiment``)
 schedules these as jobs, and unit tests drive them directly.
 """
@@ -27,10 +32,9 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rlrings.distributions import Categorical
+from rlrings import distributions
 
 Expert = Callable[[np.ndarray], np.ndarray]
 """A demonstrator: a batch of observations to a batch of actions."""
@@ -42,6 +46,8 @@ class Episodes:
 
     obs: list[np.ndarray]
     actions: list[np.ndarray]
+    """As the policy sampled them (a Gaussian's samples before clipping to the bounds, so their
+    log-probabilities are the policy's); the env stepped with them clipped."""
     rewards: list[np.ndarray]
     last_obs: list[np.ndarray]
     """The observation after each episode's last step."""
@@ -81,8 +87,8 @@ def collect(
     greedy: bool = False,
     expert: Expert | None = None,
 ) -> Episodes:
-    """One episode in each of ``envs``, played by ``model`` (sampling, or its
-    argmax when ``greedy``) or by ``expert``; seeded by ``seed``."""
+    """One episode in each of ``envs``, played by ``model`` (sampling, or the
+    distribution's mode when ``greedy``) or by ``expert``; seeded by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     count = len(envs)
     obs = [[] for _ in range(count)]
@@ -95,15 +101,18 @@ def collect(
         batch = current[active]
         if expert is not None:
             chosen = np.asarray(expert(batch))
+            stepped = chosen
         else:
-            logits, _ = model(torch.as_tensor(batch))
-            dist = Categorical(logits)  # the task families have discrete actions
-            chosen = (dist.mode() if greedy else dist.sample(generator)).numpy()
+            params, _ = model(torch.as_tensor(batch))
+            sampled = _distribution(model, params)
+            sampled = sampled.mode() if greedy else sampled.sample(generator)
+            chosen = sampled.numpy()
+            stepped = distributions.to_env_action(model.spec.action_space, sampled)
         still = []
         for row, i in enumerate(active):
             obs[i].append(current[i].copy())
-            actions[i].append(int(chosen[row]))
-            next_obs, reward, terminated, truncated, _ = envs[i].step(int(chosen[row]))
+            actions[i].append(chosen[row])
+            next_obs, reward, terminated, truncated, _ = envs[i].step(stepped[row])
             rewards[i].append(float(reward))
             current[i] = next_obs
             if not (terminated or truncated):
@@ -112,7 +121,7 @@ def collect(
         active = still
     return Episodes(
         [np.stack(o) for o in obs],
-        [np.asarray(a, np.int64) for a in actions],
+        [np.asarray(a, np.int64 if np.asarray(a[0]).dtype.kind in "iu" else np.float32) for a in actions],
         [np.asarray(r, np.float32) for r in rewards],
         [current[i].copy() for i in range(count)],
         truncations,
@@ -162,7 +171,7 @@ def make_batch(model: nn.Module, episodes: Episodes, config: AdaptConfig) -> Bat
     advantage = target - values
     if len(advantage) > 1:
         advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-    old_log_probs = F.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
+    old_log_probs = _distribution(model, logits).log_prob(actions)
     return Batch(obs, actions, target, advantage, old_log_probs)
 
 
@@ -171,12 +180,12 @@ def clipped_loss(model: nn.Module, batch: Batch, config: AdaptConfig) -> torch.T
     same K episodes, the policy moves at most about ``clip`` from the one that
     played them, so a few noisy episodes cannot wreck a good initialisation.
     On its first epoch (ratio 1) this is plain advantage actor-critic."""
-    logits, values = model(batch.obs)
-    log_probs = F.log_softmax(logits, -1)
-    ratio = (log_probs.gather(1, batch.actions[:, None]).squeeze(1) - batch.old_log_probs).exp()
+    params, values = model(batch.obs)
+    dist = _distribution(model, params)
+    ratio = (dist.log_prob(batch.actions) - batch.old_log_probs).exp()
     surrogate = torch.min(ratio * batch.advantages, ratio.clamp(1 - config.clip, 1 + config.clip) * batch.advantages)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-    value_loss = F.mse_loss(values, batch.targets)
+    entropy = dist.entropy().mean()
+    value_loss = (values - batch.targets).square().mean()
     return -surrogate.mean() + config.value_cost * value_loss - config.entropy_cost * entropy
 
 
@@ -206,12 +215,13 @@ def adapt(model: nn.Module, episodes: Episodes, config: AdaptConfig) -> nn.Modul
 
 
 def clone(model: nn.Module, demonstrations: Episodes, epochs: int, learning_rate: float) -> nn.Module:
-    """``model`` fitted to the demonstrators' actions by cross-entropy (in place)."""
+    """``model`` fitted to the demonstrators' actions by maximum likelihood (in place): cross-entropy
+    for discrete actions, the Gaussian's log-likelihood (mean and spread) for continuous ones."""
     learner = _Adam(model, learning_rate)
     obs = torch.as_tensor(np.concatenate(demonstrations.obs))
     actions = torch.as_tensor(np.concatenate(demonstrations.actions))
     for _ in range(epochs):
-        learner.apply(F.cross_entropy(model(obs)[0], actions.long()), None)
+        learner.apply(-_distribution(model, model(obs)[0]).log_prob(actions).mean(), None)
     return model
 
 
@@ -289,6 +299,11 @@ def reptile(
                 parameter += step_size * total / len(chosen)
         steps, iteration = _log(log, batches, steps), iteration + 1
     return log
+
+
+def _distribution(model: nn.Module, params: torch.Tensor):
+    """The action distribution of ``model``'s policy head output."""
+    return model.spec.make_distribution(params)
 
 
 def _episode_seed(seed: int, iteration: int, task: int) -> int:

@@ -43,7 +43,7 @@ class FewShotConfig(Settings):
     model_config = SettingsConfigDict(env_prefix="RLRINGS_FEWSHOT_")
 
     family: str = "cartpole"
-    """Task family: cartpole, crafter or minerl (needs MineRL)."""
+    """Task family: cartpole, reacher (the robot arm, continuous torques), crafter or minerl (needs MineRL)."""
     methods: list[str] = list(METHODS)
     """Methods to compare: scratch, pretrain (multi-task pre-training then fine-tuning), reptile, bc
     (behaviour cloning from K demonstrations; needs a family with a demonstrator)."""

@@ -105,6 +105,31 @@ def test_one_demonstration_is_enough_to_clone_the_cartpole_expert():
     assert before < 100 and after >= 475, (before, after)
 
 
+def test_the_robot_arm_family_adapts_and_clones_with_gaussian_torques():
+    family = tasks.family("reacher")
+    task = family.test[0]
+    arm_envs = [family.make(task, render_mode=None) for _ in range(3)]
+    torch.manual_seed(0)
+    model = build_model(ModelSpec.for_env(env_spec(task.env_id), "fewshot"))
+    assert model.spec.distribution == "gaussian"
+    played = collect(arm_envs, model, seed=2)
+    assert played.actions[0].dtype == np.float32 and played.actions[0].shape == (50, 2)
+    assert np.abs(np.concatenate(played.actions)).max() > 1, "the policy's own samples, before clipping"
+    batch = make_batch(model, played, AdaptConfig())
+    assert torch.isfinite(batch.old_log_probs).all()
+    before = [p.detach().clone() for p in model.parameters()]
+    adapt(model, played, AdaptConfig(epochs=3))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+    ten = [family.make(task, render_mode=None) for _ in range(10)]
+    demonstrations = collect(ten, None, seed=4, expert=family.expert(task))
+    scratch = [evaluate(ten, model, seed=9, greedy=greedy) for greedy in (False, True)]
+    clone(model, demonstrations, epochs=300, learning_rate=3e-3)
+    cloned = [evaluate(ten, model, seed=9, greedy=greedy) for greedy in (False, True)]
+    # the spread is learned too (sampled torques cost less), and the mean moves the arm to targets
+    assert cloned[0] > scratch[0] + 15 and cloned[1] > scratch[1] + 5, (scratch, cloned)
+
+
 def test_seeds_are_stable_and_tell_jobs_apart():
     assert seed_for("shots", "l1.5-m0.1-f10", 5, 0) == seed_for("shots", "l1.5-m0.1-f10", 5, 0)
     assert len({seed_for("shots", task.name, 5, 0) for task in CARTPOLE.test}) == len(CARTPOLE.test)

@@ -51,6 +51,45 @@ def test_a_cartpole_task_runs_with_its_own_physics():
     assert tasks.physics_of(vector.envs[1])["length"] == 1.5
 
 
+def test_reacher_test_tasks_have_a_longer_arm_and_the_arm_really_changes():
+    family = tasks.family("reacher")
+    assert (len(family.train), len(family.test)) == (12, 3)
+    assert min(t.variation["scale"] for t in family.test) > max(t.variation["scale"] for t in family.train)
+    assert family.reward_threshold == -3.75  # Reacher-v5's own
+    spec = env_spec("task:reacher/s1.3-d2")
+    assert spec.action_space.shape == (2,) and spec.observation_space.dtype == np.float32
+
+    def fingertip_after(env_id, torques):
+        env = make_env(env_id, render_mode=None)
+        env.reset(seed=3)
+        for _ in range(10):
+            env.step(torques)
+        arm = env.unwrapped
+        return np.linalg.norm(arm.get_body_com("fingertip")[:2]), arm.data.qvel[:2].copy()
+
+    reach_short, _ = fingertip_after("task:reacher/s0.7-d1", np.zeros(2, np.float32))
+    reach_long, _ = fingertip_after("task:reacher/s1.3-d1", np.zeros(2, np.float32))
+    assert reach_short < 0.21 * 0.7 + 1e-3 < reach_long - 0.1, (reach_short, reach_long)
+    _, damped = fingertip_after("task:reacher/s1-d2", np.ones(2, np.float32))
+    _, free = fingertip_after("task:reacher/s1-d0.5", np.ones(2, np.float32))
+    assert np.abs(damped).sum() < np.abs(free).sum(), "more damping, slower joints under the same torques"
+
+
+def test_reacher_targets_lie_within_the_tasks_reach_and_the_expert_reaches_them():
+    family = tasks.family("reacher")
+    for task in (family.train[0], family.test[-1]):
+        env = family.make(task, render_mode=None)
+        expert = family.expert(task)
+        for episode in range(3):
+            obs, _ = env.reset(seed=episode)
+            assert np.linalg.norm(obs[4:6]) < 0.2 * task.variation["scale"]
+            done = False
+            while not done:
+                obs, _, terminated, truncated, _ = env.step(expert(obs[None])[0])
+                done = terminated or truncated
+            assert np.linalg.norm(obs[8:10]) < 0.02, "the fingertip ends on the target"
+
+
 def test_a_crafter_task_pays_for_its_achievement_and_nothing_else():
     def run(env_id):
         env = make_env(env_id)
