@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import numpy as np
 import pytest
 
 from rlrings import experience, wire
@@ -29,29 +30,26 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
-def services_for_a_viewer(start_replay, tmp_path):
-    """Replay with a demonstrations table and a parameter service holding a CartPole model."""
-    spec = env_spec("CartPole-v1")
+def services_for_a_viewer(start_replay, tmp_path, env_id="CartPole-v1", algorithm="impala"):
+    """Replay with a demonstrations table and a parameter service holding a model for ``env_id``."""
+    spec = env_spec(env_id)
     replay = start_replay([experience.demonstrations_table(spec)])
     parameter = ParameterServer(
         load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
     ).start()
-    model_spec = ModelSpec.for_env(spec, "impala")
+    model_spec = ModelSpec.for_env(spec, algorithm)
     with ParameterClient(parameter.address) as client:
         client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
     return replay, parameter
 
 
-@pytest.fixture
-def stack(start_replay, tmp_path):
-    """Replay with a demonstrations table, a parameter service holding a CartPole
-    model, and the viewer as its own process."""
-    replay, parameter = services_for_a_viewer(start_replay, tmp_path)
+def start_viewer(replay, parameter, *settings: str) -> dict:
+    """The viewer as its own process, once its page answers: its addresses and the process."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
          "--parameter-address", parameter.address, "--http-port", str(http_port), "--port", str(grpc_port),
-         "--metrics-port", str(metrics_port), "--max-viewers", "2", "--max-sessions-per-client", "3", "--fps", "30"],
+         "--metrics-port", str(metrics_port), *settings],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}/"
@@ -61,16 +59,26 @@ def stack(start_replay, tmp_path):
             asyncio.run(_get_json(url + "api/environments"))
             break
         except OSError:
+            assert process.poll() is None, process.communicate()[0]
             time.sleep(0.3)
-    yield {
+    return {
         "url": url,
         "grpc": f"127.0.0.1:{grpc_port}",
         "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
         "replay": replay,
         "process": process,
     }
-    process.terminate()
-    process.communicate(timeout=30)
+
+
+@pytest.fixture
+def stack(start_replay, tmp_path):
+    """Replay with a demonstrations table, a parameter service holding a CartPole
+    model, and the viewer as its own process."""
+    replay, parameter = services_for_a_viewer(start_replay, tmp_path)
+    viewer = start_viewer(replay, parameter, "--max-viewers", "2", "--max-sessions-per-client", "3", "--fps", "30")
+    yield viewer
+    viewer["process"].terminate()
+    viewer["process"].communicate(timeout=30)
     parameter.stop(grace=0)
 
 
@@ -230,6 +238,51 @@ def test_grpc_play_and_environments(stack):
     assert "rlrings_viewer_demonstration_steps_total 5.0" in metrics
     assert 'rlrings_viewer_sessions{mode="play"} 0.0' in metrics
     assert 'rlrings_grpc_server_handling_seconds_count{code="INVALID_ARGUMENT",method="Play"' in metrics
+
+
+def test_continuous_play_from_keys_and_grpc_records_float_demonstrations(start_replay, tmp_path):
+    replay, parameter = services_for_a_viewer(start_replay, tmp_path, "Pendulum-v1", "ppo")
+    viewer = start_viewer(replay, parameter, "--env", "Pendulum-v1", "--fps", "30")
+    try:
+        (info,) = asyncio.run(_get_json(viewer["url"] + "api/environments"))
+        assert info["env_id"] == "Pendulum-v1" and not info["discrete"] and "ArrowRight" in info["keys"]
+        ws = viewer["url"].replace("http", "ws") + "ws?mode=play"
+        played = asyncio.run(_socket_messages(ws, keys=["ArrowRight"], frames=12))
+        assert played[0]["type"] == "hello" and played[0]["keys"] == info["keys"]
+        socket_frames = [m for m in played if m["type"] == "frame"]
+        torques = [m["action_values"][0] for m in socket_frames[1:]]  # the first frame is the reset's
+        assert torques[-1] == 2.0 and torques == sorted(torques), "holding a key ramps the torque up to its bound"
+
+        with grpc.insecure_channel(viewer["grpc"]) as channel:
+            stub = viewer_pb2_grpc.ViewerServiceStub(channel)
+            (env,) = stub.ListEnvironments(viewer_pb2.ListEnvironmentsRequest(), timeout=10).environments
+            assert env.env_id == "Pendulum-v1" and not env.key_map and env.continuous_keys
+            start = viewer_pb2.PlayRequest(start=viewer_pb2.StartEpisode(env_id="Pendulum-v1"))
+
+            def torque(*values):
+                return viewer_pb2.PlayRequest(continuous_action=viewer_pb2.ContinuousAction(values=values))
+
+            frames = list(stub.Play(iter([start, *(torque(-1.5) for _ in range(5))]), timeout=30))
+            assert [f.step for f in frames] == [0, 1, 2, 3, 4, 5]
+            for bad, message in (((5.0,), "continuous_action.values[0]: 5 is outside [-2, 2]"),
+                                 ((1.0, 1.0), "continuous_action.values: 2 values, the env takes 1"),
+                                 ((float("nan"),), "non-finite value"),
+                                 ((), "continuous_action.values: 0 values")):  # fmt: skip
+                with pytest.raises(grpc.RpcError) as raised:
+                    list(stub.Play(iter([start, torque(*bad)]), timeout=30))
+                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+                assert message in raised.value.details(), (bad, raised.value.details())
+    finally:
+        viewer["process"].terminate()
+        viewer["process"].communicate(timeout=30)
+        parameter.stop(grace=0)
+    with ReplayClient(replay.address) as client:
+        stored = client.info(["demonstrations"])["demonstrations"].size
+        assert stored >= socket_frames[-1]["step"] + 5, "the socket's and the gRPC call's steps are in replay"
+        (batch,) = client.sample("demonstrations", batch_size=stored, num_batches=1, timeout=10)
+    actions = batch.columns["action"]
+    assert actions.dtype == np.float32 and actions.shape[-1] == 1
+    assert {2.0, -1.5} <= set(np.round(actions.ravel(), 4).tolist()), "both players' torques, as floats"
 
 
 def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
