@@ -39,6 +39,11 @@ SERVICES = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    if command in ("--version", "-V"):
+        from rlrings import __version__
+
+        print(f"rlrings {__version__}")
+        return 0
     if command in SERVICES:  # each service parses its own settings
         return importlib.import_module(SERVICES[command]).main(rest)
     if command == "up":
@@ -50,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cloud_main(rest)
     parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
+    parser.add_argument("--version", "-V", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="run the whole mesh on this machine (see: rlrings up --help)")
     commands.add_parser("experiment", help="experiments: fewshot (see: rlrings experiment fewshot --help)")
@@ -242,7 +248,7 @@ def _up(argv: list[str]) -> int:
     from rlrings.mesh import MeshConfig, run_mesh
 
     try:
-        config = load_config(MeshConfig, argv)
+        config = load_config(MeshConfig, argv, prog="rlrings up")
     except ConfigError as error:
         print(f"rlrings up: {error}", file=sys.stderr)
         return 2
@@ -259,7 +265,7 @@ def _experiment(argv: list[str]) -> int:
     from rlrings.fewshot import FewShotConfig, run_experiment
 
     try:
-        config = load_config(FewShotConfig, argv[1:])
+        config = load_config(FewShotConfig, argv[1:], prog="rlrings experiment fewshot")
     except ConfigError as error:
         print(f"rlrings experiment fewshot: {error}", file=sys.stderr)
         return 2
@@ -374,18 +380,19 @@ def _health(addresses: list[str], timeout: float, security) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from rlrings.client import describe_rpc_error
+
     console = Console()
     view = RichTable("service", "status")
     serving = 0
     for address in addresses:
         with security.channel(address, []) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
-                )
+                # no wait_for_ready: a refused connection is the answer, at once
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
                 status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.RpcError as error:
-                status = f"{error.code().name}: {error.details()}"
+                status = describe_rpc_error(error, address)
         serving += status == "SERVING"
         view.add_row(address, f"[green]{status}[/]" if status == "SERVING" else f"[red]{status}[/]")
     console.print(view)

@@ -7,19 +7,45 @@ import time
 
 import grpc
 
-from rlrings.errors import BY_CODE, RlringsError, UnavailableError
+from rlrings.errors import BY_CODE, RlringsError, UnavailableError, UnimplementedError
 from rlrings.security import PLAINTEXT, ClientSecurity
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-def from_rpc_error(error: grpc.RpcError) -> RlringsError:
+def from_rpc_error(error: grpc.RpcError, address: str = "") -> RlringsError:
     """The rlrings error for a failed call, keeping the server's message."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = error.details() if hasattr(error, "details") else str(error)
-    exc = BY_CODE.get(code.name, RlringsError)(f"{code.name}: {details}")
+    exc = BY_CODE.get(code.name, RlringsError)(describe_rpc_error(error, address))
     exc.code = code.name
     return exc
+
+
+def describe_rpc_error(error: grpc.RpcError, address: str = "") -> str:
+    """``CODE: details``, with gRPC's connection failures said plainly (nothing listening at
+    ``address``, a name that does not resolve)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.UNAVAILABLE and address:
+        if "Connection refused" in (details or ""):
+            return f"UNAVAILABLE: connection refused: nothing listens at {address}"
+        if "DNS resolution failed" in (details or ""):
+            return f"UNAVAILABLE: the name in {address} does not resolve ({details})"
+    return f"{code.name}: {details}"
+
+
+def served_services(channel: grpc.Channel, timeout: float = 5.0) -> list[str]:
+    """The services a server offers, from its reflection service (empty where it has none)."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    try:
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        for reply in stub.ServerReflectionInfo(iter([request]), timeout=timeout):
+            return sorted(service.name for service in reply.list_services_response.service)
+    except grpc.RpcError:
+        pass
+    return []
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -76,10 +102,17 @@ class ServiceClient:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         raise UnavailableError(f"{self.service} server at {self.address} was not serving within {timeout}s ({status})")
 
-    @staticmethod
-    def _call(method, request, timeout: float):
-        """A unary call with gRPC errors turned into the rlrings error family."""
+    def _call(self, method, request, timeout: float):
+        """A unary call with gRPC errors turned into the rlrings error family; a server that does
+        not offer the method is asked what it does offer (an address of another service)."""
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                offered = [name for name in served_services(self._channel) if not name.startswith("grpc.")]
+                if offered and not any(name.lower().endswith(f".{self.service}service") for name in offered):
+                    raise UnimplementedError(
+                        f"UNIMPLEMENTED: {self.address} serves {', '.join(offered)}, not the {self.service} "
+                        f"service: is it the {self.service} address?"
+                    ) from None
+            raise from_rpc_error(error, self.address) from None

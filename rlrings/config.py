@@ -94,10 +94,11 @@ class ServiceConfig(Settings):
 C = TypeVar("C", bound=Settings)
 
 
-def load_config(cls: type[C], argv: Sequence[str] | None = None, **overrides: Any) -> C:
+def load_config(cls: type[C], argv: Sequence[str] | None = None, prog: str = "rlrings", **overrides: Any) -> C:
     """Parses ``cls`` from flags (``argv``), the environment and the config file.
 
-    ``overrides`` are applied on top, for callers that build a config in code.
+    ``prog`` is the command that ``--help`` names (``rlrings replay``); ``overrides`` are
+    applied on top, for callers that build a config in code.
 
     Raises:
         ConfigError: an unreadable file or an invalid value, naming it.
@@ -107,7 +108,7 @@ def load_config(cls: type[C], argv: Sequence[str] | None = None, **overrides: An
     path = _config_path(argv) or os.environ.get(f"{env_prefix}CONFIG")
     token = _file_values.set(read_yaml(Path(path)) if path else {})
     try:
-        config = cls(_cli_parse_args=argv, **overrides)
+        config = cls(_cli_parse_args=argv, _cli_prog_name=prog, **overrides)
     except pydantic.ValidationError as error:
         raise ConfigError(_describe(error, path)) from None
     except SystemExit as error:  # argparse rejects unknown flags by exiting

@@ -71,6 +71,12 @@ class PermissionDeniedError(RlringsError):
     code = "PERMISSION_DENIED"
 
 
+class UnimplementedError(RlringsError):
+    """A call the server does not offer: most often the address of another service."""
+
+    code = "UNIMPLEMENTED"
+
+
 class ConfigError(RlringsError, ValueError):
     """A configuration file, flag or environment variable that cannot be used."""
 
@@ -89,6 +95,7 @@ BY_CODE: dict[str, type[RlringsError]] = {
         CancelledError,
         UnauthenticatedError,
         PermissionDeniedError,
+        UnimplementedError,
     )
 }
 """The error class a client raises for each status name."""

@@ -118,18 +118,30 @@ class Server:
         register(servicer, self._grpc)
         self._services.append(service_name)
 
+    def _unbindable(self, setting: str, where: str, why: str) -> ConfigError:
+        """A port that cannot be bound, as the setting to change (a flag or its environment variable)."""
+        variable = type(self.config).model_config.get("env_prefix", "") + setting.upper()
+        return ConfigError(
+            f"cannot bind {where} ({why}); set --{setting.replace('_', '-')} or ${variable} "
+            "to a free port, or 0 to pick one"
+        )
+
     def start(self) -> Server:
-        """Binds, starts serving and marks every service SERVING."""
+        """Binds, starts serving and marks every service SERVING.
+
+        Raises:
+            ConfigError: a port that cannot be bound, naming its setting.
+        """
         where = f"{self.config.host}:{self.config.port}"
         credentials = self.config.tls.server_credentials()
         self.port = _bind(self._grpc, where, credentials)
         if not self.port:
-            raise OSError(f"{self.name}: cannot bind gRPC to {where} (in use, or not an address of this host)")
+            raise self._unbindable("port", where, "in use, or not an address of this host")
         if self._health_only is not None:
             health_where = f"{self.config.host}:{self.config.health_port}"
             self.health_port = _bind(self._health_only, health_where, None)
             if not self.health_port:
-                raise OSError(f"{self.name}: cannot bind the health port to {health_where}")
+                raise self._unbindable("health_port", health_where, "in use, or not an address of this host")
             self._on_loop(self._health_only.start())
         reflection.enable_server_reflection(self._services, self._grpc)
         try:
@@ -137,9 +149,8 @@ class Server:
                 self.config.metrics_port, self.config.host, registry=self.registry
             )
         except OSError as error:
-            raise OSError(
-                f"{self.name}: cannot bind metrics to {self.config.host}:{self.config.metrics_port} ({error.strerror})"
-            ) from None
+            where = f"{self.config.host}:{self.config.metrics_port}"
+            raise self._unbindable("metrics_port", where, error.strerror or str(error)) from None
         self.metrics_port = self._metrics_http.server_port
         self._on_loop(self._grpc.start())
         # "liveness" answers SERVING while the process runs, even before it is ready
@@ -508,7 +519,7 @@ def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, ar
     follow_supervisor()
     limit_malloc_arenas()
     try:
-        config = load_config(config_cls, sys.argv[1:] if argv is None else argv)
+        config = load_config(config_cls, sys.argv[1:] if argv is None else argv, prog=f"rlrings {name}")
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         service: Service = build(config)
     except ConfigError as error:
@@ -531,6 +542,9 @@ def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, ar
 
     try:
         service.server.run(on_stop=service.on_stop, drain=service.drain, ready=start_loop)
+    except ConfigError as error:  # a port in use: the settings need changing
+        print(f"rlrings {name}: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"rlrings {name}: {error}", file=sys.stderr)
         return 1

@@ -158,11 +158,11 @@ def test_help_lists_settings_with_their_docs():
     result = subprocess.run(
         [sys.executable, "-m", "rlrings.cli", "replay", "--help"], capture_output=True, text=True, timeout=30
     )
-    assert result.returncode == 0
+    assert result.returncode == 0 and result.stdout.startswith("usage: rlrings replay ")
     assert "--snapshot-interval-seconds" in result.stdout and "Seconds between automatic snapshots" in result.stdout
 
 
-def test_port_in_use_is_an_error(tmp_path):
+def test_port_in_use_exits_2_naming_the_port_and_its_setting(tmp_path):
     config, address = write_config(tmp_path)
     first = start(config)
     try:
@@ -170,7 +170,9 @@ def test_port_in_use_is_an_error(tmp_path):
             client.wait_ready(30)
         second = start(config, "--snapshot-dir", str(tmp_path / "other"))
         output = second.communicate(timeout=30)[0]
-        assert second.returncode != 0 and "cannot bind" in output
+        port = address.rsplit(":", 1)[1]
+        assert second.returncode == 2, output
+        assert f"cannot bind 127.0.0.1:{port}" in output and "set --port or $RLRINGS_REPLAY_PORT" in output
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)

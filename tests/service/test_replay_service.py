@@ -1,5 +1,7 @@
 """The replay service over real gRPC on loopback."""
 
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -9,7 +11,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from rlrings.errors import DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from rlrings.config import load_config
+from rlrings.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnimplementedError,
+)
+from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 from tests.helpers import frames, table
 
@@ -152,9 +162,49 @@ def test_sampler_stops_after_num_batches(replay):
     assert len(list(client.sample("uniform", batch_size=3, num_batches=5))) == 5
 
 
-def test_health_command_reports_serving_servers_and_fails_for_dead_ones(replay):
+def test_health_command_reports_serving_servers_and_fails_for_dead_ones_at_once(replay, capsys, monkeypatch):
     server, _ = replay
+    monkeypatch.setenv("COLUMNS", "200")  # the table on one line
     from rlrings.cli import main
 
     assert main(["health", server.address]) == 0
-    assert main(["health", server.address, "127.0.0.1:1", "--timeout", "0.5"]) == 1
+    nobody = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    assert main(["health", server.address, nobody, "--timeout", "20"]) == 1
+    assert time.monotonic() - started < 10, "a refused connection is the answer; no waiting out the timeout"
+    assert f"connection refused: nothing listens at {nobody}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_client_pointed_at_another_service_is_told_which_one_answered(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    from rlrings.cli import main
+    from services.parameter.config import ParameterConfig
+    from services.parameter.server import ParameterServer
+
+    parameter = ParameterServer(
+        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    ).start()
+    try:
+        with ReplayClient(parameter.address) as client, pytest.raises(UnimplementedError) as raised:
+            client.info()
+        assert f"{parameter.address} serves rlrings.v1.ParameterService, not the replay service" in str(raised.value)
+        assert main(["info", "--address", parameter.address]) == 1
+        assert "is it the replay address?" in " ".join(capsys.readouterr().out.split())
+    finally:
+        parameter.stop(grace=0)
+
+
+def test_version_and_per_command_usage():
+    from rlrings import __version__
+    from rlrings.cli import main
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rlrings.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == f"rlrings {__version__}\n"
+    for command in ("parameter", "up"):
+        result = subprocess.run(
+            [sys.executable, "-m", "rlrings.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: rlrings {command} "), result.stdout[:80]
+    assert main(["-V"]) == 0
