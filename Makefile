@@ -33,7 +33,7 @@ browser: ## Install Debian's chromium for the viewer's browser tests, and Mesa's
 	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@ldconfig -p | grep -q 'libEGL_mesa.so.0' || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
 
-tools: setup ## terraform and helm (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
+tools: setup ## terraform, helm and promlint (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
 	@mkdir -p $(TOOLS_DIR)/bin
 	@if ! command -v go > /dev/null; then echo "tools: go is not installed; terraform fmt and the helm CLI checks are skipped"; \
 	else \
@@ -44,6 +44,8 @@ tools: setup ## terraform and helm (built from the Go module proxy) and checkov 
 	    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34" \
 	    helm.sh/helm/v3/cmd/helm@v$(HELM_VERSION); \
 	fi
+	@# promlint: the rules of `promtool check metrics`, for the scrape-and-lint test (dev/promlint)
+	@if command -v go > /dev/null; then test -x $(TOOLS_DIR)/bin/promlint || (cd dev/promlint && go build -o $(TOOLS_DIR)/bin/promlint .); fi
 	@# checkov's bc-python-hcl2 shadows python-hcl2 (module hcl2): it lives in a venv of its own
 	@test -x .venv-checkov/bin/checkov || { $(PYTHON) -m venv .venv-checkov && \
 	  $(BIN)/uv pip install -q --python .venv-checkov/bin/python checkov==$(CHECKOV_VERSION); }

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,7 +37,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, start_http_server
 
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import CancelledError, ConfigError, RlringsError, UnavailableError
@@ -58,6 +59,21 @@ async def blocking(function: Callable, *args):
     return await loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, function, *args))
 
 
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """The process's own figures on ``registry``: Prometheus' standard ``process_*`` (resident
+    and virtual memory, CPU seconds, open and maximum file descriptors, start time) plus
+    ``process_threads``, every OS thread (gRPC's core and PyTorch's included, not only Python's)."""
+    ProcessCollector(registry=registry)
+    Gauge("process_threads", "OS threads of the process.", registry=registry).set_function(_os_threads)
+
+
+def _os_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc (macOS): Python's threads at least
+        return threading.active_count()
+
+
 class Server:
     """A gRPC server with health, reflection and a Prometheus endpoint."""
 
@@ -65,6 +81,7 @@ class Server:
         self.config = config
         self.name = name
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)
         self._loop = asyncio.new_event_loop()
         # blocking waits of async servicers (loop.run_in_executor(None, ...)) go to their own pool
         self._loop.set_default_executor(

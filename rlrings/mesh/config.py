@@ -51,6 +51,9 @@ class MeshConfig(Settings):
     linearly to 0 over this budget."""
     max_seconds: pydantic.PositiveFloat = 600.0
     """Stop after this long."""
+    progress_seconds: pydantic.PositiveFloat = 5.0
+    """Seconds between progress lines where the output is not a terminal (a log, CI, a pipe); a
+    terminal gets the live table instead."""
     target_return: float | None = None
     """Solved once the evaluator's mean greedy return over `confirm_episodes` fresh episodes of one
     version reaches this; None: the env's own threshold where it has one (475 for CartPole-v1)."""

@@ -113,6 +113,23 @@ def view(mesh: Mesh) -> Group:
     return Group(view, *[f"[yellow]{line}[/]" for line in p.restarts[-3:]])
 
 
+def progress_line(mesh: Mesh) -> str:
+    """The live view's figures on one line, for output that is not a terminal."""
+    p, c = mesh.progress, mesh.config
+    parts = [f"{time.monotonic() - p.start:,.0f}s of {c.max_seconds:,.0f}s",
+             f"env steps {p.total_env_steps:,} ({p.env_rate:,.0f}/s)"]  # fmt: skip
+    if p.learner is not None:
+        parts += [f"learner steps {p.learner.learner_step:,}", f"version {p.learner.published_version:,}"]
+    mean = p.mean_return(c.return_window)
+    if not math.isnan(mean):
+        parts.append(f"mean return {mean:,.1f} over the last {min(c.return_window, len(p.episodes))} episodes")
+    if p.evaluations:
+        parts.append(f"evaluation {p.evaluations[-1].greedy_mean:,.1f} (version {p.evaluations[-1].version:,})")
+    if p.solved_by is not None:
+        parts.append(f"solved at {p.solved_by.env_steps:,} env steps")
+    return "progress: " + " | ".join(parts)  # restarts are logged as they happen
+
+
 def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
     """Writes ``summary.json`` and the plot, prints the summary table, returns the summary."""
     p, c = mesh.progress, mesh.config

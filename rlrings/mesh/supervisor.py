@@ -21,7 +21,7 @@ from rlrings.errors import ConfigError
 from rlrings.evaluation import Evaluation, Evaluator
 from rlrings.mesh.config import MeshConfig
 from rlrings.mesh.plan import place_ring, plan
-from rlrings.mesh.report import Progress, summarise, view
+from rlrings.mesh.report import Progress, progress_line, summarise, view
 from rlrings.processes import ServiceProcess
 from rlrings.ring import HOROVOD_HINT, horovod_available
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
@@ -118,11 +118,19 @@ class Mesh:
         evaluator = self._start_evaluator()
         reason = "interrupted"
         try:
-            with Live(console=console, refresh_per_second=2) as live:
+            with contextlib.ExitStack() as stack:
+                # a terminal gets the live table; a log (CI, nohup, a pipe) a line every few seconds
+                live = stack.enter_context(Live(console=console, refresh_per_second=2)) if console.is_terminal else None
+                next_line = time.monotonic() + c.progress_seconds
                 while True:
                     self._supervise(console)
                     self._poll()
-                    live.update(view(self))
+                    if live is not None:
+                        live.update(view(self))
+                    elif time.monotonic() >= next_line:
+                        console.print(progress_line(self), soft_wrap=True, highlight=False)
+                        console.file.flush()
+                        next_line = time.monotonic() + c.progress_seconds
                     reason = self._finished()
                     if reason:
                         break

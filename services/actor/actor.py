@@ -27,6 +27,7 @@ from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from rlrings.spaces import Discrete
 from services.actor.config import ActorConfig
+from services.actor.metrics import ReturnHistogram
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Actor:
         self.env_steps = 0
         self.episodes: collections.deque[Episode] = collections.deque(maxlen=1000)
         self.episode_count = 0
+        self.returns = ReturnHistogram()
+        """Every episode's return, for the metrics."""
         self.achievement_episodes: collections.Counter[str] = collections.Counter()
         """Episodes in which each achievement was unlocked (Crafter)."""
         self.policy_version = 0
@@ -157,6 +160,7 @@ class Actor:
 
     def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1
+        self.returns.observe(float(episode_return))
         self.achievement_episodes.update(achievements)
         self.episodes.append(
             Episode(

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import bisect
+import math
+from typing import TYPE_CHECKING
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from services.actor.actor import Actor
+if TYPE_CHECKING:
+    from services.actor.actor import Actor
 
-_RETURN_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 200, 300, 400, 475, 500, 1000, float("inf"))
+
+class ReturnHistogram:
+    """Every episode's return since the actor started, in fixed buckets: the counts only grow, so
+    ``rate()`` and ``histogram_quantile`` over them mean what they say. The edges span the
+    returns of the registry's games, negative ones (Pendulum, Reacher) included."""
+
+    EDGES = (-2000, -1000, -500, -200, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 400,
+             475, 500, 1000, 2000, 5000, 10000, float("inf"))  # fmt: skip
+
+    def __init__(self):
+        self.counts = [0] * len(self.EDGES)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        if math.isnan(value):
+            return
+        self.counts[bisect.bisect_left(self.EDGES, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative counts per upper edge, as Prometheus expects them."""
+        total, cumulative = 0, []
+        for edge, count in zip(self.EDGES, self.counts, strict=True):
+            total += count
+            cumulative.append(("+Inf" if edge == float("inf") else str(float(edge)), total))
+        return cumulative
 
 
 class ActorCollector(Collector):
@@ -25,15 +55,19 @@ class ActorCollector(Collector):
         version.add_metric(env, actor.policy_version)
         buffered = GaugeMetricFamily("rlrings_actor_buffered_chunks", "Chunks not yet acknowledged by replay.")
         buffered.add_metric([], actor.writer.pending if actor.writer else 0)
-        recent = list(actor.episodes)
+        recent = list(actor.episodes)[-100:]
         returns = HistogramMetricFamily(
-            "rlrings_actor_episode_return", "Returns of the last 1000 episodes.", labels=["env"]
+            "rlrings_actor_episode_return", "Returns of every episode since the actor started.", labels=["env"]
         )
-        returns.add_metric(env, _buckets([e.episode_return for e in recent]), sum(e.episode_return for e in recent))
+        returns.add_metric(env, actor.returns.buckets(), actor.returns.sum)
+        mean = GaugeMetricFamily(
+            "rlrings_actor_mean_episode_return", "Mean return of the last 100 episodes.", labels=["env"]
+        )
+        mean.add_metric(env, sum(e.episode_return for e in recent) / max(1, len(recent)))
         lengths = GaugeMetricFamily(
             "rlrings_actor_mean_episode_length", "Mean length of recent episodes.", labels=["env"]
         )
-        lengths.add_metric(env, sum(e.length for e in recent[-100:]) / max(1, len(recent[-100:])))
+        lengths.add_metric(env, sum(e.length for e in recent) / max(1, len(recent)))
         unlocked = CounterMetricFamily(
             "rlrings_actor_achievement_episodes",
             "Episodes in which an achievement was unlocked (Crafter), by achievement.",
@@ -41,8 +75,4 @@ class ActorCollector(Collector):
         )
         for name, count in sorted(actor.achievement_episodes.items()):
             unlocked.add_metric([*env, name], count)
-        yield from (steps, episodes, version, buffered, returns, lengths, unlocked)
-
-
-def _buckets(values: list[float]) -> list[tuple[str, int]]:
-    return [(str(edge) if edge != float("inf") else "+Inf", sum(v <= edge for v in values)) for edge in _RETURN_BUCKETS]
+        yield from (steps, episodes, version, buffered, returns, mean, lengths, unlocked)

@@ -2,16 +2,19 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import psutil
 import pytest
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
+from tests.deploy.helpers import TOOLS_BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -59,6 +62,10 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert (tmp_path / "checkpoints" / "learner.pt").exists()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "rlrings mesh: solved" in output
+    # not a terminal: a progress line every few seconds instead of the live table
+    steps = [int(line.split("env steps ")[1].split(" ")[0].replace(",", "")) for line in output.splitlines()
+             if line.startswith("progress: ")]  # fmt: skip
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] > steps[0], output[-2000:]
     # credits keep the sampled data fresh: before them, about 50 versions of lag waited in the stream
     assert summary["policy_lag_versions_median"] <= 2, summary
     assert summary["policy_lag_updates_median"] <= 15, summary
@@ -89,6 +96,7 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
         raise AssertionError(f"learner did not reach {minimum} updates")
 
     step = wait_for_progress(50)
+    first = scrape_every_service(tmp_path)
     (victim,) = children_named(process.pid, "actor-0")
     other_actor = children_named(process.pid, "actor-1")[0].pid
     victim.kill()  # kill -9
@@ -96,7 +104,10 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
     (replay,) = children_named(process.pid, "replay.yaml")
     replay.kill()
     step = wait_for_progress(step + 50)  # the supervisor restarts replay; actors and learner reconnect
+    later = scrape_every_service(tmp_path)
     summary, _ = finish(process, tmp_path)
+    before, after = (episode_return_buckets(scrape["actor-1"]) for scrape in (first, later))
+    assert after["+Inf"] > before["+Inf"] > 0 and all(after[le] >= before[le] for le in before), (before, after)
     assert summary["solved"], summary
     restarted = " ".join(summary["restarts"])
     assert "actor-0 exited with -9" in restarted and "replay exited with -9" in restarted
@@ -104,6 +115,33 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
     assert not psutil.pid_exists(other_actor) or psutil.Process(other_actor).status() == psutil.STATUS_ZOMBIE
     assert "Traceback" not in (tmp_path / "logs" / "actor-1.log").read_text()
     assert "Traceback" not in (tmp_path / "logs" / "learner.log").read_text()
+
+
+def scrape_every_service(run_dir) -> dict[str, str]:
+    """Every service's /metrics, each linted as `promtool check metrics` would, with the process's
+    own figures on it."""
+    promlint = shutil.which("promlint", path=f"{TOOLS_BIN}:{os.environ['PATH']}")
+    assert promlint, "promlint is built by make tools (dev/promlint)"
+    scrapes = {}
+    for path in sorted((run_dir / "configs").glob("*.yaml")):
+        port = json.loads(path.read_text())["metrics_port"]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        lint = subprocess.run([promlint], input=text, capture_output=True, text=True, timeout=30)
+        assert lint.returncode == 0, f"{path.stem}: {lint.stdout}{lint.stderr}"
+        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                     "process_threads"):  # fmt: skip
+            assert f"\n{name} " in text, f"{path.stem} exports no {name}"
+        scrapes[path.stem] = text
+    assert set(scrapes) == {"replay", "parameter", "learner", "actor-0", "actor-1", "viewer"}
+    return scrapes
+
+
+def episode_return_buckets(text: str) -> dict[str, float]:
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("rlrings_actor_episode_return_bucket{"):
+            buckets[line.split('le="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return buckets
 
 
 def test_crafter_runs_through_the_same_command(tmp_path):
