@@ -32,7 +32,7 @@ import numpy as np
 
 from rlrings import codec
 from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
-from rlrings.errors import InvalidArgumentError, RlringsError, UnavailableError
+from rlrings.errors import DeadlineExceededError, InvalidArgumentError, RlringsError, UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
 from rlrings.signature import Signature
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
@@ -76,17 +76,30 @@ class ReplayClient(ServiceClient):
         response = self._call(self._stub.UpdatePriorities, request, 30.0)
         return response.updated, response.missing
 
-    def insert(self, table: str, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = ()) -> list[int]:
-        """Inserts one chunk and waits for its acknowledgement; returns its keys."""
+    def insert(
+        self, table: str, columns: Mapping[str, np.ndarray], priorities: Sequence[float] = (), timeout: float = 60.0
+    ) -> list[int]:
+        """Inserts one chunk and waits up to ``timeout`` seconds for its acknowledgement (the
+        table's rate limiter holds it while inserts run ahead of samples); returns its keys.
+
+        Raises:
+            DeadlineExceededError: no acknowledgement within ``timeout``; the chunk may or may not
+                have been stored (a :class:`Writer` retries without duplicates).
+        """
         chunk = replay_pb2.InsertRequest(
             chunk=tensor_pb2.Chunk(
                 table=table, columns={k: codec.encode(v) for k, v in columns.items()}, priorities=priorities
             )
         )
         try:
-            responses = list(self._stub.Insert(iter([chunk])))
+            responses = list(self._stub.Insert(iter([chunk]), timeout=timeout))
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceededError(
+                    f"DEADLINE_EXCEEDED: table {table!r}: no acknowledgement within {timeout:g}s; its rate limiter "
+                    "holds inserts back while they run ahead of samples (ReplayClient.info shows its state)"
+                ) from None
+            raise from_rpc_error(error, self.address) from None
         return list(responses[0].keys)
 
     # -- streams -------------------------------------------------------------
@@ -101,12 +114,16 @@ class ReplayClient(ServiceClient):
         batch_size: int,
         num_batches: int = 0,
         max_in_flight: int = 2,
-        timeout: float = 0.0,
+        timeout: float = 60.0,
         importance_sampling_exponent: float = 0.0,
         policy_version: int = 0,
     ) -> Sampler:
         """An iterator of :class:`Batch`, drawn at most ``max_in_flight`` ahead of
-        the consumer (items count as sampled when drawn, so fewer is fresher)."""
+        the consumer (items count as sampled when drawn, so fewer is fresher).
+
+        ``timeout`` is the longest the server waits on the table's rate limiter for one batch;
+        past it the iterator raises :class:`DeadlineExceededError` naming the table and the
+        inserts the batch waits for. 0 waits as long as it takes (a learner beside its actors)."""
         request = replay_pb2.SampleRequest(
             table=table,
             batch_size=batch_size,

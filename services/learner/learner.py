@@ -161,7 +161,9 @@ class Learner:
             log.warning("no demonstrations in %r; skipping behaviour cloning", self.config.demonstrations_table)
             return {}
         stats: dict[str, float] = {}
-        with self.replay.sample(self.config.demonstrations_table, batch_size=self.config.batch_size) as sampler:
+        with self.replay.sample(
+            self.config.demonstrations_table, batch_size=self.config.batch_size, timeout=0
+        ) as sampler:
             for _, batch in zip(range(steps), sampler):
                 columns = self._batch_columns(batch)
                 with self._lock:
@@ -205,6 +207,7 @@ class Learner:
             self.config.table,
             batch_size=self.config.batch_size,
             max_in_flight=self.config.prefetch,
+            timeout=0,  # the learner waits as long as its actors take (it reports the wait as its status)
             importance_sampling_exponent=self.learning.importance_sampling_exponent(),
             policy_version=self.published_version,
         )
@@ -292,7 +295,7 @@ class Learner:
             table = self.config.demonstrations_table
             if self.replay.info([table])[table].size == 0:
                 return None
-            self._demo_sampler = self.replay.sample(table, batch_size=count)
+            self._demo_sampler = self.replay.sample(table, batch_size=count, timeout=0)
         return self._batch_columns(next(self._demo_sampler))
 
     def steps_per_second(self) -> float:

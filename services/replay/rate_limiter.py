@@ -41,6 +41,15 @@ class RateLimiter:
             return True
         return self._diff() + self.samples_per_insert <= self.max_diff
 
+    def inserts_to_sample(self, size: int, n: int = 1) -> int:
+        """Inserts still needed before ``n`` items may be sampled (0: they may be now): what a
+        blocked sampler waits for, in the words of its error."""
+        needed = max(0, self.min_size_to_sample - size, 1 - size)
+        if self.samples_per_insert is not None:
+            short = n - (self._diff() - self.min_diff)
+            needed = max(needed, math.ceil(short / self.samples_per_insert) if short > 0 else 0)
+        return needed
+
     def sample_permits(self, size: int) -> int | float:
         """How many items may be sampled now (math.inf when unlimited)."""
         if size < self.min_size_to_sample or size == 0:

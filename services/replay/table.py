@@ -479,10 +479,13 @@ class Table:
                 raise CancelledError(f"table {self.name!r}: the caller went away while the {side} waited")
             now = time.monotonic()
             if deadline is not None and now >= deadline:
+                needed = self.limiter.inserts_to_sample(self.size) if side == "sample" else 0
                 raise DeadlineExceededError(
-                    f"table {self.name!r}: the rate limiter held the {side} back for {now - start:.3f}s "
-                    f"(size {self.size}, min_size_to_sample {self.limiter.min_size_to_sample}, "
-                    f"inserts {self.limiter.inserts}, samples {self.limiter.samples})"
+                    f"table {self.name!r}: the rate limiter held the {side} back for {now - start:.3f}s"
+                    + (f"; it waits for {needed:,} more inserts" if needed else "")
+                    + f" (size {self.size}, min_size_to_sample {self.limiter.min_size_to_sample}, "
+                    f"samples_per_insert {self.limiter.samples_per_insert}, inserts {self.limiter.inserts}, "
+                    f"samples {self.limiter.samples})"
                 )
             wait = _LIVENESS_CHECK_SECONDS if deadline is None else min(_LIVENESS_CHECK_SECONDS, deadline - now)
             self._cond.wait(wait)

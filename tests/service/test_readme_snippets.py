@@ -1,0 +1,62 @@
+"""The README's replay configuration and client snippet, run exactly as written (but for the
+port), against a real replay process; and what a sampler waiting on the rate limiter is told."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlrings.errors import DeadlineExceededError
+from rlrings.processes import free_port
+from rlrings.replay_client import ReplayClient
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block(language: str, containing: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+@pytest.fixture
+def readme_replay(tmp_path):
+    """``rlrings replay --config replay.yaml`` with the README's file; flags move the ports and the
+    snapshot directory into the test's own (flags beat the file, as the README says)."""
+    config = tmp_path / "replay.yaml"
+    config.write_text(readme_block("yaml", "# replay.yaml"))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlrings.cli", "replay", "--config", str(config), "--port", str(port),
+         "--metrics-port", "0", "--snapshot-dir", str(tmp_path / "replay")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        with ReplayClient(address) as client:
+            client.wait_ready(60)
+        yield address
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
+def test_the_readme_client_snippet_runs_as_written(readme_replay, tmp_path):
+    snippet = readme_block("python", 'client.writer("experience"')
+    assert snippet.count('"localhost:8000"') == 1
+    script = tmp_path / "snippet.py"
+    script.write_text(snippet.replace('"localhost:8000"', f'"{readme_replay}"'))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with ReplayClient(readme_replay) as client:
+        table = client.info(["experience"])["experience"]
+    assert table.inserted_items == 7_000 and table.sampled_items == 25_600
+
+
+def test_a_sample_held_back_by_the_rate_limiter_says_what_it_waits_for(readme_replay):
+    with ReplayClient(readme_replay) as client, pytest.raises(DeadlineExceededError) as raised:
+        next(iter(client.sample("experience", batch_size=256, num_batches=1, timeout=1)))
+    message = str(raised.value)
+    assert "table 'experience'" in message and "it waits for 1,000 more inserts" in message, message
