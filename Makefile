@@ -87,12 +87,17 @@ format: setup ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# the descriptor set keeps the comments: servers answer reflection with them (rlrings/reflection.py)
+PROTOC_DESCRIPTORS = --include_imports --include_source_info --descriptor_set_out
+
 protos: setup ## Generate rlrings/v1 from protos/rlrings/v1/*.proto
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. protos/rlrings/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. \
+	  $(PROTOC_DESCRIPTORS)=rlrings/v1/rlrings.binpb protos/rlrings/v1/*.proto
 
 check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	@tmp=$$(mktemp -d) && \
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp protos/rlrings/v1/*.proto && \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp \
+	  $(PROTOC_DESCRIPTORS)=$$tmp/rlrings/v1/rlrings.binpb protos/rlrings/v1/*.proto && \
 	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 

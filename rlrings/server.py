@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollec
 from rlrings.config import ServiceConfig, load_config
 from rlrings.errors import CancelledError, ConfigError, RlringsError, UnavailableError
 from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
+from rlrings.reflection import enable as enable_reflection
 from rlrings.security import Admission
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class Server:
             if not self.health_port:
                 raise self._unbindable("health_port", health_where, "in use, or not an address of this host")
             self._on_loop(self._health_only.start())
-        reflection.enable_server_reflection(self._services, self._grpc)
+        enable_reflection(self._services, self._grpc, descriptors=[health_pb2.DESCRIPTOR])
         try:
             self._metrics_http, _ = start_http_server(
                 self.config.metrics_port, self.config.host, registry=self.registry

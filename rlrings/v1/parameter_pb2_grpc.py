@@ -72,8 +72,10 @@ class ParameterServiceServicer:
     def Publish(self, request_iterator, context):
         """Publishes one new version. The first message carries the header, the
         following ones the serialized weights in pieces of any size below the
-        message limit, in order. The server checks total size and sha256 and
-        answers with the version it assigned.
+        message limit, in order. The header must carry `model` with its
+        `architecture` (how to rebuild the model; INVALID_ARGUMENT without it) and
+        `total_bytes`; `sha256`, when given, is checked too. The server answers
+        with the version it assigned. Scope: publish.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,7 +83,7 @@ class ParameterServiceServicer:
 
     def Fetch(self, request, context):
         """Downloads one version (by number or tag): the first message carries the
-        header, the following ones the weights in pieces.
+        header, the following ones the weights in pieces. Scope: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,14 +92,14 @@ class ParameterServiceServicer:
     def Watch(self, request, context):
         """Pushes a notice for every version published after the call starts (and,
         with `send_current`, the newest one first). Subscribers Fetch what they
-        want; a notice is small.
+        want; a notice is small. Scope: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Lists retained versions and tags.
+        """Lists retained versions and tags. Scope: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +107,7 @@ class ParameterServiceServicer:
 
     def ReportEvaluation(self, request, context):
         """Records the evaluation return of a version; the best one gets tag "best".
+        Scope: publish.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,7 +73,7 @@ class ReplayServiceServicer:
         inserts, which is the writer's flow control. A malformed chunk ends the
         stream with INVALID_ARGUMENT (or NOT_FOUND for an unknown table) naming
         the field; nothing of that chunk is stored, chunks acknowledged before it
-        stay stored.
+        stay stored. Scope: insert.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +93,8 @@ class ReplayServiceServicer:
         in one message is split along the batch axis into several
         SampleResponses; the last piece has `end_of_batch` set. Waiting on the
         rate limiter longer than `timeout_seconds` ends the stream with
-        DEADLINE_EXCEEDED.
+        DEADLINE_EXCEEDED, whose message names the table and the inserts the
+        batch waits for. Scope: sample.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,7 +102,7 @@ class ReplayServiceServicer:
 
     def UpdatePriorities(self, request, context):
         """Sets new priorities for items of a prioritized table. Keys that are no
-        longer in the table are counted, not an error.
+        longer in the table are counted, not an error. Scope: sample.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +110,7 @@ class ReplayServiceServicer:
 
     def Info(self, request, context):
         """Describes tables: signature, size, selector and rate-limiter state.
+        Scope: read, or insert (a writer gets the signatures it needs).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,7 +118,7 @@ class ReplayServiceServicer:
 
     def Checkpoint(self, request, context):
         """Writes a snapshot of every table to the store now and answers when it is
-        durable.
+        durable. Scope: control.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

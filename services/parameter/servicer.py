@@ -24,7 +24,15 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
             raise InvalidArgumentError("header: the first Publish message must carry the header")
         header = first.header
         if not header.model.architecture:
-            raise InvalidArgumentError("header.model.architecture: empty; say how to rebuild the model")
+            raise InvalidArgumentError(
+                "header.model.architecture: empty; say how to rebuild the model (for example 'mlp' or 'cnn')"
+            )
+        if header.sha256 and len(header.sha256) != 32:
+            hexed = " (it looks like the hex of one)" if len(header.sha256) == 64 else ""
+            raise InvalidArgumentError(
+                f"header.sha256: {len(header.sha256)} bytes{hexed}; send the raw 32-byte digest "
+                "(hashlib.sha256(weights).digest()), or leave it empty to skip the check"
+            )
         if header.total_bytes > self.max_model_bytes:
             raise ResourceExhaustedError(
                 f"header.total_bytes: {header.total_bytes} is above the limit of {self.max_model_bytes}"

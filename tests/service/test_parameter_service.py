@@ -140,6 +140,12 @@ def test_bad_publishes_are_refused(start_parameter):
         assert "2 bytes received, header.total_bytes says 3" in error.details()
         error = publish(parameter_pb2.PublishRequest(header=parameter_pb2.WeightsHeader(total_bytes=3)))
         assert "header.model.architecture" in error.details()
+        hexed = parameter_pb2.WeightsHeader(
+            model=MODEL, total_bytes=3, sha256=hashlib.sha256(b"abc").hexdigest().encode()
+        )
+        error = publish(parameter_pb2.PublishRequest(header=hexed), parameter_pb2.PublishRequest(data=b"abc"))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "header.sha256: 64 bytes (it looks like the hex of one); send the raw 32-byte digest" in error.details()
     with ParameterClient(server.address) as client:
         with pytest.raises(ResourceExhaustedError, match="total_bytes: 2000 is above the limit of 1000"):
             client.publish(b"x" * 2000, MODEL)

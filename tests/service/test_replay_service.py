@@ -8,6 +8,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -127,7 +128,28 @@ def test_health_and_reflection(replay):
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for s in next(responses).list_services_response.service}
+        # v1 too (grpcurl and other tools ask for it first), with the .proto files' comments
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        asks = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="rlrings.v1.ReplayService"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Thing")]  # fmt: skip
+        listed, replay_file, health_file, unknown = list(v1(iter(asks), timeout=10))
     assert {"rlrings.v1.ReplayService", "grpc.health.v1.Health"} <= names
+    assert {s.name for s in listed.list_services_response.service} == names | {"grpc.reflection.v1.ServerReflection"}
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in replay_file.file_descriptor_response.file_descriptor_proto
+    ]
+    assert files[0].name == "rlrings/v1/replay.proto" and "rlrings/v1/tensor.proto" in {f.name for f in files}
+    comments = " ".join(loc.leading_comments for f in files for loc in f.source_code_info.location)
+    assert "authorization: Bearer <token>" in comments and "Empty turns de-duplication" in comments
+    assert health_file.file_descriptor_response.file_descriptor_proto
+    assert unknown.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 def test_metrics_endpoint_counts_items_bytes_and_latency(replay):
