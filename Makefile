@@ -44,6 +44,11 @@ tools: setup ## terraform, helm and promlint (built from the Go module proxy) an
 	    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34" \
 	    helm.sh/helm/v3/cmd/helm@v$(HELM_VERSION); \
 	fi
+	@# the Go client's code generators (clients/go: make protos, check-protos and its test)
+	@if command -v go > /dev/null; then \
+	  test -x $(TOOLS_DIR)/bin/protoc-gen-go || GOBIN=$(TOOLS_DIR)/bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12; \
+	  test -x $(TOOLS_DIR)/bin/protoc-gen-go-grpc || GOBIN=$(TOOLS_DIR)/bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0; \
+	fi
 	@# promlint: the rules of `promtool check metrics`, for the scrape-and-lint test (dev/promlint)
 	@if command -v go > /dev/null; then test -x $(TOOLS_DIR)/bin/promlint || (cd dev/promlint && go build -o $(TOOLS_DIR)/bin/promlint .); fi
 	@# checkov's bc-python-hcl2 shadows python-hcl2 (module hcl2): it lives in a venv of its own
@@ -93,13 +98,18 @@ PROTOC_DESCRIPTORS = --include_imports --include_source_info --descriptor_set_ou
 protos: setup ## Generate rlrings/v1 from protos/rlrings/v1/*.proto
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. --pyi_out=. \
 	  $(PROTOC_DESCRIPTORS)=rlrings/v1/rlrings.binpb protos/rlrings/v1/*.proto
+	@if test -x $(TOOLS_DIR)/bin/protoc-gen-go-grpc; then clients/go/generate.sh; \
+	else echo "protos: the Go client's code is not regenerated (make tools installs the Go plugins)"; fi
 
 check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	@tmp=$$(mktemp -d) && \
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp \
 	  $(PROTOC_DESCRIPTORS)=$$tmp/rlrings/v1/rlrings.binpb protos/rlrings/v1/*.proto && \
-	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1; then echo "protos: generated code is up to date"; rm -rf $$tmp; \
-	else echo "protos: rlrings/v1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
+	if test -x $(TOOLS_DIR)/bin/protoc-gen-go-grpc; then clients/go/generate.sh $$tmp/go; fi && \
+	if diff -r -x __init__.py -x __pycache__ $$tmp/rlrings/v1 rlrings/v1 && \
+	   { ! test -d $$tmp/go || diff -r $$tmp/go/rlringsv1 clients/go/rlringsv1; }; then \
+	  echo "protos: generated code is up to date"; rm -rf $$tmp; \
+	else echo "protos: rlrings/v1 or clients/go/rlringsv1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
 bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous) -> bench/results/*.json
 	bench/reverb_env.sh

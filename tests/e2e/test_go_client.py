@@ -1,0 +1,77 @@
+"""A client in a second language, generated from protos/ alone (Go, with the standard
+protoc-gen-go and protoc-gen-go-grpc), uploads experience to a real replay server and
+downloads a model from a real parameter service: the contract needs nothing of Python."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlrings import wire
+from rlrings.config import load_config
+from rlrings.envs import env_spec
+from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
+from rlrings.parameter_client import ParameterClient
+from rlrings.replay_client import ReplayClient
+from services.parameter.config import ParameterConfig
+from services.parameter.server import ParameterServer
+
+pytestmark = [pytest.mark.e2e]
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
+GO = shutil.which("go")
+
+PENDULUM_TRANSITIONS = {
+    "obs": {"dtype": "float32", "shape": [3]},
+    "action": {"dtype": "float32", "shape": [1], "low": [-2.0], "high": [2.0]},
+    "reward": {"dtype": "float32"},
+    "terminated": {"dtype": "bool"},
+}
+
+
+@pytest.fixture(scope="module")
+def go_client(tmp_path_factory):
+    """The client built from clients/go (its generated code is checked by make check-protos)."""
+    binary = tmp_path_factory.mktemp("go") / "rlrings-client"
+    subprocess.run([GO, "build", "-o", str(binary), "./cmd/rlrings-client"], cwd=CLIENT, check=True, timeout=600,
+                   env={**os.environ, "GOFLAGS": "-mod=readonly"})  # fmt: skip
+    return binary
+
+
+@pytest.mark.skipif(GO is None, reason="needs the go toolchain (make tools uses it too)")
+def test_a_go_client_uploads_experience_and_downloads_a_model(go_client, start_replay, tmp_path):
+    replay = start_replay([{"name": "experience", "signature": PENDULUM_TRANSITIONS, "max_size": 10_000}])
+    parameter = ParameterServer(
+        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
+    ).start()
+    try:
+        spec = ModelSpec.for_env(env_spec("Pendulum-v1"), "sac")
+        weights = weights_to_bytes(build_model(spec))
+        with ParameterClient(parameter.address) as client:
+            version = client.publish(weights, wire.model_spec_to_proto(spec))
+        out = tmp_path / "model.pt"
+        result = subprocess.run(
+            [str(go_client), "-replay", replay.address, "-table", "experience", "-chunks", "8", "-steps", "32",
+             "-resend-last", "-parameter", parameter.address, "-out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        parameter.stop(grace=0)
+    # the resent chunk (same writer id and sequence) was acknowledged as a duplicate, stored once
+    assert report["chunks_acked"] == 9 and report["duplicates"] == 1 and report["items_stored"] == 8 * 32
+    with ReplayClient(replay.address) as client:
+        assert client.info(["experience"])["experience"].inserted_items == 8 * 32
+        (batch,) = client.sample("experience", batch_size=64, num_batches=1, timeout=10)
+    actions = batch.columns["action"]
+    assert actions.dtype == np.float32 and np.all(np.abs(actions) <= 2.0)
+    assert batch.columns["obs"].shape == (64, 1, 3) and batch.columns["terminated"].dtype == np.bool_
+    data = out.read_bytes()
+    assert data == weights and report["model_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert (report["model_version"], report["architecture"], report["env_id"]) == (version, "mlp", "Pendulum-v1")
+    load_weights(build_model(spec), data)  # the downloaded bytes rebuild the published model
