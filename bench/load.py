@@ -280,7 +280,7 @@ def run_replay(seconds: float, writers: int, samplers: int, profile: str, window
               "snapshot_dir": str(work / "replay"), "snapshot_interval_seconds": 0,
               "tables": [{"name": "load", "signature": spec["signature"], "max_size": spec["max_size"],
                           "selector": "uniform"}]}  # fmt: skip
-    server, address = start("services.replay", config, work)
+    server, address = start("rlrings.services.replay", config, work)
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     idle_stop = context.Event()
@@ -354,7 +354,7 @@ def run_replay(seconds: float, writers: int, samplers: int, profile: str, window
 def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, progress: Progress) -> dict:
     config = {"port": free_port(), "metrics_port": free_port(),
               "directory": str(work / "weights"), "keep_versions": 5, "max_message_bytes": 64 << 20}  # fmt: skip
-    server, address = start("services.parameter", config, work)
+    server, address = start("rlrings.services.parameter", config, work)
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     published: list[int] = []
@@ -435,10 +435,10 @@ def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
     from rlrings.parameter_client import ParameterClient
 
     spec = env_spec(GIF_ENV)
-    replay, replay_address = start("services.replay", {
+    replay, replay_address = start("rlrings.services.replay", {
         "port": free_port(), "metrics_port": free_port(), "snapshot_dir": str(work / "viewer-replay"),
         "tables": [experience.demonstrations_table(spec)]}, work)  # fmt: skip
-    parameter, parameter_address = start("services.parameter", {
+    parameter, parameter_address = start("rlrings.services.parameter", {
         "port": free_port(), "metrics_port": free_port(), "directory": str(work / "viewer-weights")}, work)  # fmt: skip
     model_spec = ModelSpec.for_env(spec, "impala")
 
@@ -448,7 +448,7 @@ def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
 
     publish()
     http_port = free_port()
-    viewer, _ = start("services.viewer", {
+    viewer, _ = start("rlrings.services.viewer", {
         "port": free_port(), "metrics_port": free_port(), "http_port": http_port, "replay_address": replay_address,
         "parameter_address": parameter_address, "env": GIF_ENV}, work)  # fmt: skip
     process = psutil.Process(viewer.pid)

@@ -76,7 +76,7 @@ def measure_rlrings(items: int, chunk: int, batch: int, batches: int, store: str
     tables = json.dumps([{"name": "bench", "signature": SIGNATURE, "max_size": items, "selector": "uniform"}])
     directory = tempfile.TemporaryDirectory()
     server = subprocess.Popen(
-        [sys.executable, "-m", "services.replay", "--port", str(port), "--metrics-port", "0", "--store", store,
+        [sys.executable, "-m", "rlrings.services.replay", "--port", str(port), "--metrics-port", "0", "--store", store,
          "--snapshot-dir", directory.name, "--snapshot-interval-seconds", "0", "--tables", tables],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

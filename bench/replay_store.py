@@ -119,7 +119,7 @@ def start_server(
     path.write_text(json.dumps(config))
     with open(work / f"{keyspace}-{store}.log", "w") as log:  # the child keeps its own descriptor
         server = subprocess.Popen(
-            [sys.executable, "-m", "services.replay", "--config", str(path)],
+            [sys.executable, "-m", "rlrings.services.replay", "--config", str(path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -162,8 +162,8 @@ def scrape(metrics_port: int) -> dict[str, float]:
 
 def stored_items(contact_points: list[str], keyspace: str) -> int:
     """Items of the bench table in the ring, each chunk counted once."""
-    from services.replay.cassandra_store import CassandraStore
-    from services.replay.config import CassandraConfig
+    from rlrings.services.replay.cassandra_store import CassandraStore
+    from rlrings.services.replay.config import CassandraConfig
 
     store = CassandraStore(
         CassandraConfig(contact_points=contact_points, keyspace=keyspace, replication_factor=3, shard="b")

@@ -172,8 +172,8 @@ class Shard:
         """Starts the shard; returns the seconds until it serves."""
         started = time.monotonic()
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.replay", "--config", str(self.config)],
-                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            command = [sys.executable, "-m", "rlrings.services.replay", "--config", str(self.config)]
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         ReplayClient(self.address).wait_ready(180).close()
         return time.monotonic() - started
 
@@ -267,9 +267,10 @@ def shards(ring: Ring, directory: Path, quick: bool) -> FaultReport:
 
 
 def beyond_memory(ring: Ring, directory: Path, quick: bool) -> FaultReport:
+    from rlrings.services.replay.cassandra_store import CassandraStore
+    from rlrings.services.replay.config import ReplayConfig
+
     from rlrings.config import load_config
-    from services.replay.cassandra_store import CassandraStore
-    from services.replay.config import ReplayConfig
 
     started = time.monotonic()
     with one_shard_two_writers(ring, directory, "beyond", UNIFORM) as (shard, writers):

@@ -28,11 +28,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 SERVICES = {
-    "replay": "services.replay.server",
-    "parameter": "services.parameter.server",
-    "learner": "services.learner.server",
-    "actor": "services.actor.server",
-    "viewer": "services.viewer.server",
+    "replay": "rlrings.services.replay.server",
+    "parameter": "rlrings.services.parameter.server",
+    "learner": "rlrings.services.learner.server",
+    "actor": "rlrings.services.actor.server",
+    "viewer": "rlrings.services.viewer.server",
 }
 
 

@@ -25,11 +25,11 @@ def describe_rpc_error(error: grpc.RpcError, address: str = "") -> str:
     """``CODE: details``, with gRPC's connection failures said plainly (nothing listening at
     ``address``, a name that does not resolve)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = error.details() if hasattr(error, "details") else str(error)
-    if code == grpc.StatusCode.UNAVAILABLE and address:
-        if "Connection refused" in (details or ""):
+    details = (error.details() if hasattr(error, "details") else str(error)) or ""
+    if code == grpc.StatusCode.UNAVAILABLE and address:  # gRPC's own words only, never a server's message
+        if details.startswith("failed to connect to all addresses") and "Connection refused" in details:
             return f"UNAVAILABLE: connection refused: nothing listens at {address}"
-        if "DNS resolution failed" in (details or ""):
+        if details.startswith(("errors resolving", "DNS resolution failed")):
             return f"UNAVAILABLE: the name in {address} does not resolve ({details})"
     return f"{code.name}: {details}"
 

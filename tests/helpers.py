@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from services.replay.config import TableConfig
+from rlrings.services.replay.config import TableConfig
 
 FRAME_SIGNATURE = {
     "obs": {"dtype": "uint8", "shape": [8, 8, 3]},

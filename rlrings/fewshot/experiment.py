@@ -233,7 +233,7 @@ class Experiment:
         if c.parameter_address is None:
             ports = {"port": free_port(), "metrics_port": free_port()}
             config = {**ports, "directory": str(self.directory / "parameters")}
-            parameter = ServiceProcess("parameter", "services.parameter", config, self.directory).start()
+            parameter = ServiceProcess("parameter", "rlrings.services.parameter", config, self.directory).start()
         address = c.parameter_address or parameter.address
         tls, auth = (c.tls, c.auth) if c.parameter_address else (TlsConfig(), AuthConfig())
         try:

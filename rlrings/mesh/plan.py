@@ -57,8 +57,10 @@ def plan(
                 "shard": shard,
             },
         }
-    replay = ServiceProcess("replay", "services.replay", {**ports(), "tables": tables, **store}, run)
-    parameter = ServiceProcess("parameter", "services.parameter", {**ports(), "directory": str(run / "weights")}, run)
+    replay = ServiceProcess("replay", "rlrings.services.replay", {**ports(), "tables": tables, **store}, run)
+    parameter = ServiceProcess(
+        "parameter", "rlrings.services.parameter", {**ports(), "directory": str(run / "weights")}, run
+    )
     learner_config = {
         **ports(),
         "replay_address": replay.address,
@@ -74,17 +76,19 @@ def plan(
         "seed": c.seed,
     }
     if c.learners == 1:
-        learners = [ServiceProcess("learner", "services.learner", learner_config, run)]
+        learners = [ServiceProcess("learner", "rlrings.services.learner", learner_config, run)]
     else:
         learners = [
-            ServiceProcess(f"learner-{rank}", "services.learner", {**learner_config, **ports(), "ring": c.ring}, run)
+            ServiceProcess(
+                f"learner-{rank}", "rlrings.services.learner", {**learner_config, **ports(), "ring": c.ring}, run
+            )
             for rank in range(c.learners)
         ]
         place_ring(learners)
     actors = [
         ServiceProcess(
             f"actor-{i}",
-            "services.actor",
+            "rlrings.services.actor",
             {
                 **ports(),
                 "replay_address": replay.address,
@@ -101,7 +105,7 @@ def plan(
     ]
     viewer = ServiceProcess(
         "viewer",
-        "services.viewer",
+        "rlrings.services.viewer",
         {
             **ports(),
             "http_port": c.viewer_port or free_port(),

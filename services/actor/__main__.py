@@ -1,7 +1,7 @@
-"""``python -m services.actor``: run one actor."""
+"""``python -m rlrings.services.actor``: run one actor."""
 
 import sys
 
-from services.actor.server import main
+from rlrings.services.actor.server import main
 
 sys.exit(main())

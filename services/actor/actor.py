@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.actor.metrics import ReturnHistogram
 
 from rlrings import algorithms, codec, experience, wire
 from rlrings.control import RateMeter
@@ -26,8 +28,6 @@ from rlrings.models import build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from rlrings.spaces import Discrete
-from services.actor.config import ActorConfig
-from services.actor.metrics import ReturnHistogram
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from services.actor.actor import Actor
+    from rlrings.services.actor.actor import Actor
 
 
 class ReturnHistogram:

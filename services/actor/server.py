@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlrings.services.actor.actor import Actor
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.actor.metrics import ActorCollector
+from rlrings.services.actor.servicer import ActorServicer
+
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
-from services.actor.actor import Actor
-from services.actor.config import ActorConfig
-from services.actor.metrics import ActorCollector
-from services.actor.servicer import ActorServicer
 
 SERVICE_NAME = actor_pb2.DESCRIPTOR.services_by_name["ActorService"].full_name
 
@@ -28,5 +29,5 @@ def build(config: ActorConfig) -> Service:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m services.actor`` and ``rlrings actor``."""
+    """Entry point of ``python -m rlrings.services.actor`` and ``rlrings actor``."""
     return service_main("actor", ActorConfig, build, argv)

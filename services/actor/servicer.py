@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from rlrings.services.actor.actor import Actor
 
 from rlrings.control import parse_settings, run_state
 from rlrings.errors import InvalidArgumentError
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
-from services.actor.actor import Actor
 
 # Settings that may change while the actor runs: type, lowest, highest.
 _MUTABLE = {"epsilon": (float, 0.0, 1.0)}

@@ -1,7 +1,7 @@
-"""``python -m services.learner``: run one learner rank."""
+"""``python -m rlrings.services.learner``: run one learner rank."""
 
 import sys
 
-from services.learner.server import main
+from rlrings.services.learner.server import main
 
 sys.exit(main())

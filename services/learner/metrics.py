@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from services.learner.learner import Learner
+from rlrings.services.learner.learner import Learner
 
 
 class LearnerCollector(Collector):

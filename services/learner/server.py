@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.learner.learner import Learner
+from rlrings.services.learner.metrics import LearnerCollector
+from rlrings.services.learner.servicer import LearnerServicer
+
 from rlrings.errors import ConfigError
 from rlrings.processes import finish_process
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
-from services.learner.config import LearnerConfig
-from services.learner.learner import Learner
-from services.learner.metrics import LearnerCollector
-from services.learner.servicer import LearnerServicer
 
 SERVICE_NAME = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
 
@@ -28,5 +29,5 @@ def build(config: LearnerConfig) -> Service:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m services.learner`` and ``rlrings learner``."""
+    """Entry point of ``python -m rlrings.services.learner`` and ``rlrings learner``."""
     return finish_process(service_main("learner", LearnerConfig, build, argv))

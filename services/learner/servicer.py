@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from rlrings.services.learner.learner import Learner
+
 from rlrings.control import parse_settings, run_state
 from rlrings.errors import InvalidArgumentError
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
-from services.learner.learner import Learner
 
 # Settings that may change while the learner runs: type, lowest, highest.
 _MUTABLE = {"learning_rate": (float, 1e-8, 1.0), "publish_every": (int, 1, 10**6), "entropy_cost": (float, 0.0, 10.0)}

@@ -1,7 +1,7 @@
-"""``python -m services.parameter``: run the parameter service."""
+"""``python -m rlrings.services.parameter``: run the parameter service."""
 
 import sys
 
-from services.parameter.server import main
+from rlrings.services.parameter.server import main
 
 sys.exit(main())

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.servicer import ParameterServicer
+from rlrings.services.parameter.store import WeightStore
 
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
-from services.parameter.config import ParameterConfig
-from services.parameter.servicer import ParameterServicer
-from services.parameter.store import WeightStore
 
 SERVICE_NAME = parameter_pb2.DESCRIPTOR.services_by_name["ParameterService"].full_name
 
@@ -60,7 +60,7 @@ class ParameterServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m services.parameter`` and ``rlrings parameter``."""
+    """Entry point of ``python -m rlrings.services.parameter`` and ``rlrings parameter``."""
 
     def build(config: ParameterConfig) -> Service:
         server = ParameterServer(config)

@@ -1,7 +1,7 @@
-"""``python -m services.replay``: run the replay service."""
+"""``python -m rlrings.services.replay``: run the replay service."""
 
 import sys
 
-from services.replay.server import main
+from rlrings.services.replay.server import main
 
 sys.exit(main())

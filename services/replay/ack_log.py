@@ -45,10 +45,10 @@ from pathlib import Path
 
 import google_crc32c
 import numpy as np
+from rlrings.services.replay.store import sync_dir
 
 from rlrings.errors import ResourceExhaustedError, UnavailableError
 from rlrings.v1 import tensor_pb2
-from services.replay.store import sync_dir
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IIBQ")

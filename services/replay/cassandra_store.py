@@ -34,13 +34,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+from rlrings.services.replay.config import CassandraConfig
+from rlrings.services.replay.table import Bookkeeping, TableState
 
 from rlrings import codec
 from rlrings.errors import ConfigError, UnavailableError
 from rlrings.signature import Signature
 from rlrings.v1 import tensor_pb2
-from services.replay.config import CassandraConfig
-from services.replay.table import Bookkeeping, TableState
 
 log = logging.getLogger(__name__)
 

@@ -230,7 +230,7 @@ class CassandraConfig(pydantic.BaseModel):
 
 
 class AckLogConfig(pydantic.BaseModel):
-    """The embedded store's acknowledgement log (see :mod:`services.replay.ack_log`)."""
+    """The embedded store's acknowledgement log (see :mod:`rlrings.services.replay.ack_log`)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
 

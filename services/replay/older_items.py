@@ -17,9 +17,8 @@ import logging
 import threading
 
 import numpy as np
-
-from services.replay.cassandra_store import CassandraStore, Segment
-from services.replay.table import SampledBatch, Table
+from rlrings.services.replay.cassandra_store import CassandraStore, Segment
+from rlrings.services.replay.table import SampledBatch, Table
 
 log = logging.getLogger(__name__)
 

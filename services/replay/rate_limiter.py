@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from services.replay.config import RateLimiterConfig
+from rlrings.services.replay.config import RateLimiterConfig
 
 
 @dataclass

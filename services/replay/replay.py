@@ -2,7 +2,7 @@
 
 Two kinds of store: the embedded one snapshots memory to a local directory
 now and then; the Cassandra ring takes every chunk before it is acknowledged
-(:mod:`services.replay.cassandra_store`), and the tables are rebuilt from it
+(:mod:`rlrings.services.replay.cassandra_store`), and the tables are rebuilt from it
 when the shard starts.
 """
 
@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rlrings.services.replay.ack_log import AckLog, Sampled
+from rlrings.services.replay.cassandra_store import CassandraStore, Segment
+from rlrings.services.replay.config import AckLogConfig, TableConfig
+from rlrings.services.replay.older_items import OlderItems
+from rlrings.services.replay.store import SnapshotStore
+from rlrings.services.replay.table import SampledBatch, Table, WouldBlock
 
 from rlrings import codec
 from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from rlrings.security import Caller
 from rlrings.v1 import tensor_pb2
-from services.replay.ack_log import AckLog, Sampled
-from services.replay.cassandra_store import CassandraStore, Segment
-from services.replay.config import AckLogConfig, TableConfig
-from services.replay.older_items import OlderItems
-from services.replay.store import SnapshotStore
-from services.replay.table import SampledBatch, Table, WouldBlock
 
 log = logging.getLogger(__name__)
 MAX_WRITER_ID_LENGTH = 128

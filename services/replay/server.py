@@ -6,15 +6,16 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from rlrings.services.replay.ack_log import AckLog
+from rlrings.services.replay.cassandra_store import CassandraStore
+from rlrings.services.replay.config import ReplayConfig
+from rlrings.services.replay.metrics import ReplayCollector
+from rlrings.services.replay.replay import Replay
+from rlrings.services.replay.servicer import ReplayServicer
+from rlrings.services.replay.store import SnapshotStore
+
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
-from services.replay.ack_log import AckLog
-from services.replay.cassandra_store import CassandraStore
-from services.replay.config import ReplayConfig
-from services.replay.metrics import ReplayCollector
-from services.replay.replay import Replay
-from services.replay.servicer import ReplayServicer
-from services.replay.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +92,5 @@ class ReplayServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m services.replay`` and ``rlrings replay``."""
+    """Entry point of ``python -m rlrings.services.replay`` and ``rlrings replay``."""
     return service_main("replay", ReplayConfig, lambda config: ReplayServer(config).service(), argv)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rlrings.services.replay.table import TableState
 
 from rlrings.errors import ConfigError
 from rlrings.signature import Signature
-from services.replay.table import TableState
 
 log = logging.getLogger(__name__)
 

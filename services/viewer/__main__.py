@@ -1,7 +1,7 @@
-"""``python -m services.viewer``: run the viewer."""
+"""``python -m rlrings.services.viewer``: run the viewer."""
 
 import sys
 
-from services.viewer.server import main
+from rlrings.services.viewer.server import main
 
 sys.exit(main())

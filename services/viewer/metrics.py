@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from services.viewer.viewer import Viewer
+from rlrings.services.viewer.viewer import Viewer
 
 
 class ViewerCollector(Collector):

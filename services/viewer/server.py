@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from rlrings.services.viewer.config import ViewerConfig
+from rlrings.services.viewer.metrics import ViewerCollector
+from rlrings.services.viewer.servicer import ViewerServicer
+from rlrings.services.viewer.viewer import Viewer
+from rlrings.services.viewer.web import WebServer
+
 from rlrings.errors import ConfigError
 from rlrings.server import Server, Service, service_main
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
-from services.viewer.config import ViewerConfig
-from services.viewer.metrics import ViewerCollector
-from services.viewer.servicer import ViewerServicer
-from services.viewer.viewer import Viewer
-from services.viewer.web import WebServer
 
 SERVICE_NAME = viewer_pb2.DESCRIPTOR.services_by_name["ViewerService"].full_name
 
@@ -41,5 +42,5 @@ def build(config: ViewerConfig) -> Service:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m services.viewer`` and ``rlrings viewer``."""
+    """Entry point of ``python -m rlrings.services.viewer`` and ``rlrings viewer``."""
     return service_main("viewer", ViewerConfig, build, argv)

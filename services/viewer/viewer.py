@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from rlrings.services.viewer.config import ViewerConfig
+from rlrings.services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
 
 from rlrings import wire
 from rlrings.envs import env_spec, make_env
@@ -33,8 +35,6 @@ from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from rlrings.spaces import Discrete
-from services.viewer.config import ViewerConfig
-from services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
 
 log = logging.getLogger(__name__)
 _CHUNK_STEPS = 64

@@ -37,11 +37,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
+from rlrings.services.viewer.viewer import Frame, Viewer
 
 from rlrings.errors import InvalidArgumentError, RlringsError
 from rlrings.security import Admission
 from rlrings.video import record_episodes, write_video
-from services.viewer.viewer import Frame, Viewer
 
 log = logging.getLogger(__name__)
 _PAGE = Path(__file__).with_name("static") / "index.html"

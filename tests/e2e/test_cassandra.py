@@ -18,6 +18,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+from rlrings.services.replay.config import ReplayConfig
+from rlrings.services.replay.server import ReplayServer
 
 from dev.cassandra_ring import CQL_PORT, Ring
 from rlrings import codec
@@ -25,8 +27,6 @@ from rlrings.config import load_config
 from rlrings.errors import UnavailableError
 from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
-from services.replay.config import ReplayConfig
-from services.replay.server import ReplayServer
 from tests.helpers import frames, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -201,7 +201,7 @@ def test_every_dtype_round_trips_through_the_ring_and_shards_do_not_collide(cass
 
 def start_process(config_path):
     return subprocess.Popen(
-        [sys.executable, "-m", "services.replay", "--config", str(config_path)],
+        [sys.executable, "-m", "rlrings.services.replay", "--config", str(config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -13,6 +13,8 @@ import aiohttp
 import grpc
 import numpy as np
 import pytest
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import experience, wire
 from rlrings.config import load_config
@@ -22,8 +24,6 @@ from rlrings.parameter_client import ParameterClient
 from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
-from services.parameter.config import ParameterConfig
-from services.parameter.server import ParameterServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -47,7 +47,7 @@ def start_viewer(replay, parameter, *settings: str) -> dict:
     """The viewer as its own process, once its page answers: its addresses and the process."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.viewer", "--replay-address", replay.address,
+        [sys.executable, "-m", "rlrings.services.viewer", "--replay-address", replay.address,
          "--parameter-address", parameter.address, "--http-port", str(http_port), "--port", str(grpc_port),
          "--metrics-port", str(metrics_port), *settings],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -93,7 +93,7 @@ def viewer_with_tokens(tmp_path, replay, parameter, tokens: list[dict], **settin
         "port": free_port(), "metrics_port": free_port(), **settings,
         "auth": {"tokens_file": str(path), "token": tokens[0]["token"]},
     }))  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "services.viewer", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "rlrings.services.viewer", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     return process, http_port
 

@@ -5,6 +5,8 @@ import sys
 
 import gymnasium as gym
 import pytest
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import wire
 from rlrings.config import load_config
@@ -12,8 +14,6 @@ from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, Policy, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.processes import free_port
-from services.parameter.config import ParameterConfig
-from services.parameter.server import ParameterServer
 
 pytestmark = pytest.mark.service
 
@@ -26,7 +26,7 @@ def test_actor_refuses_a_table_its_env_cannot_fill(start_replay):
     }
     server = start_replay([image_table])
     result = subprocess.run(
-        [sys.executable, "-m", "services.actor", "--replay-address", server.address, "--env", "CartPole-v1",
+        [sys.executable, "-m", "rlrings.services.actor", "--replay-address", server.address, "--env", "CartPole-v1",
          "--port", "0", "--metrics-port", "0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -123,7 +123,7 @@ def test_actor_refuses_a_published_model_for_another_env(start_replay, tmp_path)
         with ParameterClient(parameter.address) as client:
             client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec), learner_step=1)
         result = subprocess.run(
-            [sys.executable, "-m", "services.actor", "--replay-address", replay.address, "--parameter-address",
+            [sys.executable, "-m", "rlrings.services.actor", "--replay-address", replay.address, "--parameter-address",
              parameter.address, "--env", "CartPole-v1", "--port", "0", "--metrics-port", "0"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -135,7 +135,7 @@ def test_actor_refuses_a_published_model_for_another_env(start_replay, tmp_path)
 
 def test_an_algorithm_refuses_an_action_space_it_does_not_support():
     result = subprocess.run(
-        [sys.executable, "-m", "services.learner", "--env", "Pendulum-v1", "--algorithm", "dqn", "--port", "0",
+        [sys.executable, "-m", "rlrings.services.learner", "--env", "Pendulum-v1", "--algorithm", "dqn", "--port", "0",
          "--metrics-port", "0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -146,9 +146,10 @@ def test_an_algorithm_refuses_an_action_space_it_does_not_support():
 
 
 def test_the_viewer_plays_a_continuous_env_from_keys_and_says_why_another_cannot_be_played():
+    from rlrings.services.viewer.config import ViewerConfig
+    from rlrings.services.viewer.viewer import Viewer
+
     from rlrings.errors import FailedPreconditionError
-    from services.viewer.config import ViewerConfig
-    from services.viewer.viewer import Viewer
 
     nothing = f"127.0.0.1:{free_port()}"  # no service there: the page works before any weights arrive
     config = load_config(ViewerConfig, [], env="Pendulum-v1", replay_address=nothing, parameter_address=nothing)

@@ -8,12 +8,12 @@ import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 from rlrings.config import load_config
 from rlrings.parameter_client import ParameterClient
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
-from services.parameter.config import ParameterConfig
-from services.parameter.server import ParameterServer
 
 pytestmark = pytest.mark.service
 

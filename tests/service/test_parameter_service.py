@@ -8,13 +8,13 @@ import time
 
 import grpc
 import pytest
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 from rlrings.config import load_config
 from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
-from services.parameter.config import ParameterConfig
-from services.parameter.server import ParameterServer
 
 pytestmark = pytest.mark.service
 MODEL = spaces_pb2.ModelSpec(architecture="mlp", env_id="CartPole-v1")
@@ -241,7 +241,7 @@ def test_a_directory_that_cannot_be_written_exits_2_at_start(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "services.parameter",
+        "rlrings.services.parameter",
         "--port",
         "0",
         "--metrics-port",

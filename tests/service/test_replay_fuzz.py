@@ -78,9 +78,10 @@ def _valid_chunk(steps):
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
+    from rlrings.services.replay.config import ReplayConfig
+    from rlrings.services.replay.server import ReplayServer
+
     from rlrings.config import load_config
-    from services.replay.config import ReplayConfig
-    from services.replay.server import ReplayServer
 
     config = load_config(
         ReplayConfig,

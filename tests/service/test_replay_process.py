@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 def start(config_path, *flags):
     return subprocess.Popen(
-        [sys.executable, "-m", "services.replay", "--config", str(config_path), *flags],
+        [sys.executable, "-m", "rlrings.services.replay", "--config", str(config_path), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

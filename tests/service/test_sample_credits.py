@@ -6,10 +6,10 @@ import time
 
 import grpc
 import pytest
+from rlrings.services.replay.config import TableConfig
 
 from rlrings.errors import DeadlineExceededError
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
-from services.replay.config import TableConfig
 from tests.helpers import FRAME_SIGNATURE, frames
 
 pytestmark = pytest.mark.service

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.learner.config import LearnerConfig
 
 from rlrings import algorithms, distributions, experience, wire
 from rlrings.algorithms.appo import AppoConfig, AppoLearning
@@ -17,8 +19,6 @@ from rlrings.envs import env_spec, make_vector_env
 from rlrings.errors import ConfigError
 from rlrings.models import ModelSpec, build_model
 from rlrings.spaces import Box, Discrete
-from services.actor.config import ActorConfig
-from services.learner.config import LearnerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

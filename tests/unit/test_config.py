@@ -1,10 +1,10 @@
 import socket
 
 import pytest
+from rlrings.services.replay.config import ReplayConfig, TableConfig
 
 from rlrings.config import load_config
 from rlrings.errors import ConfigError
-from services.replay.config import ReplayConfig, TableConfig
 from tests.helpers import table
 
 TABLES_YAML = """
@@ -81,7 +81,7 @@ def test_queue_preset_is_a_blocking_fifo():
 
 
 def test_actor_seed_null_draws_a_different_seed_per_process():
-    from services.actor.config import ActorConfig
+    from rlrings.services.actor.config import ActorConfig
 
     assert load_config(ActorConfig, []).seed == 0
     seeds = {load_config(ActorConfig, [], seed=None).seed for _ in range(4)}

@@ -6,6 +6,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+from rlrings.services.replay.config import TableConfig
+from rlrings.services.viewer.keymaps import continuous_keymap_for
 
 from rlrings import algorithms, experience, wire
 from rlrings.algorithms.base import TablePlan
@@ -15,8 +17,6 @@ from rlrings.errors import ConfigError, InvalidArgumentError
 from rlrings.models import ObservationNormalizer, Policy, build_model
 from rlrings.signature import Column, Signature
 from rlrings.spaces import Box, Discrete
-from services.replay.config import TableConfig
-from services.viewer.keymaps import continuous_keymap_for
 
 PENDULUM = EnvSpec("Pendulum-v1", Box((3,), "float32", -8, 8), Box((1,), "float32", -2, 2))
 

@@ -83,7 +83,7 @@ def test_a_service_killed_from_outside_or_after_a_life_is_always_restarted_one_c
     from rlrings.mesh.supervisor import CRASH_LOOP_SECONDS, MAX_QUICK_DEATHS, crash_looping
     from rlrings.processes import ServiceProcess
 
-    service = ServiceProcess("replay", "services.replay", {}, tmp_path, started_at=100.0)
+    service = ServiceProcess("replay", "rlrings.services.replay", {}, tmp_path, started_at=100.0)
     assert not any(crash_looping(service, -signal.SIGKILL, 101.0) for _ in range(20))  # killed 20 times
     assert not any(crash_looping(service, 1, 100.0 + CRASH_LOOP_SECONDS) for _ in range(20))  # each after a life
     for death in range(1, MAX_QUICK_DEATHS + 1):  # a failure at start, again and again

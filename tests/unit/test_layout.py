@@ -14,11 +14,11 @@ WIRE = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "rlrings.v1
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in ("rlrings", "services"):
-        for path in (ROOT / package).rglob("*.py"):
+    for folder, package in (("rlrings", "rlrings"), ("services", "rlrings.services")):  # as pyproject maps them
+        for path in (ROOT / folder).rglob("*.py"):
             if "v1" in path.relative_to(ROOT).parts:
                 continue
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             found[".".join(parts)] = path
@@ -85,9 +85,9 @@ def test_no_service_imports_another():
     crossings = [
         (module, name)
         for module in MODULES
-        if module.startswith("services.")
+        if module.startswith("rlrings.services.")
         for name in project_imports(module)
-        if name.startswith("services.") and name.split(".")[1] != module.split(".")[1]
+        if name.startswith("rlrings.services.") and name.split(".")[2] != module.split(".")[2]
     ]
     assert not crossings
 

@@ -17,10 +17,19 @@ def test_wheel_has_the_packages_generated_code_and_the_viewer_page(tmp_path):
         "rlrings/__init__.py",
         "rlrings/v1/replay_pb2.py",
         "rlrings/algorithms/impala.py",
-        "services/replay/__main__.py",
-        "services/viewer/static/index.html",
+        "rlrings/services/replay/__main__.py",
+        "rlrings/services/viewer/static/index.html",
     ):
         assert needed in names, needed
+    top_level = {name.split("/")[0] for name in names if not name.startswith("rlrings-")}
+    assert top_level == {"rlrings"}, f"the wheel claims top-level names besides rlrings: {top_level}"
+    folders = {path.parent for path in ROOT.glob("rlrings/**/__init__.py")} | {
+        path.parent for path in ROOT.glob("services/**/__init__.py")
+    }
+    for folder in folders:
+        relative = folder.relative_to(ROOT)
+        packaged = relative if relative.parts[0] == "rlrings" else Path("rlrings") / relative
+        assert f"{packaged.as_posix()}/__init__.py" in names, f"{relative} is missing from pyproject's packages"
 
 
 def test_public_surface_is_lazy():

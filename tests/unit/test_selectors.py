@@ -1,6 +1,5 @@
 import numpy as np
-
-from services.replay.selectors import SumTree
+from rlrings.services.replay.selectors import SumTree
 
 
 def test_sum_tree_totals_and_updates():
