@@ -119,8 +119,10 @@ class Mesh:
         reason = "interrupted"
         try:
             with contextlib.ExitStack() as stack:
-                # a terminal gets the live table; a log (CI, nohup, a pipe) a line every few seconds
-                live = stack.enter_context(Live(console=console, refresh_per_second=2)) if console.is_terminal else None
+                # a terminal gets the live table; a log (CI, nohup, a pipe, a notebook's cell) a line
+                # every few seconds. (isatty, not console.is_terminal: FORCE_COLOR makes Rich call a pipe one.)
+                terminal = console.is_terminal and console.file.isatty()
+                live = stack.enter_context(Live(console=console, refresh_per_second=2)) if terminal else None
                 next_line = time.monotonic() + c.progress_seconds
                 while True:
                     self._supervise(console)
