@@ -35,7 +35,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.learning import bootstrap, iqm
+from bench.learning import bootstrap, iqm, reference_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -82,20 +82,12 @@ def rlrings(task: str, seed: int) -> dict:
 
 def sb3(task: str, seed: int) -> dict | None:
     env, _, steps, _, target, _, _ = TASKS[task]
-    if not SB3_PYTHON.exists():
-        return None
-    command = [str(SB3_PYTHON), str(ROOT / "bench" / "sb3_side.py"), "--env", env, "--seed", str(seed),
-               "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20))]  # fmt: skip
+    args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20))]
     if target is not None and target < 1e8:
-        command += ["--target", str(target)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        print(result.stderr[-3000:], file=sys.stderr)
-        return None
-    run = json.loads(result.stdout.strip().splitlines()[-1])
-    run["seed"] = seed
-    run["solved"] = run["seconds_to_solve"] is not None
-    run["best_evaluation"] = max((r for _, r, _ in run["curve"]), default=None)
+        args += ["--target", str(target)]
+    run = reference_run(SB3_PYTHON, "sb3_side.py", seed, *args)
+    if run is not None:
+        run["best_evaluation"] = max((r for _, r, _ in run["curve"]), default=None)
     return run
 
 

@@ -79,15 +79,14 @@ def mesh(algorithm: str, seed: int, keep: float) -> dict:
     }
 
 
-def rllib(seed: int, keep: float) -> dict | None:
-    if not RLLIB_PYTHON.exists():
+def reference_run(python: Path, script: str, seed: int, *args: str) -> dict | None:
+    """One run of a reference system (RLlib, Stable-Baselines3) by its side script in its own virtual
+    environment: the script's last stdout line is its JSON result, given ``seed`` and ``solved``
+    here. None where that environment is missing or the run failed (its stderr tail printed)."""
+    if not python.exists():
         return None
-    steps, seconds = BUDGETS["rllib"]
-    result = subprocess.run(
-        [str(RLLIB_PYTHON), str(ROOT / "bench" / "rllib_side.py"), "--seed", str(seed), "--max-seconds",
-         str(seconds), "--max-env-steps", str(steps), "--keep-running-seconds", str(keep)],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    command = [str(python), str(ROOT / "bench" / script), "--seed", str(seed), *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
         return None
@@ -95,6 +94,12 @@ def rllib(seed: int, keep: float) -> dict | None:
     run["seed"] = seed
     run["solved"] = run["seconds_to_solve"] is not None
     return run
+
+
+def rllib(seed: int, keep: float) -> dict | None:
+    steps, seconds = BUDGETS["rllib"]
+    return reference_run(RLLIB_PYTHON, "rllib_side.py", seed, "--max-seconds", str(seconds), "--max-env-steps",
+                         str(steps), "--keep-running-seconds", str(keep))  # fmt: skip
 
 
 def iqm(values: np.ndarray) -> float:
