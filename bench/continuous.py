@@ -29,6 +29,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +138,18 @@ def plot(results: dict, path: Path) -> None:
                 curves.append(points)
             if curves:
                 xs = np.linspace(0, steps, 41)
-                ys = np.nanmean([np.interp(xs, c[:, 0], c[:, 1], left=np.nan, right=c[-1, 1]) for c in curves], axis=0)
+                with warnings.catch_warnings():  # before any run's first evaluation there is no mean to take
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ys = np.nanmean(
+                        [np.interp(xs, c[:, 0], c[:, 1], left=np.nan, right=c[-1, 1]) for c in curves], axis=0
+                    )
                 axes.plot(xs, ys, color=colour, label=f"{label}, mean of {len(curves)}")
         target = TASKS[task][4]
         if target is not None and target < 1e8:
             axes.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
         axes.set_title(f"{env}: evaluation (greedy, fresh episodes)")
         axes.set_xlabel("env steps")
+        axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axes.set_ylabel("return")
         axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
