@@ -104,8 +104,8 @@ def collect(
             stepped = chosen
         else:
             params, _ = model(torch.as_tensor(batch))
-            sampled = _distribution(model, params)
-            sampled = sampled.mode() if greedy else sampled.sample(generator)
+            dist = _distribution(model, params)
+            sampled = dist.mode() if greedy else dist.sample(generator)
             chosen = sampled.numpy()
             stepped = distributions.to_env_action(model.spec.action_space, sampled)
         still = []
@@ -121,7 +121,7 @@ def collect(
         active = still
     return Episodes(
         [np.stack(o) for o in obs],
-        [np.asarray(a, np.int64 if np.asarray(a[0]).dtype.kind in "iu" else np.float32) for a in actions],
+        [np.stack(a) for a in actions],  # int64 choices, or float32 vectors
         [np.asarray(r, np.float32) for r in rewards],
         [current[i].copy() for i in range(count)],
         truncations,
