@@ -267,10 +267,9 @@ def shards(ring: Ring, directory: Path, quick: bool) -> FaultReport:
 
 
 def beyond_memory(ring: Ring, directory: Path, quick: bool) -> FaultReport:
+    from rlrings.config import load_config
     from rlrings.services.replay.cassandra_store import CassandraStore
     from rlrings.services.replay.config import ReplayConfig
-
-    from rlrings.config import load_config
 
     started = time.monotonic()
     with one_shard_two_writers(ring, directory, "beyond", UNIFORM) as (shard, writers):

@@ -6,11 +6,11 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
-from rlrings.services.replay.config import ReplayConfig, TableConfig
-from rlrings.services.replay.server import ReplayServer
 
 from rlrings.config import load_config
 from rlrings.replay_client import ReplayClient
+from rlrings.services.replay.config import ReplayConfig, TableConfig
+from rlrings.services.replay.server import ReplayServer
 from tests.helpers import FRAME_SIGNATURE, table
 
 # Fuzzing runs briefly by default; HYPOTHESIS_PROFILE=long runs it for longer.

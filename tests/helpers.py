@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from rlrings.services.replay.config import TableConfig
 
 FRAME_SIGNATURE = {

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rlrings.services.actor.config import ActorConfig
-from rlrings.services.actor.metrics import ReturnHistogram
 
 from rlrings import algorithms, codec, experience, wire
 from rlrings.control import RateMeter
@@ -27,6 +25,8 @@ from rlrings.errors import ConfigError, RlringsError
 from rlrings.models import build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.actor.metrics import ReturnHistogram
 from rlrings.spaces import Discrete
 
 log = logging.getLogger(__name__)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlrings.server import Server, Service, service_main
 from rlrings.services.actor.actor import Actor
 from rlrings.services.actor.config import ActorConfig
 from rlrings.services.actor.metrics import ActorCollector
 from rlrings.services.actor.servicer import ActorServicer
-
-from rlrings.server import Server, Service, service_main
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
 
 SERVICE_NAME = actor_pb2.DESCRIPTOR.services_by_name["ActorService"].full_name

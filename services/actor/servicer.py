@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from rlrings.services.actor.actor import Actor
 
 from rlrings.control import parse_settings, run_state
 from rlrings.errors import InvalidArgumentError
+from rlrings.services.actor.actor import Actor
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
 
 # Settings that may change while the actor runs: type, lowest, highest.

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rlrings.services.learner.config import LearnerConfig
 
 from rlrings import algorithms, wire
 from rlrings.control import RateMeter
@@ -28,6 +27,7 @@ from rlrings.models import WEIGHTS_FORMAT, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from rlrings.ring import LocalRing, Ring, connect
+from rlrings.services.learner.config import LearnerConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlrings.errors import ConfigError
+from rlrings.processes import finish_process
+from rlrings.server import Server, Service, service_main
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.learner import Learner
 from rlrings.services.learner.metrics import LearnerCollector
 from rlrings.services.learner.servicer import LearnerServicer
-
-from rlrings.errors import ConfigError
-from rlrings.processes import finish_process
-from rlrings.server import Server, Service, service_main
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 
 SERVICE_NAME = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from rlrings.services.learner.learner import Learner
-
 from rlrings.control import parse_settings, run_state
 from rlrings.errors import InvalidArgumentError
+from rlrings.services.learner.learner import Learner
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 
 # Settings that may change while the learner runs: type, lowest, highest.

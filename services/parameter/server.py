@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from rlrings.server import Server, Service, service_main
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.servicer import ParameterServicer
 from rlrings.services.parameter.store import WeightStore
-
-from rlrings.server import Server, Service, service_main
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 
 SERVICE_NAME = parameter_pb2.DESCRIPTOR.services_by_name["ParameterService"].full_name

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import math
 
-from rlrings.services.parameter.store import WeightStore
-
 from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
 from rlrings.server import blocking
+from rlrings.services.parameter.store import WeightStore
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 
 

@@ -45,9 +45,9 @@ from pathlib import Path
 
 import google_crc32c
 import numpy as np
-from rlrings.services.replay.store import sync_dir
 
 from rlrings.errors import ResourceExhaustedError, UnavailableError
+from rlrings.services.replay.store import sync_dir
 from rlrings.v1 import tensor_pb2
 
 log = logging.getLogger(__name__)

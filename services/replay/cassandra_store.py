@@ -34,11 +34,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
-from rlrings.services.replay.config import CassandraConfig
-from rlrings.services.replay.table import Bookkeeping, TableState
 
 from rlrings import codec
 from rlrings.errors import ConfigError, UnavailableError
+from rlrings.services.replay.config import CassandraConfig
+from rlrings.services.replay.table import Bookkeeping, TableState
 from rlrings.signature import Signature
 from rlrings.v1 import tensor_pb2
 

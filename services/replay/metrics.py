@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
+
 from rlrings.services.replay.replay import Replay
 
 

@@ -17,6 +17,7 @@ import logging
 import threading
 
 import numpy as np
+
 from rlrings.services.replay.cassandra_store import CassandraStore, Segment
 from rlrings.services.replay.table import SampledBatch, Table
 

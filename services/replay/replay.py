@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rlrings import codec
+from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from rlrings.security import Caller
 from rlrings.services.replay.ack_log import AckLog, Sampled
 from rlrings.services.replay.cassandra_store import CassandraStore, Segment
 from rlrings.services.replay.config import AckLogConfig, TableConfig
 from rlrings.services.replay.older_items import OlderItems
 from rlrings.services.replay.store import SnapshotStore
 from rlrings.services.replay.table import SampledBatch, Table, WouldBlock
-
-from rlrings import codec
-from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
-from rlrings.security import Caller
 from rlrings.v1 import tensor_pb2
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from rlrings.server import Server, Service, service_main
 from rlrings.services.replay.ack_log import AckLog
 from rlrings.services.replay.cassandra_store import CassandraStore
 from rlrings.services.replay.config import ReplayConfig
@@ -13,8 +14,6 @@ from rlrings.services.replay.metrics import ReplayCollector
 from rlrings.services.replay.replay import Replay
 from rlrings.services.replay.servicer import ReplayServicer
 from rlrings.services.replay.store import SnapshotStore
-
-from rlrings.server import Server, Service, service_main
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 
 log = logging.getLogger(__name__)

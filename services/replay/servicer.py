@@ -7,13 +7,13 @@ import math
 
 import grpc
 import numpy as np
-from rlrings.services.replay.replay import Replay
-from rlrings.services.replay.table import SampledBatch, Table, WouldBlock
 
 from rlrings import codec
 from rlrings.errors import InvalidArgumentError, RlringsError
 from rlrings.security import caller_may, current_caller
 from rlrings.server import blocking
+from rlrings.services.replay.replay import Replay
+from rlrings.services.replay.table import SampledBatch, Table, WouldBlock
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 
 # Room left in each sample message for framing, and the most each item adds

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rlrings.services.replay.table import TableState
 
 from rlrings.errors import ConfigError
+from rlrings.services.replay.table import TableState
 from rlrings.signature import Signature
 
 log = logging.getLogger(__name__)

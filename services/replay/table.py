@@ -25,9 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from rlrings.services.replay.config import TableConfig
-from rlrings.services.replay.rate_limiter import RateLimiter
-from rlrings.services.replay.selectors import SELECTORS, Occupancy, PrioritizedSelector
 
 from rlrings.errors import (
     CancelledError,
@@ -35,6 +32,9 @@ from rlrings.errors import (
     InvalidArgumentError,
     UnavailableError,
 )
+from rlrings.services.replay.config import TableConfig
+from rlrings.services.replay.rate_limiter import RateLimiter
+from rlrings.services.replay.selectors import SELECTORS, Occupancy, PrioritizedSelector
 
 # How often a blocked call wakes to check that its caller is still there.
 _LIVENESS_CHECK_SECONDS = 0.5

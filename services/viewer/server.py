@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from rlrings.errors import ConfigError
+from rlrings.server import Server, Service, service_main
 from rlrings.services.viewer.config import ViewerConfig
 from rlrings.services.viewer.metrics import ViewerCollector
 from rlrings.services.viewer.servicer import ViewerServicer
 from rlrings.services.viewer.viewer import Viewer
 from rlrings.services.viewer.web import WebServer
-
-from rlrings.errors import ConfigError
-from rlrings.server import Server, Service, service_main
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
 
 SERVICE_NAME = viewer_pb2.DESCRIPTOR.services_by_name["ViewerService"].full_name

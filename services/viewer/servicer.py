@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from rlrings.services.viewer.viewer import Frame, Viewer
 
 from rlrings import wire
 from rlrings.errors import InvalidArgumentError
 from rlrings.security import current_caller
+from rlrings.services.viewer.viewer import Frame, Viewer
 from rlrings.spaces import Discrete
 from rlrings.v1 import spaces_pb2, viewer_pb2, viewer_pb2_grpc
 

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from rlrings.services.viewer.config import ViewerConfig
-from rlrings.services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
 
 from rlrings import wire
 from rlrings.envs import env_spec, make_env
@@ -34,6 +32,8 @@ from rlrings.errors import (
 from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
+from rlrings.services.viewer.config import ViewerConfig
+from rlrings.services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
 from rlrings.spaces import Discrete
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,10 @@ class Viewer:
 
 
 class Session:
-    """One viewer's episode loop. Not thread-safe: one stepping thread at a time."""
+    """One viewer's episode loop. Ticks come from one thread at a time; :meth:`close` may come from
+    another (a page that left while its tick ran in an executor): a lock makes it wait for the tick
+    in flight, and a tick after the close is refused, so the env is never closed under a step and
+    the episode recorded is never half-written."""
 
     def __init__(self, viewer: Viewer, mode: str, seed: int, client: str = ""):
         self.viewer, self.mode, self.client = viewer, mode, client
@@ -208,6 +211,7 @@ class Session:
         self.held: list[int] = []
         self.last_action = self.continuous.rest() if self.continuous is not None else 0
         self.closed = False
+        self._stepping = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
@@ -272,10 +276,25 @@ class Session:
     # -- stepping ----------------------------------------------------------------
 
     def first_frame(self) -> Frame:
-        return self._frame(0.0, False, False, 0, self.last_action)
+        with self._stepping:
+            self._check_open()
+            return self._frame(0.0, False, False, 0, self.last_action)
 
     def tick(self) -> Frame:
-        """Steps once; records and resets when the episode ends."""
+        """Steps once; records and resets when the episode ends.
+
+        Raises:
+            FailedPreconditionError: the session was closed.
+        """
+        with self._stepping:
+            self._check_open()
+            return self._tick()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise FailedPreconditionError("the session is closed")
+
+    def _tick(self) -> Frame:
         action, version = self._next_action()
         self.last_action = action
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
@@ -322,14 +341,15 @@ class Session:
 
     def close(self) -> None:
         """Ends the session; a played episode cut short is stored marked truncated."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self._finish(truncated=True)
-        finally:
-            self.env.close()
-            self.viewer.release(self.mode, self.client)
+        with self._stepping:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self._finish(truncated=True)
+            finally:
+                self.env.close()
+                self.viewer.release(self.mode, self.client)
 
     @property
     def idle(self) -> bool:

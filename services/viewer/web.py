@@ -37,10 +37,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
-from rlrings.services.viewer.viewer import Frame, Viewer
 
 from rlrings.errors import InvalidArgumentError, RlringsError
 from rlrings.security import Admission
+from rlrings.services.viewer.viewer import Frame, Viewer
 from rlrings.video import record_episodes, write_video
 
 log = logging.getLogger(__name__)

@@ -15,17 +15,17 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from rlrings.services.actor.config import ActorConfig
-from rlrings.services.learner.config import LearnerConfig
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.replay.config import ReplayConfig
-from rlrings.services.viewer.config import ViewerConfig
 
 from rlrings import algorithms, certs, experience
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.fewshot import FewShotConfig
 from rlrings.security import COMPONENT_SCOPES
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.replay.config import ReplayConfig
+from rlrings.services.viewer.config import ViewerConfig
 from tests.deploy.helpers import KUBERNETES_VERSION, ROOT
 
 CHART = ROOT / "helm" / "rlrings"

@@ -18,8 +18,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from rlrings.services.replay.config import ReplayConfig
-from rlrings.services.replay.server import ReplayServer
 
 from dev.cassandra_ring import CQL_PORT, Ring
 from rlrings import codec
@@ -27,6 +25,8 @@ from rlrings.config import load_config
 from rlrings.errors import UnavailableError
 from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
+from rlrings.services.replay.config import ReplayConfig
+from rlrings.services.replay.server import ReplayServer
 from tests.helpers import frames, table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings.config import load_config
 from rlrings.models import Policy
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 from tests.e2e.test_mesh import finish, up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -8,13 +8,13 @@ import sys
 import time
 
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import wire
 from rlrings.config import load_config
 from rlrings.models import Policy, build_model, load_weights
 from rlrings.parameter_client import ParameterClient
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

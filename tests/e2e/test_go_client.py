@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import wire
 from rlrings.config import load_config
@@ -20,6 +18,8 @@ from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 pytestmark = [pytest.mark.e2e]
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"

@@ -13,8 +13,6 @@ import aiohttp
 import grpc
 import numpy as np
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import experience, wire
 from rlrings.config import load_config
@@ -23,6 +21,8 @@ from rlrings.models import ModelSpec, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.processes import free_port
 from rlrings.replay_client import ReplayClient
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -5,8 +5,6 @@ import sys
 
 import gymnasium as gym
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import wire
 from rlrings.config import load_config
@@ -14,6 +12,8 @@ from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, Policy, build_model, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.processes import free_port
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 
 pytestmark = pytest.mark.service
 
@@ -146,10 +146,9 @@ def test_an_algorithm_refuses_an_action_space_it_does_not_support():
 
 
 def test_the_viewer_plays_a_continuous_env_from_keys_and_says_why_another_cannot_be_played():
+    from rlrings.errors import FailedPreconditionError
     from rlrings.services.viewer.config import ViewerConfig
     from rlrings.services.viewer.viewer import Viewer
-
-    from rlrings.errors import FailedPreconditionError
 
     nothing = f"127.0.0.1:{free_port()}"  # no service there: the page works before any weights arrive
     config = load_config(ViewerConfig, [], env="Pendulum-v1", replay_address=nothing, parameter_address=nothing)
@@ -174,5 +173,42 @@ def test_the_viewer_plays_a_continuous_env_from_keys_and_says_why_another_cannot
     try:
         with pytest.raises(FailedPreconditionError, match=r"play needs a key map: .*7 action elements"):
             viewer.open("Pusher-v5", "play")
+    finally:
+        viewer.close()
+
+
+def test_a_viewer_session_closed_during_a_tick_waits_for_it_and_refuses_the_next():
+    """The page's socket closes while its tick still runs in an executor thread: the close must not
+    pull the env from under the step (nor record a half-written step), and later ticks are refused."""
+    import threading
+    import time
+
+    from rlrings.errors import FailedPreconditionError
+    from rlrings.services.viewer.config import ViewerConfig
+    from rlrings.services.viewer.viewer import Viewer
+
+    nothing = f"127.0.0.1:{free_port()}"
+    viewer = Viewer(load_config(ViewerConfig, [], env="CartPole-v1", replay_address=nothing, parameter_address=nothing))
+    try:
+        session = viewer.open("CartPole-v1", "watch")
+        step, events = session.env.step, []
+
+        def slow_step(action):
+            events.append("step begins")
+            time.sleep(0.3)
+            events.append("step ends")
+            return step(action)
+
+        session.env.step = slow_step
+        ticking = threading.Thread(target=session.tick)
+        ticking.start()
+        time.sleep(0.1)  # the tick is inside the env's step
+        session.close()
+        events.append("closed")
+        ticking.join()
+        assert events == ["step begins", "step ends", "closed"], events
+        with pytest.raises(FailedPreconditionError, match="the session is closed"):
+            session.tick()
+        assert viewer.open_sessions["watch"] == 0, "the slot came back once"
     finally:
         viewer.close()

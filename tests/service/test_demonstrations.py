@@ -5,8 +5,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlrings.services.learner.config import LearnerConfig
-from rlrings.services.learner.learner import Learner
 
 from rlrings import experience
 from rlrings.algorithms.dqn import DqnConfig
@@ -14,6 +12,8 @@ from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.replay_client import ReplayClient
+from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.learner.learner import Learner
 
 pytestmark = pytest.mark.service
 
@@ -129,10 +129,9 @@ def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
 
 
 def test_bc_without_a_demonstrations_table_is_a_config_error(start_replay, tmp_path):
+    from rlrings.errors import ConfigError
     from rlrings.services.parameter.config import ParameterConfig
     from rlrings.services.parameter.server import ParameterServer
-
-    from rlrings.errors import ConfigError
 
     replay = start_replay([experience.table_config(ImpalaConfig(queue_size=100), env_spec("CartPole-v1"))])
     parameter = ParameterServer(

@@ -8,12 +8,12 @@ import time
 
 import grpc
 import pytest
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings.config import load_config
 from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from rlrings.parameter_client import ParameterClient, WeightsFollower
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 pytestmark = pytest.mark.service

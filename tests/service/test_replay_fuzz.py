@@ -78,10 +78,9 @@ def _valid_chunk(steps):
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
+    from rlrings.config import load_config
     from rlrings.services.replay.config import ReplayConfig
     from rlrings.services.replay.server import ReplayServer
-
-    from rlrings.config import load_config
 
     config = load_config(
         ReplayConfig,

@@ -199,10 +199,9 @@ def test_health_command_reports_serving_servers_and_fails_for_dead_ones_at_once(
 
 def test_a_client_pointed_at_another_service_is_told_which_one_answered(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
+    from rlrings.cli import main
     from rlrings.services.parameter.config import ParameterConfig
     from rlrings.services.parameter.server import ParameterServer
-
-    from rlrings.cli import main
 
     parameter = ParameterServer(
         load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")

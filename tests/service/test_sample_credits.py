@@ -6,9 +6,9 @@ import time
 
 import grpc
 import pytest
-from rlrings.services.replay.config import TableConfig
 
 from rlrings.errors import DeadlineExceededError
+from rlrings.services.replay.config import TableConfig
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from tests.helpers import FRAME_SIGNATURE, frames
 

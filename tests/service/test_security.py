@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 from rlrings import certs, codec
 from rlrings.config import load_config
@@ -25,6 +23,8 @@ from rlrings.errors import (
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from rlrings.security import COMPONENT_SCOPES, AuthConfig, ClientSecurity, TlsConfig
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import replay_pb2, spaces_pb2, tensor_pb2
 from tests.helpers import frames, table
 

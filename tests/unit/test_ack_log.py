@@ -1,12 +1,12 @@
 """The embedded store's acknowledgement log with snapshots: what a restart after a crash restores."""
 
 import numpy as np
-from rlrings.services.replay.ack_log import AckLog
-from rlrings.services.replay.replay import Replay
-from rlrings.services.replay.store import SnapshotStore
 
 from rlrings import codec
 from rlrings.security import Caller
+from rlrings.services.replay.ack_log import AckLog
+from rlrings.services.replay.replay import Replay
+from rlrings.services.replay.store import SnapshotStore
 from rlrings.v1 import tensor_pb2
 from tests.helpers import frames, table_config
 
@@ -87,7 +87,6 @@ def test_a_queue_restarted_after_a_crash_hands_out_only_what_it_had_not_yet(tmp_
     """Items sampled away are logged too: the restarted queue holds exactly the unsampled ones, and
     its rate limiter counts them as waiting (no stall, no repeats)."""
     from rlrings.services.replay.config import TableConfig
-
     from tests.helpers import FRAME_SIGNATURE
 
     def queue():

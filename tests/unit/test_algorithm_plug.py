@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rlrings.services.actor.config import ActorConfig
-from rlrings.services.learner.config import LearnerConfig
 
 from rlrings import algorithms, distributions, experience, wire
 from rlrings.algorithms.appo import AppoConfig, AppoLearning
@@ -18,6 +16,8 @@ from rlrings.config import load_config
 from rlrings.envs import env_spec, make_vector_env
 from rlrings.errors import ConfigError
 from rlrings.models import ModelSpec, build_model
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.learner.config import LearnerConfig
 from rlrings.spaces import Box, Discrete
 
 ROOT = Path(__file__).resolve().parents[2]

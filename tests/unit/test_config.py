@@ -1,10 +1,10 @@
 import socket
 
 import pytest
-from rlrings.services.replay.config import ReplayConfig, TableConfig
 
 from rlrings.config import load_config
 from rlrings.errors import ConfigError
+from rlrings.services.replay.config import ReplayConfig, TableConfig
 from tests.helpers import table
 
 TABLES_YAML = """

@@ -6,8 +6,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from rlrings.services.replay.config import TableConfig
-from rlrings.services.viewer.keymaps import continuous_keymap_for
 
 from rlrings import algorithms, experience, wire
 from rlrings.algorithms.base import TablePlan
@@ -15,6 +13,8 @@ from rlrings.algorithms.sac import TwinQ, actor_loss, critic_loss, temperature_l
 from rlrings.envs import EnvSpec, env_spec, make_vector_env
 from rlrings.errors import ConfigError, InvalidArgumentError
 from rlrings.models import ObservationNormalizer, Policy, build_model
+from rlrings.services.replay.config import TableConfig
+from rlrings.services.viewer.keymaps import continuous_keymap_for
 from rlrings.signature import Column, Signature
 from rlrings.spaces import Box, Discrete
 

@@ -8,8 +8,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from rlrings.services.replay.config import TableConfig
-from rlrings.services.replay.table import Table
 
 from rlrings.algorithms.dqn import DqnActing, DqnConfig, DqnLearning
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning
@@ -18,6 +16,8 @@ from rlrings.errors import DeadlineExceededError, InvalidArgumentError
 from rlrings.evaluation import play
 from rlrings.mesh import Mesh, MeshConfig
 from rlrings.models import ModelSpec, build_model
+from rlrings.services.replay.config import TableConfig
+from rlrings.services.replay.table import Table
 from tests.helpers import FRAME_SIGNATURE, frames, table_config
 
 

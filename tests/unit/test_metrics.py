@@ -4,9 +4,9 @@ each process's own figures on every service's registry."""
 import math
 
 from prometheus_client import CollectorRegistry, generate_latest
-from rlrings.services.actor.metrics import ReturnHistogram
 
 from rlrings.server import register_process_metrics
+from rlrings.services.actor.metrics import ReturnHistogram
 
 
 def test_return_buckets_are_cumulative_and_only_grow():

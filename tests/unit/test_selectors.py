@@ -1,4 +1,5 @@
 import numpy as np
+
 from rlrings.services.replay.selectors import SumTree
 
 

@@ -3,11 +3,11 @@ import time
 
 import numpy as np
 import pytest
+
+from rlrings.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError
 from rlrings.services.replay.config import TableConfig
 from rlrings.services.replay.store import SnapshotStore
 from rlrings.services.replay.table import Table
-
-from rlrings.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError
 from tests.helpers import FRAME_SIGNATURE, frames, table_config
 
 
