@@ -139,6 +139,8 @@ def mesh(tmp_path_factory):
             "1",
             "--max-seconds",
             "900",
+            "--max-env-steps",
+            "0",  # no step budget: CartPole runs at ~20 k steps/s, so the default 1 M ended the mesh mid-fuzzing
             "--target-return",
             "1e9",
         ],  # fmt: skip
