@@ -1,4 +1,4 @@
-"""Shared fixtures: table configs and real replay servers on loopback ports."""
+"""Shared fixtures: table configs, and real replay and parameter servers on loopback ports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, settings
 
 from rlrings.config import load_config
 from rlrings.replay_client import ReplayClient
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.parameter.server import ParameterServer
 from rlrings.services.replay.config import ReplayConfig, TableConfig
 from rlrings.services.replay.server import ReplayServer
 from tests.helpers import FRAME_SIGNATURE, table
@@ -48,3 +50,19 @@ def replay(start_replay):
     )
     with ReplayClient(server.address) as client:
         yield server, client.wait_ready(10)
+
+
+@pytest.fixture
+def start_parameter(tmp_path):
+    """Starts in-process parameter services on free loopback ports; stops them after the test."""
+    servers = []
+
+    def start(**settings):
+        settings = {"port": 0, "metrics_port": 0, "directory": tmp_path / "weights", **settings}
+        server = ParameterServer(load_config(ParameterConfig, [], **settings)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)

@@ -13,13 +13,10 @@ import numpy as np
 import pytest
 
 from rlrings import wire
-from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
 from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 
 pytestmark = [pytest.mark.e2e]
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
@@ -43,26 +40,21 @@ def go_client(tmp_path_factory):
 
 
 @pytest.mark.skipif(GO is None, reason="needs the go toolchain (make tools uses it too)")
-def test_a_go_client_uploads_experience_and_downloads_a_model(go_client, start_replay, tmp_path):
+def test_a_go_client_uploads_experience_and_downloads_a_model(go_client, start_replay, start_parameter, tmp_path):
     replay = start_replay([{"name": "experience", "signature": PENDULUM_TRANSITIONS, "max_size": 10_000}])
-    parameter = ParameterServer(
-        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
-    ).start()
-    try:
-        spec = ModelSpec.for_env(env_spec("Pendulum-v1"), "sac")
-        weights = weights_to_bytes(build_model(spec))
-        with ParameterClient(parameter.address) as client:
-            version = client.publish(weights, wire.model_spec_to_proto(spec))
-        out = tmp_path / "model.pt"
-        result = subprocess.run(
-            [str(go_client), "-replay", replay.address, "-table", "experience", "-chunks", "8", "-steps", "32",
-             "-resend-last", "-parameter", parameter.address, "-out", str(out)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-    finally:
-        parameter.stop(grace=0)
+    parameter = start_parameter()
+    spec = ModelSpec.for_env(env_spec("Pendulum-v1"), "sac")
+    weights = weights_to_bytes(build_model(spec))
+    with ParameterClient(parameter.address) as client:
+        version = client.publish(weights, wire.model_spec_to_proto(spec))
+    out = tmp_path / "model.pt"
+    result = subprocess.run(
+        [str(go_client), "-replay", replay.address, "-table", "experience", "-chunks", "8", "-steps", "32",
+         "-resend-last", "-parameter", parameter.address, "-out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
     # the resent chunk (same writer id and sequence) was acknowledged as a duplicate, stored once
     assert report["chunks_acked"] == 9 and report["duplicates"] == 1 and report["items_stored"] == 8 * 32
     with ReplayClient(replay.address) as client:

@@ -9,30 +9,12 @@ import time
 import grpc
 import pytest
 
-from rlrings.config import load_config
 from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from rlrings.parameter_client import ParameterClient, WeightsFollower
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 pytestmark = pytest.mark.service
 MODEL = spaces_pb2.ModelSpec(architecture="mlp", env_id="CartPole-v1")
-
-
-@pytest.fixture
-def start_parameter(tmp_path):
-    servers = []
-
-    def start(**settings):
-        settings = {"port": 0, "metrics_port": 0, "directory": tmp_path / "weights", **settings}
-        server = ParameterServer(load_config(ParameterConfig, [], **settings)).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(grace=0)
 
 
 def test_publish_and_fetch_beyond_the_message_limit(start_parameter):

@@ -12,7 +12,6 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from rlrings.config import load_config
 from rlrings.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -197,23 +196,16 @@ def test_health_command_reports_serving_servers_and_fails_for_dead_ones_at_once(
     assert f"connection refused: nothing listens at {nobody}" in " ".join(capsys.readouterr().out.split())
 
 
-def test_a_client_pointed_at_another_service_is_told_which_one_answered(tmp_path, capsys, monkeypatch):
+def test_a_client_pointed_at_another_service_is_told_which_one_answered(start_parameter, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     from rlrings.cli import main
-    from rlrings.services.parameter.config import ParameterConfig
-    from rlrings.services.parameter.server import ParameterServer
 
-    parameter = ParameterServer(
-        load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
-    ).start()
-    try:
-        with ReplayClient(parameter.address) as client, pytest.raises(UnimplementedError) as raised:
-            client.info()
-        assert f"{parameter.address} serves rlrings.v1.ParameterService, not the replay service" in str(raised.value)
-        assert main(["info", "--address", parameter.address]) == 1
-        assert "is it the replay address?" in " ".join(capsys.readouterr().out.split())
-    finally:
-        parameter.stop(grace=0)
+    parameter = start_parameter()
+    with ReplayClient(parameter.address) as client, pytest.raises(UnimplementedError) as raised:
+        client.info()
+    assert f"{parameter.address} serves rlrings.v1.ParameterService, not the replay service" in str(raised.value)
+    assert main(["info", "--address", parameter.address]) == 1
+    assert "is it the replay address?" in " ".join(capsys.readouterr().out.split())
 
 
 def test_version_and_per_command_usage():
