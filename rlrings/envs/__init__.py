@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,7 +99,25 @@ def float32_observations(env: gym.Env) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32), single)
 
 
+_renderer_import = threading.Lock()
+
+
+def _import_renderers() -> None:
+    """Imports pygame whole, once, under a lock. Gymnasium's classic-control and Box2D envs import
+    it inside ``render()``; two threads' first renders at once (the viewer's sessions in its
+    executor) once let one of them meet a half-executed ``pygame.surfarray`` (a CI run's
+    AttributeError on ``pixels3d``). Envs are made before they render, so making them here first
+    leaves every later import a lookup."""
+    with _renderer_import:
+        try:
+            importlib.import_module("pygame.surfarray")
+        except ImportError:  # pygame not installed: the envs that need it say so themselves
+            pass
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
+    if kwargs.get("render_mode"):
+        _import_renderers()
     env = env_factory(env_id)(**kwargs)
     _spaces(env_id, env)
     return env
