@@ -43,7 +43,7 @@ class ModelSpec:
     def for_env(cls, env, algorithm: str, architecture: str | None = None, distribution: str = "", **args) -> ModelSpec:
         """The model for ``env`` (an ``EnvSpec``): images get the CNN, vectors the MLP."""
         return cls(
-            architecture=architecture or ("cnn" if env.observation_space.is_image else "mlp"),
+            architecture=architecture or env.architecture or ("cnn" if env.observation_space.is_image else "mlp"),
             observation_space=env.observation_space,
             action_space=env.action_space,
             distribution=distribution,
@@ -242,13 +242,99 @@ class ConvNet(nn.Module):
         self.value = nn.Linear(hidden, 1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = obs.permute(0, 3, 1, 2).float() / 255.0
-        features = self.torso(frames)
+        features = self.torso(_frames(obs))
         return self.policy(features), self.value(features).squeeze(-1)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPNet, "cnn": ConvNet, "cnn64": ConvNet}
-"""``cnn64`` is the name models published before frames of any size were accepted still carry."""
+def _frames(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 HxWxC frames (as stored and sent) to float CxHxW in [0, 1], on the model's device."""
+    return obs.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _flat_size(torso: nn.Module, shape: tuple[int, ...]) -> int:
+    height, width, depth = shape
+    with torch.no_grad():
+        return torso(torch.zeros(1, depth, height, width)).shape[1]
+
+
+class NatureCNN(nn.Module):
+    """The Nature DQN torso (Mnih et al., 2015): 32 8x8/4, 64 4x4/2, 64 3x3/1, then 512 units,
+    for frames of any size from 36x36 up (Atari's 84x84x4 gives 3,136 features)."""
+
+    def __init__(self, spec: ModelSpec, hidden: int = 512):
+        super().__init__()
+        depth = spec.obs_shape[-1]
+        if min(spec.obs_shape[:2]) < 36:
+            raise ValueError(f"architecture nature: frames {spec.obs_shape} are smaller than its 36x36 minimum")
+        convs = nn.Sequential(
+            nn.Conv2d(depth, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )  # fmt: skip
+        for layer in convs:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.orthogonal_(layer.weight, float(np.sqrt(2)))
+                nn.init.zeros_(layer.bias)
+        self.torso = nn.Sequential(
+            convs, _init(nn.Linear(_flat_size(convs, spec.obs_shape), hidden), float(np.sqrt(2))), nn.ReLU()
+        )
+        self.policy = PolicyHead(hidden, spec)
+        self.value = _init(nn.Linear(hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.torso(_frames(obs))
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaResNet(nn.Module):
+    """IMPALA's deep torso (Espeholt et al., 2018), 15 layers: three sections of a 3x3
+    convolution, a 3x3/2 max-pool and two residual blocks (16, 32, 32 channels), then 256 units;
+    any frame size (each section halves it, rounding up)."""
+
+    def __init__(self, spec: ModelSpec, channels: tuple[int, ...] = (16, 32, 32), hidden: int = 256):
+        super().__init__()
+        depth = spec.obs_shape[-1]
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers += [
+                nn.Conv2d(depth, out, 3, padding=1),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                _ResidualBlock(out),
+                _ResidualBlock(out),
+            ]
+            depth = out
+        convs = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())
+        self.torso = nn.Sequential(convs, nn.Linear(_flat_size(convs, spec.obs_shape), hidden), nn.ReLU())
+        self.policy = PolicyHead(hidden, spec)
+        self.value = _init(nn.Linear(hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.torso(_frames(obs))
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLPNet,
+    "cnn": ConvNet,
+    "cnn64": ConvNet,
+    "nature": NatureCNN,
+    "impala": ImpalaResNet,
+}
+"""Image torsos: ``cnn`` (small, for 64x64 frames: Crafter, MineRL), ``nature`` (Atari's
+default) and ``impala`` (IMPALA's 15-layer ResNet), each for any HxWxC; ``cnn64`` is the name
+models published before frames of any size were accepted still carry."""
+IMAGE_ARCHITECTURES = ("cnn", "cnn64", "nature", "impala")
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -256,7 +342,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         cls = ARCHITECTURES[spec.architecture]
     except KeyError:
         raise ValueError(f"architecture: unknown {spec.architecture!r}; known: {sorted(ARCHITECTURES)}") from None
-    if cls is ConvNet and len(spec.obs_shape) != 3:
+    if spec.architecture in IMAGE_ARCHITECTURES and len(spec.obs_shape) != 3:
         raise ValueError(f"architecture {spec.architecture}: needs HxWxC frames, not observations {spec.obs_shape}")
     model = cls(spec, **spec.args)
     model.spec = spec  # what the model's outputs mean (its action distribution), for code handed just the model

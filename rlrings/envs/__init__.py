@@ -8,6 +8,8 @@ Ids, by prefix (:data:`ADAPTERS`, each a module of this package with a
 ``make(name, **kwargs)`` and its episode-ending contract in its docstring):
 
 - ``crafter`` (Crafter's reward task, 64x64x3 frames, 17 actions);
+- ``ALE/<Game>-v5``, e.g. ``ALE/Pong-v5``: Atari through ale-py with the standard
+  preprocessing (84x84x4 frames; :mod:`rlrings.envs.atari`);
 - ``minerl:<MineRL env id>``, e.g. ``minerl:MineRLTreechop-v0``: the ``pov``
   frame and a discretised action set (movement, jump, attack, camera turns);
 - ``task:<family>/<task>``, a task of a few-shot family (:mod:`rlrings.envs.tasks`),
@@ -45,10 +47,13 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 ADAPTERS: dict[str, str] = {
     "crafter": "rlrings.envs.crafter",
+    "ALE/": "rlrings.envs.atari",
     "minerl:": "rlrings.envs.minerl",
     "task:": "rlrings.envs.tasks",
 }
-"""Id prefix -> the adapter module that makes those envs (imported only when used)."""
+"""Id prefix -> the adapter module that makes those envs (imported only when used). An adapter
+with ``HAS_TRAINING_MODE`` gets ``training=True`` from actors (Atari: episodic life, clipped
+rewards) and False elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class EnvSpec:
     env_id: str
     observation_space: spaces.Box
     action_space: spaces.Space
+    game_score: bool = False
+    """Episodes (as actors train on them) are not whole games: the game's raw score arrives in
+    ``info['raw_score']`` when it ends (Atari's lost lives end episodes)."""
+    architecture: str = ""
+    """The image model the env is meant for (Atari: ``nature``); empty: the default."""
 
     @property
     def is_image(self) -> bool:
@@ -68,19 +78,15 @@ class EnvSpec:
         return self.action_space.names if isinstance(self.action_space, spaces.Discrete) else ()
 
 
-def env_factory(env_id: str) -> Callable[..., gym.Env]:
-    """A function making the environment ``env_id``.
+def env_factory(env_id: str, training: bool = False) -> Callable[..., gym.Env]:
+    """A function making the environment ``env_id``; ``training``: as actors train on it.
 
     Raises:
         ConfigError: an unknown id.
     """
     for prefix, module in ADAPTERS.items():
-        if env_id == prefix or (prefix.endswith(":") and env_id.startswith(prefix)):
-            adapter = importlib.import_module(module)
-            name = env_id.removeprefix(prefix)
-            if hasattr(adapter, "factory"):  # adapters that check the name once, up front
-                return adapter.factory(name)
-            return lambda **kwargs: adapter.make(name, **kwargs)
+        if env_id == prefix or (prefix[-1] in ":/" and env_id.startswith(prefix)):
+            return _adapter_factory(module, env_id if prefix == "ALE/" else env_id.removeprefix(prefix), training)
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower()[:4])][:5]
         raise ConfigError(
@@ -88,6 +94,20 @@ def env_factory(env_id: str) -> Callable[..., gym.Env]:
             f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
         )
     return lambda **kwargs: float32_observations(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+
+
+def _adapter_factory(module: str, name: str, training: bool) -> Callable[..., gym.Env]:
+    adapter = importlib.import_module(module)
+    if hasattr(adapter, "factory"):  # adapters that check the name once, up front
+        make = adapter.factory(name)
+    else:
+
+        def make(**kwargs):
+            return adapter.make(name, **kwargs)
+
+    if getattr(adapter, "HAS_TRAINING_MODE", False):
+        return lambda **kwargs: make(training=training, **kwargs)
+    return make
 
 
 def float32_observations(env: gym.Env) -> gym.Env:
@@ -131,15 +151,24 @@ def env_spec(env_id: str) -> EnvSpec:
         names = getattr(env.unwrapped, "ACTIONS", ())
         if names and isinstance(action, spaces.Discrete):
             action = spaces.Discrete(action.n, tuple(name if isinstance(name, str) else name[0] for name in names))
-        return EnvSpec(env_id, observation, action)
+        if not names and isinstance(action, spaces.Discrete) and hasattr(env.unwrapped, "get_action_meanings"):
+            action = spaces.Discrete(action.n, tuple(name.lower() for name in env.unwrapped.get_action_meanings()))
+        return EnvSpec(
+            env_id,
+            observation,
+            action,
+            game_score=bool(env.metadata.get("rlrings.game_score")),
+            architecture=env.metadata.get("rlrings.architecture", ""),
+        )
     finally:
         env.close()
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int, seed: int, training: bool = False) -> gym.vector.VectorEnv:
     """``num_envs`` copies stepped together; a finished episode resets in the
-    same step, its last observation kept in ``info['final_obs']``."""
-    factory = env_factory(env_id)
+    same step, its last observation kept in ``info['final_obs']``. ``training``: the envs
+    as actors train on them (the evaluator's are the games as scored)."""
+    factory = env_factory(env_id, training)
     envs = gym.vector.SyncVectorEnv(
         [lambda: factory() for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )

@@ -40,6 +40,15 @@ def _achievements(info: dict, i: int) -> tuple[str, ...]:
     return tuple(name for name, count in counts.items() if not name.startswith("_") and count[i] > 0)
 
 
+def _game_end(info: dict, i: int) -> tuple[float, int] | None:
+    """(raw score, length in steps) of the game env ``i`` finished this step, where the env
+    reports games (Atari, whose episodes end at every lost life); None: a life, not the game."""
+    final = info.get("final_info", {})
+    if "raw_score" in final and final["_raw_score"][i]:
+        return float(final["raw_score"][i]), int(final["game_steps"][i])
+    return None
+
+
 def _same_actions(a, b) -> bool:
     """Whether a model for action space ``a`` can act in ``b`` (names and bounds aside)."""
     if type(a) is not type(b):
@@ -134,7 +143,7 @@ class Actor:
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> None:
-        envs = make_vector_env(self.config.env, self.config.num_envs, self.config.seed)
+        envs = make_vector_env(self.config.env, self.config.num_envs, self.config.seed, training=True)
         obs, _ = envs.reset(seed=self.config.seed)
         returns = np.zeros(self.config.num_envs)
         lengths = np.zeros(self.config.num_envs, dtype=np.int64)
@@ -153,7 +162,10 @@ class Actor:
                 lengths += 1
                 self.env_steps += self.config.num_envs
                 for i in np.flatnonzero(terminated | truncated):
-                    self._record(returns[i], lengths[i], _achievements(info, i))
+                    if not self.spec.game_score:
+                        self._record(returns[i], lengths[i], _achievements(info, i))
+                    elif (game := _game_end(info, i)) is not None:  # the raw score, not the clipped lives
+                        self._record(*game)
                     returns[i], lengths[i] = 0.0, 0
         finally:
             envs.close()

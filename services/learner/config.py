@@ -23,7 +23,9 @@ class LearnerConfig(WorkerConfig):
     metrics_port: int = pydantic.Field(default=9003, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     architecture: str | None = None
-    """Network: mlp or cnn64; None picks by observation (images get cnn64)."""
+    """Network (rlrings.models.ARCHITECTURES): mlp; for frames cnn (small), nature (the Nature DQN
+    torso) or impala (IMPALA's 15-layer ResNet); None picks by env (Atari: nature, other frames:
+    cnn, vectors: mlp)."""
     algorithm: AlgorithmSettings = ImpalaConfig()
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY)."""
     batch_size: pydantic.PositiveInt = 16
@@ -45,6 +47,12 @@ class LearnerConfig(WorkerConfig):
     prefetch: pydantic.PositiveInt = 2
     """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that
     the data stays fresh, since items count as sampled when drawn."""
+    stats_every: pydantic.PositiveInt = 10
+    """Updates between reads of the loss terms (kept as tensors in between: reading one waits for
+    the device), which is also how often status, metrics and TensorBoard get them."""
+    mixed_precision: bool = False
+    """Run updates under bfloat16 autocast (convolutions and matrix products in bf16, which needs no
+    loss scaling); for GPUs with bf16 units. Parameters and optimizer state stay float32."""
     ring: Literal["none", "horovod", "torch"] = "none"
     """Data-parallel ring of learner ranks: horovod or torch (torch.distributed). Each rank reads its place
     from RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (and LOCAL_RANK, LOCAL_WORLD_SIZE); batch_size is

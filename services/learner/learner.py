@@ -28,6 +28,7 @@ from rlrings.parameter_client import ParameterClient
 from rlrings.replay_client import ReplayClient
 from rlrings.ring import LocalRing, Ring, connect
 from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.learner.prefetch import DeviceBatch, DeviceBatches, to_device
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class Learner:
         return version
 
     def _batch_columns(self, batch) -> dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(np.array(value)).to(self.device) for name, value in batch.columns.items()}
+        return to_device(batch.columns, self.device)
 
     def pretrain(self) -> dict[str, float]:
         """Behaviour cloning on the demonstrations table, ``bc_pretrain_steps`` updates.
@@ -212,21 +213,30 @@ class Learner:
             policy_version=self.published_version,
         )
         self.running = True
+        batches = DeviceBatches(sampler, self.device)
         try:
-            for batch in sampler:
+            for batch in batches:
                 while self.paused.is_set() and not self.stopped.is_set():
                     time.sleep(0.05)  # on a ring, the other ranks wait in the next allreduce
                 stats = self._update(batch)
                 sampler.importance_sampling_exponent = self.learning.importance_sampling_exponent()
                 self.replay_wait_seconds = sampler.wait_seconds
                 finished = bool(self.config.max_updates and self.step >= self.config.max_updates)
-                stop, self.losses = self.ring.agree(self.stopped.is_set() or finished, stats)
+                read = self.step % self.config.stats_every == 0 or finished or self.stopped.is_set()
+                # every rank reads on the same updates (they agree on the step), so the ring's
+                # allreduce carries the same terms everywhere
+                stop, losses = self.ring.agree(
+                    self.stopped.is_set() or finished, {n: float(v) for n, v in stats.items()} if read else {}
+                )
+                if read:
+                    self.losses = losses
                 if root:
                     self._after_update_on_root()
                 if stop:
                     break
         finally:
             sampler.close()
+            batches.close()
             if self._demo_sampler is not None:
                 self._demo_sampler.close()
 
@@ -248,7 +258,7 @@ class Learner:
                 log.warning("publishing weights failed: %s", error)
         if self.step % self.config.checkpoint_every == 0:
             self.checkpoint()
-        if self._tensorboard is not None and self.step % 10 == 0:
+        if self._tensorboard is not None and self.step % self.config.stats_every == 0:
             for name, value in self.losses.items():
                 self._tensorboard.add_scalar(f"losses/{name}", value, self.step)
             self._tensorboard.add_scalar("charts/learner_steps_per_second", self.steps_per_second(), self.step)
@@ -257,13 +267,13 @@ class Learner:
             self._tensorboard.add_scalar("charts/policy_lag_seconds", self.policy_lag_seconds, self.step)
             self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
 
-    def _update(self, batch) -> dict[str, float]:
-        columns = self._batch_columns(batch)
-        weights = torch.as_tensor(batch.importance_weights, dtype=torch.float32, device=self.device)
+    def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor | float]:
+        """One update; its stats stay tensors (the caller reads them every ``stats_every``)."""
+        columns, weights = batch.columns, batch.weights
         demonstrations = self._demonstrations()
         if demonstrations is not None:
             columns, weights = self.learning.with_demonstrations(columns, weights, demonstrations)
-        with self._lock:
+        with self._lock, torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.mixed_precision):
             update = self.learning.update(columns, weights)
             self.step += 1
         if update.priorities is not None:
@@ -273,7 +283,7 @@ class Learner:
             except RlringsError as error:  # replay restarting: these items keep their old priority
                 log.warning("priority update lost: %s", error)
         self._measure_lag(batch.policy_versions)
-        return {name: float(value) for name, value in update.stats.items()}
+        return update.stats
 
     def _measure_lag(self, versions: np.ndarray) -> None:
         """Lag of the batch's data behind the newest published policy, in versions, updates and seconds."""

@@ -14,6 +14,7 @@ from rlrings.envs import env_spec
 from rlrings.replay_client import ReplayClient
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.learner import Learner
+from rlrings.services.learner.prefetch import DeviceBatches
 
 pytestmark = pytest.mark.service
 
@@ -123,7 +124,7 @@ def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
                 client.sample("experience", batch_size=64, num_batches=1, importance_sampling_exponent=0.4, timeout=30)
             )
         )
-    stats = learner._update(batch)
+    stats = learner._update(next(iter(DeviceBatches([batch], learner.device))))
     assert learner.step == 1 and "td_abs" in stats
     learner.close()
 
