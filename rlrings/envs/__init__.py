@@ -68,6 +68,8 @@ class EnvSpec:
     ``info['raw_score']`` when it ends (Atari's lost lives end episodes)."""
     architecture: str = ""
     """The image model the env is meant for (Atari: ``nature``); empty: the default."""
+    frame_skip: int = 1
+    """Emulator frames per env step (Atari: 4), to report frames per second as the field does."""
 
     @property
     def is_image(self) -> bool:
@@ -159,6 +161,7 @@ def env_spec(env_id: str) -> EnvSpec:
             action,
             game_score=bool(env.metadata.get("rlrings.game_score")),
             architecture=env.metadata.get("rlrings.architecture", ""),
+            frame_skip=int(env.metadata.get("rlrings.frame_skip", 1)),
         )
     finally:
         env.close()

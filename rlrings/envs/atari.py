@@ -14,7 +14,8 @@ The pipeline, bottom up (each a wrapper below, tested on hand-made frames):
    maximum of the last two (Atari sprites flicker between frames); rewards are summed;
 4. :class:`EpisodicLife` (training only): a lost life ends the episode for the learner
    (``terminated``), while the game goes on; a reset after it only continues the game;
-5. :class:`FireReset`: games that wait for FIRE after a reset (Breakout) get it;
+5. :class:`FireReset`: games that wait for FIRE to serve (Breakout) get it after a reset and a
+   lost life;
 6. :class:`Resize`: ALE's grayscale screen to 84x84 (bilinear, with antialiasing);
 7. :class:`ClipReward` (training only): rewards become their sign;
 8. :class:`FrameStack`: the last 4 frames on the channel axis, 84x84x4 uint8.
@@ -143,16 +144,44 @@ class EpisodicLife(gym.Wrapper):
 
 
 class FireReset(gym.Wrapper):
-    """Presses FIRE (then the next action, as games that serve on release need) after a reset,
-    for games whose action set has FIRE as action 1."""
+    """Presses FIRE (then the next action, as games that serve on release need) after a reset and
+    after a lost life that did not end the episode, for games whose action set has FIRE as action
+    1. In training a lost life ends the episode and the reset fires; scored whole games fire in
+    the step, so that a greedy policy that never learnt to serve does not stall a game until its
+    30-minute limit."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+
+    def _fire(self, **kwargs):
+        obs, info, total = None, {}, 0.0
+        for action in (1, 2):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                return obs, total, terminated, truncated, info
+        return obs, total, False, False, info
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        for action in (1, 2):
-            obs, _, terminated, truncated, info = self.env.step(action)
-            if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
+        fired, _, terminated, truncated, fired_info = self._fire()
+        if terminated or truncated:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            obs, info = fired, fired_info
+        self.lives = int(info.get("lives", 0))
         return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = int(info.get("lives", 0))
+        if lives < self.lives and not (terminated or truncated):
+            obs, more, terminated, truncated, info = self._fire()
+            reward = float(reward) + more
+            lives = int(info.get("lives", 0))
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
 
 
 class Resize(gym.ObservationWrapper):
@@ -255,7 +284,12 @@ def make(name: str, training: bool = False, render_mode: str | None = "rgb_array
     if training:
         env = ClipReward(env)
     env = FrameStack(env)
-    env.metadata = {**env.metadata, "rlrings.game_score": True, "rlrings.architecture": "nature"}
+    env.metadata = {
+        **env.metadata,
+        "rlrings.game_score": True,
+        "rlrings.architecture": "nature",
+        "rlrings.frame_skip": FRAME_SKIP,
+    }
     return env
 
 

@@ -178,6 +178,7 @@ def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
         # While acting: from the first reported step, so start-up does not dilute it.
         "env_steps_per_second": p.total_env_steps / max(1e-9, elapsed - (p.first_steps_at or 0.0)),
         "startup_seconds": p.first_steps_at,
+        **frames(mesh, p.total_env_steps / max(1e-9, elapsed - (p.first_steps_at or 0.0))),
         "learner_steps": learner.learner_step if learner else 0,
         "published_version": learner.published_version if learner else 0,
         "episodes": len(p.episodes),
@@ -202,6 +203,20 @@ def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
     console.print()
     console.print(table)
     return summary
+
+
+def frames(mesh: Mesh, steps_per_second: float) -> dict:
+    """Emulator frames (Atari's 4 per step), as the field counts throughput and budgets; nothing
+    for envs that step one frame at a time. Returns of such games are raw scores of whole games."""
+    skip = mesh.spec.frame_skip
+    if skip == 1:
+        return {}
+    return {
+        "frame_skip": skip,
+        "env_frames": mesh.progress.total_env_steps * skip,
+        "env_frames_per_second": steps_per_second * skip,
+        "returns": "raw game scores of whole games (unclipped, all lives)",
+    }
 
 
 def achievements(mesh: Mesh) -> dict:

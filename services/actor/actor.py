@@ -125,8 +125,15 @@ class Actor:
         problem = self.acting.check_table(sequence_length)
         if problem:
             raise ConfigError(f"table {self.config.table!r}: {problem}")
-        # final_obs is zeros but for the steps a time limit cut: nearly free once compressed, for frames
-        compression = {"final_obs": codec.Compression.COMPRESSION_LZ4} if self.spec.is_image else {}
+        # Frame columns go LZ4-compressed: an Atari chunk (8 unrolls of 21 stacked 84x84x4 frames,
+        # 4.7 MB raw, over gRPC's 4 MB message limit) measured 60x smaller, which also makes storing
+        # each frame once per stack moot (single frames measured 4.4x smaller again: 107 bytes a
+        # step against 470); final_obs is zeros but where a time limit cut, nearly free.
+        compression = {
+            name: codec.Compression.COMPRESSION_LZ4
+            for name, column in self.expected_signature.items()
+            if self.spec.is_image and list(column["shape"]) == list(self.spec.observation_space.shape)
+        }
         self.writer = self.replay.writer(
             self.config.table,
             chunk_length=self.acting.chunk_length,

@@ -103,11 +103,28 @@ def test_episodic_life_ends_the_episode_at_a_lost_life_and_continues_the_game():
     assert game.resets == 2
 
 
-def test_fire_reset_presses_fire_then_moves():
-    game = ScriptedGame()
+def test_fire_reset_presses_fire_then_moves_after_a_reset_and_after_a_lost_life():
+    game = ScriptedGame(length=30, lives={t: 3 if t < 6 else 2 for t in range(40)}, rewards={7: 1.0})
     env = atari.FireReset(game)
     obs, _ = env.reset()
     assert game.actions == [1, 2] and obs[0, 0] == 2
+    for _ in range(3):
+        env.step(3)
+    obs, reward, terminated, *_ = env.step(3)  # frame 6 loses a life: FIRE and move follow in the same step
+    assert game.actions[-3:] == [3, 1, 2] and obs[0, 0] == 8 and reward == 1.0 and not terminated
+    env.step(3)
+    assert game.actions[-1] == 3  # no more lives lost, no more fire
+
+
+def test_fire_reset_leaves_a_lost_life_to_the_reset_where_it_ends_the_training_episode():
+    game = ScriptedGame(length=30, lives={t: 3 if t < 4 else 2 for t in range(40)})
+    env = atari.FireReset(atari.EpisodicLife(game))
+    env.reset()
+    env.step(0)
+    *_, terminated, _, _ = env.step(0)
+    assert terminated and game.actions == [1, 2, 0, 0]
+    env.reset()  # continues the game: a no-op, then FIRE and move
+    assert game.actions == [1, 2, 0, 0, 0, 1, 2] and game.resets == 1
 
 
 def test_resize_makes_84_by_84_uint8_and_keeps_the_picture():
@@ -138,6 +155,7 @@ def test_the_pipeline_on_ale_trains_on_lives_and_clipped_rewards_and_scores_whol
     spec = env_spec("ALE/Breakout-v5")
     assert spec.observation_space.shape == (84, 84, 4) and spec.observation_space.dtype == np.uint8
     assert spec.action_space.names[:2] == ("noop", "fire") and spec.game_score and spec.architecture == "nature"
+    assert spec.frame_skip == 4
     training = make_vector_env("ALE/Breakout-v5", 2, seed=0, training=True)
     scored = make_vector_env("ALE/Breakout-v5", 2, seed=0, training=False)
     rng = np.random.default_rng(0)
