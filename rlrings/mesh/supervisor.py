@@ -173,6 +173,13 @@ class Mesh:
             board.add_scalar("eval/greedy_return", result.greedy_mean, result.env_steps)
             if result.sampled_returns:
                 board.add_scalar("eval/sampled_return", result.sampled_mean, result.env_steps)
+            from rlrings.mesh.report import achievements
+
+            scored = achievements(self)  # Crafter: the score and success rates of the training episodes so far
+            if scored:
+                board.add_scalar("crafter/score_percent", scored["crafter_score"], progress.total_env_steps)
+                for name, rate in scored["achievement_success_percent"].items():
+                    board.add_scalar(f"crafter/success_percent/{name}", rate, progress.total_env_steps)
             board.flush()
             progress.evaluations.append(result)
             if confirmation is not None:
