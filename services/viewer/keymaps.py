@@ -42,6 +42,14 @@ _MINERL_KEYS = {
     "ArrowUp": "camera_up", "ArrowDown": "camera_down",
 }  # fmt: skip
 
+# Atari (ALE's action names, lower-cased): arrows move, Space fires, letters around WASD combine
+_ATARI_KEYS = {
+    "n": "noop", " ": "fire", "ArrowUp": "up", "ArrowRight": "right", "ArrowLeft": "left", "ArrowDown": "down",
+    "e": "upright", "q": "upleft", "c": "downright", "z": "downleft", "w": "upfire", "d": "rightfire",
+    "a": "leftfire", "s": "downfire", "3": "uprightfire", "1": "upleftfire", "9": "downrightfire",
+    "7": "downleftfire",
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -144,6 +152,9 @@ def keymap_for(spec: EnvSpec) -> KeyMap:
     if spec.env_id.startswith("minerl:"):
         index = {name: i for i, (name, _) in enumerate(MineRLEnv.ACTIONS)}
         return KeyMap({key: index[name] for key, name in _MINERL_KEYS.items()}, idle=0)
+    if spec.env_id.startswith("ALE/"):
+        index = {name: i for i, name in enumerate(spec.action_space.names)}
+        return KeyMap({key: index[name] for key, name in _ATARI_KEYS.items() if name in index}, idle=0)
     if spec.env_id.startswith("CartPole"):
         return KeyMap({"ArrowLeft": 0, "ArrowRight": 1}, idle="repeat")
     count = getattr(spec.action_space, "n", None)

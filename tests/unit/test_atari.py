@@ -248,3 +248,11 @@ def test_closing_device_batches_stops_a_thread_blocked_on_a_full_queue():
     next(iter(batches))
     batches.close()
     assert not batches._thread.is_alive()
+
+
+def test_the_viewer_plays_atari_from_arrows_and_space():
+    from rlrings.services.viewer.keymaps import keymap_for
+
+    keymap = keymap_for(env_spec("ALE/Breakout-v5"))  # noop, fire, right, left
+    assert keymap.keys == {"n": 0, " ": 1, "ArrowRight": 2, "ArrowLeft": 3} and keymap.idle == 0
+    assert keymap_for(env_spec("ALE/Pong-v5")).keys["d"] == 4  # rightfire
