@@ -222,9 +222,10 @@ class Learner:
                 sampler.importance_sampling_exponent = self.learning.importance_sampling_exponent()
                 self.replay_wait_seconds = sampler.wait_seconds
                 finished = bool(self.config.max_updates and self.step >= self.config.max_updates)
-                read = self.step % self.config.stats_every == 0 or finished or self.stopped.is_set()
-                # every rank reads on the same updates (they agree on the step), so the ring's
-                # allreduce carries the same terms everywhere
+                # Every rank reads on the same updates: the step and max_updates are the same on all
+                # of them, so the ring's allreduce carries the same terms everywhere (a rank's own
+                # stop request must not decide it: the others would send a shorter tensor).
+                read = self.step % self.config.stats_every == 0 or finished
                 stop, losses = self.ring.agree(
                     self.stopped.is_set() or finished, {n: float(v) for n, v in stats.items()} if read else {}
                 )
