@@ -43,7 +43,9 @@ class ModelSpec:
     def for_env(cls, env, algorithm: str, architecture: str | None = None, distribution: str = "", **args) -> ModelSpec:
         """The model for ``env`` (an ``EnvSpec``): images get the CNN, vectors the MLP."""
         return cls(
-            architecture=architecture or env.architecture or ("cnn" if env.observation_space.is_image else "mlp"),
+            architecture=architecture
+            or getattr(env, "architecture", "")
+            or ("cnn" if env.observation_space.is_image else "mlp"),
             observation_space=env.observation_space,
             action_space=env.action_space,
             distribution=distribution,
