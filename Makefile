@@ -11,6 +11,13 @@ pattern ?=
 TOOLS_DIR ?= $(HOME)/.cache/rlrings
 TERRAFORM_VERSION := 1.5.7
 HELM_VERSION := 3.19.0
+PROMETHEUS_OPERATOR_VERSION := 0.85.0
+# kube-apiserver reports the version it was built from (helm checks the chart's kubeVersion against it)
+KUBE_VERSION := $(shell sed -n 's|^require k8s.io/kubernetes v||p' dev/apiserver/go.mod)
+KUBE_VERSION_FLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+  -X $(pkg).gitVersion=v$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION))) \
+  -X $(pkg).gitTreeState=clean)
+SERVICE_MONITOR_CRD := monitoring.coreos.com_servicemonitors.yaml
 CHECKOV_VERSION := 3.3.30
 
 .PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot chaos load test test-fast lint format protos check-protos bench clean
@@ -48,6 +55,17 @@ tools: setup ## terraform, helm and promlint (built from the Go module proxy) an
 	@if command -v go > /dev/null; then \
 	  test -x $(TOOLS_DIR)/bin/protoc-gen-go || GOBIN=$(TOOLS_DIR)/bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12; \
 	  test -x $(TOOLS_DIR)/bin/protoc-gen-go-grpc || GOBIN=$(TOOLS_DIR)/bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0; \
+	fi
+	@# a real API server for the chart's install test (dev/apiserver: kube-apiserver and etcd), with the
+	@# Prometheus Operator's ServiceMonitor CRD from its Go module
+	@if command -v go > /dev/null; then \
+	  test -x $(TOOLS_DIR)/bin/etcd || (cd dev/apiserver && go build -o $(TOOLS_DIR)/bin/etcd go.etcd.io/etcd/server/v3); \
+	  $(TOOLS_DIR)/bin/kube-apiserver --version 2>/dev/null | grep -qx 'Kubernetes v$(KUBE_VERSION)' || (cd dev/apiserver && go build -ldflags "$(KUBE_VERSION_FLAGS)" -o $(TOOLS_DIR)/bin/kube-apiserver \
+	    k8s.io/kubernetes/cmd/kube-apiserver); \
+	  test -f $(TOOLS_DIR)/crds/$(SERVICE_MONITOR_CRD) || { mkdir -p $(TOOLS_DIR)/crds && \
+	    cp "$$(go mod download -json github.com/prometheus-operator/prometheus-operator@v$(PROMETHEUS_OPERATOR_VERSION) | \
+	      $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd/$(SERVICE_MONITOR_CRD)" \
+	      $(TOOLS_DIR)/crds/ && chmod 644 $(TOOLS_DIR)/crds/$(SERVICE_MONITOR_CRD); }; \
 	fi
 	@# promlint: the rules of `promtool check metrics`, for the scrape-and-lint test (dev/promlint)
 	@if command -v go > /dev/null; then test -x $(TOOLS_DIR)/bin/promlint || (cd dev/promlint && go build -o $(TOOLS_DIR)/bin/promlint .); fi
