@@ -4,7 +4,11 @@ A three-node ring (dev/cassandra_ring.py) takes replay's chunks at QUORUM with
 replication factor 3; the embedded store keeps them in memory with local
 snapshots. Both get the same writers (separate processes, bench/items.py
 frames, chunks of 32 steps), alternating in short rounds on this machine, and
-the insert rates are compared as a ratio. A longer run with the ring records
+the insert rates are compared as a ratio. Each round also measures the ring's own
+ceiling on this machine: a bare cassandra-driver writer (one process, one session with
+the store's settings) sending the same rows, LZ4 blobs built up front, at the same
+consistency level with as many writes in flight as the writers keep on replay; rlrings'
+durable rate is reported as a ratio to it. A longer run with the ring records
 the store's backlog (chunks sent to Cassandra, not yet confirmed) every second,
 to show it does not grow without bound. After each ring run the server is
 stopped and the ring is read back: acknowledged items missing from it are
@@ -62,6 +66,7 @@ PROFILES = {
     },
 }
 CHUNK = 32
+WRITER_IN_FLIGHT = 8  # chunks each writer keeps unconfirmed
 
 
 def make_chunks(profile: str, seed: int) -> list[dict]:
@@ -85,7 +90,7 @@ def write(address: str, seconds: float, seed: int, profile: str) -> dict:
 
     data = make_chunks(profile, seed)
     with ReplayClient(address).wait_ready(120) as client:
-        with client.writer("bench", chunk_length=CHUNK, max_in_flight=8) as writer:
+        with client.writer("bench", chunk_length=CHUNK, max_in_flight=WRITER_IN_FLIGHT) as writer:
             start = time.perf_counter()
             i = 0
             while time.perf_counter() - start < seconds:
@@ -94,6 +99,75 @@ def write(address: str, seconds: float, seed: int, profile: str) -> dict:
             writer.flush(120)
             elapsed = time.perf_counter() - start
         return {"items": writer.acked_items, "seconds": elapsed}
+
+
+def write_bare(contact_points: list[str], keyspace: str, seconds: float, in_flight: int, seed: int,
+               profile: str) -> dict:  # fmt: skip
+    """The ring's own ceiling: one process with one cassandra-driver session (the store's
+    cluster settings) inserting the replay store's rows for ``seconds``, LZ4 blobs built up
+    front, ``in_flight`` writes outstanding at the store's consistency level."""
+    from rlrings import codec
+    from rlrings.services.replay.cassandra_store import CassandraStore
+    from rlrings.services.replay.config import CassandraConfig
+    from rlrings.v1 import tensor_pb2
+
+    config = CassandraConfig(contact_points=contact_points, keyspace=keyspace, replication_factor=3, shard="b")
+    store = CassandraStore(config)
+    store.connect()  # the same schema, driver settings and consistency level as the replay server
+    session = store.session
+    insert = session.prepare(
+        f"INSERT INTO {keyspace}.segments (table_name, shard, window, part, first_key, items, chunk_key, writer_id, "
+        "sequence, policy_version, priorities, columns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+    )
+    lz4 = codec.Compression.COMPRESSION_LZ4
+    blobs = [
+        tensor_pb2.Chunk(columns={name: codec.encode(a, lz4) for name, a in chunk.items()}).SerializeToString()
+        for chunk in make_chunks(profile, seed)
+    ]
+    priorities = np.ones(CHUNK, "<f8").tobytes()
+    slots = threading.Semaphore(in_flight)
+    errors: list[BaseException] = []
+    confirmed = [0]
+    lock = threading.Lock()
+
+    def done(_result) -> None:
+        with lock:
+            confirmed[0] += CHUNK
+        slots.release()
+
+    def failed(error: BaseException) -> None:
+        errors.append(error)
+        slots.release()
+
+    window, written, sequence = int(time.time() // config.window_seconds), 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds and not errors:
+        slots.acquire()
+        blob = blobs[sequence % len(blobs)]
+        part = written // config.partition_bytes
+        row = ("bench", "b", window, part, sequence * CHUNK, CHUNK, sequence * CHUNK, f"bare-{seed}", sequence, 0,
+               priorities, blob, config.ttl_seconds)  # fmt: skip
+        session.execute_async(insert, row).add_callbacks(done, failed)
+        written += len(blob)
+        sequence += 1
+    for _ in range(in_flight):  # every write confirmed
+        slots.acquire()
+    elapsed = time.perf_counter() - start
+    store.close()
+    if errors:
+        raise RuntimeError(f"the bare writer failed: {errors[0]!r}")
+    return {"items": confirmed[0], "seconds": elapsed, "items_per_s": confirmed[0] / elapsed}
+
+
+def measure_bare(ring: list[str], keyspace: str, writers: int, seconds: float, profile: str) -> dict:
+    """``write_bare`` in a process of its own, as many writes in flight as the writers keep on replay."""
+    command = [sys.executable, "-m", "bench.replay_store", "--role", "bare", "--contact-points", ",".join(ring),
+               "--keyspace", keyspace, "--seconds", str(seconds), "--profile", profile,
+               "--in-flight", str(writers * WRITER_IN_FLIGHT)]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the bare writer failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def start_server(
@@ -217,14 +291,21 @@ def main() -> None:
     parser.add_argument("--address", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--profile", default="frames", help=argparse.SUPPRESS)
+    parser.add_argument("--keyspace", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--in-flight", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=2, help="alternating embedded/ring rounds")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of inserting per round")
     parser.add_argument("--backlog-seconds", type=float, default=120.0, help="length of the ring's backlog run")
     parser.add_argument("--writers", type=int, default=3, help="writer processes")
     parser.add_argument("--contact-points", default="", help="use this running ring (comma-separated) instead")
+    parser.add_argument("--profiles", default=",".join(PROFILES), help="item kinds to measure (comma-separated)")
     args = parser.parse_args()
     if args.role == "write":
         return print(json.dumps(write(args.address, args.seconds, args.seed, args.profile)))
+    if args.role == "bare":
+        contact_points = args.contact_points.split(",")
+        result = write_bare(contact_points, args.keyspace, args.seconds, args.in_flight, args.seed, args.profile)
+        return print(json.dumps(result))
 
     from dev.cassandra_ring import Ring
 
@@ -240,17 +321,23 @@ def main() -> None:
     results: dict = {"writers": args.writers, "chunk": CHUNK, "profiles": {}}
     try:
         with Progress(console=console) as progress:
-            task = progress.add_task("rounds", total=args.rounds * 2 * len(PROFILES))
-            for profile in PROFILES:
+            profiles = args.profiles.split(",")
+            task = progress.add_task("rounds", total=args.rounds * 3 * len(profiles))
+            for profile in profiles:
                 rounds = []
                 for r in range(args.rounds):
                     entry = {}
-                    for store in ("embedded", "cassandra"):
+                    for store in ("embedded", "cassandra", "bare"):
                         progress.update(task, description=f"{profile}, round {r + 1}: {store}")
                         keyspace = f"bench_{profile}_{r}"
-                        entry[store] = measure(
-                            store, contact_points, keyspace, args.writers, args.seconds, work, profile
-                        )
+                        if store == "bare":  # the ring's ceiling, in a keyspace of its own
+                            entry[store] = measure_bare(
+                                contact_points, f"{keyspace}_bare", args.writers, args.seconds, profile
+                            )
+                        else:
+                            entry[store] = measure(
+                                store, contact_points, keyspace, args.writers, args.seconds, work, profile
+                            )
                         progress.advance(task)
                     rounds.append(entry)
                 results["profiles"][profile] = {"item_bytes": PROFILES[profile]["item_bytes"], "rounds": rounds}
@@ -272,15 +359,19 @@ def main() -> None:
 
 
 def summarize(results: dict, console: Console) -> None:
-    view = Table("measure", "embedded", "Cassandra (3 nodes, RF 3, QUORUM)", "ratio")
+    view = Table("measure", "embedded", "Cassandra (3 nodes, RF 3, QUORUM)", "ratio",
+                 "bare driver (the ring's ceiling)", "ratio to it")  # fmt: skip
     summary: dict = {"lost_items": 0}
     for profile, entry in results["profiles"].items():
         embedded = [r["embedded"]["items_per_s"] for r in entry["rounds"]]
         ring = [r["cassandra"]["items_per_s"] for r in entry["rounds"]]
+        bare = [r["bare"]["items_per_s"] for r in entry["rounds"]]
         figures = {
             "embedded_items_per_s": statistics.median(embedded),
             "cassandra_items_per_s": statistics.median(ring),
+            "bare_items_per_s": statistics.median(bare),
             "ratio": statistics.median(c / e for c, e in zip(ring, embedded)),
+            "ratio_to_bare": statistics.median(c / b for c, b in zip(ring, bare)),
         }
         summary[profile] = figures
         summary["lost_items"] += sum(r["cassandra"]["lost_items"] for r in entry["rounds"])
@@ -290,6 +381,8 @@ def summarize(results: dict, console: Console) -> None:
             f"{figures['embedded_items_per_s']:,.0f}, {figures['embedded_items_per_s'] * mb:.1f}",
             f"{figures['cassandra_items_per_s']:,.0f}, {figures['cassandra_items_per_s'] * mb:.1f}",
             f"{figures['ratio']:.2f}",
+            f"{figures['bare_items_per_s']:,.0f}, {figures['bare_items_per_s'] * mb:.1f}",
+            f"{figures['ratio_to_bare']:.2f}",
         )
     backlog = results.get("backlog")
     if backlog is not None:

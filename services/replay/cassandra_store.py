@@ -174,6 +174,9 @@ class CassandraStore:
             auth_provider=auth,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             protocol_version=5,
+            # rows are compressed blobs already (see ``compression``): a second LZ4 pass over every
+            # frame of the native protocol spends CPU here and on each node for nothing
+            compression=False,
             connect_timeout=5,
             control_connection_timeout=5,
         )

@@ -24,6 +24,18 @@ _ITEM_METADATA_BYTES = 64
 _PIPELINE_DEPTH = 32
 
 
+async def _finish_when_written(pending, is_active):
+    """Waits for a chunk's ring write on the loop (no thread held per chunk in flight), then
+    places it in memory there, as the embedded path does; only a chunk the rate limiter holds
+    back waits on the pool."""
+    if pending.written is not None and not pending.written.done():
+        await asyncio.wait([asyncio.wrap_future(pending.written)])  # its outcome is finish's to raise
+    try:
+        return pending.finish(is_active, wait=False)
+    except WouldBlock:
+        return await blocking(pending.finish, is_active)
+
+
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     def __init__(self, replay: Replay, max_message_bytes: int, max_batch_size: int = 8192):
         self.replay = replay
@@ -91,9 +103,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 if isinstance(entry, RlringsError):
                     raise entry
                 writer_id, chunk, pending = entry
-                # shielded: a cancelled call's queued thread work never runs, and this chunk's keys must
-                # be placed or given up (finish does one or the other, and sees the caller gone)
-                stored = await asyncio.shield(blocking(pending.finish, lambda: not context.done()))
+                # shielded: this chunk's keys must be placed or given up (finish does one or the
+                # other, and sees the caller gone) even when the call is cancelled meanwhile
+                stored = await asyncio.shield(_finish_when_written(pending, lambda: not context.done()))
                 yield _ack(writer_id, chunk, stored)
         finally:  # the stream ended early: chunks started but never finished give their keys up
             reader.cancel()
