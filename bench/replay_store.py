@@ -14,7 +14,7 @@ to show it does not grow without bound. After each ring run the server is
 stopped and the ring is read back: acknowledged items missing from it are
 counted as lost. Results: bench/results/replay_store.json and replay_store.png.
 
-    python -m bench.replay_store [--rounds 2] [--seconds 20] [--backlog-seconds 120] [--writers 3]
+    python -m bench.replay_store [--rounds 3] [--seconds 15] [--backlog-seconds 60] [--writers 3]
 """
 
 from __future__ import annotations
@@ -293,9 +293,9 @@ def main() -> None:
     parser.add_argument("--profile", default="frames", help=argparse.SUPPRESS)
     parser.add_argument("--keyspace", default="", help=argparse.SUPPRESS)
     parser.add_argument("--in-flight", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating embedded/ring rounds")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of inserting per round")
-    parser.add_argument("--backlog-seconds", type=float, default=120.0, help="length of the ring's backlog run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating embedded/ring/bare rounds")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of inserting per round")
+    parser.add_argument("--backlog-seconds", type=float, default=60.0, help="length of the ring's backlog run")
     parser.add_argument("--writers", type=int, default=3, help="writer processes")
     parser.add_argument("--contact-points", default="", help="use this running ring (comma-separated) instead")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="item kinds to measure (comma-separated)")
