@@ -166,6 +166,8 @@ def api_server(tmp_path_factory) -> ApiServer:
         deadline = time.monotonic() + 60
         while not ca.exists() and time.monotonic() < deadline and processes[-1].poll() is None:
             time.sleep(0.2)
+        if not ca.exists():
+            raise RuntimeError(f"kube-apiserver wrote no serving certificate:\n{logs[-1].read_text()[-4000:]}")
         url = f"https://127.0.0.1:{api_port}"
         kubeconfig = work / "kubeconfig"
         kubeconfig.write_text(
