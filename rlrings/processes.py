@@ -12,6 +12,7 @@ watch and stop service processes, and what every service process does at start a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +31,28 @@ log = logging.getLogger(__name__)
 _exit_hard = False
 
 
+_RECENT_PORTS = 4096
+_recent_ports: collections.OrderedDict[int, None] = collections.OrderedDict()
+_ports_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port that is free on ``host`` now and that this process has not handed out among its
+    last few thousand. The kernel may give a just-released port out again, and a plan that takes
+    several ports before any service binds them would then give two services one port (seen:
+    an actor refused because the parameter service had its port)."""
+    with _ports_lock:
+        for _ in range(100):
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if port not in _recent_ports:
+                break
+        _recent_ports[port] = None
+        _recent_ports.move_to_end(port)
+        while len(_recent_ports) > _RECENT_PORTS:
+            _recent_ports.popitem(last=False)
+        return port
 
 
 @dataclass
