@@ -40,7 +40,7 @@ browser: ## Install Debian's chromium for the viewer's browser tests, and Mesa's
 	@command -v chromium > /dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@ldconfig -p | grep -q 'libEGL_mesa.so.0' || { apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; }
 
-tools: setup ## terraform, helm and promlint (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
+tools: setup ## terraform, helm, promlint, kube-apiserver and etcd (built from the Go module proxy) and checkov (.venv-checkov) for the deployment checks
 	@mkdir -p $(TOOLS_DIR)/bin
 	@if ! command -v go > /dev/null; then echo "tools: go is not installed; terraform fmt and the helm CLI checks are skipped"; \
 	else \
