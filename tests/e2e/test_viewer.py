@@ -101,19 +101,19 @@ def viewer_with_tokens(tmp_path, replay, parameter, tokens: list[dict], **settin
 def run_then_stop(attempts, process, parameter) -> tuple[dict, str]:
     """Runs the coroutine against the viewer, then stops it; (its results, the viewer's output).
     A failure carries the viewer's output (and its exit status, had it died first)."""
+    failure = died = None
     try:
         results = asyncio.run(attempts)
     except BaseException as error:
-        died = process.poll()
+        failure, died = error, process.poll()
+        raise
+    finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
         parameter.stop(grace=0)
-        state = f"it had exited with {died}" if died is not None else "it was still running"
-        error.add_note(f"viewer output ({state}):\n{output[-6000:]}")
-        raise
-    process.terminate()
-    output = process.communicate(timeout=30)[0]
-    parameter.stop(grace=0)
+        if failure is not None:
+            state = f"it had exited with {died}" if died is not None else "it was still running"
+            failure.add_note(f"viewer output ({state}):\n{output[-6000:]}")
     return results, output
 
 
