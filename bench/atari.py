@@ -13,10 +13,16 @@ Pong (``--game``), on this machine, each for the same wall time (``--seconds``):
   reported frames per second over the last minute (it counts frames with the frame skip, as
   rlrings does) and average episode reward.
 
+Then learning at one frame budget (``--frames``, 0 to skip), each system from scratch: rlrings
+to ``--frames`` with the same mesh defaults, Sample Factory to the same frames with the same
+settings as above. Both score the same thing, the mean raw score of their last 100 training
+games (Sample Factory's ``Avg episode reward``, rlrings' ``mean_return_last_window``), and the
+curves go in the plot beside rlrings' evaluator on fresh games.
+
 Frames are emulator frames (4 per agent step), as the field counts them. Results go to
 bench/results/atari.json and atari.png.
 
-    python -m bench.atari [--seconds 300] [--game Pong]
+    python -m bench.atari [--seconds 300] [--frames 2000000] [--game Pong]
 """
 
 from __future__ import annotations
@@ -70,14 +76,16 @@ def ceiling(game: str, seconds: float) -> dict:
     return {"rlrings_vector_frames_per_second": frames, "envpool_frames_per_second": envpool}
 
 
-def rlrings(game: str, seconds: float) -> dict:
-    run_dir = RESULTS / "atari" / "rlrings"
+def rlrings(game: str, seconds: float, frames: int = 0, name: str = "rlrings") -> dict:
+    """``rlrings up`` for ``seconds``, or to ``frames`` (then ``seconds`` is only a cap)."""
+    run_dir = RESULTS / "atari" / name
     shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "rlrings.cli", "up", "--env", f"ALE/{game}-v5", "--max-env-steps", "0",
-               "--max-seconds", str(seconds), "--eval-episodes", "2", "--eval-interval-seconds", "20",
-               "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
+    command = [sys.executable, "-m", "rlrings.cli", "up", "--env", f"ALE/{game}-v5", "--max-env-steps",
+               str(frames // 4), "--max-seconds", str(seconds), "--eval-episodes", "2", "--eval-interval-seconds",
+               str(20 if not frames else 60), "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((run_dir / "summary.json").read_text())
+    games = summary["training_episodes"]
     return {
         "frames_per_second": summary["env_frames_per_second"],
         "frames": summary["env_frames"],
@@ -85,40 +93,68 @@ def rlrings(game: str, seconds: float) -> dict:
         "games": summary["episodes"],
         "mean_training_score": summary["mean_return_last_window"],
         "curve": [(4 * e["env_steps"], e["greedy_mean"], e["sampled_mean"]) for e in summary["evaluations"]],
+        # (frames, mean raw score of the last 100 training games), as Sample Factory reports it
+        "training_curve": [
+            (4 * games[i][0], float(np.mean([r for _, r in games[max(0, i - 99) : i + 1]]))) for i in range(len(games))
+        ],  # fmt: skip
         "seconds": summary["seconds"],
     }
 
 
-def sample_factory(game: str, seconds: float) -> dict | None:
+def sample_factory(game: str, seconds: float, frames: int = 0, name: str = "sample_factory") -> dict | None:
+    """Sample Factory APPO for ``seconds``, or to ``frames`` (its ``train_for_env_steps`` counts
+    frames with the frame skip); ``seconds`` is then only a cap."""
     if not SF_PYTHON.exists():
         return None
-    train_dir = RESULTS / "atari" / "sample_factory"
+    train_dir = RESULTS / "atari" / name
     shutil.rmtree(train_dir, ignore_errors=True)
     command = [str(SF_PYTHON), "-m", "sf_examples.envpool.atari.train_envpool_atari", f"--env=atari_{game.lower()}",
                "--experiment=bench", f"--train_dir={train_dir}", "--num_workers=1", "--num_envs_per_worker=1",
                f"--env_agents={ENVS}", "--batch_size=256", "--rollout=32", "--device=cpu", "--with_wandb=False",
-               "--train_for_env_steps=1000000000"]  # fmt: skip
+               f"--train_for_env_steps={frames or 1_000_000_000}"]  # fmt: skip
     started = time.monotonic()
-    with open(RESULTS / "atari" / "sample_factory.log", "w") as log:
+    log_path = RESULTS / "atari" / f"{name}.log"
+    with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
             process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             process.terminate()
             process.wait(timeout=60)
-    text = (RESULTS / "atari" / "sample_factory.log").read_text()
-    totals = [(float(m.group(1)), float(m.group(2))) for m in
-              re.finditer(r"Fps is \(10 sec: [\d.na]+, 60 sec: ([\d.na]+).*Total num frames: (\d+)", text)]  # fmt: skip
-    rewards = [float(m.group(1)) for m in re.finditer(r"Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]", text)]
+    text = log_path.read_text()
+    report = re.compile(r"Fps is \(10 sec: [\d.na]+, 60 sec: ([\d.na]+).*Total num frames: (\d+)"
+                        r"|Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]")  # fmt: skip
+    totals, curve = [], []  # (60 s rate, frames); (frames, mean score of its last 100 games)
+    for match in report.finditer(text):
+        if match.group(2) is not None:
+            totals.append((float(match.group(1)), float(match.group(2))))
+        elif totals:
+            curve.append((totals[-1][1], float(match.group(3))))
     if not totals:
         return {"error": text[-2000:]}
-    frames = totals[-1][1]
     return {
         # its own steady rate (the last 60 s), as rlrings' summary counts from the first step
         "frames_per_second": totals[-1][0],
-        "frames_per_second_with_startup": frames / (time.monotonic() - started),
+        "frames_per_second_with_startup": totals[-1][1] / (time.monotonic() - started),
+        "frames": totals[-1][1],
+        "mean_training_score": curve[-1][1] if curve else None,
+        "training_curve": curve,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def learning(game: str, frames: int, cap_seconds: float) -> dict:
+    """Both systems from scratch to the same frame budget; the score is the mean raw score of
+    the last 100 training games at the budget."""
+    ours = rlrings(game, cap_seconds, frames, name="rlrings_learning")
+    theirs = sample_factory(game, cap_seconds, frames, name="sample_factory_learning")
+    return {
         "frames": frames,
-        "mean_training_score": rewards[-1] if rewards else None,
+        "rlrings": ours,
+        "sample_factory": theirs,
+        "score_difference": ours["mean_training_score"] - theirs["mean_training_score"]
+        if theirs and theirs.get("mean_training_score") is not None
+        else None,
     }
 
 
@@ -128,7 +164,9 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (bars, curve) = plt.subplots(1, 2, figsize=(11, 4))
+    learnt = result.get("learning")
+    figure, axes = plt.subplots(1, 3 if learnt else 2, figsize=(16.5 if learnt else 11, 4))
+    bars, curve = axes[0], axes[1]
     names, values = [], []
     for name, value in (
         ("ceiling (rlrings envs)", result["ceiling"]["rlrings_vector_frames_per_second"]),
@@ -146,10 +184,26 @@ def plot(result: dict, path: Path) -> None:
     if points:
         curve.plot([p[0] for p in points], [p[1] for p in points], label="rlrings greedy")
         curve.plot([p[0] for p in points], [p[2] for p in points], label="rlrings sampled")
+    if learnt:  # the frame-budget run's evaluator is the longer curve
+        points = learnt["rlrings"]["curve"]
+        curve.plot([p[0] for p in points], [p[1] for p in points], "--", label=f"rlrings greedy ({learnt['frames']:,})")
+        curve.plot(
+            [p[0] for p in points], [p[2] for p in points], "--", label=f"rlrings sampled ({learnt['frames']:,})"
+        )
     curve.set_xlabel("env frames")
     curve.set_ylabel("raw score (whole games)")
-    curve.set_title("evaluator on fresh games")
+    curve.set_title("rlrings' evaluator on fresh games")
     curve.legend()
+    if learnt:
+        games = axes[2]
+        for system, color in (("rlrings", "#1f77b4"), ("sample_factory", "#ff7f0e")):
+            points = (learnt[system] or {}).get("training_curve") or []
+            label = "rlrings IMPALA" if system == "rlrings" else "Sample Factory APPO"
+            games.plot([p[0] for p in points], [p[1] for p in points], color=color, label=label)
+        games.set_xlabel("env frames")
+        games.set_ylabel("mean raw score, last 100 training games")
+        games.set_title(f"{result['game']}: learning to {learnt['frames']:,} frames")
+        games.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -158,6 +212,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--game", default="Pong")
+    parser.add_argument("--frames", type=int, default=2_000_000, help="the learning comparison's budget; 0 skips it")
+    parser.add_argument("--frames-cap-seconds", type=float, default=4 * 3600.0, help="a stop for either system")
     args = parser.parse_args()
     (RESULTS / "atari").mkdir(parents=True, exist_ok=True)
     result = {"game": args.game, "seconds": args.seconds, "envs": ENVS}
@@ -174,6 +230,11 @@ def main() -> None:
         "rlrings_vs_ceiling": ours / result["ceiling"]["rlrings_vector_frames_per_second"],
     }
     print("ratios", result["ratios"])
+    if args.frames:
+        print(f"learning to {args.frames:,} frames ...", flush=True)
+        result["learning"] = learning(args.game, args.frames, args.frames_cap_seconds)
+        print({s: {k: v for k, v in (result["learning"][s] or {}).items() if "curve" not in k}
+               for s in ("rlrings", "sample_factory")}, flush=True)  # fmt: skip
     (RESULTS / "atari.json").write_text(json.dumps(result, indent=2))
     plot(result, RESULTS / "atari.png")
 

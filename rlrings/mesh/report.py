@@ -184,6 +184,8 @@ def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
         "episodes": len(p.episodes),
         "mean_return_last_window": p.mean_return(c.return_window),
         "return_window": c.return_window,
+        # every training episode, for learning curves: (env steps when it was reported, return)
+        "training_episodes": sorted((steps, ret) for _, ret, steps in p.episodes),
         "target_return": c.target_return,
         "restarts": p.restarts,
     }

@@ -25,6 +25,9 @@ def test_breakout_trains_through_the_mesh_and_reports_raw_scores_and_frames(tmp_
     assert summary["episodes"] >= 4, "whole games ended (lost lives end training episodes, not games)"
     score = summary["mean_return_last_window"]
     assert 0 <= score < 50 and score == pytest.approx(round(score * summary["episodes"]) / summary["episodes"])
+    games = summary["training_episodes"]  # the learning curve's points: (env steps then, raw score)
+    assert len(games) == summary["episodes"] and all(0 <= ret < 50 for _, ret in games)
+    assert 0 < games[-1][0] <= summary["env_steps"]
     assert summary["evaluations"] and all(e["greedy_mean"] >= 0 for e in summary["evaluations"]), summary
     assert "impala" in output and "ALE/Breakout-v5" in output
     table = experience.table_config(ImpalaConfig(), env_spec("ALE/Breakout-v5"))
