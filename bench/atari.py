@@ -28,9 +28,12 @@ bench/results/atari.json and atari.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -115,12 +118,17 @@ def sample_factory(game: str, seconds: float, frames: int = 0, name: str = "samp
     started = time.monotonic()
     log_path = RESULTS / "atari" / f"{name}.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # its own session: SIGTERM ends its main process but not the workers it spawned, which
+        # would go on using the CPU under whatever runs next, so the whole group is stopped
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
     text = log_path.read_text()
     report = re.compile(r"Fps is \(10 sec: [\d.na]+, 60 sec: ([\d.na]+).*Total num frames: (\d+)"
                         r"|Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]")  # fmt: skip
