@@ -3,8 +3,10 @@
     rlrings up [--env CartPole-v1 --actors 2 ...]   the whole mesh on this machine
     rlrings experiment fewshot [--family cartpole --methods ... --shots 1,5,10 --seeds 5]
     rlrings replay|parameter|learner|actor|viewer   one service (its settings as flags)
-    rlrings models pull [--address ... --tag latest --out model.pt]
+    rlrings models list [--run RUN_DIR | --address ...]      versions, tags, evaluations
+    rlrings models pull [--run RUN_DIR | --address ...] [--tag solved|best|latest --out model.pt]
     rlrings models untag TAG [--address ...]
+    rlrings algorithms [NAME]                       the algorithms; one's settings and defaults
     rlrings render --model latest --env CartPole-v1 --episodes 2 --out agent.mp4
     rlrings info [--address ...]                    a replay server's tables
     rlrings health ADDRESS...                       grpc.health.v1 of running services
@@ -62,16 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in SERVICES:
         commands.add_parser(name, help=f"run one {name} service (see: rlrings {name} --help)")
     models = commands.add_parser("models", help="trained models").add_subparsers(dest="action", required=True)
-    pull = models.add_parser("pull", help="download a model: weights plus what rebuilds it")
-    pull.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
-    pull.add_argument("--tag", default="latest", help="latest or best (default latest)")
+    pull = models.add_parser(
+        "pull", help="write a model to a file: weights and what rebuilds it (from a running service or a run directory)"
+    )
+    pull.add_argument("--tag", default="latest", help=f"{TAG_HELP} (default latest)")
     pull.add_argument("--version", type=int, default=0, help="a version number instead of a tag")
     pull.add_argument("--out", default="model.pt", help="file to write (default model.pt)")
+    listing = models.add_parser("list", help="versions with their tags and evaluations")
+    for command in (pull, listing):
+        where = command.add_mutually_exclusive_group()
+        where.add_argument("--run", metavar="RUN_DIR", help="a run directory of rlrings up (read with no server)")
+        where.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
     untag = models.add_parser("untag", help="delete a named tag (its version is then retained as any other)")
     untag.add_argument("tag", help="a tag a publisher gave (not latest or best)")
     untag.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
     render = commands.add_parser("render", help="record a policy playing, as MP4 or GIF")
-    render.add_argument("--model", default="latest", help="latest, best, a version number, or a file from models pull")
+    render.add_argument(
+        "--model", default="latest", help="latest, best, solved, a tag, a version number, or a file from models pull"
+    )
+    render.add_argument("--run", metavar="RUN_DIR", help="take --model from a run directory of rlrings up")
     render.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
     render.add_argument("--env", default=None, help="environment (default: the one the model was trained on)")
     render.add_argument("--episodes", type=int, default=1, help="episodes to record (default 1)")
@@ -83,8 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = commands.add_parser("health", help="check that services answer grpc.health.v1 with SERVING")
     health.add_argument("addresses", nargs="+", metavar="ADDRESS", help="host:port of a service")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
-    for command in (pull, untag, render, info, health):
+    for command in (pull, listing, untag, render, info, health):
         _add_security_flags(command)
+    described = commands.add_parser("algorithms", help="list the algorithms, or one's settings with their defaults")
+    described.add_argument("name", nargs="?", help="an algorithm: its settings, types, defaults and meaning")
     make_tokens = commands.add_parser(
         "tokens", help="write a tokens file with one least-privilege token per component, for the chart's Secret"
     )
@@ -113,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables.add_argument("--writers", type=int, default=16, help="envs writing at once, all actors (default 16)")
     commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
     args = parser.parse_args(argv)
+    if args.command == "algorithms":
+        return _algorithms(args.name)
     if args.command == "tables":
         return _tables(args)
     if args.command == "certs":
@@ -126,8 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "models" and args.action == "untag":
         return _untag(args.address, args.tag, security)
+    if args.command == "models" and args.action == "list":
+        return _list(args.run, args.address, security)
     if args.command == "models":
-        return _pull(args.address, args.tag, args.version, args.out, security)
+        return _pull(args.run, args.address, args.tag, args.version, args.out, security)
     if args.command == "render":
         return _render(args, security)
     if args.command == "health":
@@ -164,6 +181,16 @@ def _security(args):
     if args.cert_file and not args.ca_file:
         raise ValueError("--cert-file needs --ca-file")
     return ClientSecurity.of(tls, AuthConfig(token=os.environ.get("RLRINGS_TOKEN") or None))
+
+
+def _algorithms(name: str | None) -> int:
+    from rlrings import algorithms
+
+    if name is not None and name not in algorithms.REGISTRY:
+        print(f"rlrings algorithms: {algorithms.unknown(name)}", file=sys.stderr)
+        return 2
+    print(algorithms.describe(name))
+    return 0
 
 
 def _tokens(args) -> int:
@@ -286,47 +313,128 @@ def _untag(address: str, tag: str, security) -> int:
     return 0
 
 
-def _pull(address: str, tag: str, version: int, out: str, security) -> int:
-    from rlrings import wire
-    from rlrings.errors import RlringsError
-    from rlrings.models import Policy, build_model, load_weights
+TAG_HELP = "solved (the version that solved the env), best (the highest confirmed evaluation), latest, or a named tag"
+
+
+def run_weights(run: str):
+    """The weights a run of ``rlrings up`` kept (its parameter service's directory), read-only.
+
+    Raises:
+        ValueError: ``run`` is not such a run directory, saying what one holds.
+    """
+    from pathlib import Path
+
+    from rlrings.services.parameter.store import WeightDirectory
+
+    path = Path(run)
+    config = path / "configs" / "parameter.yaml"
+    if not path.is_dir() or not config.is_file():
+        raise ValueError(
+            f"--run: {run} is not a run directory of rlrings up (one holds configs/parameter.yaml and the "
+            f"weights it names; runs/<time> by default, or the --run-dir given)"
+        )
+    import yaml
+
+    directory = Path((yaml.safe_load(config.read_text()) or {}).get("directory", path / "weights"))
+    if not directory.is_absolute() and not directory.exists():
+        directory = path / "weights"
+    weights = WeightDirectory(directory)
+    if not weights.latest_version:
+        raise ValueError(f"--run: {run} holds no published version (in {directory}); the run published nothing")
+    return weights
+
+
+def _fetch(run: str | None, address: str, version: int, tag: str, security):
+    """(header, weights) by version or tag, from a run directory or a parameter service."""
+    if run:
+        weights = run_weights(run)
+        header = weights.header(version=version, tag="" if version else tag)
+        return header, weights.read(header.version)
     from rlrings.parameter_client import ParameterClient
+
+    with ParameterClient(address, security=security) as client:
+        return client.fetch(version=version, tag=tag)
+
+
+def _pull(run: str | None, address: str, tag: str, version: int, out: str, security) -> int:
+    from rlrings.errors import RlringsError
 
     console = Console()
     try:
-        with ParameterClient(address, security=security) as client:
-            header, data = client.fetch(version=version, tag=tag)
-    except RlringsError as error:
-        console.print(f"[red]rlrings models pull: {error}[/]")
-        return 1
-    spec = wire.model_spec_from_proto(header.model)
-    model = build_model(spec)
-    load_weights(model, data)
-    Policy(spec, model, header.version).save(out)
+        header, data = _fetch(run, address, version, tag, security)
+        policy = _policy(header, data)
+    except (RlringsError, ValueError) as error:
+        print(f"rlrings models pull: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
+    policy.save(out)
+    spec = policy.spec
+    evaluated = (
+        f", evaluation {header.evaluation_return:,.1f} over {header.evaluation_episodes} fresh episodes"
+        if header.HasField("evaluation_return")
+        else ""
+    )
+    tags = f" (tags: {', '.join(sorted(header.tags))})" if header.tags else ""
     console.print(
-        f"version {header.version} ({spec.architecture} for {spec.env_id}, actions {spec.describe_actions()}, "
-        f"learner step {header.learner_step}) written to {out}"
+        f"version {header.version}{tags} ({spec.architecture} for {spec.env_id}, actions "
+        f"{spec.describe_actions()}, learner step {header.learner_step}{evaluated}) written to {out}",
+        highlight=False,
     )
     return 0
 
 
-def _load_policy(model: str, address: str, security):
-    """A Policy from a file, or from the parameter service by tag or version."""
-    from pathlib import Path
-
+def _policy(header, data):
+    """A Policy from a version's header and weights."""
     from rlrings import wire
     from rlrings.models import Policy, build_model, load_weights
-    from rlrings.parameter_client import ParameterClient
 
-    if Path(model).is_file():
-        return Policy.load(model)
-    version, tag = (int(model), "") if model.isdigit() else (0, model)
-    with ParameterClient(address, security=security) as client:
-        header, data = client.fetch(version=version, tag=tag or "latest")
     spec = wire.model_spec_from_proto(header.model)
     network = build_model(spec)
     load_weights(network, data)
     return Policy(spec, network, header.version)
+
+
+def _list(run: str | None, address: str, security) -> int:
+    from rlrings.errors import RlringsError
+
+    try:
+        if run:
+            headers, tags = (weights := run_weights(run)).headers(), weights.tags()
+        else:
+            from rlrings.parameter_client import ParameterClient
+
+            with ParameterClient(address, security=security) as client:
+                listing = client.list()
+            headers, tags = list(listing.versions), dict(listing.tags)
+    except (RlringsError, ValueError) as error:
+        print(f"rlrings models list: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
+    view = RichTable("version", "tags", "learner step", "evaluation", "episodes", "created")
+    for header in headers:
+        named = sorted(tag for tag, version in tags.items() if version == header.version)
+        evaluated = header.HasField("evaluation_return")
+        kind = " confirmed" if header.evaluation_confirmed else ""
+        view.add_row(
+            str(header.version),
+            ", ".join(named),
+            f"{header.learner_step:,}",
+            f"{header.evaluation_return:,.1f}" if evaluated else "-",
+            f"{header.evaluation_episodes}{kind}" if evaluated else "-",
+            header.created.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if header.HasField("created") else "-",
+        )
+    Console(width=max(100, Console().width)).print(view)
+    return 0
+
+
+def _load_policy(model: str, run: str | None, address: str, security):
+    """A Policy from a file, or by tag or version from a run directory or the parameter service."""
+    from pathlib import Path
+
+    from rlrings.models import Policy
+
+    if Path(model).is_file():
+        return Policy.load(model)
+    version, tag = (int(model), "") if model.isdigit() else (0, model)
+    return _policy(*_fetch(run, address, version, tag or "latest", security))
 
 
 def _render(args, security) -> int:
@@ -338,7 +446,7 @@ def _render(args, security) -> int:
         console.print(f"[red]rlrings render: --episodes: must be >= 1, got {args.episodes}[/]")
         return 2
     try:
-        policy = _load_policy(args.model, args.address, security)
+        policy = _load_policy(args.model, args.run, args.address, security)
         env_id = args.env or policy.spec.env_id
         frames = record_episodes(policy, env_id, args.episodes, args.max_steps)
         write_video(frames, args.out, fps=args.fps)

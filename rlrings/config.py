@@ -6,22 +6,36 @@ strongest: command-line flags, environment variables (``RLRINGS_<SERVICE>_``
 prefix), the YAML file named by ``--config`` (or ``RLRINGS_<SERVICE>_CONFIG``),
 then defaults. Any problem becomes a :class:`ConfigError` that names the
 setting.
+
+A *section* (``algorithm``) is a nested setting chosen by name, whose keys
+depend on the name. Its sources compose in the same order, key by key, weakest
+first: the chosen algorithm's defaults; the file's ``algorithm:`` (a name or a
+mapping); ``RLRINGS_<SERVICE>_ALGORITHM`` (a name or JSON), then
+``RLRINGS_<SERVICE>_ALGORITHM__<KEY>``; then the flags, left to right:
+``--algorithm NAME``, ``--algorithm '{"name": ..., KEY: ...}'`` and
+``--algorithm.KEY VALUE`` (``--algorithm.learning-rate`` and
+``--algorithm.learning_rate`` alike; VALUE is read as JSON where it is JSON).
+The name is the last one given; a key the named algorithm does not have is
+refused, never dropped.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextvars
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pydantic
 import yaml
-from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliSettingsSource, InitSettingsSource, SettingsConfigDict
 
 from rlrings.errors import ConfigError
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.text import plain
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rlrings_config_file")
 
@@ -37,6 +51,14 @@ class Settings(BaseSettings):
         validate_default=True,
         env_nested_delimiter="__",
     )
+
+    sections: ClassVar[tuple[str, ...]] = ()
+    """Nested settings chosen by name (``algorithm``), composed from every source by :func:`load_config`."""
+
+    @classmethod
+    def epilog(cls, chosen: dict[str, dict[str, Any]]) -> str:
+        """Help after the flags, given the sections as composed so far (``{"algorithm": {"name": ...}}``)."""
+        return ""
 
     config: Path | None = None
     """YAML file with settings; flags and environment variables override it."""
@@ -106,11 +128,17 @@ def load_config(cls: type[C], argv: Sequence[str] | None = None, prog: str = "rl
     argv = list(argv or [])
     env_prefix = cls.model_config.get("env_prefix", "")
     path = _config_path(argv) or os.environ.get(f"{env_prefix}CONFIG")
-    token = _file_values.set(read_yaml(Path(path)) if path else {})
+    file_values = read_yaml(Path(path)) if path else {}
+    argv, sections = compose_sections(cls, argv, file_values, env_prefix, path)
+    token = _file_values.set(file_values)
+    epilog = plain(cls.epilog(sections)) if {"-h", "--help"} & set(argv) else None
+    parser = argparse.ArgumentParser(prog=prog, description=plain(cls.__doc__ or ""), epilog=epilog,
+                                     formatter_class=_PlainHelp)  # fmt: skip
     try:
-        config = cls(_cli_parse_args=argv, _cli_prog_name=prog, **overrides)
+        source = CliSettingsSource(cls, cli_prog_name=prog, root_parser=parser)(args=argv)
+        config = cls(_cli_settings_source=source, **{**sections, **overrides})
     except pydantic.ValidationError as error:
-        raise ConfigError(_describe(error, path)) from None
+        raise ConfigError(_describe(error, path, sections)) from None
     except SystemExit as error:  # argparse rejects unknown flags by exiting
         if error.code in (0, None):
             raise
@@ -146,18 +174,101 @@ def _config_path(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _describe(error: pydantic.ValidationError, path: str | None) -> str:
+def _describe(error: pydantic.ValidationError, path: str | None, sections: dict | None = None) -> str:
     where = f" (config file {path}, flags or environment)" if path else ""
-    problems = [
-        f"{'.'.join(str(part) for part in problem['loc']) or 'config'}: {problem['msg']}"
-        + (
-            f" (got {problem['input']!r})"
-            if problem["type"] != "missing" and not isinstance(problem["input"], dict)
-            else ""
+    problems = []
+    for problem in error.errors():
+        loc = list(problem["loc"])
+        if len(loc) > 1 and loc[0] in (sections or {}) and loc[1] == sections[loc[0]].get("name"):
+            del loc[1]  # the union's tag: algorithm.ppo.epochs reads algorithm.epochs
+        message = problem["msg"].removeprefix("Value error, ")
+        shown = (
+            problem["type"] != "missing" and not isinstance(problem["input"], dict) and problem["type"] != "value_error"
         )
-        for problem in error.errors()
-    ]
+        problems.append(f"{'.'.join(str(part) for part in loc) or 'config'}: {message}"
+                        + (f" (got {problem['input']!r})" if shown else ""))  # fmt: skip
     return f"invalid settings{where}: " + "; ".join(problems)
+
+
+def compose_sections(
+    cls: type[Settings], argv: list[str], file_values: dict[str, Any], env_prefix: str, path: str | None = None
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Takes each section's flags out of ``argv`` and composes the section from the file, the
+    environment and those flags (the order in the module's docstring); the file's entry is taken
+    out of ``file_values``. Returns the other flags and ``{section: mapping}`` for sections given.
+
+    Raises:
+        ConfigError: a section's value that is neither a name nor a mapping, or a flag without its value.
+    """
+    composed: dict[str, dict[str, Any]] = {}
+    for section in cls.sections:
+        layers: list[tuple[str, Any]] = []
+        if section in file_values:
+            layers.append((f"config file {path}: {section}", file_values.pop(section)))
+        variable = f"{env_prefix}{section.upper()}"
+        if variable in os.environ:
+            layers.append((variable, _value(os.environ[variable], variable)))
+        nested = sorted(name for name in os.environ if name.startswith(f"{variable}__"))
+        layers += [(name, {name.removeprefix(f"{variable}__").lower(): _value(os.environ[name], name)})
+                   for name in nested]  # fmt: skip
+        argv, flags = _take_flags(argv, section)
+        layers += flags
+        merged: dict[str, Any] = {}
+        for origin, value in layers:
+            if isinstance(value, str):
+                value = {"name": value}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}: {origin} gives {value!r}; expected a name or a mapping of settings")
+            merged.update({key.replace("-", "_"): item for key, item in value.items()})
+        if layers:
+            composed[section] = merged
+    return argv, composed
+
+
+def _take_flags(argv: list[str], section: str) -> tuple[list[str], list[tuple[str, Any]]]:
+    """``argv`` without ``--section VALUE`` and ``--section.KEY VALUE`` (or ``=VALUE``), and those as
+    (flag, value) in order; a ``--section.KEY`` with no value is true."""
+    rest, taken, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, equals, inline = arg.partition("=")
+        if name == f"--{section}" or name.startswith(f"--{section}."):
+            key = name.removeprefix(f"--{section}").removeprefix(".")
+            if equals:
+                value = inline
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            elif key:
+                value = "true"
+            else:
+                raise ConfigError(f"{section}: --{section} needs a value: a name or JSON settings")
+            taken.append((name, {key: _value(value, name)} if key else _value(value, name)))
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, taken
+
+
+def _value(text: str, origin: str) -> Any:
+    """A flag's or variable's text: JSON where it parses as JSON (8, 1e-3, true, null, {...}), else the
+    text; text that opens a JSON object or list must be one.
+
+    Raises:
+        ConfigError: malformed JSON, naming ``origin`` (the flag or variable).
+    """
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        if text.lstrip().startswith(("{", "[")):
+            raise ConfigError(f"{origin}: not valid JSON ({error}): {text[:200]!r}") from None
+        return text
+
+
+class _PlainHelp(argparse.RawDescriptionHelpFormatter):
+    """Help whose flag texts carry no docstring markup."""
+
+    def _expand_help(self, action):
+        return plain(super()._expand_help(action))
 
 
 class WorkerConfig(ServiceConfig):
@@ -168,7 +279,7 @@ class WorkerConfig(ServiceConfig):
     parameter_address: str = "127.0.0.1:8001"
     """Parameter service to take weights from or publish them to."""
     env: str = "CartPole-v1"
-    """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
+    """Environment id (every kind is listed below the flags)."""
     table: str = "experience"
     """Replay table of the experience."""
     seed: int = 0

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Seeds of evaluation envs start here, far from the actors' (seed + 1000 * i).
 _SEED_BASE = 10_000_000
+HOLD_SECONDS = 3600.0
+"""How long the parameter service keeps a version the evaluator plays (its report ends the hold)."""
 
 
 @dataclass
@@ -163,12 +165,14 @@ class Evaluator:
         last_version = 0
         while not self._stopped.is_set():
             try:
-                header, data = self.parameters.fetch(tag="latest", timeout=30)
-            except RlringsError:  # not published yet, or parameter restarting
-                self._stopped.wait(1.0)
-                continue
-            if header.version == last_version:
-                self._stopped.wait(0.2)
+                newest = self.parameters.fetch(tag="latest", header_only=True, timeout=30)[0].version
+                if newest == last_version:
+                    self._stopped.wait(0.2)
+                    continue
+                # held until its report: retention cannot prune what is being played
+                header, data = self.parameters.fetch(version=newest, timeout=30, hold_seconds=HOLD_SECONDS)
+            except RlringsError:  # not published yet, pruned since the look, or parameter restarting
+                self._stopped.wait(1.0 if last_version == 0 else 0.2)
                 continue
             last_version = header.version
             started, env_steps = self.context()
@@ -199,12 +203,16 @@ class Evaluator:
                     return
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
-            self.on_result(result, confirmation)
-            try:
+            try:  # reported before on_result: once a run says "solved", the service has tagged it
                 best = confirmation or result
-                self.parameters.report_evaluation(header.version, best.greedy_mean, len(best.greedy_returns))
-            except NotFoundError:  # pruned while it played: only the retained versions compete for "best"
-                log.debug("version %d was pruned before its evaluation was reported", header.version)
+                solved = confirmation is not None and confirmation.greedy_mean >= self.target
+                self.parameters.report_evaluation(
+                    header.version, best.greedy_mean, len(best.greedy_returns), confirmed=confirmation is not None,
+                    solved=solved,
+                )  # fmt: skip
+            except NotFoundError:  # (a parameter service restarted empty meanwhile)
+                log.warning("version %d was gone before its evaluation was reported", header.version)
             except RlringsError as error:
                 log.warning("reporting an evaluation failed: %s", error)
+            self.on_result(result, confirmation)
             self._stopped.wait(self.interval_seconds)

@@ -65,13 +65,19 @@ class ParameterClient(ServiceClient):
             raise from_rpc_error(error) from None
 
     def fetch(
-        self, version: int = 0, tag: str = "latest", header_only: bool = False, timeout: float = 300
+        self,
+        version: int = 0,
+        tag: str = "latest",
+        header_only: bool = False,
+        timeout: float = 300,
+        hold_seconds: float = 0.0,
     ) -> tuple[parameter_pb2.WeightsHeader, bytes]:
-        """Downloads a version (or the one ``tag`` points at); checks its sha256."""
+        """Downloads a version (or the one ``tag`` points at); checks its sha256. ``hold_seconds``
+        keeps it from pruning that long, or until its evaluation is reported."""
         request = (
-            parameter_pb2.FetchRequest(version=version, header_only=header_only)
+            parameter_pb2.FetchRequest(version=version, header_only=header_only, hold_seconds=hold_seconds)
             if version
-            else parameter_pb2.FetchRequest(tag=tag, header_only=header_only)
+            else parameter_pb2.FetchRequest(tag=tag, header_only=header_only, hold_seconds=hold_seconds)
         )
         try:
             responses = iter(self._stub.Fetch(request, timeout=timeout))
@@ -90,9 +96,13 @@ class ParameterClient(ServiceClient):
     def list(self) -> parameter_pb2.ListResponse:
         return self._call(self._stub.List, parameter_pb2.ListRequest(), 30)
 
-    def report_evaluation(self, version: int, evaluation_return: float, episodes: int = 0) -> int:
+    def report_evaluation(
+        self, version: int, evaluation_return: float, episodes: int = 0, confirmed: bool = False, solved: bool = False
+    ) -> int:
+        """Records a version's evaluation (``confirmed``: over the env's solving window; ``solved``: it
+        reached the threshold there); returns the version now tagged ``best``."""
         request = parameter_pb2.ReportEvaluationRequest(
-            version=version, evaluation_return=evaluation_return, episodes=episodes
+            version=version, evaluation_return=evaluation_return, episodes=episodes, confirmed=confirmed, solved=solved
         )
         return self._call(self._stub.ReportEvaluation, request, 30).best_version
 

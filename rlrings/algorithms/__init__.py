@@ -10,13 +10,18 @@ Nothing in this package knows about gRPC.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+import difflib
+import json
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
+import pydantic.fields
 
 from rlrings.algorithms import appo, bc, dqn, impala, ppo, sac
 from rlrings.algorithms.base import Algorithm, AlgorithmConfig
 from rlrings.errors import ConfigError
+from rlrings.text import plain
 
 REGISTRY: dict[str, Algorithm] = {
     module.ALGORITHM.name: module.ALGORITHM for module in (impala, dqn, ppo, appo, sac, bc)
@@ -24,19 +29,42 @@ REGISTRY: dict[str, Algorithm] = {
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
+DEFAULT = "impala"
+"""The algorithm when none is named."""
+
+
 def get(name: str) -> Algorithm:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"algorithm: unknown {name!r}; known: {list(NAMES)}") from None
+        raise ConfigError(f"algorithm: {unknown(name)}") from None
+
+
+def unknown(name: Any) -> str:
+    return f"unknown algorithm {name!r}; choose one of: {', '.join(NAMES)}"
 
 
 def _by_name(value: Any) -> Any:
-    """``algorithm: impala`` is short for ``algorithm: {name: impala}``; no name means impala."""
+    """``algorithm: impala`` is short for ``algorithm: {name: impala}``; no name means the default.
+    An unknown name, or a key the named algorithm does not have, is refused saying what would do."""
     if isinstance(value, str):
-        return {"name": value}
-    if isinstance(value, dict) and "name" not in value:
-        return {"name": "impala", **value}
+        value = {"name": value}
+    if isinstance(value, dict):
+        value = {"name": DEFAULT, **value}
+        if value["name"] not in REGISTRY:
+            raise ValueError(unknown(value["name"]))
+        fields = REGISTRY[value["name"]].Config.model_fields
+        foreign = [key for key in value if key not in fields]
+        if len(foreign) == 1 and (close := difflib.get_close_matches(foreign[0], list(fields), n=1)):
+            raise ValueError(f"{foreign[0]!r} is not a setting of {value['name']}; did you mean {close[0]!r}?")
+        if foreign:
+            others = sorted(n for n, a in REGISTRY.items() if all(key in a.Config.model_fields for key in foreign))
+            elsewhere = f" (a setting of {', '.join(others)})" if others else ""
+            raise ValueError(
+                f"{', '.join(map(repr, foreign))} {'is not a setting' if len(foreign) == 1 else 'are not settings'} "
+                f"of {value['name']}{elsewhere}; {value['name']}'s settings: "
+                f"{', '.join(key for key in fields if key != 'name')} (rlrings algorithms {value['name']})"
+            )
     return value
 
 
@@ -54,3 +82,81 @@ AlgorithmSettings = Annotated[
     pydantic.BeforeValidator(_by_name),
 ]
 """The ``algorithm:`` setting: one of the registry's configs, chosen by its ``name``."""
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _bounds(constraints) -> str:
+    return "".join(
+        f" {sign} {getattr(constraint, attribute)}"
+        for constraint in constraints
+        for attribute, sign in _BOUNDS.items()
+        if getattr(constraint, attribute, None) is not None
+    )
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as help shows it: ``int > 0``, ``float | None``, ``'fifo' | 'uniform'``, ``list[int > 0]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0]) + _bounds(args[1:])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is Literal:
+        return " | ".join(map(repr, args))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _description(config: type[pydantic.BaseModel], key: str) -> str:
+    """A setting's docstring, from the class that last documented it (a subclass may change only its default)."""
+    for cls in config.__mro__:
+        field = getattr(cls, "model_fields", {}).get(key)
+        if field is not None and field.description:
+            return " ".join(plain(field.description).split())
+    return ""
+
+
+def settings_table(name: str) -> list[tuple[str, str, str, str]]:
+    """(flag, type, default, description) of each of algorithm ``name``'s settings, from its Config."""
+    config = REGISTRY[name].Config
+    rows = []
+    for key, field in config.model_fields.items():
+        if key == "name":
+            continue
+        default = field.get_default(call_default_factory=True)
+        kind = _type_name(field.annotation) + _bounds(field.metadata)
+        rows.append((f"--algorithm.{key.replace('_', '-')}", kind, json.dumps(default), _description(config, key)))
+    return rows
+
+
+def help_epilog(chosen: dict[str, dict[str, Any]]) -> str:
+    """What ``--help`` shows after the flags of a command that takes ``--algorithm`` and ``--env``."""
+    from rlrings.envs import describe_families
+
+    name = chosen.get("algorithm", {}).get("name")
+    return f"{describe(name)}\n\nenvironments (--env):\n{describe_families()}"
+
+
+def describe(name: str | None = None, width: int = 100) -> str:
+    """Help on the algorithms: every one with its action spaces and summary; with ``name``, its
+    settings and their defaults besides (what ``rlrings up --help`` and ``rlrings algorithms`` show)."""
+    import textwrap
+
+    lines = ["algorithms (--algorithm NAME; then --algorithm.SETTING VALUE; 'rlrings algorithms NAME' lists "
+             "an algorithm's settings):"]  # fmt: skip
+    for algorithm in REGISTRY.values():
+        spaces = " or ".join(kind.__name__ for kind in algorithm.action_spaces)
+        default = " (default)" if algorithm.name == DEFAULT else ""
+        lines.append(f"  {algorithm.name:<7} {spaces:<16} {algorithm.summary}{default}")
+    if name is None:
+        return "\n".join(lines)
+    if name not in REGISTRY:
+        return "\n".join([*lines, "", unknown(name)])
+    lines += ["", f"settings of {name} (defaults as {name} has them):"]
+    for flag, kind, default, doc in settings_table(name):
+        lines.append(f"  {flag} {kind}  (default {default})")
+        lines += textwrap.wrap(doc, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)

@@ -55,7 +55,9 @@ class PpoConfig(base.TrajectoryConfig):
     minibatches: pydantic.PositiveInt = 4
     """Minibatches per pass (of the batch's steps, shuffled)."""
     entropy_cost: pydantic.NonNegativeFloat = 0.01
+    """Weight of the entropy bonus in the loss."""
     value_cost: pydantic.NonNegativeFloat = 0.5
+    """Weight of the value loss in the loss."""
     value_clip: pydantic.PositiveFloat | None = None
     """Clip of the value's change per update, in standardised units; None: unclipped (clipping
     measured to help little or hurt in Andrychowicz et al., 2021)."""

@@ -56,6 +56,25 @@ with ``HAS_TRAINING_MODE`` gets ``training=True`` from actors (Atari: episodic l
 rewards) and False elsewhere."""
 
 
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1", "Gymnasium's classic control (any registered id)"),
+    ("LunarLander-v3, CarRacing-v3", "Box2D (CarRacing: 96x96 frames, continuous steering)"),
+    ("Reacher-v5, Pusher-v5, HalfCheetah-v5, Hopper-v5", "MuJoCo: robot arms and locomotion, continuous actions"),
+    ("ALE/<Game>-v5[?sticky=P]", "Atari through ale-py, 84x84x4 frames; sticky actions with probability P"),
+    ("crafter", "Crafter's reward task, 64x64 frames, 17 actions"),
+    ("minerl:<MineRL id>", "MineRL (in the actor image), e.g. minerl:MineRLTreechop-v0"),
+    ("task:<family>/<task>", "a few-shot task, e.g. task:cartpole/l1.5-m0.1-f10 (families: cartpole, reacher, "
+     "crafter, minerl)"),
+)  # fmt: skip
+"""Every kind of env id, with examples: what help and the unknown-id error list."""
+
+
+def describe_families(indent: str = "  ") -> str:
+    """:data:`FAMILIES` as lines of text."""
+    width = max(len(ids) for ids, _ in FAMILIES)
+    return "\n".join(f"{indent}{ids:<{width}}  {what}" for ids, what in FAMILIES)
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """What the rest of rlrings needs to know of an environment."""
@@ -92,8 +111,9 @@ def env_factory(env_id: str, training: bool = False) -> Callable[..., gym.Env]:
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower()[:4])][:5]
         raise ConfigError(
-            f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1), 'crafter', "
-            f"'minerl:<id>' or 'task:<family>/<task>'" + (f"; similar ids: {close}" if close else "")
+            f"env: unknown environment {env_id!r}; use a Gymnasium id (e.g. CartPole-v1, Reacher-v5), "
+            f"'ALE/<Game>-v5', 'crafter', 'minerl:<id>' or 'task:<family>/<task>'"
+            + (f"; similar ids: {close}" if close else "")
         )
     return lambda **kwargs: float32_observations(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
 

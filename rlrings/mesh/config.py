@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms import AlgorithmSettings, help_epilog
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import Settings
 
@@ -17,14 +17,18 @@ class MeshConfig(Settings):
     """Settings of ``rlrings up``."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_UP_")
+    sections = ("algorithm",)
+
+    @classmethod
+    def epilog(cls, chosen: dict) -> str:
+        return help_epilog(chosen)
 
     env: str = "CartPole-v1"
-    """Environment id: a Gymnasium id, 'crafter' or 'minerl:<id>'."""
-    algorithm: AlgorithmSettings = ImpalaConfig()
-    """The algorithm and its settings: ``name`` picks one of ``rlrings.algorithms.REGISTRY`` (impala:
-    V-trace from a FIFO queue; dqn: double DQN, prioritized n-step; ...); the other keys are that
-    algorithm's (its Config in ``rlrings/algorithms/<name>.py``). A bare name is short for
-    ``{name: ...}``; on the command line, JSON: ``--algorithm '{"name": "ppo", "epochs": 8}'``."""
+    """Environment id (every kind is listed below the flags)."""
+    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
+    """The algorithm and its settings (every algorithm is listed below the flags): ``--algorithm NAME``,
+    then ``--algorithm.SETTING VALUE`` for each setting to change, or JSON: ``--algorithm '{"name":
+    "ppo", "epochs": 8}'``; in a config file, ``algorithm: {name: ppo, epochs: 8}``."""
     actors: pydantic.PositiveInt = 2
     """Actor processes."""
     envs_per_actor: pydantic.PositiveInt = 8

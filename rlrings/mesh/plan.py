@@ -129,14 +129,17 @@ def exploration(config: MeshConfig, i: int, settings: dict) -> dict:
     epsilon exploration (DQN): actor i's epsilon, annealed from 1 over its
     share of the decay to its own final value; final values spread geometrically from 0.1 to
     0.01 across actors (Ape-X's spread, narrowed so that with 2 actors neither is almost greedy
-    nor almost random). Others: nothing."""
+    nor almost random). A value the user gave (``--algorithm.epsilon``) is every actor's instead of
+    the spread. Others: nothing."""
     c = config
+    given = c.algorithm.model_fields_set
     if "random_steps" in settings:  # SAC: each actor plays its share of the random steps
         return {"random_steps": settings["random_steps"] // c.actors}
     if "epsilon" not in settings:
         return {}
     final = 0.1 ** (1 + i / (c.actors - 1)) if c.actors > 1 else 0.1**1.5
-    return {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": c.epsilon_decay_env_steps // c.actors}
+    spread = {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": c.epsilon_decay_env_steps // c.actors}
+    return {key: value for key, value in spread.items() if key not in given}
 
 
 def place_ring(ranks: list[ServiceProcess]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,7 @@ def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
         "training_episodes": sorted((steps, ret) for _, ret, steps in p.episodes),
         "target_return": c.target_return,
         "restarts": p.restarts,
+        "model": kept_model(mesh.run_dir),
     }
     (mesh.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_path = plot(mesh)
@@ -204,7 +206,46 @@ def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
     table.add_row("logs", str(mesh.run_dir / "logs"))
     console.print()
     console.print(table)
+    model = summary["model"]
+    if model is not None:
+        console.print(f"[bold]The model[/]: {model['description']}. Get it (the run has ended; no server needed):")
+        for command in model["commands"]:
+            console.print(f"  {command}", highlight=False, soft_wrap=True)
     return summary
+
+
+def kept_model(run_dir: Path) -> dict | None:
+    """The version a user should take from a finished run, and the commands that give it: the one
+    that solved, else the best confirmed (or, failing that, evaluated) one, else the latest."""
+    from rlrings.services.parameter.store import WeightDirectory
+
+    weights = WeightDirectory(run_dir / "weights")
+    tags = weights.tags()
+    tag = next((name for name in ("solved", "best", "latest") if name in tags), None)
+    if tag is None:
+        return None
+    header = weights.header(tag=tag)
+    evaluated = header.HasField("evaluation_return")
+    why = {"solved": "the version that solved the env", "best": "the best evaluated version",
+           "latest": "the latest version (none was evaluated)"}[tag]  # fmt: skip
+    description = f"version {header.version}, {why}" + (
+        f", greedy mean {header.evaluation_return:,.1f} over {header.evaluation_episodes} fresh episodes"
+        if evaluated
+        else ""
+    )
+    run = shlex.quote(str(run_dir))
+    return {
+        "version": header.version,
+        "tag": tag,
+        "evaluation_return": header.evaluation_return if evaluated else None,
+        "evaluation_episodes": header.evaluation_episodes if evaluated else None,
+        "description": description,
+        "commands": [
+            f"rlrings models pull --run {run} --tag {tag} --out model.pt",
+            f"rlrings models list --run {run}",
+            f"rlrings render --run {run} --model {tag} --out agent.mp4",
+        ],
+    }
 
 
 def frames(mesh: Mesh, steps_per_second: float) -> dict:

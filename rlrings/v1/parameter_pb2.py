@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from rlrings.v1 import spaces_pb2 as rlrings_dot_v1_dot_spaces__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arlrings/v1/parameter.proto\x12\nrlrings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rlrings/v1/spaces.proto\"\x82\x02\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.rlrings.v1.ModelSpec\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\x12\x14\n\x0clearner_step\x18\x06 \x01(\x03\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x1e\n\x11\x65valuation_return\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x14\n\x12_evaluation_return\"U\n\x0ePublishRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.rlrings.v1.WeightsHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\"\n\x0fPublishResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"Q\n\x0c\x46\x65tchRequest\x12\x11\n\x07version\x18\x01 \x01(\x03H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x12\x13\n\x0bheader_only\x18\x03 \x01(\x08\x42\n\n\x08selector\"T\n\rFetchResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.rlrings.v1.WeightsHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"$\n\x0cWatchRequest\x12\x14\n\x0csend_current\x18\x01 \x01(\x08\"K\n\rWatchResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x14\n\x0clearner_step\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"\r\n\x0bListRequest\"\x9a\x01\n\x0cListResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.rlrings.v1.WeightsHeader\x12\x30\n\x04tags\x18\x02 \x03(\x0b\x32\".rlrings.v1.ListResponse.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"W\n\x17ReportEvaluationRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x19\n\x11\x65valuation_return\x18\x02 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x03 \x01(\r\"0\n\x18ReportEvaluationResponse\x12\x14\n\x0c\x62\x65st_version\x18\x01 \x01(\x03\"\x1f\n\x10\x44\x65leteTagRequest\x12\x0b\n\x03tag\x18\x01 \x01(\t\"$\n\x11\x44\x65leteTagResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x32\xbc\x03\n\x10ParameterService\x12\x44\n\x07Publish\x12\x1a.rlrings.v1.PublishRequest\x1a\x1b.rlrings.v1.PublishResponse(\x01\x12>\n\x05\x46\x65tch\x12\x18.rlrings.v1.FetchRequest\x1a\x19.rlrings.v1.FetchResponse0\x01\x12>\n\x05Watch\x12\x18.rlrings.v1.WatchRequest\x1a\x19.rlrings.v1.WatchResponse0\x01\x12\x39\n\x04List\x12\x17.rlrings.v1.ListRequest\x1a\x18.rlrings.v1.ListResponse\x12]\n\x10ReportEvaluation\x12#.rlrings.v1.ReportEvaluationRequest\x1a$.rlrings.v1.ReportEvaluationResponse\x12H\n\tDeleteTag\x12\x1c.rlrings.v1.DeleteTagRequest\x1a\x1d.rlrings.v1.DeleteTagResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arlrings/v1/parameter.proto\x12\nrlrings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rlrings/v1/spaces.proto\"\xcd\x02\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12$\n\x05model\x18\x02 \x01(\x0b\x32\x15.rlrings.v1.ModelSpec\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\x12\x14\n\x0clearner_step\x18\x06 \x01(\x03\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x1e\n\x11\x65valuation_return\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x13\x65valuation_episodes\x18\n \x01(\r\x12\x1c\n\x14\x65valuation_confirmed\x18\x0b \x01(\x08\x12\x0e\n\x06solved\x18\x0c \x01(\x08\x42\x14\n\x12_evaluation_return\"U\n\x0ePublishRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.rlrings.v1.WeightsHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\"\n\x0fPublishResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"g\n\x0c\x46\x65tchRequest\x12\x11\n\x07version\x18\x01 \x01(\x03H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x12\x13\n\x0bheader_only\x18\x03 \x01(\x08\x12\x14\n\x0chold_seconds\x18\x04 \x01(\x01\x42\n\n\x08selector\"T\n\rFetchResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.rlrings.v1.WeightsHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"$\n\x0cWatchRequest\x12\x14\n\x0csend_current\x18\x01 \x01(\x08\"K\n\rWatchResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x14\n\x0clearner_step\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"\r\n\x0bListRequest\"\x9a\x01\n\x0cListResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.rlrings.v1.WeightsHeader\x12\x30\n\x04tags\x18\x02 \x03(\x0b\x32\".rlrings.v1.ListResponse.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"z\n\x17ReportEvaluationRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x19\n\x11\x65valuation_return\x18\x02 \x01(\x01\x12\x10\n\x08\x65pisodes\x18\x03 \x01(\r\x12\x11\n\tconfirmed\x18\x04 \x01(\x08\x12\x0e\n\x06solved\x18\x05 \x01(\x08\"H\n\x18ReportEvaluationResponse\x12\x14\n\x0c\x62\x65st_version\x18\x01 \x01(\x03\x12\x16\n\x0esolved_version\x18\x02 \x01(\x03\"\x1f\n\x10\x44\x65leteTagRequest\x12\x0b\n\x03tag\x18\x01 \x01(\t\"$\n\x11\x44\x65leteTagResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x32\xbc\x03\n\x10ParameterService\x12\x44\n\x07Publish\x12\x1a.rlrings.v1.PublishRequest\x1a\x1b.rlrings.v1.PublishResponse(\x01\x12>\n\x05\x46\x65tch\x12\x18.rlrings.v1.FetchRequest\x1a\x19.rlrings.v1.FetchResponse0\x01\x12>\n\x05Watch\x12\x18.rlrings.v1.WatchRequest\x1a\x19.rlrings.v1.WatchResponse0\x01\x12\x39\n\x04List\x12\x17.rlrings.v1.ListRequest\x1a\x18.rlrings.v1.ListResponse\x12]\n\x10ReportEvaluation\x12#.rlrings.v1.ReportEvaluationRequest\x1a$.rlrings.v1.ReportEvaluationResponse\x12H\n\tDeleteTag\x12\x1c.rlrings.v1.DeleteTagRequest\x1a\x1d.rlrings.v1.DeleteTagResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRESPONSE_TAGSENTRY']._loaded_options = None
   _globals['_LISTRESPONSE_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_WEIGHTSHEADER']._serialized_start=101
-  _globals['_WEIGHTSHEADER']._serialized_end=359
-  _globals['_PUBLISHREQUEST']._serialized_start=361
-  _globals['_PUBLISHREQUEST']._serialized_end=446
-  _globals['_PUBLISHRESPONSE']._serialized_start=448
-  _globals['_PUBLISHRESPONSE']._serialized_end=482
-  _globals['_FETCHREQUEST']._serialized_start=484
-  _globals['_FETCHREQUEST']._serialized_end=565
-  _globals['_FETCHRESPONSE']._serialized_start=567
-  _globals['_FETCHRESPONSE']._serialized_end=651
-  _globals['_WATCHREQUEST']._serialized_start=653
-  _globals['_WATCHREQUEST']._serialized_end=689
-  _globals['_WATCHRESPONSE']._serialized_start=691
-  _globals['_WATCHRESPONSE']._serialized_end=766
-  _globals['_LISTREQUEST']._serialized_start=768
-  _globals['_LISTREQUEST']._serialized_end=781
-  _globals['_LISTRESPONSE']._serialized_start=784
-  _globals['_LISTRESPONSE']._serialized_end=938
-  _globals['_LISTRESPONSE_TAGSENTRY']._serialized_start=895
-  _globals['_LISTRESPONSE_TAGSENTRY']._serialized_end=938
-  _globals['_REPORTEVALUATIONREQUEST']._serialized_start=940
-  _globals['_REPORTEVALUATIONREQUEST']._serialized_end=1027
-  _globals['_REPORTEVALUATIONRESPONSE']._serialized_start=1029
-  _globals['_REPORTEVALUATIONRESPONSE']._serialized_end=1077
-  _globals['_DELETETAGREQUEST']._serialized_start=1079
-  _globals['_DELETETAGREQUEST']._serialized_end=1110
-  _globals['_DELETETAGRESPONSE']._serialized_start=1112
-  _globals['_DELETETAGRESPONSE']._serialized_end=1148
-  _globals['_PARAMETERSERVICE']._serialized_start=1151
-  _globals['_PARAMETERSERVICE']._serialized_end=1595
+  _globals['_WEIGHTSHEADER']._serialized_end=434
+  _globals['_PUBLISHREQUEST']._serialized_start=436
+  _globals['_PUBLISHREQUEST']._serialized_end=521
+  _globals['_PUBLISHRESPONSE']._serialized_start=523
+  _globals['_PUBLISHRESPONSE']._serialized_end=557
+  _globals['_FETCHREQUEST']._serialized_start=559
+  _globals['_FETCHREQUEST']._serialized_end=662
+  _globals['_FETCHRESPONSE']._serialized_start=664
+  _globals['_FETCHRESPONSE']._serialized_end=748
+  _globals['_WATCHREQUEST']._serialized_start=750
+  _globals['_WATCHREQUEST']._serialized_end=786
+  _globals['_WATCHRESPONSE']._serialized_start=788
+  _globals['_WATCHRESPONSE']._serialized_end=863
+  _globals['_LISTREQUEST']._serialized_start=865
+  _globals['_LISTREQUEST']._serialized_end=878
+  _globals['_LISTRESPONSE']._serialized_start=881
+  _globals['_LISTRESPONSE']._serialized_end=1035
+  _globals['_LISTRESPONSE_TAGSENTRY']._serialized_start=992
+  _globals['_LISTRESPONSE_TAGSENTRY']._serialized_end=1035
+  _globals['_REPORTEVALUATIONREQUEST']._serialized_start=1037
+  _globals['_REPORTEVALUATIONREQUEST']._serialized_end=1159
+  _globals['_REPORTEVALUATIONRESPONSE']._serialized_start=1161
+  _globals['_REPORTEVALUATIONRESPONSE']._serialized_end=1233
+  _globals['_DELETETAGREQUEST']._serialized_start=1235
+  _globals['_DELETETAGREQUEST']._serialized_end=1266
+  _globals['_DELETETAGRESPONSE']._serialized_start=1268
+  _globals['_DELETETAGRESPONSE']._serialized_end=1304
+  _globals['_PARAMETERSERVICE']._serialized_start=1307
+  _globals['_PARAMETERSERVICE']._serialized_end=1751
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WeightsHeader(_message.Message):
-    __slots__ = ("version", "model", "format", "total_bytes", "sha256", "learner_step", "created", "tags", "evaluation_return")
+    __slots__ = ("version", "model", "format", "total_bytes", "sha256", "learner_step", "created", "tags", "evaluation_return", "evaluation_episodes", "evaluation_confirmed", "solved")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,9 @@ class WeightsHeader(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_RETURN_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_EPISODES_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    SOLVED_FIELD_NUMBER: _ClassVar[int]
     version: int
     model: _spaces_pb2.ModelSpec
     format: str
@@ -30,7 +33,10 @@ class WeightsHeader(_message.Message):
     created: _timestamp_pb2.Timestamp
     tags: _containers.RepeatedScalarFieldContainer[str]
     evaluation_return: float
-    def __init__(self, version: _Optional[int] = ..., model: _Optional[_Union[_spaces_pb2.ModelSpec, _Mapping]] = ..., format: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., learner_step: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., evaluation_return: _Optional[float] = ...) -> None: ...
+    evaluation_episodes: int
+    evaluation_confirmed: bool
+    solved: bool
+    def __init__(self, version: _Optional[int] = ..., model: _Optional[_Union[_spaces_pb2.ModelSpec, _Mapping]] = ..., format: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., learner_step: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., evaluation_return: _Optional[float] = ..., evaluation_episodes: _Optional[int] = ..., evaluation_confirmed: _Optional[bool] = ..., solved: _Optional[bool] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -47,14 +53,16 @@ class PublishResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("version", "tag", "header_only")
+    __slots__ = ("version", "tag", "header_only", "hold_seconds")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     HEADER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    HOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     version: int
     tag: str
     header_only: bool
-    def __init__(self, version: _Optional[int] = ..., tag: _Optional[str] = ..., header_only: _Optional[bool] = ...) -> None: ...
+    hold_seconds: float
+    def __init__(self, version: _Optional[int] = ..., tag: _Optional[str] = ..., header_only: _Optional[bool] = ..., hold_seconds: _Optional[float] = ...) -> None: ...
 
 class FetchResponse(_message.Message):
     __slots__ = ("header", "data")
@@ -100,20 +108,26 @@ class ListResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[WeightsHeader, _Mapping]]] = ..., tags: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ReportEvaluationRequest(_message.Message):
-    __slots__ = ("version", "evaluation_return", "episodes")
+    __slots__ = ("version", "evaluation_return", "episodes", "confirmed", "solved")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_RETURN_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    SOLVED_FIELD_NUMBER: _ClassVar[int]
     version: int
     evaluation_return: float
     episodes: int
-    def __init__(self, version: _Optional[int] = ..., evaluation_return: _Optional[float] = ..., episodes: _Optional[int] = ...) -> None: ...
+    confirmed: bool
+    solved: bool
+    def __init__(self, version: _Optional[int] = ..., evaluation_return: _Optional[float] = ..., episodes: _Optional[int] = ..., confirmed: _Optional[bool] = ..., solved: _Optional[bool] = ...) -> None: ...
 
 class ReportEvaluationResponse(_message.Message):
-    __slots__ = ("best_version",)
+    __slots__ = ("best_version", "solved_version")
     BEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOLVED_VERSION_FIELD_NUMBER: _ClassVar[int]
     best_version: int
-    def __init__(self, best_version: _Optional[int] = ...) -> None: ...
+    solved_version: int
+    def __init__(self, best_version: _Optional[int] = ..., solved_version: _Optional[int] = ...) -> None: ...
 
 class DeleteTagRequest(_message.Message):
     __slots__ = ("tag",)

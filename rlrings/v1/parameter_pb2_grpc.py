@@ -106,8 +106,12 @@ class ParameterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportEvaluation(self, request, context):
-        """Records the evaluation return of a version; the best one gets tag "best".
-        Scope: publish.
+        """Records the evaluation of a version. Tag "best" names the retained
+        version with the highest confirmed evaluation (unconfirmed ones rank below
+        every confirmed one); a report with `solved` gives tag "solved" to the
+        first version so reported, which is then kept for good. NOT_FOUND for a
+        version no longer retained: hold it while it plays (Fetch's
+        `hold_seconds`). Scope: publish.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

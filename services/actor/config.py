@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 
 import pydantic
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms import AlgorithmSettings, help_epilog
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
@@ -16,6 +16,11 @@ class ActorConfig(WorkerConfig):
     """Settings of one actor process."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_ACTOR_")
+    sections = ("algorithm",)
+
+    @classmethod
+    def epilog(cls, chosen: dict) -> str:
+        return help_epilog(chosen)
 
     port: int = pydantic.Field(default=8002, ge=0, le=65535)
     """gRPC port of the ActorService; 0 picks a free one."""
@@ -23,7 +28,7 @@ class ActorConfig(WorkerConfig):
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     num_envs: pydantic.PositiveInt = 8
     """Environments stepped together as one vector, with one batched forward pass."""
-    algorithm: AlgorithmSettings = ImpalaConfig()
+    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY); the acting
     half reads what it needs (unroll_length, epsilon, ...)."""
     max_in_flight: pydantic.PositiveInt = 4

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.algorithms import AlgorithmSettings
+from rlrings.algorithms import AlgorithmSettings, help_epilog
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
@@ -17,6 +17,11 @@ class LearnerConfig(WorkerConfig):
     """Settings of one learner rank."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_LEARNER_")
+    sections = ("algorithm",)
+
+    @classmethod
+    def epilog(cls, chosen: dict) -> str:
+        return help_epilog(chosen)
 
     port: int = pydantic.Field(default=8003, ge=0, le=65535)
     """gRPC port of the LearnerService; 0 picks a free one."""
@@ -26,7 +31,7 @@ class LearnerConfig(WorkerConfig):
     """Network (rlrings.models.ARCHITECTURES): mlp; for frames cnn (small), nature (the Nature DQN
     torso) or impala (IMPALA's 15-layer ResNet); None picks by env (Atari: nature, other frames:
     cnn, vectors: mlp)."""
-    algorithm: AlgorithmSettings = ImpalaConfig()
+    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY)."""
     batch_size: pydantic.PositiveInt = 16
     """Items per update: trajectories for the actor-critic algorithms, transitions for dqn, steps for bc."""

@@ -22,7 +22,11 @@ class ParameterConfig(ServiceConfig):
     directory: Path = Path("./data/parameter")
     """Where versions are kept; a restart serves what is there."""
     keep_versions: pydantic.PositiveInt = 5
-    """Versions retained besides the one tagged 'best'."""
+    """Newest versions retained; the ones tagged 'best', 'solved' or by a publisher, and those held
+    by an evaluator, are kept besides, whatever their age."""
+    max_holds: pydantic.PositiveInt = 16
+    """Versions readers may hold at once (Fetch's hold_seconds: an evaluator keeps what it plays
+    from pruning until it reports); past it, a hold is RESOURCE_EXHAUSTED."""
     max_named_tags: pydantic.PositiveInt = 256
     """Named tags (besides 'latest' and 'best') the store holds at once; each keeps its version
     whatever its age, so they are bounded: a publish that would add one more is RESOURCE_EXHAUSTED

@@ -38,7 +38,7 @@ class EvaluationCollector(Collector):
 class ParameterServer:
     def __init__(self, config: ParameterConfig):
         self.config = config
-        self.store = WeightStore(config.directory, config.keep_versions, config.max_named_tags)
+        self.store = WeightStore(config.directory, config.keep_versions, config.max_named_tags, config.max_holds)
         self.server = Server(config, "parameter")
         self.server.add(
             parameter_pb2_grpc.add_ParameterServiceServicer_to_server,

@@ -59,7 +59,9 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
 
     def Fetch(self, request, context):
         which = request.WhichOneof("selector")
-        header = self.store.header(tag=request.tag if which == "tag" else "", version=request.version)
+        header = self.store.header(
+            tag=request.tag if which == "tag" else "", version=request.version, hold_seconds=request.hold_seconds
+        )
         yield parameter_pb2.FetchResponse(header=header)
         if request.header_only:
             return
@@ -100,8 +102,12 @@ class ParameterServicer(parameter_pb2_grpc.ParameterServiceServicer):
     def ReportEvaluation(self, request, context):
         if not math.isfinite(request.evaluation_return):
             raise InvalidArgumentError(f"evaluation_return: {request.evaluation_return} is not a finite number")
-        best = self.store.report_evaluation(request.version, request.evaluation_return)
-        return parameter_pb2.ReportEvaluationResponse(best_version=best)
+        if request.solved and not request.confirmed:
+            raise InvalidArgumentError("solved: only a confirmed evaluation (confirmed: true) can say it solved")
+        best, solved = self.store.report_evaluation(
+            request.version, request.evaluation_return, request.episodes, request.confirmed, request.solved
+        )
+        return parameter_pb2.ReportEvaluationResponse(best_version=best, solved_version=solved)
 
     def DeleteTag(self, request, context):
         return parameter_pb2.DeleteTagResponse(version=self.store.delete_tag(request.tag))

@@ -5,13 +5,21 @@ Each version is two files, ``v<version>.bin`` (the weights) and
 temporary file as they arrive (no copy of the model is held in memory), which
 is renamed once complete and checked, so a crash never leaves a half version;
 temporary files a crash left are removed at start. A full disk is
-RESOURCE_EXHAUSTED and leaves nothing behind. The newest ``keep`` versions are
-retained, and the one tagged ``best`` whatever its age.
+RESOURCE_EXHAUSTED and leaves nothing behind.
 
-Besides ``latest`` and ``best``, which the store works out, a publisher may
-name a version (``fewshot/reptile/s0``): a named tag points at the newest
-version published with it, and that version is kept whatever its age. At most
-``max_named_tags`` names exist at once; :meth:`WeightStore.delete_tag` removes one.
+The store works out three tags: ``latest``; ``best``, the version with the
+highest *confirmed* evaluation (a mean over the env's own solving window; an
+unconfirmed round of a few episodes ranks below every confirmed one); and
+``solved``, the first version reported to have solved the env. A publisher may
+also name a version (``fewshot/reptile/s0``): a named tag points at the newest
+version published with it. Retention keeps the newest ``keep`` versions and,
+whatever their age, the ones ``best``, ``solved`` and named tags point at, and
+the ones held: a reader may hold a version while it evaluates it (Fetch's
+``hold_seconds``), so its report is never lost to pruning. At most
+``max_named_tags`` names and ``max_holds`` holds exist at once.
+
+:class:`WeightDirectory` reads a store's directory with no server and writes
+nothing: what ``rlrings models list|pull --run`` read after a run has ended.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +42,8 @@ from rlrings.errors import ConfigError, InvalidArgumentError, NotFoundError, Res
 from rlrings.v1 import parameter_pb2
 
 log = logging.getLogger(__name__)
-RESERVED_TAGS = ("latest", "best")
+RESERVED_TAGS = ("latest", "best", "solved")
+MAX_HOLD_SECONDS = 3600.0
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 MAX_TAGS_PER_PUBLISH = 16
 _TEMPORARY_SUFFIX = ".tmp"
@@ -109,36 +119,48 @@ class Upload:
         self.path.unlink(missing_ok=True)
 
 
-class WeightStore:
-    def __init__(self, directory: Path, keep: int, max_named_tags: int = 256):
+def evaluation_rank(header: parameter_pb2.WeightsHeader) -> tuple:
+    """How ``best`` orders evaluated versions: confirmed ones above every unconfirmed one, then by
+    return, then the newer first."""
+    return (header.evaluation_confirmed, header.evaluation_return, header.version)
+
+
+def computed_tags(headers: dict[int, parameter_pb2.WeightsHeader]) -> dict[str, int]:
+    """Every tag of a set of versions: the named ones (each at the newest version given it), then
+    ``latest``, ``best`` and ``solved`` where they point somewhere."""
+    tags: dict[str, int] = {}
+    for version in sorted(headers):
+        tags.update(dict.fromkeys(headers[version].tags, version))
+    if headers:
+        tags["latest"] = max(headers)
+    scored = [h for h in headers.values() if h.HasField("evaluation_return")]
+    if scored:
+        tags["best"] = max(scored, key=evaluation_rank).version
+    solved = [v for v, h in headers.items() if h.solved]
+    if solved:
+        tags["solved"] = min(solved)
+    return tags
+
+
+class WeightDirectory:
+    """The versions in a store's directory and their tags, read-only: nothing is written, so a
+    finished run's ``weights/`` can be listed and pulled from with no server."""
+
+    def __init__(self, directory: Path):
         self.directory = Path(directory)
-        try:  # found at start, not at the first publish
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".writable-", suffix=_TEMPORARY_SUFFIX):
-                pass
-        except OSError as error:
-            raise ConfigError(
-                f"directory: {self.directory} cannot be written ({error.strerror or error}); give a directory this "
-                "process may write"
-            ) from None
-        self.keep = keep
-        self.max_named_tags = max_named_tags
-        self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported
         self._headers: dict[int, parameter_pb2.WeightsHeader] = {}
         self._cond = threading.Condition()
-        self._listeners: set[Callable[[], None]] = set()
-        self._closed = False
-        for leftover in self.directory.glob(f"*{_TEMPORARY_SUFFIX}"):  # a publish a crash cut short
-            log.info("removing %s, left by an unfinished write", leftover.name)
-            leftover.unlink(missing_ok=True)
+        self._load()
+
+    def _load(self) -> None:
         for path in sorted(self.directory.glob("v*.json")):
-            header = json_format.Parse(path.read_text(), parameter_pb2.WeightsHeader())
+            try:
+                header = json_format.Parse(path.read_text(), parameter_pb2.WeightsHeader())
+            except (OSError, json_format.ParseError) as error:
+                log.warning("skipping %s: not a version header (%s)", path, error)
+                continue
             if (self.directory / f"v{header.version:010d}.bin").exists():
                 self._headers[header.version] = header
-        if self._headers:
-            log.info("restored versions %s from %s", sorted(self._headers), self.directory)
-
-    # -- reading -------------------------------------------------------------
 
     @property
     def latest_version(self) -> int:
@@ -147,20 +169,11 @@ class WeightStore:
 
     def best_version(self) -> int:
         with self._cond:
-            return self._best()
-
-    def _best(self) -> int:
-        scored = [(h.evaluation_return, v) for v, h in self._headers.items() if h.HasField("evaluation_return")]
-        return max(scored)[1] if scored else 0
+            return computed_tags(self._headers).get("best", 0)
 
     def tags(self) -> dict[str, int]:
         with self._cond:
-            tags = self._named()
-            if self._headers:
-                tags["latest"] = max(self._headers)
-            if best := self._best():
-                tags["best"] = best
-            return tags
+            return computed_tags(self._headers)
 
     def _named(self) -> dict[str, int]:
         named: dict[str, int] = {}
@@ -169,19 +182,24 @@ class WeightStore:
         return named
 
     def header(self, version: int = 0, tag: str = "") -> parameter_pb2.WeightsHeader:
-        """The header of a version, or of the version a tag points at."""
+        """The header of a version, or of the version a tag points at, with every tag pointing at it.
+
+        Raises:
+            NotFoundError: naming the tag or version, and what there is.
+        """
         with self._cond:
+            tags = computed_tags(self._headers)
             if tag:
-                resolved = self.tags().get(tag)
+                resolved = tags.get(tag)
                 if resolved is None:
-                    known = "; no version published yet" if not self._headers else f"; tags now: {sorted(self.tags())}"
+                    known = "; no version published yet" if not self._headers else f"; tags now: {sorted(tags)}"
                     raise NotFoundError(f"tag: {tag!r} points at no version{known}")
                 version = resolved
             if version not in self._headers:
                 raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
             header = parameter_pb2.WeightsHeader()
             header.CopyFrom(self._headers[version])
-            header.tags[:] = [name for name, v in self.tags().items() if v == version]
+            header.tags[:] = [name for name, v in tags.items() if v == version]
             return header
 
     def pieces(self, version: int, piece_bytes: int) -> Iterator[bytes]:
@@ -199,6 +217,77 @@ class WeightStore:
 
         return each()
 
+    def read(self, version: int) -> bytes:
+        """The version's weights, whole."""
+        return b"".join(self.pieces(version, 1 << 20))
+
+    def headers(self) -> list[parameter_pb2.WeightsHeader]:
+        """Every retained version's header, newest first."""
+        with self._cond:
+            versions = sorted(self._headers, reverse=True)
+        return [self.header(v) for v in versions]
+
+
+class WeightStore(WeightDirectory):
+    """A directory of versions that takes publishes, evaluations, holds and tag deletions."""
+
+    def __init__(self, directory: Path, keep: int, max_named_tags: int = 256, max_holds: int = 16):
+        directory = Path(directory)
+        try:  # found at start, not at the first publish
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-", suffix=_TEMPORARY_SUFFIX):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"directory: {directory} cannot be written ({error.strerror or error}); give a directory this "
+                "process may write"
+            ) from None
+        for leftover in directory.glob(f"*{_TEMPORARY_SUFFIX}"):  # a publish a crash cut short
+            log.info("removing %s, left by an unfinished write", leftover.name)
+            leftover.unlink(missing_ok=True)
+        super().__init__(directory)
+        self.keep = keep
+        self.max_named_tags = max_named_tags
+        self.max_holds = max_holds
+        self.last_evaluation: tuple[int, float] | None = None  # (version, return) last reported
+        self._holds: dict[int, float] = {}  # version -> monotonic time its hold ends
+        self._listeners: set[Callable[[], None]] = set()
+        self._closed = False
+        if self._headers:
+            log.info("restored versions %s from %s", sorted(self._headers), self.directory)
+
+    # -- reading -------------------------------------------------------------
+
+    def header(self, version: int = 0, tag: str = "", hold_seconds: float = 0.0) -> parameter_pb2.WeightsHeader:
+        """As :meth:`WeightDirectory.header`; with ``hold_seconds``, the version found is held (at once:
+        no publish can prune it between the lookup and the hold)."""
+        with self._cond:
+            header = super().header(version, tag)
+            if hold_seconds:
+                self.hold(header.version, hold_seconds)
+            return header
+
+    def hold(self, version: int, seconds: float) -> None:
+        """Keeps ``version`` from pruning for ``seconds`` (or until its evaluation is reported).
+
+        Raises:
+            InvalidArgumentError: ``seconds`` out of range; NotFoundError: the version is not retained;
+            ResourceExhaustedError: ``max_holds`` other versions are held.
+        """
+        if not 0 < seconds <= MAX_HOLD_SECONDS:
+            raise InvalidArgumentError(f"hold_seconds: {seconds} is not in (0, {MAX_HOLD_SECONDS:g}]")
+        with self._cond:
+            now = time.monotonic()
+            self._holds = {v: end for v, end in self._holds.items() if end > now and v in self._headers}
+            if version not in self._headers:
+                raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
+            if version not in self._holds and len(self._holds) >= self.max_holds:
+                raise ResourceExhaustedError(
+                    f"hold_seconds: {len(self._holds)} versions are held already (max_holds {self.max_holds}); "
+                    "report their evaluations or let their holds end first"
+                )
+            self._holds[version] = now + seconds
+
     def versions_after(self, version: int, timeout: float) -> list[int]:
         """Versions newer than ``version``, waiting up to ``timeout`` for one."""
         with self._cond:
@@ -206,11 +295,6 @@ class WeightStore:
             if self._closed:
                 raise UnavailableError("parameter service is shutting down")
             return sorted(v for v in self._headers if v > version)
-
-    def headers(self) -> list[parameter_pb2.WeightsHeader]:
-        with self._cond:
-            versions = sorted(self._headers, reverse=True)
-        return [self.header(v) for v in versions]
 
     # -- writing -------------------------------------------------------------
 
@@ -240,7 +324,8 @@ class WeightStore:
                 stored.CopyFrom(upload.header)
                 stored.version = version
                 stored.tags[:] = upload.tags  # the names given; header() reports every tag pointing here
-                stored.ClearField("evaluation_return")
+                for field in ("evaluation_return", "evaluation_episodes", "evaluation_confirmed", "solved"):
+                    stored.ClearField(field)  # the service's to set, not the publisher's
                 stored.created.GetCurrentTime()
                 with _disk_errors("publish"):
                     os.rename(upload.path, self.directory / f"v{version:010d}.bin")
@@ -280,7 +365,7 @@ class WeightStore:
         """Removes a named tag; returns the version it pointed at (now retained as any other).
 
         Raises:
-            InvalidArgumentError: ``latest`` or ``best``; NotFoundError: the tag points at no version.
+            InvalidArgumentError: ``latest``, ``best`` or ``solved``; NotFoundError: the tag points at no version.
         """
         if tag in RESERVED_TAGS:
             raise InvalidArgumentError(f"tag: {tag!r} is set by the service and cannot be deleted")
@@ -302,19 +387,37 @@ class WeightStore:
             self._listeners.add(listener)
         return lambda: self._listeners.discard(listener)
 
-    def report_evaluation(self, version: int, evaluation_return: float) -> int:
+    def report_evaluation(
+        self, version: int, evaluation_return: float, episodes: int = 0, confirmed: bool = False, solved: bool = False
+    ) -> tuple[int, int]:
+        """Records a version's evaluation and ends its hold; returns (best, solved) versions (0: none).
+
+        A version's confirmed evaluation is not replaced by a later unconfirmed one.
+
+        Raises:
+            NotFoundError: the version is not retained.
+        """
         with self._cond:
             if version not in self._headers:
                 raise NotFoundError(f"version: {version} is not retained; retained: {sorted(self._headers)}")
             header = self._headers[version]
-            header.evaluation_return = evaluation_return
+            if confirmed or not header.evaluation_confirmed:
+                header.evaluation_return = evaluation_return
+                header.evaluation_episodes = episodes
+                header.evaluation_confirmed = confirmed
+            header.solved = header.solved or solved
             self.last_evaluation = (version, evaluation_return)
             _write_atomic(self.directory / f"v{version:010d}.json", json_format.MessageToJson(header).encode())
+            self._holds.pop(version, None)
             self._prune()
-            return self._best()
+            tags = computed_tags(self._headers)
+            return tags.get("best", 0), tags.get("solved", 0)
 
     def _prune(self) -> None:
-        keep = set(sorted(self._headers)[-self.keep :]) | {self._best()} | set(self._named().values())
+        now = time.monotonic()
+        held = {v for v, end in self._holds.items() if end > now}
+        tags = computed_tags(self._headers)  # latest, best, solved and the named tags
+        keep = set(sorted(self._headers)[-self.keep :]) | set(tags.values()) | held
         for version in [v for v in self._headers if v not in keep]:
             del self._headers[version]
             for suffix in ("bin", "json"):

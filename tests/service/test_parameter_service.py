@@ -87,6 +87,60 @@ def test_retention_keeps_the_newest_and_the_best_across_a_restart(start_paramete
         assert client.publish(b"weights 6", MODEL) == 6
 
 
+def test_a_held_version_outlives_retention_until_its_evaluation_is_reported(start_parameter):
+    """The race that lost CartPole's solving version: it was pruned while the evaluator played it."""
+    server = start_parameter(keep_versions=1, max_holds=2)
+    with ParameterClient(server.address) as client:
+        client.publish(b"weights 1", MODEL)
+        header, _ = client.fetch(tag="latest", hold_seconds=600)  # the evaluator starts playing 1
+        for i in range(2, 6):
+            client.publish(f"weights {i}".encode(), MODEL)
+        assert [h.version for h in client.list().versions] == [5, 1], "held: kept beyond keep_versions"
+        client.report_evaluation(header.version, 480.0, 100, confirmed=True, solved=True)
+        client.publish(b"weights 6", MODEL)
+        assert dict(client.list().tags) == {"latest": 6, "best": 1, "solved": 1}
+        client.fetch(version=6, hold_seconds=600)
+        client.fetch(version=6, hold_seconds=600)  # holding the same version again replaces its hold
+        client.publish(b"weights 7", MODEL)
+        client.fetch(version=7, hold_seconds=600)
+        client.publish(b"weights 8", MODEL)
+        with pytest.raises(ResourceExhaustedError, match="hold_seconds: 2 versions are held already"):
+            client.fetch(version=8, hold_seconds=600)
+        for bad in (-1.0, 3601.0, float("nan")):
+            with pytest.raises(InvalidArgumentError, match="hold_seconds"):
+                client.fetch(version=8, hold_seconds=bad)
+        with pytest.raises(InvalidArgumentError, match="solved: only a confirmed evaluation"):
+            client.report_evaluation(8, 500.0, 10, solved=True)
+
+
+def test_best_ranks_confirmed_evaluations_above_short_rounds_and_solved_stays(start_parameter):
+    server = start_parameter(keep_versions=1)
+    with ParameterClient(server.address) as client:
+        for i in range(1, 5):
+            client.publish(f"weights {i}".encode(), MODEL)
+            client.fetch(version=i, hold_seconds=600)
+        client.report_evaluation(1, 300.0, 10)
+        assert client.report_evaluation(2, 486.8, 100, confirmed=True, solved=True) == 2
+        assert client.report_evaluation(3, 500.0, 10) == 2, "a 10-episode round does not beat a confirmation"
+        assert client.report_evaluation(4, 490.0, 100, confirmed=True, solved=True) == 4
+        for i in range(5, 8):
+            client.publish(f"weights {i}".encode(), MODEL)
+        listing = client.list()
+        assert dict(listing.tags) == {"latest": 7, "best": 4, "solved": 2}, "solved: the first that solved"
+        assert [h.version for h in listing.versions] == [7, 4, 2]
+        header = client.fetch(tag="solved", header_only=True)[0]
+        assert (header.evaluation_return, header.evaluation_episodes, header.evaluation_confirmed, header.solved) == (
+            486.8, 100, True, True)  # fmt: skip
+        client.report_evaluation(4, 100.0, 10)  # a later short round keeps the confirmed figure
+        assert client.fetch(tag="best", header_only=True)[0].evaluation_return == 490.0
+        with pytest.raises(InvalidArgumentError, match="'solved' is set by the service"):
+            client.delete_tag("solved")
+    server.stop()
+    again = start_parameter(keep_versions=1)
+    with ParameterClient(again.address) as client:
+        assert dict(client.list().tags) == {"latest": 7, "best": 4, "solved": 2}
+
+
 def test_follower_gets_new_versions_in_the_background(start_parameter):
     server = start_parameter()
     with ParameterClient(server.address) as client:

@@ -37,7 +37,9 @@ def test_settings_nest_the_algorithm_and_refuse_unknown_keys_naming_them(tmp_pat
     config.write_text("algorithm:\n  name: ppo\n  unroll_length: 64\n")
     assert load_config(ActorConfig, ["--config", str(config)]).algorithm.unroll_length == 64
     config.write_text("algorithm:\n  name: ppo\n  unrol_length: 64\n")
-    with pytest.raises(ConfigError, match=r"algorithm\.ppo\.unrol_length"):
+    with pytest.raises(
+        ConfigError, match=r"algorithm: 'unrol_length' is not a setting of ppo; did you mean 'unroll_length'"
+    ):
         load_config(ActorConfig, ["--config", str(config)])
     with pytest.raises(ConfigError, match="algorithm"):
         load_config(ActorConfig, ["--algorithm", "sarsa"])
