@@ -10,6 +10,7 @@ the flow control that makes a slow or restarting replay a pause, not a crash.
 from __future__ import annotations
 
 import collections
+import math
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from rlrings.models import build_model, load_weights
 from rlrings.parameter_client import ParameterClient, WeightsFollower
 from rlrings.replay_client import ReplayClient
 from rlrings.services.actor.config import ActorConfig
-from rlrings.services.actor.metrics import ReturnHistogram
+from rlrings.services.actor.metrics import return_histogram
 from rlrings.spaces import Discrete
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class Actor:
         self.env_steps = 0
         self.episodes: collections.deque[Episode] = collections.deque(maxlen=1000)
         self.episode_count = 0
-        self.returns = ReturnHistogram()
-        """Every episode's return, for the metrics."""
+        self.returns = return_histogram(config.env)
+        """Every episode's return, for the metrics (the server registers it)."""
         self.achievement_episodes: collections.Counter[str] = collections.Counter()
         """Episodes in which each achievement was unlocked (Crafter)."""
         self.policy_version = 0
@@ -179,7 +180,8 @@ class Actor:
 
     def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1
-        self.returns.observe(float(episode_return))
+        if not math.isnan(episode_return):  # (a NaN would poison the histogram's sum for good)
+            self.returns.labels(env=self.config.env).observe(float(episode_return))
         self.achievement_episodes.update(achievements)
         self.episodes.append(
             Episode(

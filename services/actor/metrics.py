@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-import bisect
-import math
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from rlrings.services.actor.actor import Actor
 
 
-class ReturnHistogram:
-    """Every episode's return since the actor started, in fixed buckets: the counts only grow, so
-    ``rate()`` and ``histogram_quantile`` over them mean what they say. The edges span the
-    returns of the registry's games, negative ones (Pendulum, Reacher) included."""
+RETURN_BUCKETS = (-2000, -1000, -500, -200, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 200, 300,
+                  400, 475, 500, 1000, 2000, 5000, 10000, float("inf"))  # fmt: skip
+"""Upper edges of the episode-return buckets: they span the returns of the registry's games,
+negative ones (Pendulum, Reacher) included."""
 
-    EDGES = (-2000, -1000, -500, -200, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 400,
-             475, 500, 1000, 2000, 5000, 10000, float("inf"))  # fmt: skip
 
-    def __init__(self):
-        self.counts = [0] * len(self.EDGES)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        if math.isnan(value):
-            return
-        self.counts[bisect.bisect_left(self.EDGES, value)] += 1
-        self.sum += value
-
-    def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative counts per upper edge, as Prometheus expects them."""
-        total, cumulative = 0, []
-        for edge, count in zip(self.EDGES, self.counts, strict=True):
-            total += count
-            cumulative.append(("+Inf" if edge == float("inf") else str(float(edge)), total))
-        return cumulative
+def return_histogram(env: str) -> Histogram:
+    """Every episode's return since the actor started, as prometheus_client's own histogram (its
+    counts only grow, so ``rate()`` and ``histogram_quantile`` mean what they say); registered on
+    the actor's server registry by the server. Its buckets go below 0, so prometheus_client
+    leaves out ``_sum`` (OpenMetrics' rule for such histograms): the mean return is the gauge
+    ``rlrings_actor_mean_episode_return``."""
+    histogram = Histogram(
+        "rlrings_actor_episode_return",
+        "Returns of every episode since the actor started.",
+        ["env"],
+        buckets=RETURN_BUCKETS,
+        registry=None,
+    )
+    histogram.labels(env=env)  # exported from the start, at zero
+    return histogram
 
 
 class ActorCollector(Collector):
@@ -56,10 +51,6 @@ class ActorCollector(Collector):
         buffered = GaugeMetricFamily("rlrings_actor_buffered_chunks", "Chunks not yet acknowledged by replay.")
         buffered.add_metric([], actor.writer.pending if actor.writer else 0)
         recent = list(actor.episodes)[-100:]
-        returns = HistogramMetricFamily(
-            "rlrings_actor_episode_return", "Returns of every episode since the actor started.", labels=["env"]
-        )
-        returns.add_metric(env, actor.returns.buckets(), actor.returns.sum)
         mean = GaugeMetricFamily(
             "rlrings_actor_mean_episode_return", "Mean return of the last 100 episodes.", labels=["env"]
         )
@@ -75,4 +66,4 @@ class ActorCollector(Collector):
         )
         for name, count in sorted(actor.achievement_episodes.items()):
             unlocked.add_metric([*env, name], count)
-        yield from (steps, episodes, version, buffered, returns, mean, lengths, unlocked)
+        yield from (steps, episodes, version, buffered, mean, lengths, unlocked)

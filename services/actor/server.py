@@ -19,6 +19,7 @@ def build(config: ActorConfig) -> Service:
     server = Server(config, "actor")
     server.add(actor_pb2_grpc.add_ActorServiceServicer_to_server, ActorServicer(actor), SERVICE_NAME)
     server.registry.register(ActorCollector(actor))
+    server.registry.register(actor.returns)
 
     def act() -> None:
         actor.connect()

@@ -12,6 +12,7 @@ import urllib.request
 import grpc
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from tests.deploy.helpers import TOOLS_BIN
@@ -62,13 +63,54 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert (tmp_path / "checkpoints" / "learner.pt").exists()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "rlrings mesh: solved" in output
-    # not a terminal: a progress line every few seconds instead of the live table
+    # not a terminal: a progress line every progress_seconds (5) while the run lasts, instead of the
+    # live table; how many depends on how long the run took, never on how soon it solved
     steps = [int(line.split("env steps ")[1].split(" ")[0].replace(",", "")) for line in output.splitlines()
              if line.startswith("progress: ")]  # fmt: skip
-    assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] > steps[0], output[-2000:]
+    assert len(steps) >= max(1, int(summary["seconds"] // 5) - 1), (summary["seconds"], output[-2000:])
+    assert steps == sorted(steps), output[-2000:]
+    assert_the_printed_model_solves(output, tmp_path, "CartPole-v1", 475)
     # credits keep the sampled data fresh: before them, about 50 versions of lag waited in the stream
     assert summary["policy_lag_versions_median"] <= 2, summary
     assert summary["policy_lag_updates_median"] <= 15, summary
+
+
+def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold: float) -> None:
+    """The commands the summary prints, run after the mesh has ended, give the version that solved,
+    and it scores ``threshold`` over 100 fresh episodes in a plain Gymnasium loop."""
+    import gymnasium as gym
+    import numpy as np
+
+    from rlrings.models import Policy
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (pull,) = [line.split() for line in output.splitlines() if line.strip().startswith("rlrings models pull ")]
+    assert pull[pull.index("--tag") + 1] == "solved" and summary["model"]["version"] == summary["solved_version"]
+    pull[pull.index("--out") + 1] = str(run_dir / "model.pt")
+    pulled = subprocess.run([sys.executable, "-m", "rlrings.cli", *pull[1:]], capture_output=True, text=True,
+                            timeout=120, cwd=run_dir.parent)  # fmt: skip
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert f"version {summary['solved_version']} " in pulled.stdout
+    policy = Policy.load(run_dir / "model.pt")
+    assert policy.version == summary["solved_version"] and policy.spec.env_id == env_id
+    env = gym.make(env_id)
+    returns = []
+    for episode in range(100):
+        obs, _ = env.reset(seed=777_000 + episode)  # seeds neither the actors nor the evaluator used
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    assert np.mean(returns) >= threshold, (np.mean(returns), summary["solve_confirmation_return"])
+
+
+def test_acrobot_solves_and_hands_over_the_version_that_solved(tmp_path):
+    """The README's hand-over on a second env: the solving version is kept, tagged and pulled."""
+    process = up(tmp_path, "--env", "Acrobot-v1", "--max-env-steps", "1000000", "--max-seconds", "280", "--no-viewer")
+    summary, output = finish(process, tmp_path)
+    assert summary["solved"], summary
+    assert_the_printed_model_solves(output, tmp_path, "Acrobot-v1", -100)
 
 
 def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
@@ -128,12 +170,35 @@ def scrape_every_service(run_dir) -> dict[str, str]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         lint = subprocess.run([promlint], input=text, capture_output=True, text=True, timeout=30)
         assert lint.returncode == 0, f"{path.stem}: {lint.stdout}{lint.stderr}"
+        check_conventions(path.stem, text)
         for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
                      "process_threads"):  # fmt: skip
             assert f"\n{name} " in text, f"{path.stem} exports no {name}"
         scrapes[path.stem] = text
     assert set(scrapes) == {"replay", "parameter", "learner", "actor-0", "actor-1", "viewer"}
     return scrapes
+
+
+def check_conventions(service: str, text: str) -> None:
+    """prometheus_client's own parser reads every family; each histogram has cumulative buckets
+    ending at +Inf that equal its _count; counters are _total; nothing is typed unknown."""
+    for family in text_string_to_metric_families(text):
+        where = f"{service}: {family.name}"
+        assert family.type in ("counter", "gauge", "histogram", "summary", "info"), f"{where} is {family.type}"
+        if family.type == "histogram":
+            series = {}
+            for sample in family.samples:
+                key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+                series.setdefault(key, []).append(sample)
+            for key, samples in series.items():
+                buckets = [s for s in samples if s.name.endswith("_bucket")]
+                counts = [s.value for s in buckets]
+                assert buckets and buckets[-1].labels["le"] == "+Inf", f"{where}{key}: no +Inf bucket"
+                assert counts == sorted(counts), f"{where}{key}: buckets are not cumulative"
+                (count,) = [s.value for s in samples if s.name.endswith("_count")]
+                assert count == counts[-1], f"{where}{key}: _count differs from the +Inf bucket"
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), where
 
 
 def episode_return_buckets(text: str) -> dict[str, float]:

@@ -1,27 +1,35 @@
 """Metrics that tell the truth: episode returns as a histogram whose counts only grow, and
 each process's own figures on every service's registry."""
 
-import math
-
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rlrings.server import register_process_metrics
-from rlrings.services.actor.metrics import ReturnHistogram
+from rlrings.services.actor.metrics import return_histogram
 
 
-def test_return_buckets_are_cumulative_and_only_grow():
-    histogram = ReturnHistogram()
+def test_return_buckets_are_prometheus_clients_own_cumulative_and_only_grow():
+    registry = CollectorRegistry()
+    histogram = return_histogram("CartPole-v1")
+    registry.register(histogram)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert families["rlrings_actor_episode_return"].type == "histogram", "exported at zero before any episode"
     seen = []
-    for value in (-150.0, -3.2, 0.0, 21.0, 500.0, 9e9, math.nan):
-        histogram.observe(value)
-        seen.append(dict(histogram.buckets()))
+    for value in (-150.0, -3.2, 0.0, 21.0, 500.0, 9e9):
+        histogram.labels(env="CartPole-v1").observe(value)
+        families = text_string_to_metric_families(generate_latest(registry).decode())
+        family = next(f for f in families if f.name == "rlrings_actor_episode_return")
+        seen.append({(s.name, s.labels.get("le")): s.value for s in family.samples})
     final = seen[-1]
-    assert final["+Inf"] == 6 and histogram.sum == -150.0 - 3.2 + 21.0 + 500.0 + 9e9, "NaN is left out"
-    assert final["-200.0"] == 0 and final["-100.0"] == 1 and final["-2.0"] == 2 and final["0.0"] == 3
-    assert final["20.0"] == 3 and final["50.0"] == 4 and final["500.0"] == 5 and final["10000.0"] == 5
-    counts = [list(dict(b).values()) for b in seen]
-    assert all(c == sorted(c) for c in counts), "cumulative: each bucket holds the ones below it"
-    assert all(all(a <= b for a, b in zip(x, y, strict=True)) for x, y in zip(counts, counts[1:])), "only grow"
+    bucket = "rlrings_actor_episode_return_bucket"
+    assert final[(bucket, "+Inf")] == 6 == final[("rlrings_actor_episode_return_count", None)]
+    # prometheus_client leaves _sum out of a histogram with negative buckets (OpenMetrics' rule);
+    # the mean return is a gauge of its own (rlrings_actor_mean_episode_return)
+    assert ("rlrings_actor_episode_return_sum", None) not in final
+    assert final[(bucket, "-200.0")] == 0 and final[(bucket, "-100.0")] == 1 and final[(bucket, "0.0")] == 3
+    assert final[(bucket, "500.0")] == 5 and final[(bucket, "10000.0")] == 5
+    for before, after in zip(seen, seen[1:]):
+        assert all(after[key] >= count for key, count in before.items()), "counts only grow"
 
 
 def test_every_registry_carries_the_process_figures():
