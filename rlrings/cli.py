@@ -12,6 +12,7 @@
     rlrings health ADDRESS...                       grpc.health.v1 of running services
     rlrings certs --out certs --hosts a,b           a development CA and certificate for TLS
     rlrings tokens --out tokens [--client n=insert]  one least-privilege token per component
+    rlrings tokens add NAME=SCOPE,... [--out tokens] a token for another client, in an existing file
     rlrings tables --env crafter --algorithm dqn    replay tables for a config file or Helm values
     rlrings cloud up|status|down ...                the stack on AKS (see: rlrings cloud --help)
 
@@ -101,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_tokens = commands.add_parser(
         "tokens", help="write a tokens file with one least-privilege token per component, for the chart's Secret"
     )
+    make_tokens.add_argument(
+        "action", nargs="?", choices=["add"], help="add: tokens for more clients, in the existing directory --out"
+    )
+    make_tokens.add_argument("clients", nargs="*", metavar="NAME=SCOPE,SCOPE", help="with add: the clients")
     make_tokens.add_argument("--out", default="tokens", help="directory to write to (default tokens)")
     make_tokens.add_argument(
         "--client", action="append", default=[], metavar="NAME=SCOPE,SCOPE",
@@ -204,17 +209,35 @@ def _tokens(args) -> int:
 
     from rlrings.security import COMPONENT_SCOPES, SCOPES, Token
 
-    wanted = dict(COMPONENT_SCOPES)
-    for client in args.client:
+    out = Path(args.out)
+    adding = args.action == "add"
+    if adding and not (out / "tokens.yaml").is_file():
+        print(f"rlrings tokens add: {out / 'tokens.yaml'} does not exist; make it first with rlrings tokens --out "
+              f"{out}", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.clients and not adding:
+        print(f"rlrings tokens: unexpected {args.clients[0]!r}; to add clients: rlrings tokens add NAME=SCOPES",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    existing = yaml.safe_load((out / "tokens.yaml").read_text()) if adding else []
+    taken = {entry["name"] for entry in existing} | (set() if adding else set(COMPONENT_SCOPES))
+    wanted = {} if adding else dict(COMPONENT_SCOPES)
+    clients = [*args.clients, *args.client]
+    if adding and not clients:
+        print("rlrings tokens add: name at least one client, NAME=SCOPE,SCOPE", file=sys.stderr)
+        return 2
+    for client in clients:
         name, _, scopes = client.partition("=")
         listed = [scope.strip() for scope in scopes.split(",") if scope.strip()]
         unknown = sorted(set(listed) - set(SCOPES))
-        if not name or not listed or unknown or name in wanted:
-            why = f"unknown scopes {unknown}" if unknown else "expected NAME=SCOPE,SCOPE with a new name"
-            print(f"rlrings tokens: --client {client!r}: {why}; scopes: {', '.join(SCOPES)}", file=sys.stderr)
+        if not name or not listed or unknown or name in taken or name in wanted:
+            why = (f"unknown scopes {unknown}" if unknown else f"{name!r} has a token already" if name in taken
+                   else "expected NAME=SCOPE,SCOPE with a new name")  # fmt: skip
+            print(f"rlrings tokens: {client!r}: {why}; scopes: {', '.join(SCOPES)}", file=sys.stderr)
             return 2
         wanted[name] = listed
-    out = Path(args.out)
+    if adding:
+        return _add_tokens(out, existing, wanted)
     if (out / "tokens.yaml").exists():
         print(f"rlrings tokens: {out / 'tokens.yaml'} exists; give another --out (tokens are never replaced "
               "silently: every client holding one would be locked out)", file=sys.stderr)  # fmt: skip
@@ -236,6 +259,33 @@ def _tokens(args) -> int:
         f"kubectl create secret generic rlrings-tokens --from-file={out}\n"
         f"helm values: security.auth: {{enabled: true, secretName: rlrings-tokens, internalTokenKey: '', "
         f"componentTokenKeys: {{{keys}}}}}"
+    )
+    return 0
+
+
+def _add_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> int:
+    """Appends tokens for ``wanted`` to the tokens file in ``out``; the tokens already there stay."""
+    import secrets
+
+    import yaml
+
+    from rlrings.security import Token
+
+    added = []
+    for name, scopes in wanted.items():
+        token = Token(name=name, token=secrets.token_urlsafe(32), scopes=scopes)
+        added.append({"name": name, "token": token.token.get_secret_value(), "scopes": scopes})
+        path = out / f"{name}-token"
+        path.write_text(token.token.get_secret_value())
+        path.chmod(0o600)
+    temporary = out / "tokens.yaml.tmp"
+    temporary.write_text(yaml.safe_dump([*existing, *added], sort_keys=False))
+    temporary.chmod(0o600)
+    temporary.replace(out / "tokens.yaml")  # at once: a server reading it meanwhile sees the old or the new
+    listing = "; ".join(f"{name}: {', '.join(scopes)}" for name, scopes in wanted.items())
+    print(
+        f"{len(added)} tokens added to {out / 'tokens.yaml'} ({listing}); each client's token is in {out}/NAME-token.\n"
+        f"kubectl create secret generic rlrings-tokens --from-file={out} --dry-run=client -o yaml | kubectl apply -f -"
     )
     return 0
 
@@ -468,19 +518,31 @@ def _info(address: str, security) -> int:
     except RlringsError as error:
         console.print(f"[red]rlrings info: {error}[/]")
         return 1
-    view = RichTable("table", "selector", "size", "max size", "inserted", "sampled", "columns")
+    view = RichTable("table", "selector", "size", "max size", "inserted", "sampled", "steps per item", "columns")
+    withheld = set()
     for table in tables.values():
         columns = ", ".join(f"{c.name}{list(c.shape)}" for c in table.signature)
+        withheld |= set(table.withheld)
+
+        def shown(field: str, text: str, table=table) -> str:
+            return "withheld" if field in table.withheld else text
+
         view.add_row(
             table.name,
-            table.selector,
-            f"{table.size:,}",
-            f"{table.max_size:,}",
-            f"{table.inserted_items:,}",
-            f"{table.sampled_items:,}",
+            shown("selector", table.selector),
+            shown("size", f"{table.size:,}"),
+            shown("max_size", f"{table.max_size:,}"),
+            shown("inserted_items", f"{table.inserted_items:,}"),
+            shown("sampled_items", f"{table.sampled_items:,}"),
+            str(table.sequence_length),
             columns,
         )
     console.print(view)
+    if withheld:
+        console.print(
+            "[yellow]withheld: this token may insert but not read, so the server tells it what writing needs "
+            "(columns, steps per item) and not the tables' state; a token with the 'read' scope sees it all[/]"
+        )
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 
 from rlrings.services.replay.config import TableConfig
@@ -30,3 +33,13 @@ def frames(steps: int, start: int = 0) -> dict[str, np.ndarray]:
         "action": np.arange(start, start + steps, dtype=np.int32),
         "reward": np.full(steps, 0.5, dtype=np.float32),
     }
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block(language: str, containing: str) -> str:
+    """The one fenced block of ``language`` in the README that contains ``containing``."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block

@@ -115,7 +115,7 @@ class RateLimiterInfo(_message.Message):
     def __init__(self, min_size_to_sample: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., min_diff: _Optional[float] = ..., max_diff: _Optional[float] = ..., inserts: _Optional[int] = ..., samples: _Optional[int] = ..., insert_wait_seconds: _Optional[float] = ..., sample_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class TableInfo(_message.Message):
-    __slots__ = ("name", "selector", "remover", "max_size", "size", "max_times_sampled", "sequence_length", "signature", "rate_limiter", "inserted_items", "sampled_items", "evicted_items", "priority_exponent", "max_policy_lag", "stale_items")
+    __slots__ = ("name", "selector", "remover", "max_size", "size", "max_times_sampled", "sequence_length", "signature", "rate_limiter", "inserted_items", "sampled_items", "evicted_items", "priority_exponent", "max_policy_lag", "stale_items", "withheld")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     REMOVER_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class TableInfo(_message.Message):
     PRIORITY_EXPONENT_FIELD_NUMBER: _ClassVar[int]
     MAX_POLICY_LAG_FIELD_NUMBER: _ClassVar[int]
     STALE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
     name: str
     selector: str
     remover: str
@@ -146,7 +147,8 @@ class TableInfo(_message.Message):
     priority_exponent: float
     max_policy_lag: int
     stale_items: int
-    def __init__(self, name: _Optional[str] = ..., selector: _Optional[str] = ..., remover: _Optional[str] = ..., max_size: _Optional[int] = ..., size: _Optional[int] = ..., max_times_sampled: _Optional[int] = ..., sequence_length: _Optional[int] = ..., signature: _Optional[_Iterable[_Union[_tensor_pb2.ColumnSpec, _Mapping]]] = ..., rate_limiter: _Optional[_Union[RateLimiterInfo, _Mapping]] = ..., inserted_items: _Optional[int] = ..., sampled_items: _Optional[int] = ..., evicted_items: _Optional[int] = ..., priority_exponent: _Optional[float] = ..., max_policy_lag: _Optional[int] = ..., stale_items: _Optional[int] = ...) -> None: ...
+    withheld: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., selector: _Optional[str] = ..., remover: _Optional[str] = ..., max_size: _Optional[int] = ..., size: _Optional[int] = ..., max_times_sampled: _Optional[int] = ..., sequence_length: _Optional[int] = ..., signature: _Optional[_Iterable[_Union[_tensor_pb2.ColumnSpec, _Mapping]]] = ..., rate_limiter: _Optional[_Union[RateLimiterInfo, _Mapping]] = ..., inserted_items: _Optional[int] = ..., sampled_items: _Optional[int] = ..., evicted_items: _Optional[int] = ..., priority_exponent: _Optional[float] = ..., max_policy_lag: _Optional[int] = ..., stale_items: _Optional[int] = ..., withheld: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("tables",)

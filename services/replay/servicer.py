@@ -221,9 +221,18 @@ def _pieces(batch: SampledBatch, per_message: int):
         )
 
 
+WRITING_FIELDS = ("name", "sequence_length", "signature")
+"""What Info tells a caller that may only insert: what writing needs."""
+
+
 def writing_info(table: Table) -> replay_pb2.TableInfo:
+    """Info for a writer without "read": what writing needs, and the names of what is withheld."""
+    withheld = [f.name for f in replay_pb2.TableInfo.DESCRIPTOR.fields if f.name not in (*WRITING_FIELDS, "withheld")]
     return replay_pb2.TableInfo(
-        name=table.name, sequence_length=table.sequence_length, signature=table.signature.to_protos()
+        name=table.name,
+        sequence_length=table.sequence_length,
+        signature=table.signature.to_protos(),
+        withheld=withheld,
     )
 
 

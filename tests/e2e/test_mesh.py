@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from tests.deploy.helpers import TOOLS_BIN
+from tests.helpers import readme_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -103,6 +104,12 @@ def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold
             total, done = total + reward, terminated or truncated
         returns.append(total)
     assert np.mean(returns) >= threshold, (np.mean(returns), summary["solve_confirmation_return"])
+    # the README's game loop, as written, on that file: bounded, headless
+    script = run_dir / "play.py"
+    script.write_text(readme_block("python", 'Policy.load("model.pt")'))
+    played = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=run_dir)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert f"version {summary['solved_version']}: mean return " in played.stdout
 
 
 def test_acrobot_solves_and_hands_over_the_version_that_solved(tmp_path):

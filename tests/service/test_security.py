@@ -153,11 +153,13 @@ def test_tokens_need_the_scope_of_each_call(start_replay, tokens_file, tmp_path)
     with ReplayClient(server.address, security=dial(token=SECRETS["uploader"])) as uploader:
         uploader.insert("t", frames(3))  # upload-only: may insert ...
         seen = uploader.info()["t"]  # ... and read what writing needs, not the table's state
-        assert [c.name for c in seen.signature] == ["obs", "action", "reward"] and seen.size == 0
+        assert [c.name for c in seen.signature] == ["obs", "action", "reward"] and seen.sequence_length
+        assert {"size", "inserted_items", "sampled_items", "rate_limiter"} <= set(seen.withheld), "zeros, not told"
+        assert "signature" not in seen.withheld and "name" not in seen.withheld
         with pytest.raises(PermissionDeniedError, match="needs scope 'sample'"):
             next(iter(uploader.sample("t", batch_size=1, num_batches=1)))
     with ReplayClient(server.address, security=dial(token=SECRETS["trainer"])) as trainer:
-        assert trainer.info()["t"].size == 3
+        assert trainer.info()["t"].size == 3 and not trainer.info()["t"].withheld
         assert len(next(iter(trainer.sample("t", batch_size=2, num_batches=1))).keys) == 2
         with pytest.raises(PermissionDeniedError, match="needs scope 'insert'"):
             trainer.insert("t", frames(1))
@@ -438,6 +440,14 @@ def test_tokens_command_writes_one_least_privilege_token_per_component(tmp_path,
             next(iter(viewer.sample("t", batch_size=1, num_batches=1)))
     with ReplayClient(server.address, security=dial(token=token["learner"])) as learner:
         assert len(next(iter(learner.sample("t", batch_size=2, num_batches=1))).keys) == 2
+    assert main(["tokens", "add", "game-servers=read", "replays=insert", "--out", str(out)]) == 0
+    added = {e["name"]: e for e in yaml.safe_load((out / "tokens.yaml").read_text())}
+    assert added["game-servers"]["scopes"] == ["read"] and added["replays"]["scopes"] == ["insert"]
+    assert {name: added[name]["token"] for name in token} == token, "the tokens there before are kept"
+    assert (out / "game-servers-token").read_text() == added["game-servers"]["token"]
+    assert main(["tokens", "add", "replays=insert", "--out", str(out)]) == 2
+    assert "'replays' has a token already" in capsys.readouterr().err
+    assert main(["tokens", "add", "x=insert", "--out", str(tmp_path / "none")]) == 2
     assert main(["tokens", "--out", str(out)]) == 2, "an existing tokens file is never replaced"
     assert main(["tokens", "--out", str(tmp_path / "x"), "--client", "a=delete"]) == 2
     assert "unknown scopes ['delete']" in capsys.readouterr().err

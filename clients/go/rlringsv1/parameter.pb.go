@@ -62,8 +62,16 @@ type WeightsHeader struct {
 	Tags []string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Mean evaluation return, when one was reported.
 	EvaluationReturn *float64 `protobuf:"fixed64,9,opt,name=evaluation_return,json=evaluationReturn,proto3,oneof" json:"evaluation_return,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Episodes behind `evaluation_return`.
+	EvaluationEpisodes uint32 `protobuf:"varint,10,opt,name=evaluation_episodes,json=evaluationEpisodes,proto3" json:"evaluation_episodes,omitempty"`
+	// `evaluation_return` is a confirmation: the mean over the env's own
+	// solving window (100 episodes for CartPole-v1), not a short round.
+	EvaluationConfirmed bool `protobuf:"varint,11,opt,name=evaluation_confirmed,json=evaluationConfirmed,proto3" json:"evaluation_confirmed,omitempty"`
+	// This version solved the env by its own definition (tag "solved" points at
+	// the first such version; it is kept whatever its age).
+	Solved        bool `protobuf:"varint,12,opt,name=solved,proto3" json:"solved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WeightsHeader) Reset() {
@@ -157,6 +165,27 @@ func (x *WeightsHeader) GetEvaluationReturn() float64 {
 		return *x.EvaluationReturn
 	}
 	return 0
+}
+
+func (x *WeightsHeader) GetEvaluationEpisodes() uint32 {
+	if x != nil {
+		return x.EvaluationEpisodes
+	}
+	return 0
+}
+
+func (x *WeightsHeader) GetEvaluationConfirmed() bool {
+	if x != nil {
+		return x.EvaluationConfirmed
+	}
+	return false
+}
+
+func (x *WeightsHeader) GetSolved() bool {
+	if x != nil {
+		return x.Solved
+	}
+	return false
 }
 
 type PublishRequest struct {
@@ -293,7 +322,13 @@ type FetchRequest struct {
 	//	*FetchRequest_Tag
 	Selector isFetchRequest_Selector `protobuf_oneof:"selector"`
 	// Answer with the header only, no weights.
-	HeaderOnly    bool `protobuf:"varint,3,opt,name=header_only,json=headerOnly,proto3" json:"header_only,omitempty"`
+	HeaderOnly bool `protobuf:"varint,3,opt,name=header_only,json=headerOnly,proto3" json:"header_only,omitempty"`
+	// Keep the version from retention's pruning for this many seconds (at most
+	// 3600), or until an evaluation of it is reported: what an evaluator plays
+	// is still there when it reports. 0: no hold. Holds are few
+	// (RESOURCE_EXHAUSTED past the service's `max_holds`); a later hold of the
+	// same version replaces the earlier one.
+	HoldSeconds   float64 `protobuf:"fixed64,4,opt,name=hold_seconds,json=holdSeconds,proto3" json:"hold_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +393,13 @@ func (x *FetchRequest) GetHeaderOnly() bool {
 		return x.HeaderOnly
 	}
 	return false
+}
+
+func (x *FetchRequest) GetHoldSeconds() float64 {
+	if x != nil {
+		return x.HoldSeconds
+	}
+	return 0
 }
 
 type isFetchRequest_Selector interface {
@@ -655,12 +697,19 @@ func (x *ListResponse) GetTags() map[string]int64 {
 }
 
 type ReportEvaluationRequest struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Version          int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	EvaluationReturn float64                `protobuf:"fixed64,2,opt,name=evaluation_return,json=evaluationReturn,proto3" json:"evaluation_return,omitempty"`
-	Episodes         uint32                 `protobuf:"varint,3,opt,name=episodes,proto3" json:"episodes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: a retained version.
+	Version int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Required: the mean return of the episodes played (a finite number).
+	EvaluationReturn float64 `protobuf:"fixed64,2,opt,name=evaluation_return,json=evaluationReturn,proto3" json:"evaluation_return,omitempty"`
+	// Episodes behind the mean.
+	Episodes uint32 `protobuf:"varint,3,opt,name=episodes,proto3" json:"episodes,omitempty"`
+	// The mean is over the env's own solving window (a confirmation).
+	Confirmed bool `protobuf:"varint,4,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
+	// The confirmation reached the env's solving threshold.
+	Solved        bool `protobuf:"varint,5,opt,name=solved,proto3" json:"solved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportEvaluationRequest) Reset() {
@@ -714,10 +763,26 @@ func (x *ReportEvaluationRequest) GetEpisodes() uint32 {
 	return 0
 }
 
+func (x *ReportEvaluationRequest) GetConfirmed() bool {
+	if x != nil {
+		return x.Confirmed
+	}
+	return false
+}
+
+func (x *ReportEvaluationRequest) GetSolved() bool {
+	if x != nil {
+		return x.Solved
+	}
+	return false
+}
+
 type ReportEvaluationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Version now tagged "best".
-	BestVersion   int64 `protobuf:"varint,1,opt,name=best_version,json=bestVersion,proto3" json:"best_version,omitempty"`
+	BestVersion int64 `protobuf:"varint,1,opt,name=best_version,json=bestVersion,proto3" json:"best_version,omitempty"`
+	// Version tagged "solved"; 0 while none has solved.
+	SolvedVersion int64 `protobuf:"varint,2,opt,name=solved_version,json=solvedVersion,proto3" json:"solved_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +820,13 @@ func (*ReportEvaluationResponse) Descriptor() ([]byte, []int) {
 func (x *ReportEvaluationResponse) GetBestVersion() int64 {
 	if x != nil {
 		return x.BestVersion
+	}
+	return 0
+}
+
+func (x *ReportEvaluationResponse) GetSolvedVersion() int64 {
+	if x != nil {
+		return x.SolvedVersion
 	}
 	return 0
 }
@@ -853,7 +925,7 @@ var File_rlrings_v1_parameter_proto protoreflect.FileDescriptor
 const file_rlrings_v1_parameter_proto_rawDesc = "" +
 	"\n" +
 	"\x1arlrings/v1/parameter.proto\x12\n" +
-	"rlrings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rlrings/v1/spaces.proto\"\xdc\x02\n" +
+	"rlrings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rlrings/v1/spaces.proto\"\xd8\x03\n" +
 	"\rWeightsHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12+\n" +
 	"\x05model\x18\x02 \x01(\v2\x15.rlrings.v1.ModelSpecR\x05model\x12\x16\n" +
@@ -864,19 +936,24 @@ const file_rlrings_v1_parameter_proto_rawDesc = "" +
 	"\flearner_step\x18\x06 \x01(\x03R\vlearnerStep\x124\n" +
 	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x12\n" +
 	"\x04tags\x18\b \x03(\tR\x04tags\x120\n" +
-	"\x11evaluation_return\x18\t \x01(\x01H\x00R\x10evaluationReturn\x88\x01\x01B\x14\n" +
+	"\x11evaluation_return\x18\t \x01(\x01H\x00R\x10evaluationReturn\x88\x01\x01\x12/\n" +
+	"\x13evaluation_episodes\x18\n" +
+	" \x01(\rR\x12evaluationEpisodes\x121\n" +
+	"\x14evaluation_confirmed\x18\v \x01(\bR\x13evaluationConfirmed\x12\x16\n" +
+	"\x06solved\x18\f \x01(\bR\x06solvedB\x14\n" +
 	"\x12_evaluation_return\"c\n" +
 	"\x0ePublishRequest\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.rlrings.v1.WeightsHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
 	"\x04part\"+\n" +
 	"\x0fPublishResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"k\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"\x8e\x01\n" +
 	"\fFetchRequest\x12\x1a\n" +
 	"\aversion\x18\x01 \x01(\x03H\x00R\aversion\x12\x12\n" +
 	"\x03tag\x18\x02 \x01(\tH\x00R\x03tag\x12\x1f\n" +
 	"\vheader_only\x18\x03 \x01(\bR\n" +
-	"headerOnlyB\n" +
+	"headerOnly\x12!\n" +
+	"\fhold_seconds\x18\x04 \x01(\x01R\vholdSecondsB\n" +
 	"\n" +
 	"\bselector\"b\n" +
 	"\rFetchResponse\x123\n" +
@@ -896,13 +973,16 @@ const file_rlrings_v1_parameter_proto_rawDesc = "" +
 	"\x04tags\x18\x02 \x03(\v2\".rlrings.v1.ListResponse.TagsEntryR\x04tags\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"|\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb2\x01\n" +
 	"\x17ReportEvaluationRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12+\n" +
 	"\x11evaluation_return\x18\x02 \x01(\x01R\x10evaluationReturn\x12\x1a\n" +
-	"\bepisodes\x18\x03 \x01(\rR\bepisodes\"=\n" +
+	"\bepisodes\x18\x03 \x01(\rR\bepisodes\x12\x1c\n" +
+	"\tconfirmed\x18\x04 \x01(\bR\tconfirmed\x12\x16\n" +
+	"\x06solved\x18\x05 \x01(\bR\x06solved\"d\n" +
 	"\x18ReportEvaluationResponse\x12!\n" +
-	"\fbest_version\x18\x01 \x01(\x03R\vbestVersion\"$\n" +
+	"\fbest_version\x18\x01 \x01(\x03R\vbestVersion\x12%\n" +
+	"\x0esolved_version\x18\x02 \x01(\x03R\rsolvedVersion\"$\n" +
 	"\x10DeleteTagRequest\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\"-\n" +
 	"\x11DeleteTagResponse\x12\x18\n" +

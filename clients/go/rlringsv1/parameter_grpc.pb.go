@@ -58,8 +58,12 @@ type ParameterServiceClient interface {
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// Lists retained versions and tags. Scope: read.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
-	// Records the evaluation return of a version; the best one gets tag "best".
-	// Scope: publish.
+	// Records the evaluation of a version. Tag "best" names the retained
+	// version with the highest confirmed evaluation (unconfirmed ones rank below
+	// every confirmed one); a report with `solved` gives tag "solved" to the
+	// first version so reported, which is then kept for good. NOT_FOUND for a
+	// version no longer retained: hold it while it plays (Fetch's
+	// `hold_seconds`). Scope: publish.
 	ReportEvaluation(ctx context.Context, in *ReportEvaluationRequest, opts ...grpc.CallOption) (*ReportEvaluationResponse, error)
 	// Removes a named tag (not "latest" or "best"); the version it pointed at is
 	// then retained only as any other. Needs the "publish" scope; NOT_FOUND for
@@ -176,8 +180,12 @@ type ParameterServiceServer interface {
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// Lists retained versions and tags. Scope: read.
 	List(context.Context, *ListRequest) (*ListResponse, error)
-	// Records the evaluation return of a version; the best one gets tag "best".
-	// Scope: publish.
+	// Records the evaluation of a version. Tag "best" names the retained
+	// version with the highest confirmed evaluation (unconfirmed ones rank below
+	// every confirmed one); a report with `solved` gives tag "solved" to the
+	// first version so reported, which is then kept for good. NOT_FOUND for a
+	// version no longer retained: hold it while it plays (Fetch's
+	// `hold_seconds`). Scope: publish.
 	ReportEvaluation(context.Context, *ReportEvaluationRequest) (*ReportEvaluationResponse, error)
 	// Removes a named tag (not "latest" or "best"); the version it pointed at is
 	// then retained only as any other. Needs the "publish" scope; NOT_FOUND for

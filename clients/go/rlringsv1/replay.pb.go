@@ -618,7 +618,11 @@ func (x *RateLimiterInfo) GetSampleWaitSeconds() float64 {
 
 type TableInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// To a caller that may only insert (a token without the "read" scope), Info
+	// answers `name`, `sequence_length` and `signature`, what writing needs,
+	// and names every other field in `withheld`: their zeros mean "not told",
+	// not "empty".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// "fifo", "lifo", "uniform" or "prioritized".
 	Selector string `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
 	// "fifo" or "lifo": which item leaves when the table is full.
@@ -637,7 +641,10 @@ type TableInfo struct {
 	// are dropped unsampled (0: never).
 	MaxPolicyLag uint32 `protobuf:"varint,14,opt,name=max_policy_lag,json=maxPolicyLag,proto3" json:"max_policy_lag,omitempty"`
 	// Items dropped for `max_policy_lag`.
-	StaleItems    uint64 `protobuf:"varint,15,opt,name=stale_items,json=staleItems,proto3" json:"stale_items,omitempty"`
+	StaleItems uint64 `protobuf:"varint,15,opt,name=stale_items,json=staleItems,proto3" json:"stale_items,omitempty"`
+	// Fields left unset because the caller's token lacks the "read" scope
+	// (for example "size", "inserted_items"); empty when all are answered.
+	Withheld      []string `protobuf:"bytes,16,rep,name=withheld,proto3" json:"withheld,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -775,6 +782,13 @@ func (x *TableInfo) GetStaleItems() uint64 {
 		return x.StaleItems
 	}
 	return 0
+}
+
+func (x *TableInfo) GetWithheld() []string {
+	if x != nil {
+		return x.Withheld
+	}
+	return nil
 }
 
 type InfoResponse struct {
@@ -974,7 +988,7 @@ const file_rlrings_v1_replay_proto_rawDesc = "" +
 	"\ainserts\x18\x05 \x01(\x04R\ainserts\x12\x18\n" +
 	"\asamples\x18\x06 \x01(\x04R\asamples\x12.\n" +
 	"\x13insert_wait_seconds\x18\a \x01(\x01R\x11insertWaitSeconds\x12.\n" +
-	"\x13sample_wait_seconds\x18\b \x01(\x01R\x11sampleWaitSeconds\"\xb4\x04\n" +
+	"\x13sample_wait_seconds\x18\b \x01(\x01R\x11sampleWaitSeconds\"\xd0\x04\n" +
 	"\tTableInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bselector\x18\x02 \x01(\tR\bselector\x12\x18\n" +
@@ -992,7 +1006,8 @@ const file_rlrings_v1_replay_proto_rawDesc = "" +
 	"\x11priority_exponent\x18\r \x01(\x01R\x10priorityExponent\x12$\n" +
 	"\x0emax_policy_lag\x18\x0e \x01(\rR\fmaxPolicyLag\x12\x1f\n" +
 	"\vstale_items\x18\x0f \x01(\x04R\n" +
-	"staleItems\"=\n" +
+	"staleItems\x12\x1a\n" +
+	"\bwithheld\x18\x10 \x03(\tR\bwithheld\"=\n" +
 	"\fInfoResponse\x12-\n" +
 	"\x06tables\x18\x01 \x03(\v2\x15.rlrings.v1.TableInfoR\x06tables\"\x13\n" +
 	"\x11CheckpointRequest\"X\n" +

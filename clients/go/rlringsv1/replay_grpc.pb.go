@@ -50,6 +50,26 @@ type ReplayServiceClient interface {
 	// stream with INVALID_ARGUMENT (or NOT_FOUND for an unknown table) naming
 	// the field; nothing of that chunk is stored, chunks acknowledged before it
 	// stay stored. Scope: insert.
+	//
+	// What the tables of `rlrings up` and the chart expect (Info gives the
+	// names, shapes, dtypes and bounds; these are the meanings):
+	//   - On-policy queues (impala, ppo, appo; `sequence_length` is the unroll
+	//     length + 1): items of T+1 consecutive steps of one env. Row t holds
+	//     `obs` (the observation before the action), `action` (what the
+	//     behaviour policy sampled: a Gaussian's raw sample, before clipping to
+	//     the bounds), `reward`, `terminated` and `truncated` (the episode ended
+	//     after that action: by the task, or by a time limit), `logp` (the
+	//     behaviour policy's log-probability of `action`: without it the
+	//     importance corrections are wrong) and `final_obs` (where `truncated`
+	//     and not `terminated`: the last observation, to bootstrap from; zeros
+	//     elsewhere). Row T holds only `obs`, the observation after row T-1's
+	//     action; its other columns are padding. A chunk is whole items: its
+	//     length a multiple of `sequence_length`.
+	//   - Transition tables (dqn, sac): one step per item: `obs`, `action`,
+	//     `reward` (the discounted n-step return), `next_obs` and `discount`
+	//     (gamma^n, or 0 where the episode ended within the n steps).
+	//   - `demonstrations`: steps a person played: `obs`, `action`, `reward`,
+	//     `terminated`, `truncated`.
 	Insert(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[InsertRequest, InsertResponse], error)
 	// Streams batches sampled from one table, against credits. The first
 	// SampleRequest names the table and the batch; it and every later one
@@ -155,6 +175,26 @@ type ReplayServiceServer interface {
 	// stream with INVALID_ARGUMENT (or NOT_FOUND for an unknown table) naming
 	// the field; nothing of that chunk is stored, chunks acknowledged before it
 	// stay stored. Scope: insert.
+	//
+	// What the tables of `rlrings up` and the chart expect (Info gives the
+	// names, shapes, dtypes and bounds; these are the meanings):
+	//   - On-policy queues (impala, ppo, appo; `sequence_length` is the unroll
+	//     length + 1): items of T+1 consecutive steps of one env. Row t holds
+	//     `obs` (the observation before the action), `action` (what the
+	//     behaviour policy sampled: a Gaussian's raw sample, before clipping to
+	//     the bounds), `reward`, `terminated` and `truncated` (the episode ended
+	//     after that action: by the task, or by a time limit), `logp` (the
+	//     behaviour policy's log-probability of `action`: without it the
+	//     importance corrections are wrong) and `final_obs` (where `truncated`
+	//     and not `terminated`: the last observation, to bootstrap from; zeros
+	//     elsewhere). Row T holds only `obs`, the observation after row T-1's
+	//     action; its other columns are padding. A chunk is whole items: its
+	//     length a multiple of `sequence_length`.
+	//   - Transition tables (dqn, sac): one step per item: `obs`, `action`,
+	//     `reward` (the discounted n-step return), `next_obs` and `discount`
+	//     (gamma^n, or 0 where the episode ended within the n steps).
+	//   - `demonstrations`: steps a person played: `obs`, `action`, `reward`,
+	//     `terminated`, `truncated`.
 	Insert(grpc.BidiStreamingServer[InsertRequest, InsertResponse]) error
 	// Streams batches sampled from one table, against credits. The first
 	// SampleRequest names the table and the batch; it and every later one

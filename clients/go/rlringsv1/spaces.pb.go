@@ -231,7 +231,9 @@ func (*Space_Discrete) isSpace_Kind() {}
 
 type ModelSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Registered architecture name, for example "mlp" or "cnn".
+	// Registered architecture name, for example "mlp" or "cnn". Required when a
+	// ModelSpec is published (ParameterService.Publish answers INVALID_ARGUMENT
+	// without it): it is how pullers rebuild the model.
 	Architecture string `protobuf:"bytes,1,opt,name=architecture,proto3" json:"architecture,omitempty"`
 	// Architecture arguments as a JSON object (hidden sizes and so on).
 	ArchitectureArgsJson string `protobuf:"bytes,2,opt,name=architecture_args_json,json=architectureArgsJson,proto3" json:"architecture_args_json,omitempty"`

@@ -374,9 +374,11 @@ func (x *ColumnSpec) GetOutOfBounds() OutOfBounds {
 // the chunk becomes T / sequence_length items.
 type Chunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Name of the replay table the chunk goes to.
+	// Required: the name of the replay table the chunk goes to.
 	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	// Column name -> tensor of shape [T, *column_shape].
+	// Required: every column of the table's signature, each a tensor of shape
+	// [T, *column_shape] with the same T (a multiple of the table's
+	// `sequence_length`); no other columns.
 	Columns map[string]*Tensor `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Priorities of the items the chunk becomes: none (every item gets 1.0),
 	// one (shared by every item) or one per item. Finite and >= 0.
