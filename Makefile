@@ -129,11 +129,12 @@ check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	  echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 or clients/go/rlringsv1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
-bench: setup horovod ## Replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous), Atari frames/s vs Sample Factory APPO and the raw ceiling -> bench/results/*.json
+bench: setup horovod ## The model a run hands over (5 runs each of CartPole and Acrobot, pulled and played), replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous), Atari frames/s vs Sample Factory APPO and the raw ceiling -> bench/results/*.json
 	bench/reverb_env.sh
 	bench/rllib_env.sh
 	bench/sb3_env.sh
 	bench/sf_env.sh
+	$(BIN)/python -m bench.handoff
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.learning
 	$(BIN)/python -m bench.mesh

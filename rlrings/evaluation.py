@@ -113,11 +113,16 @@ class Evaluator:
     """Evaluates each new version published to ``parameters`` in a background thread.
 
     ``context()`` gives (seconds since the run started, training env steps) at
-    the moment a version is fetched; ``on_result`` gets every :class:`Evaluation`.
+    the moment a version is fetched; ``on_result`` gets every :class:`Evaluation`, its
+    confirmation (or None) and whether the version solved the task.
     A round plays ``episodes`` greedy (and, with ``sampled``, as many sampled)
     episodes; when its greedy mean reaches ``target``, ``confirm_episodes`` more
     greedy episodes decide whether the version solved the task (the env's own
-    definition: a mean over that many consecutive episodes).
+    definition: a mean over that many consecutive episodes), and with
+    ``confirm_windows`` > 1 as many more independent windows must each reach it too:
+    a version whose true mean sits at the threshold passes one window half the time,
+    and the first window to pass picks such versions out (the winner's curse); a second
+    window keeps them from being handed over as solved.
     """
 
     def __init__(
@@ -125,9 +130,10 @@ class Evaluator:
         env_id: str,
         parameters: ParameterClient,
         context: Callable[[], tuple[float, int]],
-        on_result: Callable[[Evaluation, Evaluation | None], None],
+        on_result: Callable[[Evaluation, Evaluation | None, bool], None],
         episodes: int = 10,
         confirm_episodes: int = 100,
+        confirm_windows: int = 1,
         target: float | None = None,
         sampled: bool = True,
         interval_seconds: float = 2.0,
@@ -139,6 +145,7 @@ class Evaluator:
         self.on_result = on_result
         self.episodes = episodes
         self.confirm_episodes = confirm_episodes
+        self.confirm_windows = confirm_windows
         self.target = target
         self.sampled = sampled
         self.interval_seconds = interval_seconds
@@ -193,19 +200,22 @@ class Evaluator:
                 return
             result = Evaluation(header.version, header.learner_step, started, env_steps, greedy, sampled,
                                 time.monotonic() - begin)  # fmt: skip
-            confirmation = None
+            confirmation, solved = None, False
             if self.target is not None and result.greedy_mean >= self.target and self.confirm_episodes:
-                begin = time.monotonic()
-                returns = play(
-                    model, spec, self.env_id, self.confirm_episodes, seed + 700, greedy=True, stopped=stopped
-                )
-                if stopped():
-                    return
+                begin, returns = time.monotonic(), []
+                for window in range(self.confirm_windows):  # each window must reach the target
+                    played = play(model, spec, self.env_id, self.confirm_episodes, seed + 700 + 37 * window,
+                                  greedy=True, stopped=stopped)  # fmt: skip
+                    if stopped():
+                        return
+                    returns += played
+                    solved = float(np.mean(played)) >= self.target
+                    if not solved:
+                        break
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
             try:  # reported before on_result: once a run says "solved", the service has tagged it
                 best = confirmation or result
-                solved = confirmation is not None and confirmation.greedy_mean >= self.target
                 self.parameters.report_evaluation(
                     header.version, best.greedy_mean, len(best.greedy_returns), confirmed=confirmation is not None,
                     solved=solved,
@@ -214,5 +224,5 @@ class Evaluator:
                 log.warning("version %d was gone before its evaluation was reported", header.version)
             except RlringsError as error:
                 log.warning("reporting an evaluation failed: %s", error)
-            self.on_result(result, confirmation)
+            self.on_result(result, confirmation, solved)
             self._stopped.wait(self.interval_seconds)

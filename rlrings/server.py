@@ -539,6 +539,8 @@ def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, ar
     try:
         config = load_config(config_cls, sys.argv[1:] if argv is None else argv, prog=f"rlrings {name}")
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if algorithm := getattr(config, "algorithm", None):  # what it runs, as it runs it (secrets stay out)
+            log.info("%s algorithm settings: %s", name, algorithm.model_dump_json())
         service: Service = build(config)
     except ConfigError as error:
         print(f"rlrings {name}: {error}", file=sys.stderr)

@@ -13,7 +13,8 @@ time (``returns.png``).
 
 "Solved" is the env's own definition, judged on fresh episodes: the mean
 greedy return of one frozen version over ``confirm_episodes`` (100 for
-CartPole-v1) consecutive evaluation episodes reaches the threshold.
+CartPole-v1) consecutive evaluation episodes reaches the threshold, in each of
+``confirm_windows`` (2) independent windows.
 """
 
 from rlrings.mesh.config import MeshConfig

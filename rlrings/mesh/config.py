@@ -59,8 +59,9 @@ class MeshConfig(Settings):
     """Seconds between progress lines where the output is not a terminal (a log, CI, a pipe); a
     terminal gets the live table instead."""
     target_return: float | None = None
-    """Solved once the evaluator's mean greedy return over `confirm_episodes` fresh episodes of one
-    version reaches this; None: the env's own threshold where it has one (475 for CartPole-v1)."""
+    """Solved once the evaluator's mean greedy return over confirm_episodes fresh episodes of one
+    version reaches this, in each of confirm_windows windows; None: the env's own threshold where
+    it has one (475 for CartPole-v1)."""
     return_window: pydantic.PositiveInt = 100
     """Training episodes in the moving mean shown and summarised (100, as the env's definition)."""
     evaluation: bool = True
@@ -69,6 +70,11 @@ class MeshConfig(Settings):
     """Episodes of each evaluation round, greedy and again sampled."""
     confirm_episodes: pydantic.PositiveInt = 100
     """Greedy episodes that confirm a version whose round reached the target (the env's definition)."""
+    confirm_windows: pydantic.PositiveInt = 2
+    """Independent windows of confirm_episodes that must each reach the target before a version
+    counts as solved. The env's definition asks for one; the first window to pass also picks
+    out versions that sit at the threshold and passed by luck (half of such fresh windows then
+    fall short), and a second keeps those from being handed over as the model that solved."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0

@@ -164,7 +164,7 @@ class Mesh:
 
         board = None
 
-        def on_result(result: Evaluation, confirmation: Evaluation | None) -> None:
+        def on_result(result: Evaluation, confirmation: Evaluation | None, solved: bool) -> None:
             nonlocal board
             if board is None:  # torch is imported by now, in the evaluator's thread
                 from torch.utils.tensorboard import SummaryWriter
@@ -184,13 +184,14 @@ class Mesh:
             progress.evaluations.append(result)
             if confirmation is not None:
                 progress.confirmations.append(confirmation)
-                if progress.solved_by is None and confirmation.greedy_mean >= c.target_return:
+                if progress.solved_by is None and solved:
                     progress.solved_by = confirmation
                     progress.solved_confirmed_at = time.monotonic() - progress.start
 
         return Evaluator(
             c.env, ParameterClient(parameter.address, security=security), context, on_result,
-            episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, target=c.target_return,
+            episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, confirm_windows=c.confirm_windows,
+            target=c.target_return,
             sampled=algorithms.get(c.algorithm.name).stochastic, interval_seconds=c.eval_interval_seconds, seed=c.seed,
         ).start()  # fmt: skip
 

@@ -10,8 +10,8 @@ the flow control that makes a slow or restarting replay a pause, not a crash.
 from __future__ import annotations
 
 import collections
-import math
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass

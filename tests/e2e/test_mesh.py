@@ -271,7 +271,9 @@ def test_stopping_rlrings_up_stops_every_process(tmp_path, stop):
         (["--env", "NoSuchGame-v9"], "unknown environment 'NoSuchGame-v9'"),
         (["--actors", "-1"], "actors: Input should be greater than 0"),
         (["--envs-per-actor", "0"], "envs_per_actor"),
-        (["--algorithm", "sarsa"], "algorithm"),
+        (["--algorithm", "sarsa"], "algorithm: unknown algorithm 'sarsa'; choose one of: impala, dqn, ppo, appo"),
+        (["--algorithm", "impala", "--algorithm.epochs", "8"], "algorithm: 'epochs' is not a setting of impala"),
+        (["--algorithm", '{"name": "ppo"'], "--algorithm: not valid JSON"),
         (["--learners", "0"], "learners: Input should be greater than 0"),
         (["--learners", "2", "--ring", "mpi"], "ring: Input should be 'horovod' or 'torch'"),
     ],
@@ -282,6 +284,17 @@ def test_bad_configuration_is_refused_at_start(tmp_path, flags, message):
     assert process.returncode == 2, output
     assert message in output
     assert not (tmp_path / "logs").exists(), "nothing was started"
+
+
+def test_algorithm_settings_given_as_flags_are_what_the_learner_and_the_actors_run(tmp_path):
+    process = up(tmp_path, "--algorithm", "ppo", "--algorithm.epochs", "8", "--algorithm.learning-rate", "0.001",
+                 "--max-seconds", "15", "--target-return", "1e9", "--no-viewer", "--no-evaluation")  # fmt: skip
+    finish(process, tmp_path)
+    for service in ("learner", "actor-0", "actor-1"):
+        (line,) = [line for line in (tmp_path / "logs" / f"{service}.log").read_text().splitlines()
+                   if "algorithm settings: " in line]  # fmt: skip
+        settings = json.loads(line.split("algorithm settings: ", 1)[1])
+        assert (settings["name"], settings["epochs"], settings["learning_rate"]) == ("ppo", 8, 0.001), service
 
 
 def test_the_readme_run_command(tmp_path):

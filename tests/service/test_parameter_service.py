@@ -288,3 +288,53 @@ def test_a_directory_that_cannot_be_written_exits_2_at_start(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert f"directory: {where} cannot be written (Not a directory)" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_models_list_and_pull_read_a_finished_runs_weights_with_no_server(start_parameter, tmp_path, capsys):
+    """What the closing summary of rlrings up prints works after the run: the service is gone."""
+    import io
+
+    import torch
+    import yaml
+
+    from rlrings import algorithms, wire
+    from rlrings.cli import main
+    from rlrings.envs import env_spec
+    from rlrings.models import Policy, build_model
+
+    run = tmp_path / "run"
+    (run / "configs").mkdir(parents=True)
+    (run / "configs" / "parameter.yaml").write_text(yaml.safe_dump({"directory": str(run / "weights")}))
+    spec = algorithms.get("impala").model_spec(env_spec("CartPole-v1"))
+    models = []
+    server = start_parameter(keep_versions=1, directory=run / "weights")
+    with ParameterClient(server.address) as client:
+        for version in range(1, 4):
+            models.append(build_model(spec))
+            weights = io.BytesIO()
+            torch.save(models[-1].state_dict(), weights)
+            client.publish(weights.getvalue(), wire.model_spec_to_proto(spec), learner_step=10 * version)
+            if version == 2:
+                client.fetch(version=2, hold_seconds=600)
+        client.report_evaluation(2, 481.5, 100, confirmed=True, solved=True)
+    server.stop()
+    assert main(["models", "list", "--run", str(run)]) == 0
+    listing = capsys.readouterr().out
+    assert "best, solved" in listing and "481.5" in listing and "100 confirmed" in listing, listing
+    out = tmp_path / "model.pt"
+    assert main(["models", "pull", "--run", str(run), "--tag", "solved", "--out", str(out)]) == 0
+    assert "version 2 (tags: best, solved)" in capsys.readouterr().out
+    policy = Policy.load(out)
+    assert policy.version == 2 and policy.spec.env_id == "CartPole-v1"
+    for mine, theirs in zip(policy.model.state_dict().values(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), "the weights of version 2, not another's"
+    assert main(["models", "pull", "--run", str(run), "--version", "3", "--out", str(out)]) == 0
+    assert Policy.load(out).version == 3
+    # bad input: one line naming the flag and what would do; nothing written
+    refused = tmp_path / "refused.pt"
+    assert main(["models", "pull", "--run", str(tmp_path), "--out", str(refused)]) == 2
+    assert "--run: " in capsys.readouterr().err and not refused.exists()
+    assert main(["models", "pull", "--run", str(run), "--tag", "nope", "--out", str(refused)]) == 1
+    assert "tag: 'nope' points at no version; tags now: ['best', 'latest', 'solved']" in capsys.readouterr().err
+    assert not refused.exists()
+    assert (run / "weights").exists() and not list((run / "weights").glob("*.tmp")), "reading wrote nothing"
