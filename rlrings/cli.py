@@ -409,7 +409,6 @@ def _fetch(run: str | None, address: str, version: int, tag: str, security):
 def _pull(run: str | None, address: str, tag: str, version: int, out: str, security) -> int:
     from rlrings.errors import RlringsError
 
-    console = Console()
     try:
         header, data = _fetch(run, address, version, tag, security)
         policy = _policy(header, data)
@@ -419,15 +418,14 @@ def _pull(run: str | None, address: str, tag: str, version: int, out: str, secur
     policy.save(out)
     spec = policy.spec
     evaluated = (
-        f", evaluation {header.evaluation_return:,.1f} over {header.evaluation_episodes} fresh episodes"
+        f"; evaluation {header.evaluation_return:,.1f} over {header.evaluation_episodes} fresh episodes"
         if header.HasField("evaluation_return")
         else ""
     )
-    tags = f" (tags: {', '.join(sorted(header.tags))})" if header.tags else ""
-    console.print(
-        f"version {header.version}{tags} ({spec.architecture} for {spec.env_id}, actions "
-        f"{spec.describe_actions()}, learner step {header.learner_step}{evaluated}) written to {out}",
-        highlight=False,
+    tags = f"; tags: {', '.join(sorted(header.tags))}" if header.tags else ""
+    print(  # one line, unwrapped: scripts read it
+        f"version {header.version} ({spec.architecture} for {spec.env_id}, actions {spec.describe_actions()}, "
+        f"learner step {header.learner_step}) written to {out}{tags}{evaluated}"
     )
     return 0
 

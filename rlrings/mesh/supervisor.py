@@ -113,6 +113,15 @@ class Mesh:
         )
         if self.viewer_url:
             console.print(f"watch the agent or play at [bold]{self.viewer_url}[/]")
+        parameter = self.service("parameter")
+        tls = parameter.config.get("tls", {})
+        dial = "".join(f" --{flag.replace('_', '-')} {tls[flag]}" for flag in ("ca_file", "cert_file", "key_file")
+                       if tls.get(flag))  # fmt: skip
+        console.print(
+            f"versions while it runs: rlrings models list --address {parameter.address}{dial}; "
+            f"after it ends: rlrings models list --run {self.run_dir}",
+            soft_wrap=True, highlight=False,
+        )  # fmt: skip
         for service in self.services:
             service.start()
         evaluator = self._start_evaluator()

@@ -319,3 +319,9 @@ def test_the_mesh_trains_over_mutual_tls(tmp_path):
     for name, text in logs.items():
         assert "over TLS (client certificates required)" in text, name
     assert (tmp_path / "tls" / "ca.pem").exists()
+    (listing,) = [line for line in output.splitlines() if line.startswith("versions while it runs: ")]
+    assert f"--ca-file {tmp_path / 'tls' / 'ca.pem'} --cert-file " in listing, listing
+    # after the run: the weights, read with no server and no certificate
+    listed = subprocess.run([sys.executable, "-m", "rlrings.cli", "models", "list", "--run", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0 and "latest" in listed.stdout, listed.stdout + listed.stderr

@@ -81,7 +81,8 @@ def test_models_pull_reports_a_missing_model(tmp_path):
         )  # fmt: skip
     finally:
         server.stop(grace=0)
-    assert result.returncode == 1 and "'best' points at no version" in result.stdout
+    assert result.returncode == 1 and "'best' points at no version" in result.stderr, "errors go to stderr"
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_a_box_action_model_keeps_its_bounds_and_acts_within_them(tmp_path):

@@ -323,7 +323,8 @@ def test_models_list_and_pull_read_a_finished_runs_weights_with_no_server(start_
     assert "best, solved" in listing and "481.5" in listing and "100 confirmed" in listing, listing
     out = tmp_path / "model.pt"
     assert main(["models", "pull", "--run", str(run), "--tag", "solved", "--out", str(out)]) == 0
-    assert "version 2 (tags: best, solved)" in capsys.readouterr().out
+    pulled = capsys.readouterr().out
+    assert pulled.startswith("version 2 (mlp for CartPole-v1") and "; tags: best, solved; evaluation 481.5" in pulled
     policy = Policy.load(out)
     assert policy.version == 2 and policy.spec.env_id == "CartPole-v1"
     for mine, theirs in zip(policy.model.state_dict().values(), models[1].state_dict().values(), strict=True):
