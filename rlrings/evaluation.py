@@ -119,10 +119,12 @@ class Evaluator:
     episodes; when its greedy mean reaches ``target``, ``confirm_episodes`` more
     greedy episodes decide whether the version solved the task (the env's own
     definition: a mean over that many consecutive episodes), and with
-    ``confirm_windows`` > 1 as many more independent windows must each reach it too:
+    ``confirm_windows`` > 1 as many more independent windows must each reach it too,
+    and the mean of all of them must clear it by ``confirm_sigmas`` standard errors:
     a version whose true mean sits at the threshold passes one window half the time,
-    and the first window to pass picks such versions out (the winner's curse); a second
-    window keeps them from being handed over as solved.
+    and the first window to pass picks such versions out (the winner's curse); the
+    margin keeps them from being handed over as solved. A perfect policy (every
+    episode alike) has no spread and needs no margin.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class Evaluator:
         episodes: int = 10,
         confirm_episodes: int = 100,
         confirm_windows: int = 1,
+        confirm_sigmas: float = 0.0,
         target: float | None = None,
         sampled: bool = True,
         interval_seconds: float = 2.0,
@@ -146,6 +149,7 @@ class Evaluator:
         self.episodes = episodes
         self.confirm_episodes = confirm_episodes
         self.confirm_windows = confirm_windows
+        self.confirm_sigmas = confirm_sigmas
         self.target = target
         self.sampled = sampled
         self.interval_seconds = interval_seconds
@@ -212,6 +216,9 @@ class Evaluator:
                     solved = float(np.mean(played)) >= self.target
                     if not solved:
                         break
+                if solved and len(returns) > 1:  # clear the target by the margin, not by luck
+                    standard_error = float(np.std(returns, ddof=1)) / len(returns) ** 0.5
+                    solved = float(np.mean(returns)) - self.confirm_sigmas * standard_error >= self.target
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
             try:  # reported before on_result: once a run says "solved", the service has tagged it

@@ -14,7 +14,8 @@ time (``returns.png``).
 "Solved" is the env's own definition, judged on fresh episodes: the mean
 greedy return of one frozen version over ``confirm_episodes`` (100 for
 CartPole-v1) consecutive evaluation episodes reaches the threshold, in each of
-``confirm_windows`` (2) independent windows.
+``confirm_windows`` (2) independent windows, and their mean clears it by
+``confirm_sigmas`` (2.5) standard errors.
 """
 
 from rlrings.mesh.config import MeshConfig

@@ -60,8 +60,8 @@ class MeshConfig(Settings):
     terminal gets the live table instead."""
     target_return: float | None = None
     """Solved once the evaluator's mean greedy return over confirm_episodes fresh episodes of one
-    version reaches this, in each of confirm_windows windows; None: the env's own threshold where
-    it has one (475 for CartPole-v1)."""
+    version reaches this, in each of confirm_windows windows, with confirm_sigmas standard errors
+    to spare; None: the env's own threshold where it has one (475 for CartPole-v1)."""
     return_window: pydantic.PositiveInt = 100
     """Training episodes in the moving mean shown and summarised (100, as the env's definition)."""
     evaluation: bool = True
@@ -75,6 +75,10 @@ class MeshConfig(Settings):
     counts as solved. The env's definition asks for one; the first window to pass also picks
     out versions that sit at the threshold and passed by luck (half of such fresh windows then
     fall short), and a second keeps those from being handed over as the model that solved."""
+    confirm_sigmas: pydantic.NonNegativeFloat = 2.5
+    """Standard errors by which the mean of all the confirmation windows must clear the target (a
+    lower confidence bound): the model handed over then scores as solved on fresh episodes, not
+    only on the ones it was picked by. 0: the windows' means alone (the env's definition)."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0

@@ -200,7 +200,7 @@ class Mesh:
         return Evaluator(
             c.env, ParameterClient(parameter.address, security=security), context, on_result,
             episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, confirm_windows=c.confirm_windows,
-            target=c.target_return,
+            confirm_sigmas=c.confirm_sigmas, target=c.target_return,
             sampled=algorithms.get(c.algorithm.name).stochastic, interval_seconds=c.eval_interval_seconds, seed=c.seed,
         ).start()  # fmt: skip
 
