@@ -8,6 +8,7 @@ from typing import Literal
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
+from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, help_epilog
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
@@ -23,6 +24,13 @@ class LearnerConfig(WorkerConfig):
     def epilog(cls, chosen: dict) -> str:
         return help_epilog(chosen)
 
+    @pydantic.model_validator(mode="after")
+    def _algorithm_batch(self):
+        """The algorithm's own batch size where none was given (the registry's, as the mesh's plan)."""
+        if self.batch_size is None:
+            self.batch_size = algorithms.get(self.algorithm.name).default_batch_size
+        return self
+
     port: int = pydantic.Field(default=8003, ge=0, le=65535)
     """gRPC port of the LearnerService; 0 picks a free one."""
     metrics_port: int = pydantic.Field(default=9003, ge=0, le=65535)
@@ -33,8 +41,10 @@ class LearnerConfig(WorkerConfig):
     cnn, vectors: mlp)."""
     algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY)."""
-    batch_size: pydantic.PositiveInt = 16
-    """Items per update: trajectories for the actor-critic algorithms, transitions for dqn, steps for bc."""
+    batch_size: pydantic.PositiveInt | None = None
+    """Items per update: trajectories for the actor-critic algorithms, transitions for dqn and sac,
+    steps for bc; None: the algorithm's default (16 trajectories, 128 transitions for dqn, 256 for
+    sac, 64 steps for bc), as rlrings up uses."""
     publish_every: pydantic.PositiveInt = 5
     """Updates between weight versions sent to the parameter service."""
     checkpoint_dir: Path = Path("./data/learner")

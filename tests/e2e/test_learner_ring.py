@@ -65,7 +65,12 @@ def test_a_horovod_ring_without_horovod_is_refused_with_the_way_out(tmp_path, mo
 
 @pytest.mark.parametrize("backend", backends())
 def test_two_learner_ranks_solve_cartpole(backend, tmp_path):
-    process = up(tmp_path, "--learners", "2", "--ring", backend, "--max-seconds", "240", "--no-viewer")
+    """The ring learns. With APPO: IMPALA at its defaults on two ranks oscillates on CartPole now and
+    then (a CI run's evaluations climbed to 464, fell to 204 and ended the 1 M-step budget at 474,
+    one run in several here), which is IMPALA's stability, not the ring's; APPO solved in about
+    15 s (92 k env steps) in each run here."""
+    process = up(tmp_path, "--learners", "2", "--ring", backend, "--algorithm", "appo", "--max-seconds", "240",
+                 "--no-viewer")  # fmt: skip
     summary, output = finish(process, tmp_path)
     assert summary["solved"], summary
     assert summary["learners"] == 2 and summary["ring"] == backend

@@ -163,3 +163,14 @@ def test_help_names_every_algorithm_and_env_family_and_each_algorithms_own_defau
     for name in algorithms.NAMES:
         for flag, _, _, doc in algorithms.settings_table(name):
             assert doc, f"{name} {flag} has no docstring to show"
+
+
+@pytest.mark.parametrize("name", algorithms.NAMES)
+def test_a_learner_started_by_hand_takes_the_batch_size_the_mesh_plans(name, tmp_path):
+    """``rlrings learner --algorithm dqn`` trains at DQN's batch (128), as ``rlrings up`` does, not at 16."""
+    spec = env_spec(ENVS.get(name, "CartPole-v1"))
+    services = {s.name: s for s in plan(load_config(MeshConfig, ["--algorithm", name]), spec, tmp_path)}
+    planned = services["learner"].config["batch_size"]
+    assert load_config(LearnerConfig, ["--algorithm", name]).batch_size == planned
+    assert planned == algorithms.REGISTRY[name].default_batch_size
+    assert load_config(LearnerConfig, ["--algorithm", name, "--batch-size", "8"]).batch_size == 8
