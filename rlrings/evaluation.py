@@ -120,10 +120,11 @@ class Evaluator:
     greedy episodes decide whether the version solved the task (the env's own
     definition: a mean over that many consecutive episodes), and with
     ``confirm_windows`` > 1 as many more independent windows must each reach it too,
-    and the mean of all of them must clear it by ``confirm_sigmas`` standard errors:
-    a version whose true mean sits at the threshold passes one window half the time,
-    and the first window to pass picks such versions out (the winner's curse); the
-    margin keeps them from being handed over as solved. A perfect policy (every
+    and the mean of all of them must clear it by ``confirm_sigmas`` standard errors of
+    one window's mean (the spread a fresh check of ``confirm_episodes`` episodes would
+    see): a version whose true mean sits at the threshold passes one window half the
+    time, and the first window to pass picks such versions out (the winner's curse);
+    the margin keeps them from being handed over as solved. A perfect policy (every
     episode alike) has no spread and needs no margin.
     """
 
@@ -217,7 +218,7 @@ class Evaluator:
                     if not solved:
                         break
                 if solved and len(returns) > 1:  # clear the target by the margin, not by luck
-                    standard_error = float(np.std(returns, ddof=1)) / len(returns) ** 0.5
+                    standard_error = float(np.std(returns, ddof=1)) / self.confirm_episodes**0.5
                     solved = float(np.mean(returns)) - self.confirm_sigmas * standard_error >= self.target
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip

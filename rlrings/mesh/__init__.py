@@ -15,7 +15,7 @@ time (``returns.png``).
 greedy return of one frozen version over ``confirm_episodes`` (100 for
 CartPole-v1) consecutive evaluation episodes reaches the threshold, in each of
 ``confirm_windows`` (2) independent windows, and their mean clears it by
-``confirm_sigmas`` (2.5) standard errors.
+``confirm_sigmas`` (2.5) standard errors of one window's mean.
 """
 
 from rlrings.mesh.config import MeshConfig

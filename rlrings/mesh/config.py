@@ -76,9 +76,10 @@ class MeshConfig(Settings):
     out versions that sit at the threshold and passed by luck (half of such fresh windows then
     fall short), and a second keeps those from being handed over as the model that solved."""
     confirm_sigmas: pydantic.NonNegativeFloat = 2.5
-    """Standard errors by which the mean of all the confirmation windows must clear the target (a
-    lower confidence bound): the model handed over then scores as solved on fresh episodes, not
-    only on the ones it was picked by. 0: the windows' means alone (the env's definition)."""
+    """Standard errors of one window's mean (the episodes' deviation over the square root of
+    confirm_episodes) by which the mean of all the confirmation windows must clear the target:
+    the model handed over then passes a fresh check of confirm_episodes episodes (about 99 times
+    in 100), not only the ones it was picked by. 0: the windows' means alone (the env's definition)."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0

@@ -76,9 +76,9 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert summary["policy_lag_updates_median"] <= 15, summary
 
 
-def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold: float) -> None:
+def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold: float, episodes: int = 100) -> None:
     """The commands the summary prints, run after the mesh has ended, give the version that solved,
-    and it scores ``threshold`` over 100 fresh episodes in a plain Gymnasium loop."""
+    and it scores ``threshold`` over ``episodes`` fresh episodes in a plain Gymnasium loop."""
     import gymnasium as gym
     import numpy as np
 
@@ -96,7 +96,7 @@ def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold
     assert policy.version == summary["solved_version"] and policy.spec.env_id == env_id
     env = gym.make(env_id)
     returns = []
-    for episode in range(100):
+    for episode in range(episodes):
         obs, _ = env.reset(seed=777_000 + episode)  # seeds neither the actors nor the evaluator used
         done, total = False, 0.0
         while not done:
@@ -113,11 +113,14 @@ def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold
 
 
 def test_acrobot_solves_and_hands_over_the_version_that_solved(tmp_path):
-    """The README's hand-over on a second env: the solving version is kept, tagged and pulled."""
+    """The README's hand-over on a second env: the solving version is kept, tagged and pulled. Judged
+    over 300 fresh episodes: Acrobot's returns have a long tail (an episode now and then never
+    reaches the goal: -500), so 100 episodes of a model whose mean is -94.7 over 1,000
+    (bench.handoff) fall below -100 a few times in a hundred; 300 measure the model, not the draw."""
     process = up(tmp_path, "--env", "Acrobot-v1", "--max-env-steps", "1000000", "--max-seconds", "280", "--no-viewer")
     summary, output = finish(process, tmp_path)
     assert summary["solved"], summary
-    assert_the_printed_model_solves(output, tmp_path, "Acrobot-v1", -100)
+    assert_the_printed_model_solves(output, tmp_path, "Acrobot-v1", -100, episodes=300)
 
 
 def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
