@@ -34,13 +34,10 @@ THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
 EPISODES = 100
 
 
-def fresh_mean(model: Path, env_id: str) -> tuple[float, float]:
-    """(mean, min) greedy return of the model over fresh episodes."""
+def fresh_mean(policy, env_id: str) -> tuple[float, float]:
+    """(mean, min) greedy return of a ``Policy`` over fresh episodes, in a plain Gymnasium loop."""
     import gymnasium as gym
 
-    from rlrings.models import Policy
-
-    policy = Policy.load(model)
     env = gym.make(env_id)
     returns = []
     for episode in range(EPISODES):
@@ -82,7 +79,7 @@ def one_run(env_id: str, seed: int, console: Console) -> dict:
 
     policy = Policy.load(model)
     version = policy.version
-    mean, lowest = fresh_mean(model, env_id)
+    mean, lowest = fresh_mean(policy, env_id)
     from rlrings.evaluation import play
 
     many = np.array(play(policy.model, policy.spec, env_id, 1000, 950_000, greedy=True))

@@ -202,12 +202,11 @@ def _tokens(args) -> int:
     """``tokens.yaml`` (what servers accept) and ``<name>-token`` per token (what each presents),
     one directory that ``kubectl create secret generic NAME --from-file=DIR`` turns into the
     chart's auth Secret; each component's token holds only its :data:`COMPONENT_SCOPES`."""
-    import secrets
     from pathlib import Path
 
     import yaml
 
-    from rlrings.security import COMPONENT_SCOPES, SCOPES, Token
+    from rlrings.security import COMPONENT_SCOPES, SCOPES
 
     out = Path(args.out)
     adding = args.action == "add"
@@ -243,15 +242,7 @@ def _tokens(args) -> int:
               "silently: every client holding one would be locked out)", file=sys.stderr)  # fmt: skip
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, scopes in wanted.items():
-        token = Token(name=name, token=secrets.token_urlsafe(32), scopes=scopes)
-        entries.append({"name": name, "token": token.token.get_secret_value(), "scopes": scopes})
-        path = out / f"{name}-token"
-        path.write_text(token.token.get_secret_value())
-        path.chmod(0o600)
-    (out / "tokens.yaml").write_text(yaml.safe_dump(entries, sort_keys=False))
-    (out / "tokens.yaml").chmod(0o600)
+    entries = _write_tokens(out, [], wanted)
     keys = ", ".join(f"{name}: {name}-token" for name in COMPONENT_SCOPES)
     listing = "; ".join(f"{name}: {', '.join(scopes)}" for name, scopes in wanted.items())
     print(
@@ -263,8 +254,10 @@ def _tokens(args) -> int:
     return 0
 
 
-def _add_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> int:
-    """Appends tokens for ``wanted`` to the tokens file in ``out``; the tokens already there stay."""
+def _write_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> list[dict]:
+    """A new random token for each of ``wanted`` (name -> scopes), each in ``out/<name>-token``, and
+    ``out/tokens.yaml`` holding ``existing`` and them, replaced at once (a server reading it meanwhile
+    sees the old file or the new); returns the new entries. Every file is readable by its owner only."""
     import secrets
 
     import yaml
@@ -281,7 +274,13 @@ def _add_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> int:
     temporary = out / "tokens.yaml.tmp"
     temporary.write_text(yaml.safe_dump([*existing, *added], sort_keys=False))
     temporary.chmod(0o600)
-    temporary.replace(out / "tokens.yaml")  # at once: a server reading it meanwhile sees the old or the new
+    temporary.replace(out / "tokens.yaml")
+    return added
+
+
+def _add_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> int:
+    """Appends tokens for ``wanted`` to the tokens file in ``out``; the tokens already there stay."""
+    added = _write_tokens(out, existing, wanted)
     listing = "; ".join(f"{name}: {', '.join(scopes)}" for name, scopes in wanted.items())
     print(
         f"{len(added)} tokens added to {out / 'tokens.yaml'} ({listing}); each client's token is in {out}/NAME-token.\n"

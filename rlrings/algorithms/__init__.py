@@ -132,12 +132,19 @@ def settings_table(name: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def help_epilog(chosen: dict[str, dict[str, Any]]) -> str:
-    """What ``--help`` shows after the flags of a command that takes ``--algorithm`` and ``--env``."""
-    from rlrings.envs import describe_families
+class TakesAlgorithm:
+    """Mixed into the settings of a command that takes ``--algorithm`` and ``--env`` (the mesh, the
+    learner, the actor): the ``algorithm`` section is composed from every source by
+    ``rlrings.config.load_config``, and ``--help`` ends with the algorithms and the env families."""
 
-    name = chosen.get("algorithm", {}).get("name")
-    return f"{describe(name)}\n\nenvironments (--env):\n{describe_families()}"
+    sections = ("algorithm",)
+
+    @classmethod
+    def epilog(cls, chosen: dict[str, dict[str, Any]]) -> str:
+        from rlrings.envs import describe_families
+
+        name = chosen.get("algorithm", {}).get("name")
+        return f"{describe(name)}\n\nenvironments (--env):\n{describe_families()}"
 
 
 def describe(name: str | None = None, width: int = 100) -> str:

@@ -8,20 +8,15 @@ from typing import Literal
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.algorithms import AlgorithmSettings, help_epilog
+from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import Settings
 
 
-class MeshConfig(Settings):
+class MeshConfig(TakesAlgorithm, Settings):
     """Settings of ``rlrings up``."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_UP_")
-    sections = ("algorithm",)
-
-    @classmethod
-    def epilog(cls, chosen: dict) -> str:
-        return help_epilog(chosen)
 
     env: str = "CartPole-v1"
     """Environment id (every kind is listed below the flags)."""

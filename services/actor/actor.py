@@ -180,7 +180,7 @@ class Actor:
 
     def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1
-        if not math.isnan(episode_return):  # (a NaN would poison the histogram's sum for good)
+        if not math.isnan(episode_return):  # (a NaN would count in the +Inf bucket and poison the sum for good)
             self.returns.labels(env=self.config.env).observe(float(episode_return))
         self.achievement_episodes.update(achievements)
         self.episodes.append(

@@ -7,20 +7,15 @@ import secrets
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.algorithms import AlgorithmSettings, help_epilog
+from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
 
-class ActorConfig(WorkerConfig):
+class ActorConfig(TakesAlgorithm, WorkerConfig):
     """Settings of one actor process."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_ACTOR_")
-    sections = ("algorithm",)
-
-    @classmethod
-    def epilog(cls, chosen: dict) -> str:
-        return help_epilog(chosen)
 
     port: int = pydantic.Field(default=8002, ge=0, le=65535)
     """gRPC port of the ActorService; 0 picks a free one."""

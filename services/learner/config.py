@@ -9,20 +9,15 @@ import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from rlrings import algorithms
-from rlrings.algorithms import AlgorithmSettings, help_epilog
+from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
 
 
-class LearnerConfig(WorkerConfig):
+class LearnerConfig(TakesAlgorithm, WorkerConfig):
     """Settings of one learner rank."""
 
     model_config = SettingsConfigDict(env_prefix="RLRINGS_LEARNER_")
-    sections = ("algorithm",)
-
-    @classmethod
-    def epilog(cls, chosen: dict) -> str:
-        return help_epilog(chosen)
 
     @pydantic.model_validator(mode="after")
     def _algorithm_batch(self):

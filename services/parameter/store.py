@@ -125,12 +125,18 @@ def evaluation_rank(header: parameter_pb2.WeightsHeader) -> tuple:
     return (header.evaluation_confirmed, header.evaluation_return, header.version)
 
 
-def computed_tags(headers: dict[int, parameter_pb2.WeightsHeader]) -> dict[str, int]:
-    """Every tag of a set of versions: the named ones (each at the newest version given it), then
-    ``latest``, ``best`` and ``solved`` where they point somewhere."""
-    tags: dict[str, int] = {}
+def named_tags(headers: dict[int, parameter_pb2.WeightsHeader]) -> dict[str, int]:
+    """The tags publishers gave, each at the newest version given it."""
+    named: dict[str, int] = {}
     for version in sorted(headers):
-        tags.update(dict.fromkeys(headers[version].tags, version))
+        named.update(dict.fromkeys(headers[version].tags, version))
+    return named
+
+
+def computed_tags(headers: dict[int, parameter_pb2.WeightsHeader]) -> dict[str, int]:
+    """Every tag of a set of versions: the named ones, then ``latest``, ``best`` and ``solved``
+    where they point somewhere."""
+    tags = named_tags(headers)
     if headers:
         tags["latest"] = max(headers)
     scored = [h for h in headers.values() if h.HasField("evaluation_return")]
@@ -167,19 +173,9 @@ class WeightDirectory:
         with self._cond:
             return max(self._headers, default=0)
 
-    def best_version(self) -> int:
-        with self._cond:
-            return computed_tags(self._headers).get("best", 0)
-
     def tags(self) -> dict[str, int]:
         with self._cond:
             return computed_tags(self._headers)
-
-    def _named(self) -> dict[str, int]:
-        named: dict[str, int] = {}
-        for version in sorted(self._headers):
-            named.update(dict.fromkeys(self._headers[version].tags, version))
-        return named
 
     def header(self, version: int = 0, tag: str = "") -> parameter_pb2.WeightsHeader:
         """The header of a version, or of the version a tag points at, with every tag pointing at it.
@@ -353,7 +349,7 @@ class WeightStore(WeightDirectory):
 
     def _check_room_for(self, tags: list[str]) -> None:
         with self._cond:
-            named = self._named()
+            named = named_tags(self._headers)
             new = [tag for tag in tags if tag not in named]
             if len(named) + len(new) > self.max_named_tags:
                 raise ResourceExhaustedError(
@@ -370,7 +366,7 @@ class WeightStore(WeightDirectory):
         if tag in RESERVED_TAGS:
             raise InvalidArgumentError(f"tag: {tag!r} is set by the service and cannot be deleted")
         with self._cond:
-            version = self._named().get(tag)
+            version = named_tags(self._headers).get(tag)
             if version is None:
                 raise NotFoundError(f"tag: {tag[:140]!r} points at no version")
             for number, header in self._headers.items():
