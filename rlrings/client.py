@@ -3,6 +3,7 @@ context manager, a readiness wait and error mapping."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import grpc
@@ -48,10 +49,43 @@ def served_services(channel: grpc.Channel, timeout: float = 5.0) -> list[str]:
     return []
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+IDEMPOTENT = {
+    "rlrings.v1.ParameterService": ["Fetch", "List", "GetStatus"],
+    "rlrings.v1.ReplayService": ["Info", "GetStatus"],
+    "rlrings.v1.LearnerService": ["GetStatus"],
+    "rlrings.v1.ActorService": ["GetStatus"],
+    "rlrings.v1.ViewerService": ["GetStatus"],
+}
+"""Calls that change nothing: gRPC itself retries them where the server could not take them
+(UNAVAILABLE: a connection that is not up yet, a burst past the server's streams per connection,
+which it refuses with RST_STREAM), before any answer arrives. Writes retry in their own clients,
+which know what a duplicate is."""
+
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+"""gRPC's own retry policy (with jitter, bounded by the channel's retry budget), for :data:`IDEMPOTENT`."""
+
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {"name": [{"service": service, "method": method} for method in methods], "retryPolicy": RETRY_POLICY}
+            for service, methods in IDEMPOTENT.items()
+        ]
+    }
+)
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", SERVICE_CONFIG),
     ]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+
+import pydantic
 
 from rlrings.errors import InvalidArgumentError
 from rlrings.v1 import control_pb2
@@ -21,29 +22,35 @@ def run_state(stopped: threading.Event, paused: threading.Event, running: bool) 
     return control_pb2.RUN_STATE_RUNNING if running else control_pb2.RUN_STATE_STARTING
 
 
-def parse_settings(settings: Mapping[str, str], allowed: Mapping[str, tuple[type, float, float]]) -> dict[str, Any]:
-    """Parses ``UpdateConfig`` settings (JSON values) against ``allowed``:
-    name -> (type, lowest, highest).
+def update_settings(settings: Mapping[str, str], targets: Sequence[tuple[pydantic.BaseModel, Iterable[str]]]) -> dict:
+    """Applies ``UpdateConfig`` settings (JSON values) to the models in ``targets``, each with the names
+    it lets change while running; every value is validated as the model validates its config file
+    (types and bounds from its fields). All or nothing. Returns every changeable setting's value.
 
     Raises:
-        InvalidArgumentError: naming the setting that is unknown, fixed,
-            not a number or out of range; nothing is applied then.
+        InvalidArgumentError: naming the setting that is unknown, fixed, malformed or out of range;
+            nothing is applied then.
     """
-    values = {}
+    owners = {name: model for model, names in targets for name in names}
+    changes = []
     for name, raw in settings.items():
-        if name not in allowed:
-            raise InvalidArgumentError(
-                f"settings[{name!r}]: cannot change while running; changeable: {sorted(allowed)}"
-            )
-        kind, low, high = allowed[name]
+        if name not in owners:
+            raise InvalidArgumentError(f"settings[{name!r}]: cannot change while running; changeable: {sorted(owners)}")
         try:
-            value = kind(json.loads(raw))
-        except (ValueError, TypeError):
-            raise InvalidArgumentError(f"settings[{name!r}]: {raw!r} is not a JSON number") from None
-        if not low <= value <= high:
-            raise InvalidArgumentError(f"settings[{name!r}]: {value} is not in [{low}, {high}]")
-        values[name] = value
-    return values
+            value = json.loads(raw)
+        except ValueError:
+            raise InvalidArgumentError(f"settings[{name!r}]: {raw!r} is not JSON") from None
+        model = owners[name]
+        trial = model.model_copy()
+        try:
+            type(model).__pydantic_validator__.validate_assignment(trial, name, value)
+        except pydantic.ValidationError as error:
+            reason = "; ".join(e["msg"] for e in error.errors())
+            raise InvalidArgumentError(f"settings[{name!r}]: {raw} is refused: {reason}") from None
+        changes.append((model, name, getattr(trial, name)))
+    for model, name, value in changes:
+        object.__setattr__(model, name, value)
+    return {name: getattr(model, name) for name, model in owners.items()}
 
 
 class RateMeter:

@@ -12,8 +12,17 @@ from rlrings import algorithms
 from rlrings.algorithms.base import AlgorithmConfig, TablePlan
 from rlrings.algorithms.bc import demonstrations_table
 from rlrings.envs import EnvSpec
+from rlrings.shape import MeshShape
 
-__all__ = ["TablePlan", "demonstrations_table", "replay_tables", "signature", "signature_mismatch", "table_config"]
+__all__ = [
+    "TablePlan",
+    "demonstrations_table",
+    "mesh_tables",
+    "replay_tables",
+    "signature",
+    "signature_mismatch",
+    "table_config",
+]
 
 
 def table_config(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan | None = None) -> dict:
@@ -45,3 +54,11 @@ def signature_mismatch(expected: dict[str, dict], found) -> str | None:
 def replay_tables(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan) -> list[dict]:
     """Every table a mesh playing ``env`` serves: the learner's, then the viewer's demonstrations."""
     return [table_config(config, env, plan), demonstrations_table(env)]
+
+
+def mesh_tables(config: AlgorithmConfig, env: EnvSpec, mesh: MeshShape, table: str = "experience") -> list[dict]:
+    """Every table replay serves in ``mesh``: what ``rlrings up`` plans and what a replay pod of the
+    chart derives at start from the same values (its ``env``, ``algorithm`` and ``mesh``)."""
+    algorithm = algorithms.get(config.name)
+    plan = TablePlan(table, algorithm.batch_size(mesh), mesh.actors * mesh.envs_per_actor, mesh.envs_per_actor)
+    return replay_tables(config, env, plan)

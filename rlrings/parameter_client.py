@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 
 import grpc
 
+from rlrings.backoff import Backoff
 from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
 from rlrings.errors import UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
@@ -144,12 +144,12 @@ class WeightsFollower:
         self._thread.join(timeout=10)
 
     def _follow(self) -> None:
-        delay = 0.1
+        backoff = Backoff(initial=0.1, maximum=2.0)
         while not self._stopped.is_set():
             try:
                 self._call = self._client.watch(send_current=True)
                 for notice in self._call:
-                    delay = 0.1
+                    backoff.reset()
                     current = self._latest[0].version if self._latest else 0
                     if notice.version <= current:
                         continue
@@ -160,10 +160,9 @@ class WeightsFollower:
             except grpc.RpcError as error:
                 if self._stopped.is_set():
                     return
-                log.info("watching weights failed (%s); retrying in %.1fs", error.code(), delay)
+                log.info("watching weights failed (%s); retrying", error.code())
             except Exception as error:  # a fetch of a pruned version, a restart mid-fetch
                 if self._stopped.is_set():
                     return
-                log.info("fetching weights failed (%s); retrying in %.1fs", error, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+                log.info("fetching weights failed (%s); retrying", error)
+            backoff.wait(self._stopped)

@@ -31,6 +31,7 @@ import grpc
 import numpy as np
 
 from rlrings import codec
+from rlrings.backoff import Backoff
 from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
 from rlrings.errors import DeadlineExceededError, InvalidArgumentError, RlringsError, UnavailableError
 from rlrings.security import PLAINTEXT, ClientSecurity
@@ -341,7 +342,7 @@ class Writer:
 
     def _stream_forever(self) -> None:
         failing_since: float | None = None
-        delay = 0.05
+        backoff = Backoff(initial=0.05, maximum=2.0)
         while True:
             with self._cond:
                 if self._closed:
@@ -351,7 +352,8 @@ class Writer:
                     outbox.put(request)
             try:
                 for response in self._stub.Insert(self._requests(outbox)):
-                    failing_since, delay = None, 0.05
+                    failing_since = None
+                    backoff.reset()
                     with self._cond:
                         request = self._unacked.popleft()
                         assert request.chunk.sequence == response.sequence, "acks arrive in order"
@@ -369,10 +371,9 @@ class Writer:
                 with self._cond:  # with nothing waiting for an ack (a stream closed idle), nothing is at stake
                     failing_since = (failing_since or now) if self._unacked else now
                 if retryable and now - failing_since < self.retry_seconds:
-                    log.info("replay unavailable (%s); retrying in %.2fs", error.details(), delay)
+                    log.info("replay unavailable (%s); retrying", error.details())
                     self.reconnects += 1
-                    time.sleep(delay)
-                    delay = min(2 * delay, 2.0)
+                    backoff.wait()
                     continue
                 with self._cond:
                     if retryable:  # gave up: report every chunk still waiting
@@ -492,7 +493,7 @@ class Sampler:
 
     def _run(self) -> None:
         remaining = self._request.num_batches
-        delay = 0.05
+        backoff = Backoff(initial=0.05, maximum=2.0)
         while not self._stopped.is_set():
             pieces: list[replay_pb2.SampleResponse] = []
             try:
@@ -503,7 +504,7 @@ class Sampler:
                 for response in self._call:
                     pieces.append(response)
                     if response.end_of_batch:
-                        delay = 0.05
+                        backoff.reset()
                         with self._lock:
                             self._received += 1
                         self._batches.put(_assemble(pieces))
@@ -519,8 +520,7 @@ class Sampler:
                 if self._stopped.is_set():
                     return
                 if error.code() in _RETRYABLE:
-                    time.sleep(delay)
-                    delay = min(2 * delay, 2.0)
+                    backoff.wait(self._stopped)
                     continue
                 self._batches.put(from_rpc_error(error))
                 return

@@ -539,8 +539,13 @@ def service_main(name: str, config_cls: type[ServiceConfig], build: Callable, ar
     try:
         config = load_config(config_cls, sys.argv[1:] if argv is None else argv, prog=f"rlrings {name}")
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if algorithm := getattr(config, "algorithm", None):  # what it runs, as it runs it (secrets stay out)
+        algorithm = getattr(config, "algorithm", None)
+        if hasattr(algorithm, "model_dump_json"):  # what it runs, as it runs it (secrets stay out)
             log.info("%s algorithm settings: %s", name, algorithm.model_dump_json())
+        if hasattr(config, "mesh") and hasattr(config, "tables"):  # replay: the tables it derived or was given
+            log.info(
+                "%s tables: %s", name, ", ".join(f"{t.name} ({t.selector}, {t.max_size} items)" for t in config.tables)
+            )
         service: Service = build(config)
     except ConfigError as error:
         print(f"rlrings {name}: {error}", file=sys.stderr)

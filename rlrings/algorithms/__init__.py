@@ -30,7 +30,12 @@ NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
 DEFAULT = "impala"
-"""The algorithm when none is named."""
+"""The algorithm when none is named: the only place it is named (the chart's values leave it out)."""
+
+
+def default_config() -> AlgorithmConfig:
+    """The default algorithm at its defaults."""
+    return REGISTRY[DEFAULT].config()
 
 
 def get(name: str) -> Algorithm:
@@ -128,7 +133,10 @@ def settings_table(name: str) -> list[tuple[str, str, str, str]]:
             continue
         default = field.get_default(call_default_factory=True)
         kind = _type_name(field.annotation) + _bounds(field.metadata)
-        rows.append((f"--algorithm.{key.replace('_', '-')}", kind, json.dumps(default), _description(config, key)))
+        doc = _description(config, key)
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("live"):
+            doc += f" Changeable while the {field.json_schema_extra['live']} runs (UpdateConfig)."
+        rows.append((f"--algorithm.{key.replace('_', '-')}", kind, json.dumps(default), doc))
     return rows
 
 
@@ -167,3 +175,28 @@ def describe(name: str | None = None, width: int = 100) -> str:
         lines.append(f"  {flag} {kind}  (default {default})")
         lines += textwrap.wrap(doc, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
+
+
+def values_schema() -> dict:
+    """The JSON schema of the chart's ``algorithm`` value (``helm/rlrings/values.schema.json``), from the
+    registry: a name it has and, for that algorithm (the default where none is named), only its
+    settings with their types and bounds, so ``helm install`` refuses what the pods would."""
+
+    def settings(name: str) -> dict:
+        schema = REGISTRY[name].Config.model_json_schema()
+        fields = {key: value for key, value in schema["properties"].items() if key != "name"}
+        keep = ("type", "anyOf", "enum", "items", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        typed = {key: {k: v for k, v in value.items() if k in keep} for key, value in fields.items()}
+        return {"propertyNames": {"enum": ["name", *fields]}, "properties": typed}
+
+    rules = [
+        {"if": {"required": ["name"], "properties": {"name": {"const": name}}}, "then": settings(name)}
+        for name in REGISTRY
+    ]
+    rules.append({"if": {"not": {"required": ["name"]}}, "then": settings(DEFAULT)})
+    return {
+        "type": "object",
+        "description": "The algorithm (name; none: the default) and the settings given to it; others are refused",
+        "properties": {"name": {"type": "string", "enum": list(NAMES)}},
+        "allOf": rules,
+    }

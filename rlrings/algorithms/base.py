@@ -23,7 +23,7 @@ import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,24 +36,46 @@ from rlrings.envs import EnvSpec
 from rlrings.errors import ConfigError
 from rlrings.models import ARCHITECTURES, ModelSpec
 from rlrings.ring import LocalRing, Ring
+from rlrings.shape import MeshShape
 from rlrings.spaces import Box, Discrete, Space
+
+LIVE_IN_LEARNER = {"live": "learner"}
+"""``json_schema_extra`` of a setting a running learner may change (``UpdateConfig``)."""
+LIVE_IN_ACTOR = {"live": "actor"}
+"""``json_schema_extra`` of a setting a running actor may change (``UpdateConfig``)."""
+
+
+def live_settings(config: type[pydantic.BaseModel], where: str) -> tuple[str, ...]:
+    """Settings of ``config`` marked as changeable while ``where`` ("learner" or "actor") runs."""
+    return tuple(
+        name
+        for name, field in config.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("live") == where
+    )
 
 
 class AlgorithmConfig(pydantic.BaseModel):
-    """Settings every algorithm has; each algorithm's config adds its own. Unknown keys are refused."""
+    """Settings every algorithm has; each algorithm's config adds its own. Unknown keys are refused.
+    Settings a running service may change are marked ``json_schema_extra=LIVE_IN_LEARNER`` (or
+    ``LIVE_IN_ACTOR``); ``UpdateConfig`` validates a new value as the file's would be."""
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     name: str
     gamma: float = pydantic.Field(default=0.99, gt=0, le=1)
     """Discount."""
-    learning_rate: pydantic.PositiveFloat = 5e-4
+    learning_rate: float = pydantic.Field(default=5e-4, gt=0, json_schema_extra=LIVE_IN_LEARNER)
     """Adam's learning rate (at the start, where it decays)."""
     learning_rate_decay_updates: pydantic.NonNegativeInt = 0
     """Updates over which the learning rate falls linearly to 0; 0 keeps it constant. The mesh
     sets it to the updates its env-step budget allows."""
     max_grad_norm: pydantic.PositiveFloat | None = 0.5
     """Clip of the global gradient norm; None does not clip."""
+
+    @property
+    def env_steps_per_item(self) -> int:
+        """Env steps behind one replay item the learner draws (a transition: 1)."""
+        return 1
 
 
 @dataclass
@@ -287,8 +309,6 @@ class Algorithm:
     default_batch_size: int = 16
     distribution: Callable[[Space], str] = distributions.default_distribution
     """The action distribution this algorithm's policies use on a space."""
-    options: tuple[str, ...] = field(default=("learning_rate", "entropy_cost"))
-    """Settings a running learner may change (LearnerService.UpdateConfig)."""
     stochastic: bool = True
     """Its policy is meant to be sampled (the evaluator plays it sampled as well as greedy);
     False for value-based algorithms, whose greedy policy is the policy."""
@@ -297,6 +317,34 @@ class Algorithm:
     model_args: Callable[[AlgorithmConfig, EnvSpec], dict] = lambda config, env: {}
     """Arguments of the published network's architecture that follow from the settings (SAC's
     widths and activation, PPO's observation normalisation); plain JSON data."""
+    for_actor: Callable[[AlgorithmConfig, int, MeshShape], dict] = lambda config, index, mesh: {}
+    """Settings actor ``index`` of the mesh plays with instead of the shared ones (DQN's spread of
+    epsilons, SAC's share of the random steps); settings the user gave are kept."""
+
+    def batch_size(self, mesh: MeshShape) -> int:
+        """Items per learner update in ``mesh``: its own, else this algorithm's default."""
+        return mesh.batch_size or self.default_batch_size
+
+    def actor_settings(self, config: AlgorithmConfig, index: int, mesh: MeshShape) -> AlgorithmConfig:
+        """What actor ``index`` of ``mesh`` runs: ``config`` with its own share (:attr:`for_actor`)."""
+        return self._updated(config, self.for_actor(config, index, mesh))
+
+    def learner_settings(self, config: AlgorithmConfig, mesh: MeshShape, batch_size: int) -> AlgorithmConfig:
+        """What a learner rank of ``mesh`` runs: with :attr:`anneal_over_budget`, a learning rate that
+        falls to 0 over the updates the step budget allows, unless a decay was given."""
+        if not (self.anneal_over_budget and mesh.max_env_steps) or config.learning_rate_decay_updates:
+            return config
+        updates = mesh.max_env_steps // (batch_size * mesh.learners * config.env_steps_per_item)
+        return self._updated(config, {"learning_rate_decay_updates": max(1, updates)})
+
+    @staticmethod
+    def _updated(config: AlgorithmConfig, settings: dict) -> AlgorithmConfig:
+        if not settings:
+            return config
+        given = config.model_fields_set
+        updated = type(config).model_validate(config.model_dump() | settings)
+        updated.__pydantic_fields_set__ = set(given)  # what the user gave stays what the user gave
+        return updated
 
     def config(self, **settings) -> AlgorithmConfig:
         return self.Config(name=self.name, **settings)
@@ -345,6 +393,10 @@ class TrajectoryConfig(AlgorithmConfig):
     statistics with every batch (the usual setting for MuJoCo tasks)."""
     reward_scale: pydantic.PositiveFloat = 1.0
     """Rewards are multiplied by this before learning (returns and values in scaled units)."""
+
+    @property
+    def env_steps_per_item(self) -> int:
+        return self.unroll_length
 
 
 def trajectory_model_args(config: TrajectoryConfig, env: EnvSpec) -> dict:

@@ -43,7 +43,7 @@ def demonstrations_table(env, name: str = "demonstrations", max_size: int = 100_
 
 class BcConfig(base.AlgorithmConfig):
     name: str = "bc"
-    learning_rate: pydantic.PositiveFloat = 1e-3
+    learning_rate: float = pydantic.Field(default=1e-3, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
     max_grad_norm: pydantic.PositiveFloat | None = None
     capacity: pydantic.PositiveInt = 100_000
     """Demonstration steps the table keeps (the oldest are evicted)."""
@@ -88,5 +88,4 @@ ALGORITHM = base.Algorithm(
     learning=BcLearning,
     table=_table,
     default_batch_size=64,
-    options=("learning_rate",),
 )

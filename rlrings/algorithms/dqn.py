@@ -72,7 +72,7 @@ class DqnConfig(base.AlgorithmConfig):
     """Transitions in the table before the first batch."""
     chunk_length: pydantic.PositiveInt = 64
     """Transitions per chunk an actor sends."""
-    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1)
+    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1, json_schema_extra=base.LIVE_IN_ACTOR)
     """Probability of a random action once the decay is over (the mesh spreads it across actors)."""
     epsilon_start: float = pydantic.Field(default=1.0, ge=0, le=1)
     """Probability of a random action at an actor's first step."""
@@ -172,6 +172,17 @@ class DqnLearning(base.GradientLearning):
         return joined, torch.cat([weights, torch.ones(len(d["action"]), device=weights.device)])
 
 
+def spread_epsilon(config: DqnConfig, index: int, mesh: base.MeshShape) -> dict:
+    """Actor ``index``'s epsilon, annealed from 1 over its share of the mesh's decay to its own
+    final value; final values spread geometrically from 0.1 to 0.01 across actors (Ape-X's spread,
+    narrowed so that with 2 actors neither is almost greedy nor almost random). A value the user
+    gave is every actor's instead."""
+    final = 0.1 ** (1 + index / (mesh.actors - 1)) if mesh.actors > 1 else 0.1**1.5
+    decay = mesh.epsilon_decay_env_steps // mesh.actors
+    spread = {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": decay}
+    return {key: value for key, value in spread.items() if key not in config.model_fields_set}
+
+
 ALGORITHM = base.Algorithm(
     name="dqn",
     summary="double DQN, n-step returns, prioritized replay at a replay ratio",
@@ -181,7 +192,7 @@ ALGORITHM = base.Algorithm(
     learning=DqnLearning,
     table=prioritized_table,
     default_batch_size=128,
-    options=("learning_rate",),
     stochastic=False,
     anneal_over_budget=False,
+    for_actor=spread_epsilon,
 )

@@ -115,7 +115,7 @@ class ImpalaConfig(base.TrajectoryConfig):
     name: str = "impala"
     baseline_cost: pydantic.NonNegativeFloat = 0.5
     """Weight of the value loss."""
-    entropy_cost: pydantic.NonNegativeFloat = 0.01
+    entropy_cost: float = pydantic.Field(default=0.01, ge=0, json_schema_extra=base.LIVE_IN_LEARNER)
     """Weight of the entropy bonus."""
     trace_decay: float = pydantic.Field(default=1.0, ge=0, le=1)
     """V-trace's lambda: 1 is the paper's default; lower trades bias for variance as GAE's lambda does."""

@@ -45,7 +45,7 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 class PpoConfig(base.TrajectoryConfig):
     name: str = "ppo"
     unroll_length: pydantic.PositiveInt = 32
-    learning_rate: pydantic.PositiveFloat = 3e-4
+    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
     gae_lambda: float = pydantic.Field(default=0.95, ge=0, le=1)
     """GAE's lambda."""
     clip: pydantic.PositiveFloat = 0.2
@@ -54,7 +54,7 @@ class PpoConfig(base.TrajectoryConfig):
     """Passes over each batch."""
     minibatches: pydantic.PositiveInt = 4
     """Minibatches per pass (of the batch's steps, shuffled)."""
-    entropy_cost: pydantic.NonNegativeFloat = 0.01
+    entropy_cost: float = pydantic.Field(default=0.01, ge=0, json_schema_extra=base.LIVE_IN_LEARNER)
     """Weight of the entropy bonus in the loss."""
     value_cost: pydantic.NonNegativeFloat = 0.5
     """Weight of the value loss in the loss."""

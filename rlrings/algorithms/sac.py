@@ -123,7 +123,7 @@ def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy
 
 class SacConfig(base.AlgorithmConfig):
     name: str = "sac"
-    learning_rate: pydantic.PositiveFloat = 3e-4
+    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
     """Adam's rate for the actor, the critics and the temperature (constant)."""
     max_grad_norm: pydantic.PositiveFloat | None = None
     """Clip of each network's gradient norm; None (SAC's usual) does not clip."""
@@ -304,6 +304,11 @@ class _SacAlgorithm(base.Algorithm):
             )
 
 
+def share_random_steps(config: SacConfig, index: int, mesh: base.MeshShape) -> dict:
+    """Each actor plays its share of the random steps (they count all actors together)."""
+    return {"random_steps": config.random_steps // mesh.actors}
+
+
 ALGORITHM = _SacAlgorithm(
     name="sac",
     summary="soft actor-critic: twin Q, Polyak targets, tuned temperature, at a replay ratio",
@@ -314,7 +319,7 @@ ALGORITHM = _SacAlgorithm(
     table=transitions_table,
     default_batch_size=256,
     distribution=_distribution,
-    options=("learning_rate",),
     anneal_over_budget=False,
     model_args=_model_args,
+    for_actor=share_random_steps,
 )

@@ -8,9 +8,10 @@ from typing import Literal
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
+from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
-from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import Settings
+from rlrings.shape import MeshShape
 
 
 class MeshConfig(TakesAlgorithm, Settings):
@@ -20,7 +21,7 @@ class MeshConfig(TakesAlgorithm, Settings):
 
     env: str = "CartPole-v1"
     """Environment id (every kind is listed below the flags)."""
-    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
+    algorithm: CliSuppress[AlgorithmSettings] = pydantic.Field(default_factory=algorithms.default_config)
     """The algorithm and its settings (every algorithm is listed below the flags): ``--algorithm NAME``,
     then ``--algorithm.SETTING VALUE`` for each setting to change, or JSON: ``--algorithm '{"name":
     "ppo", "epochs": 8}'``; in a config file, ``algorithm: {name: ppo, epochs: 8}``."""
@@ -91,6 +92,18 @@ class MeshConfig(TakesAlgorithm, Settings):
     tls: bool = False
     """Mutual TLS between every service: a development CA and a certificate are made in the run
     directory (tls/); every server requires it, every client and the supervisor present it."""
+
+    def shape(self) -> MeshShape:
+        """The mesh's shape, as every service is told it (and as the chart tells its pods)."""
+        return MeshShape(
+            actors=self.actors,
+            envs_per_actor=self.envs_per_actor,
+            learners=self.learners,
+            batch_size=self.batch_size,
+            max_env_steps=self.max_env_steps,
+            epsilon_decay_env_steps=self.epsilon_decay_env_steps,
+            seed=self.seed,
+        )
 
     @pydantic.field_validator("cassandra", mode="before")
     @classmethod

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlrings import algorithms, experience
-from rlrings.algorithms.base import TablePlan
 from rlrings.envs import EnvSpec
 from rlrings.mesh.config import MeshConfig
 from rlrings.processes import ServiceProcess, free_port
@@ -33,14 +32,13 @@ def plan(
     c, run = config, run_dir
     algorithm = algorithms.get(c.algorithm.name)
     algorithm.check(spec)  # DQN in a Box action space: refused before anything starts
-    batch = c.batch_size or algorithm.default_batch_size
-    settings = c.algorithm.model_dump()
-    unroll = settings.get("unroll_length", 1)
-    if c.max_env_steps and not settings["learning_rate_decay_updates"] and algorithm.anneal_over_budget:
-        # the learning rate decays over the updates the step budget allows
-        settings["learning_rate_decay_updates"] = max(1, c.max_env_steps // (batch * c.learners * unroll))
-    plan = TablePlan(TABLE, batch, c.actors * c.envs_per_actor, c.envs_per_actor)
-    tables = experience.replay_tables(c.algorithm, spec, plan)
+    mesh = c.shape()
+    experience.mesh_tables(c.algorithm, spec, mesh, TABLE)  # a queue too small: refused here too
+    # Every service gets the settings the user gave and the mesh's shape, and derives its own share
+    # from them (an actor its exploration and seed, the learner its decay, replay its tables), as a
+    # pod of the chart does from the same values: one planner, in the services.
+    given = {"name": c.algorithm.name, **c.algorithm.model_dump(mode="json", exclude_unset=True)}
+    shared = {"env": c.env, "algorithm": given, "mesh": mesh.model_dump(), "table": TABLE}
 
     def ports() -> dict:
         return {"port": free_port(), "metrics_port": free_port()}
@@ -57,7 +55,7 @@ def plan(
                 "shard": shard,
             },
         }
-    replay = ServiceProcess("replay", "rlrings.services.replay", {**ports(), "tables": tables, **store}, run)
+    replay = ServiceProcess("replay", "rlrings.services.replay", {**ports(), **shared, **store}, run)
     parameter = ServiceProcess(
         "parameter", "rlrings.services.parameter", {**ports(), "directory": str(run / "weights")}, run
     )
@@ -65,15 +63,11 @@ def plan(
         **ports(),
         "replay_address": replay.address,
         "parameter_address": parameter.address,
-        "env": c.env,
-        "algorithm": settings,
-        "table": TABLE,
-        "batch_size": batch,
+        **shared,
         "publish_every": c.publish_every,
         "checkpoint_every": c.checkpoint_every,
         "checkpoint_dir": str(run / "checkpoints"),
         "tensorboard_dir": str(run / "tensorboard"),
-        "seed": c.seed,
     }
     if c.learners == 1:
         learners = [ServiceProcess("learner", "rlrings.services.learner", learner_config, run)]
@@ -93,11 +87,8 @@ def plan(
                 **ports(),
                 "replay_address": replay.address,
                 "parameter_address": parameter.address,
-                "env": c.env,
-                "num_envs": c.envs_per_actor,
-                "algorithm": settings | exploration(c, i, settings),
-                "table": TABLE,
-                "seed": c.seed + 1000 * i,
+                **shared,
+                "index": i,
             },
             run,
         )
@@ -124,27 +115,27 @@ def plan(
     return services
 
 
-def exploration(config: MeshConfig, i: int, settings: dict) -> dict:
-    """Algorithms with random steps first (SAC): each actor's share of them. Algorithms with
-    epsilon exploration (DQN): actor i's epsilon, annealed from 1 over its
-    share of the decay to its own final value; final values spread geometrically from 0.1 to
-    0.01 across actors (Ape-X's spread, narrowed so that with 2 actors neither is almost greedy
-    nor almost random). A value the user gave (``--algorithm.epsilon``) is every actor's instead of
-    the spread. Others: nothing."""
-    c = config
-    given = c.algorithm.model_fields_set
-    if "random_steps" in settings:  # SAC: each actor plays its share of the random steps
-        return {"random_steps": settings["random_steps"] // c.actors}
-    if "epsilon" not in settings:
-        return {}
-    final = 0.1 ** (1 + i / (c.actors - 1)) if c.actors > 1 else 0.1**1.5
-    spread = {"epsilon": final, "epsilon_start": 1.0, "epsilon_decay_steps": c.epsilon_decay_env_steps // c.actors}
-    return {key: value for key, value in spread.items() if key not in given}
-
-
 def place_ring(ranks: list[ServiceProcess]) -> None:
     """Gives each rank its place, as the Helm chart does; a fresh port for
     the rendezvous each time the ring (re)starts."""
     master_port = free_port()
     for rank, service in enumerate(ranks):
         service.env = local_ring_environment(rank, len(ranks), master_port)
+
+
+_SETTINGS = {
+    "rlrings.services.actor": "ActorConfig",
+    "rlrings.services.learner": "LearnerConfig",
+    "rlrings.services.replay": "ReplayConfig",
+    "rlrings.services.parameter": "ParameterConfig",
+    "rlrings.services.viewer": "ViewerConfig",
+}
+
+
+def effective(service: ServiceProcess):
+    """The settings a planned service runs with: its config as its own settings class derives them
+    (an actor's share of the algorithm's settings, the learner's decay, replay's tables)."""
+    import importlib
+
+    module = importlib.import_module(f"{service.module}.config")
+    return getattr(module, _SETTINGS[service.module]).model_validate(service.config)

@@ -12,17 +12,27 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console, Group
 from rich.table import Table as RichTable
 
+from rlrings.envs import EnvSpec
 from rlrings.evaluation import Evaluation, achievement_names, crafter_score
+from rlrings.mesh.config import MeshConfig
 from rlrings.v1 import learner_pb2
 
-if TYPE_CHECKING:
-    from rlrings.mesh.supervisor import Mesh
+
+@dataclass(frozen=True)
+class Run:
+    """What the report reads of a run: its settings, what it has learned so far, where it writes."""
+
+    config: MeshConfig
+    spec: EnvSpec
+    run_dir: Path
+    progress: Progress
+    learners: str
+    """The learners as the header says them ("1 learner", "a ring of 2 learners (horovod)")."""
 
 
 @dataclass
@@ -73,7 +83,7 @@ class Progress:
         return sum(e.greedy_mean >= target for e in after) / len(after), len(after)
 
 
-def view(mesh: Mesh) -> Group:
+def view(mesh: Run) -> Group:
     """The live view: progress, learning, evaluation, the last restarts."""
     p, c = mesh.progress, mesh.config
     learner = p.learner
@@ -114,7 +124,7 @@ def view(mesh: Mesh) -> Group:
     return Group(view, *[f"[yellow]{line}[/]" for line in p.restarts[-3:]])
 
 
-def progress_line(mesh: Mesh) -> str:
+def progress_line(mesh: Run) -> str:
     """The live view's figures on one line, for output that is not a terminal."""
     p, c = mesh.progress, mesh.config
     parts = [f"{time.monotonic() - p.start:,.0f}s of {c.max_seconds:,.0f}s",
@@ -131,7 +141,7 @@ def progress_line(mesh: Mesh) -> str:
     return "progress: " + " | ".join(parts)  # restarts are logged as they happen
 
 
-def summarise(mesh: Mesh, reason: str, console: Console) -> dict:
+def summarise(mesh: Run, reason: str, console: Console) -> dict:
     """Writes ``summary.json`` and the plot, prints the summary table, returns the summary."""
     p, c = mesh.progress, mesh.config
     elapsed = p.ended or time.monotonic() - p.start
@@ -248,7 +258,7 @@ def kept_model(run_dir: Path) -> dict | None:
     }
 
 
-def frames(mesh: Mesh, steps_per_second: float) -> dict:
+def frames(mesh: Run, steps_per_second: float) -> dict:
     """Emulator frames (Atari's 4 per step), as the field counts throughput and budgets; nothing
     for envs that step one frame at a time. Returns of such games are raw scores of whole games."""
     skip = mesh.spec.frame_skip
@@ -262,7 +272,7 @@ def frames(mesh: Mesh, steps_per_second: float) -> dict:
     }
 
 
-def achievements(mesh: Mesh) -> dict:
+def achievements(mesh: Run) -> dict:
     """Success rate (percent of training episodes) of each achievement and the Crafter score,
     for games with achievements; nothing for others."""
     names = achievement_names(mesh.config.env)
@@ -273,7 +283,7 @@ def achievements(mesh: Mesh) -> dict:
     return {"achievement_success_percent": rates, "crafter_score": crafter_score(rates)}
 
 
-def plot(mesh: Mesh) -> Path | None:
+def plot(mesh: Run) -> Path | None:
     """Returns against env steps (training episodes, their moving mean, evaluations) and against time."""
     p = mesh.progress
     if not p.episodes and not p.evaluations:
@@ -311,7 +321,7 @@ def plot(mesh: Mesh) -> Path | None:
     by_time.set_xlabel("wall time (s)")
     by_steps.set_ylabel("return")
     by_steps.legend(loc="lower right", fontsize=8)
-    figure.suptitle(f"{c.env}, {c.algorithm.name}, {c.actors} actors, {mesh._learners_text()}")
+    figure.suptitle(f"{c.env}, {c.algorithm.name}, {c.actors} actors, {mesh.learners}")
     figure.tight_layout()
     path = mesh.run_dir / "returns.png"
     figure.savefig(path)

@@ -21,7 +21,7 @@ from rlrings.errors import ConfigError
 from rlrings.evaluation import Evaluation, Evaluator
 from rlrings.mesh.config import MeshConfig
 from rlrings.mesh.plan import place_ring, plan
-from rlrings.mesh.report import Progress, progress_line, summarise, view
+from rlrings.mesh.report import Progress, Run, progress_line, summarise, view
 from rlrings.processes import ServiceProcess
 from rlrings.ring import HOROVOD_HINT, horovod_available
 from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
@@ -82,6 +82,10 @@ class Mesh:
         return {"cert_file": str(pair.cert_file), "key_file": str(pair.key_file), "ca_file": str(ca.cert_file),
                 "mutual": True}  # fmt: skip
 
+    def snapshot(self) -> Run:
+        """What the report reads of this run (it knows no Mesh)."""
+        return Run(self.config, self.spec, self.run_dir, self.progress, self._learners_text())
+
     def _learners_text(self) -> str:
         c = self.config
         return "1 learner" if c.learners == 1 else f"{c.learners} learner ranks ({c.ring} ring)"
@@ -137,9 +141,9 @@ class Mesh:
                     self._supervise(console)
                     self._poll()
                     if live is not None:
-                        live.update(view(self))
+                        live.update(view(self.snapshot()))
                     elif time.monotonic() >= next_line:
-                        console.print(progress_line(self), soft_wrap=True, highlight=False)
+                        console.print(progress_line(self.snapshot()), soft_wrap=True, highlight=False)
                         console.file.flush()
                         next_line = time.monotonic() + c.progress_seconds
                     reason = self._finished()
@@ -156,7 +160,7 @@ class Mesh:
             if evaluator is not None:
                 evaluator.stop()
             self.stop()
-        return summarise(self, reason, console)
+        return summarise(self.snapshot(), reason, console)
 
     def _start_evaluator(self) -> Evaluator | None:
         c = self.config
@@ -184,7 +188,9 @@ class Mesh:
                 board.add_scalar("eval/sampled_return", result.sampled_mean, result.env_steps)
             from rlrings.mesh.report import achievements
 
-            scored = achievements(self)  # Crafter: the score and success rates of the training episodes so far
+            scored = achievements(
+                self.snapshot()
+            )  # Crafter: the score and success rates of the training episodes so far
             if scored:
                 board.add_scalar("crafter/score_percent", scored["crafter_score"], progress.total_env_steps)
                 for name, rate in scored["achievement_success_percent"].items():

@@ -196,12 +196,6 @@ class Actor:
         except RlringsError as error:  # replay gave up on a chunk: report it, keep acting
             log.warning("replay refused or lost a chunk: %s", error)
 
-    def epsilon(self) -> float:
-        """The acting half's exploration rate where it has one (DQN), else 0."""
-        if self.acting is None:
-            return float(getattr(self.config.algorithm, "epsilon", 0.0))
-        return float(self.acting.settings().get("epsilon", 0.0))
-
     # -- status ------------------------------------------------------------------
 
     def steps_per_second(self) -> float:

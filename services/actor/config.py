@@ -7,9 +7,10 @@ import secrets
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
+from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
-from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.config import WorkerConfig
+from rlrings.shape import MeshShape
 
 
 class ActorConfig(TakesAlgorithm, WorkerConfig):
@@ -23,7 +24,7 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     num_envs: pydantic.PositiveInt = 8
     """Environments stepped together as one vector, with one batched forward pass."""
-    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
+    algorithm: CliSuppress[AlgorithmSettings] = pydantic.Field(default_factory=algorithms.default_config)
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY); the acting
     half reads what it needs (unroll_length, epsilon, ...)."""
     max_in_flight: pydantic.PositiveInt = 4
@@ -31,11 +32,32 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0
     """How long to wait at start for the first published weights."""
     seed: int | None = 0
-    """Seed of the environments and of action sampling; null draws a fresh one at start, so
-    that the replicas of one Deployment (which share their settings) explore differently."""
+    """Seed of the environments and of action sampling; null draws a fresh one at start. In a mesh
+    (``mesh``), seed + 1000 * index from the mesh's seed instead."""
+    mesh: CliSuppress[MeshShape | None] = None
+    """The mesh this actor is one of (``rlrings up`` and the chart give every service the same):
+    with it, the actor plays its own share of the algorithm's settings (DQN's epsilon from the
+    spread, SAC's share of the random steps), its seed and, unless given, mesh.envs_per_actor envs."""
+    index: pydantic.NonNegativeInt | None = None
+    """This actor's place in ``mesh``, 0 to mesh.actors - 1: in the chart, the StatefulSet pod's
+    ordinal (RLRINGS_ACTOR_INDEX from the pod-index label)."""
 
     @pydantic.model_validator(mode="after")
-    def _draw_seed(self) -> ActorConfig:
-        if self.seed is None:
+    def _own_share(self) -> ActorConfig:
+        """The settings this actor runs with: its share of the mesh's, as the mesh planned them."""
+        if self.mesh is not None:
+            mesh = self.mesh
+            if self.index is None:
+                raise ValueError("index: an actor of a mesh needs its place (0 to mesh.actors - 1)")
+            if self.index >= mesh.actors:
+                raise ValueError(
+                    f"index: {self.index} is outside the mesh's {mesh.actors} actors (mesh.actors); "
+                    "scale actors with the chart's actor.replicas, which sets both"
+                )
+            self.algorithm = algorithms.get(self.algorithm.name).actor_settings(self.algorithm, self.index, mesh)
+            self.seed = mesh.seed + 1000 * self.index
+            if "num_envs" not in self.model_fields_set:
+                self.num_envs = mesh.envs_per_actor
+        elif self.seed is None:
             self.seed = secrets.randbits(31)
         return self

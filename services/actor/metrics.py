@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from rlrings.services.actor.actor import Actor
+
+class Acting(Protocol):
+    """What the collector reads of an actor (``rlrings.services.actor.actor.Actor``), which itself
+    imports this module for its histogram."""
+
+    config: Any
+    env_steps: int
+    episode_count: int
+    policy_version: int
+    writer: Any
+    episodes: Any
+    achievement_episodes: dict[str, int]
 
 
 RETURN_BUCKETS = (-2000, -1000, -500, -200, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 200, 300,
@@ -36,7 +46,7 @@ def return_histogram(env: str) -> Histogram:
 
 
 class ActorCollector(Collector):
-    def __init__(self, actor: Actor):
+    def __init__(self, actor: Acting):
         self.actor = actor
 
     def collect(self):

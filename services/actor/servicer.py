@@ -6,13 +6,10 @@ import json
 
 import numpy as np
 
-from rlrings.control import parse_settings, run_state
-from rlrings.errors import InvalidArgumentError
+from rlrings.algorithms.base import live_settings
+from rlrings.control import run_state, update_settings
 from rlrings.services.actor.actor import Actor
 from rlrings.v1 import actor_pb2, actor_pb2_grpc
-
-# Settings that may change while the actor runs: type, lowest, highest.
-_MUTABLE = {"epsilon": (float, 0.0, 1.0)}
 
 
 class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
@@ -61,10 +58,5 @@ class ActorServicer(actor_pb2_grpc.ActorServiceServicer):
 
     def UpdateConfig(self, request, context):
         algorithm = self.actor.config.algorithm  # the acting half reads its settings from it
-        for name, value in parse_settings(request.settings, _MUTABLE).items():
-            if not hasattr(algorithm, name):
-                raise InvalidArgumentError(f"settings.{name}: algorithm {algorithm.name} has no {name} setting")
-            setattr(algorithm, name, value)
-        return actor_pb2.UpdateActorConfigResponse(
-            settings={name: json.dumps(getattr(algorithm, name)) for name in _MUTABLE if hasattr(algorithm, name)}
-        )
+        current = update_settings(request.settings, [(algorithm, live_settings(type(algorithm), "actor"))])
+        return actor_pb2.UpdateActorConfigResponse(settings={k: json.dumps(v) for k, v in current.items()})

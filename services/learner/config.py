@@ -10,8 +10,9 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
-from rlrings.algorithms.impala import ImpalaConfig
+from rlrings.algorithms.base import LIVE_IN_LEARNER
 from rlrings.config import WorkerConfig
+from rlrings.shape import MeshShape
 
 
 class LearnerConfig(TakesAlgorithm, WorkerConfig):
@@ -20,10 +21,18 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     model_config = SettingsConfigDict(env_prefix="RLRINGS_LEARNER_")
 
     @pydantic.model_validator(mode="after")
-    def _algorithm_batch(self):
-        """The algorithm's own batch size where none was given (the registry's, as the mesh's plan)."""
+    def _planned(self):
+        """Where none was given, the mesh's batch size or the algorithm's own (the registry's, as
+        ``rlrings up`` plans it); in a mesh, the settings the mesh plans for its learners (a
+        learning rate that decays over the step budget)."""
+        algorithm = algorithms.get(self.algorithm.name)
+        mesh = self.mesh or MeshShape()
         if self.batch_size is None:
-            self.batch_size = algorithms.get(self.algorithm.name).default_batch_size
+            self.batch_size = algorithm.batch_size(mesh)
+        if self.mesh is not None:
+            self.algorithm = algorithm.learner_settings(self.algorithm, mesh, self.batch_size)
+            if "seed" not in self.model_fields_set:
+                self.seed = mesh.seed
         return self
 
     port: int = pydantic.Field(default=8003, ge=0, le=65535)
@@ -34,13 +43,16 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     """Network (rlrings.models.ARCHITECTURES): mlp; for frames cnn (small), nature (the Nature DQN
     torso) or impala (IMPALA's 15-layer ResNet); None picks by env (Atari: nature, other frames:
     cnn, vectors: mlp)."""
-    algorithm: CliSuppress[AlgorithmSettings] = ImpalaConfig()
+    algorithm: CliSuppress[AlgorithmSettings] = pydantic.Field(default_factory=algorithms.default_config)
     """The algorithm and its settings (``name`` picks one of rlrings.algorithms.REGISTRY)."""
+    mesh: CliSuppress[MeshShape | None] = None
+    """The mesh this learner trains in (``rlrings up`` and the chart give every service the same):
+    its batch size where batch_size is not given, and the step budget the learning rate decays over."""
     batch_size: pydantic.PositiveInt | None = None
     """Items per update: trajectories for the actor-critic algorithms, transitions for dqn and sac,
     steps for bc; None: the algorithm's default (16 trajectories, 128 transitions for dqn, 256 for
     sac, 64 steps for bc), as rlrings up uses."""
-    publish_every: pydantic.PositiveInt = 5
+    publish_every: int = pydantic.Field(default=5, gt=0, json_schema_extra=LIVE_IN_LEARNER)
     """Updates between weight versions sent to the parameter service."""
     checkpoint_dir: Path = Path("./data/learner")
     """Where checkpoints go; a restart resumes from the newest."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-from rlrings.control import parse_settings, run_state
-from rlrings.errors import InvalidArgumentError
+from rlrings.algorithms.base import live_settings
+from rlrings.control import run_state, update_settings
 from rlrings.services.learner.learner import Learner
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 
 # Settings that may change while the learner runs: type, lowest, highest.
-_MUTABLE = {"learning_rate": (float, 1e-8, 1.0), "publish_every": (int, 1, 10**6), "entropy_cost": (float, 0.0, 10.0)}
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
@@ -46,15 +45,11 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         return learner_pb2.ResumeLearnerResponse(state=self._state())
 
     def UpdateConfig(self, request, context):
-        algorithm = self.learner.config.algorithm  # the learning half reads its settings from it
-        for name, value in parse_settings(request.settings, _MUTABLE).items():
-            if name == "publish_every":
-                self.learner.config.publish_every = value
-            elif name in self.learner.algorithm.options:
-                setattr(algorithm, name, value)
-            else:
-                raise InvalidArgumentError(f"settings.{name}: algorithm {algorithm.name} has no {name} setting")
-        current = {"publish_every": self.learner.config.publish_every} | {
-            name: getattr(algorithm, name) for name in self.learner.algorithm.options
-        }
+        config = self.learner.config
+        algorithm = config.algorithm  # the learning half reads its settings from it
+        targets = [
+            (config, live_settings(type(config), "learner")),
+            (algorithm, live_settings(type(algorithm), "learner")),
+        ]
+        current = update_settings(request.settings, targets)
         return learner_pb2.UpdateLearnerConfigResponse(settings={k: json.dumps(v) for k, v in current.items()})

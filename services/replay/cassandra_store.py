@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlrings import codec
+from rlrings.backoff import Backoff
 from rlrings.errors import ConfigError, UnavailableError
 from rlrings.services.replay.config import CassandraConfig
 from rlrings.services.replay.table import Bookkeeping, TableState
@@ -664,9 +665,12 @@ class CassandraStore:
         )
 
 
+_RETRIES = Backoff(initial=0.1, maximum=2.0)
+
+
 def _retry_delay(tries: int) -> float:
     """Seconds before the next try of a request that failed ``tries`` times: 0.1, 0.2, ... up to 2."""
-    return min(2.0, 0.1 * 2 ** (tries - 1))
+    return _RETRIES.step(tries)
 
 
 def _retryable(error: BaseException) -> bool:

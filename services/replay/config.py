@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from rlrings.config import ServiceConfig
+from rlrings.errors import RlringsError
+from rlrings.shape import MeshShape
 from rlrings.signature import Column, Signature
 
 
@@ -252,7 +254,17 @@ class ReplayConfig(ServiceConfig):
     model_config = SettingsConfigDict(env_prefix="RLRINGS_REPLAY_", env_nested_delimiter="__")
 
     tables: list[TableConfig] = []
-    """Tables to serve (a JSON list on the command line, a YAML list in the file)."""
+    """Tables to serve (a JSON list on the command line, a YAML list in the file); none: the tables
+    ``env``, ``algorithm`` and ``mesh`` need, derived at start as rlrings up plans them."""
+    env: str | None = None
+    """With no tables given: the game the mesh plays, whose spaces shape the tables."""
+    algorithm: CliSuppress[dict[str, Any] | str | None] = None
+    """With no tables given: the mesh's algorithm and the settings given to it (as actors and the
+    learner get them); its learner's table and the viewer's demonstrations are served."""
+    mesh: CliSuppress[MeshShape] = MeshShape()
+    """With no tables given: the mesh's shape (queues hold a batch and one write of every env)."""
+    table: str = "experience"
+    """With no tables given: the name of the learner's table."""
     store: Literal["memory", "embedded", "cassandra"] = "embedded"
     """memory: nothing survives a restart; embedded: snapshots and an acknowledgement log in snapshot_dir;
     cassandra: every chunk is written to the ring described by ``cassandra`` before it is acknowledged;
@@ -277,13 +289,33 @@ class ReplayConfig(ServiceConfig):
     max_sample_batch_size: pydantic.PositiveInt = 8192
     """Most items one Sample batch may ask for (a batch is drawn under its table's lock)."""
 
-    @pydantic.field_validator("tables")
-    @classmethod
-    def _unique_names(cls, tables: list[TableConfig]) -> list[TableConfig]:
-        names = [table.name for table in tables]
-        if not tables:
-            raise ValueError("no tables configured; give at least one in the config file or --tables")
+    @pydantic.model_validator(mode="after")
+    def _tables(self) -> ReplayConfig:
+        """The tables given, or those the mesh's env and algorithm need (one function,
+        ``rlrings.experience.mesh_tables``, for rlrings up and for the chart's pods)."""
+        if not self.tables and self.env is not None:
+            self.tables = [TableConfig.model_validate(table) for table in derived_tables(self)]
+        if not self.tables:
+            raise ValueError("tables: none configured; give at least one (config file or --tables), or env")
+        names = [table.name for table in self.tables]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
-            raise ValueError(f"duplicate table names {duplicated}")
-        return tables
+            raise ValueError(f"tables: duplicate table names {duplicated}")
+        return self
+
+
+def derived_tables(config: ReplayConfig) -> list[dict]:
+    """The tables of a mesh playing ``config.env`` with ``config.algorithm`` (imports the algorithms,
+    and with them PyTorch, only here: a replay given its tables never needs them)."""
+    from rlrings import algorithms, experience
+    from rlrings.envs import env_spec
+
+    settings = pydantic.TypeAdapter(algorithms.AlgorithmSettings).validate_python(config.algorithm or {})
+    try:
+        spec = env_spec(config.env)
+    except RlringsError as error:
+        raise ValueError(f"env: {error}") from None
+    try:
+        return experience.mesh_tables(settings, spec, config.mesh, config.table)
+    except RlringsError as error:
+        raise ValueError(f"algorithm: {error}") from None

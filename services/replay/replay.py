@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rlrings import codec
+from rlrings.backoff import Backoff
 from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from rlrings.security import Caller
 from rlrings.services.replay.ack_log import AckLog, Sampled
@@ -243,24 +244,24 @@ class Replay:
         policy = "retrying with backoff from 1s to 30s " + (
             f"for up to {config.connect_timeout_seconds:g}s" if config.connect_timeout_seconds else "until it answers"
         )
-        start, delay, attempt = time.monotonic(), 1.0, 0
+        start, backoff = time.monotonic(), Backoff(initial=1.0, maximum=30.0)
         while not self._stop.is_set():
-            attempt += 1
             try:
                 ring.connect()
                 break
             except UnavailableError as error:
+                attempt = backoff.failures + 1
                 self._status = f"{error} (attempt {attempt}; {policy})"
                 log.error("%s", self._status)
-                if config.connect_timeout_seconds and time.monotonic() - start + delay > config.connect_timeout_seconds:
+                late = time.monotonic() - start + backoff.step(attempt) > config.connect_timeout_seconds
+                if config.connect_timeout_seconds and late:
                     raise UnavailableError(f"gave up after {attempt} attempts: {error} ({policy})") from None
-                self._stop.wait(delay)
-                delay = min(30.0, delay * 2)
+                backoff.wait(self._stop)
         if self._stop.is_set():
             return
         self._status = f"rebuilding the tables from {ring.where}"
         for table in self.tables.values():
-            delay = 1.0
+            backoff = Backoff(initial=1.0, maximum=30.0)
             while not self._stop.is_set():
                 try:
                     self._rebuild(table)
@@ -270,8 +271,7 @@ class Replay:
                 except Exception as error:  # a read timed out or a replica failed: read again
                     self._status = f"rebuilding table {table.name!r} from {ring.where} failed ({error}); retrying"
                     log.warning("%s", self._status)
-                    self._stop.wait(delay)
-                    delay = min(30.0, delay * 2)
+                    backoff.wait(self._stop)
         if self._stop.is_set():
             return
         self.ready.set()

@@ -16,9 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rlrings import algorithms, certs, experience
+from rlrings import certs
 from rlrings.config import load_config
-from rlrings.envs import env_spec
 from rlrings.fewshot import FewShotConfig
 from rlrings.security import COMPONENT_SCOPES
 from rlrings.services.actor.config import ActorConfig
@@ -180,8 +179,10 @@ def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch
             local.write_text(config_maps[volume["configMap"]["name"]][path.name])
             for name, var in env.items():
                 if name.startswith(f"RLRINGS_{prefix}_") and name != f"RLRINGS_{prefix}_CONFIG":
-                    # secretKeyRef values are only known in the cluster: a stand-in proves they are accepted
-                    monkeypatch.setenv(name, var.get("value", "from-a-secret"))
+                    # secretKeyRef values are only known in the cluster: a stand-in proves they are accepted;
+                    # the pod's index is its ordinal (tests/deploy/test_chart_plan.py tries each)
+                    ordinal = "pod-index" in var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+                    monkeypatch.setenv(name, var.get("value", "0" if ordinal else "from-a-secret"))
             for name, var in env.items():  # files from the TLS and token Secrets: stand-ins of the same shape
                 if var.get("value", "").startswith(("/etc/rlrings-tls/", "/etc/rlrings-auth/")):
                     monkeypatch.setenv(name, str(secret_files[Path(var["value"]).name]))
@@ -293,16 +294,6 @@ def test_components_get_their_own_identities_with_only_the_scopes_they_need(scen
             assert token["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": key}
         else:
             assert token is None
-
-
-def test_default_tables_are_what_rlrings_generates_for_the_default_game():
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    spec = env_spec(values["env"])
-    settings = dict(values["algorithm"])
-    algorithm = algorithms.get(settings.pop("name"))
-    plan = experience.TablePlan(values["table"], values["learner"]["batchSize"])
-    generated = experience.replay_tables(algorithm.config(**settings), spec, plan)
-    assert values["replay"]["tables"] == json.loads(json.dumps(generated))
 
 
 def test_gpus_are_limited_on_the_learner_and_on_actors_only_when_asked(scenario):

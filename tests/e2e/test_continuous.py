@@ -30,8 +30,11 @@ def test_sac_learns_pendulum_through_the_mesh(tmp_path):
     # the rate limiter held one update per transition inserted (256 samples per insert, batch 256)
     updates_per_step = summary["learner_steps"] / max(1, summary["env_steps"] - 1000)
     assert 0.7 <= updates_per_step <= 1.1, summary
-    table = json.loads((tmp_path / "configs" / "replay.yaml").read_text())["tables"][0]
-    assert table["signature"]["action"] == {"dtype": "float32", "shape": [1], "low": [-2.0], "high": [2.0]}
+    from rlrings.services.replay.config import ReplayConfig
+
+    table = ReplayConfig.model_validate_json((tmp_path / "configs" / "replay.yaml").read_text()).tables[0]
+    action = table.signature["action"].model_dump(include={"dtype", "shape", "low", "high"})
+    assert action == {"dtype": "float32", "shape": [1], "low": [-2.0], "high": [2.0]}
 
 
 def test_ppo_drives_the_robot_arm_and_the_model_renders_headless(tmp_path):

@@ -226,8 +226,11 @@ def test_crafter_runs_through_the_same_command(tmp_path):
     )  # fmt: skip
     summary, _ = finish(process, tmp_path)
     assert summary["env_steps"] > 200 and summary["learner_steps"] > 5
-    config = json.loads((tmp_path / "configs" / "replay.yaml").read_text())
-    assert config["tables"][0]["signature"]["obs"] == {"dtype": "uint8", "shape": [64, 64, 3]}
+    from rlrings.services.replay.config import ReplayConfig
+
+    replay = ReplayConfig.model_validate_json((tmp_path / "configs" / "replay.yaml").read_text())
+    observations = replay.tables[0].signature["obs"].model_dump(include={"dtype", "shape"})
+    assert observations == {"dtype": "uint8", "shape": [64, 64, 3]}
 
 
 def test_dqn_learns_through_prioritized_replay_at_its_replay_ratio(tmp_path):

@@ -52,7 +52,7 @@ def test_unreadable_and_malformed_files_name_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("tables", "message"),
     [
-        ([], "tables: no tables configured"),
+        ([], "tables: none configured; give at least one"),
         ([table("a"), table("a")], r"duplicate table names \['a'\]"),
         ([table(signature={"x": {"dtype": "complex64"}})], r"tables\.0\.signature\.x\.dtype: .*unsupported dtype"),
         ([table(signature={"x": {"dtype": "uint8", "shape": [-1]}})], r"tables\.0\.signature\.x\.shape\.0"),
@@ -105,3 +105,18 @@ def test_cassandra_settings_come_from_file_and_secret_env(monkeypatch):
         load_config(ReplayConfig, [], tables=[table("t")], cassandra={"shard": "two words"})
     with pytest.raises(ConfigError, match="cassandra.consistency"):
         load_config(ReplayConfig, [], tables=[table("t")], cassandra={"consistency": "MOST"})
+
+
+def test_replay_derives_its_tables_from_env_algorithm_and_mesh_and_names_what_is_wrong():
+    config = load_config(ReplayConfig, [], env="CartPole-v1", algorithm={"name": "dqn"}, mesh={"actors": 4})
+    experience, demonstrations = config.tables
+    assert (experience.name, experience.selector) == ("experience", "prioritized")
+    assert demonstrations.name == "demonstrations"
+    queue = load_config(ReplayConfig, [], env="CartPole-v1", mesh={"actors": 3, "envs_per_actor": 5}).tables[0]
+    assert queue.selector == "fifo" and queue.max_size == 2 * 16 + 3 * 5  # the default algorithm's queue
+    with pytest.raises(ConfigError, match="env: unknown env id 'Nope-v0'|env: .*Nope-v0"):
+        load_config(ReplayConfig, [], env="Nope-v0")
+    with pytest.raises(ConfigError, match="'epochs' is not a setting of dqn"):
+        load_config(ReplayConfig, [], env="CartPole-v1", algorithm={"name": "dqn", "epochs": 2})
+    with pytest.raises(ConfigError, match="dqn supports Discrete actions"):
+        load_config(ReplayConfig, [], env="Pendulum-v1", algorithm="dqn")

@@ -6,33 +6,47 @@ import threading
 
 import pytest
 
-from rlrings.control import parse_settings, run_state
+from rlrings.control import run_state, update_settings
 from rlrings.errors import InvalidArgumentError
 from rlrings.processes import NICENESS_ENV
 from rlrings.v1 import control_pb2
 
-ALLOWED = {"epsilon": (float, 0.0, 1.0), "publish_every": (int, 1, 100)}
+
+def models():
+    from rlrings.algorithms.dqn import DqnConfig
+    from rlrings.services.learner.config import LearnerConfig
+
+    return DqnConfig(), LearnerConfig(algorithm="dqn")
 
 
-def test_settings_parse_json_numbers_within_bounds():
-    assert parse_settings({"epsilon": "0.25", "publish_every": "7"}, ALLOWED) == {"epsilon": 0.25, "publish_every": 7}
+def test_live_settings_are_marked_on_the_configs_and_validated_by_them():
+    from rlrings.algorithms.base import live_settings
+
+    dqn, learner = models()
+    assert live_settings(type(dqn), "actor") == ("epsilon",) and live_settings(type(dqn), "learner") == (
+        "learning_rate",
+    )
+    assert live_settings(type(learner), "learner") == ("publish_every",)
+    current = update_settings(
+        {"epsilon": "0.25", "publish_every": "7"}, [(dqn, ["epsilon"]), (learner, ["publish_every"])]
+    )
+    assert current == {"epsilon": 0.25, "publish_every": 7} and (dqn.epsilon, learner.publish_every) == (0.25, 7)
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (
-            {"gamma": "0.9"},
-            r"settings\['gamma'\]: cannot change while running; changeable: \['epsilon', 'publish_every'\]",
-        ),
-        ({"epsilon": "lots"}, r"settings\['epsilon'\]: 'lots' is not a JSON number"),
-        ({"epsilon": "1.5"}, r"settings\['epsilon'\]: 1.5 is not in \[0.0, 1.0\]"),
-        ({"publish_every": "0"}, r"settings\['publish_every'\]: 0 is not in \[1, 100\]"),
+        ({"gamma": "0.9"}, r"settings\['gamma'\]: cannot change while running; changeable: \['epsilon', 'publish_"),
+        ({"epsilon": "lots"}, r"settings\['epsilon'\]: 'lots' is not JSON"),
+        ({"epsilon": "1.5"}, r"settings\['epsilon'\]: 1.5 is refused: Input should be less than or equal to 1"),
+        ({"epsilon": "0.5", "publish_every": "0"}, r"'publish_every'\]: 0 is refused: Input should be greater"),
     ],
-)
-def test_bad_settings_name_the_setting(settings, message):
+)  # fmt: skip
+def test_bad_settings_name_the_setting_and_change_nothing(settings, message):
+    dqn, learner = models()
     with pytest.raises(InvalidArgumentError, match=message):
-        parse_settings(settings, ALLOWED)
+        update_settings(settings, [(dqn, ["epsilon"]), (learner, ["publish_every"])])
+    assert (dqn.epsilon, learner.publish_every) == (0.05, 5), "nothing was applied"
 
 
 def test_run_state():

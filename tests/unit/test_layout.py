@@ -28,25 +28,13 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _running(tree: ast.AST):
-    """Every node but those under ``if TYPE_CHECKING:`` (imports for annotations only, never run)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            todo.extend(node.orelse)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-
-
 @functools.cache
 def imports(module: str) -> frozenset[str]:
-    """Every module ``module`` imports, at the top or inside a function (both run)."""
+    """Every module ``module`` imports: at the top, inside a function, or for annotations only."""
     tree = ast.parse(MODULES[module].read_text())
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     out = set()
-    for node in _running(tree):
+    for node in ast.walk(tree):  # type-only imports (under TYPE_CHECKING) count: a circle is a circle
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

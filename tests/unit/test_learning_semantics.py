@@ -87,13 +87,14 @@ def test_items_inserted_without_priority_get_the_running_max():
 
 
 def test_dqn_exploration_spreads_across_actors_and_anneals_from_one(tmp_path):
+    from rlrings.mesh.plan import effective
+
     def epsilons(actors):
         mesh = Mesh(MeshConfig(algorithm="dqn", actors=actors, run_dir=tmp_path / str(actors), viewer=False))
-        return [a.config["algorithm"] for a in mesh.actors]
+        return [effective(actor).algorithm.epsilon for actor in mesh.actors]
 
-    two = epsilons(2)
-    assert [c["epsilon"] for c in two] == pytest.approx([0.1, 0.01]), "neither of two actors is almost greedy"
-    many = [c["epsilon"] for c in epsilons(256)]
+    assert epsilons(2) == pytest.approx([0.1, 0.01]), "neither of two actors is almost greedy"
+    many = epsilons(256)
     assert many == sorted(many, reverse=True) and min(many) >= 0.01 and max(many) <= 0.1
     spec = env_spec("CartPole-v1")
     config = DqnConfig(epsilon=0.1, epsilon_start=1.0, epsilon_decay_steps=1000)
@@ -200,16 +201,23 @@ def test_a_queue_restored_with_fewer_items_than_its_counters_say_neither_deadloc
 
 
 def test_the_mesh_plan_is_a_pure_function_of_its_settings(tmp_path):
-    """What the supervisor starts, read without starting anything: the learner's and each actor's
-    algorithm settings are one object, and the step budget sets the learning rate's decay."""
+    """What the supervisor starts, read without starting anything: the learner and each actor get the
+    settings the user gave and the mesh's shape, and derive the same algorithm from them (the step
+    budget sets the learner's learning-rate decay); replay derives its tables."""
     from rlrings.mesh import plan
+    from rlrings.services.actor.config import ActorConfig
+    from rlrings.services.learner.config import LearnerConfig
+    from rlrings.services.replay.config import ReplayConfig
 
     config = MeshConfig(algorithm={"name": "ppo", "epochs": 3}, actors=3, max_env_steps=512_000, viewer=False)
     services = {s.name: s.config for s in plan(config, env_spec("CartPole-v1"), tmp_path)}
     assert sorted(services) == ["actor-0", "actor-1", "actor-2", "learner", "parameter", "replay"]
-    learner = services["learner"]["algorithm"]
-    assert learner["name"] == "ppo" and learner["epochs"] == 3
-    assert learner["learning_rate_decay_updates"] == 512_000 // (16 * 32)
-    assert all(services[f"actor-{i}"]["algorithm"] == learner for i in range(3))
-    assert services["replay"]["tables"][0]["max_size"] == 2 * 16 + 3 * 8
+    assert services["learner"]["algorithm"] == {"name": "ppo", "epochs": 3}  # what was given, and no more
+    learner = LearnerConfig(**services["learner"]).algorithm
+    assert learner.name == "ppo" and learner.epochs == 3
+    assert learner.learning_rate_decay_updates == 512_000 // (16 * 32)
+    for i in range(3):
+        acting = ActorConfig(**services[f"actor-{i}"]).algorithm
+        assert acting.model_dump() == learner.model_dump() | {"learning_rate_decay_updates": 0}
+    assert ReplayConfig(**services["replay"]).tables[0].max_size == 2 * 16 + 3 * 8
     assert not (tmp_path / "logs").exists(), "nothing was started"

@@ -170,7 +170,7 @@ def test_a_learner_started_by_hand_takes_the_batch_size_the_mesh_plans(name, tmp
     """``rlrings learner --algorithm dqn`` trains at DQN's batch (128), as ``rlrings up`` does, not at 16."""
     spec = env_spec(ENVS.get(name, "CartPole-v1"))
     services = {s.name: s for s in plan(load_config(MeshConfig, ["--algorithm", name]), spec, tmp_path)}
-    planned = services["learner"].config["batch_size"]
+    planned = effective(services["learner"], tmp_path, LearnerConfig).batch_size
     assert load_config(LearnerConfig, ["--algorithm", name]).batch_size == planned
     assert planned == algorithms.REGISTRY[name].default_batch_size
     assert load_config(LearnerConfig, ["--algorithm", name, "--batch-size", "8"]).batch_size == 8

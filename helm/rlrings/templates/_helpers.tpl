@@ -60,6 +60,24 @@ app.kubernetes.io/part-of: rlrings
 {{- printf "%s.%s.svc:%v" (include "rlrings.component.fullname" .) .root.Release.Namespace .port -}}
 {{- end }}
 
+{{/* What every planning service is told (actor, learner, replay): the game, the settings the user
+gave the algorithm (none: the registry's default algorithm at its defaults), the learner's table and the
+mesh's shape. Each service derives its own share from them as rlrings up's processes do
+(rlrings/shape.py): one planner for the laptop and the cluster. */}}
+{{- define "rlrings.plannedSettings" -}}
+env: {{ .Values.env | quote }}
+algorithm: {{ .Values.algorithm | toJson }}
+table: {{ .Values.table }}
+mesh:
+  actors: {{ .Values.actor.replicas }}
+  envs_per_actor: {{ .Values.actor.numEnvs }}
+  learners: {{ .Values.learner.ring.ranks }}
+  batch_size: {{ .Values.learner.batchSize | toJson }}
+  max_env_steps: {{ .Values.maxEnvSteps | int64 }}
+  epsilon_decay_env_steps: {{ .Values.epsilonDecayEnvSteps | int64 }}
+  seed: {{ .Values.seed | int64 }}
+{{- end }}
+
 {{- define "rlrings.replayAddress" -}}
 {{- include "rlrings.address" (dict "root" . "component" "replay" "port" .Values.replay.port) -}}
 {{- end }}

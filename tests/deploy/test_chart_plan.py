@@ -1,0 +1,151 @@
+"""One planner: a pod of the chart runs the settings the same process of ``rlrings up`` runs.
+
+For each algorithm and mesh shape, the chart is rendered with values that say what the
+``rlrings up`` flags say; every actor pod (by its StatefulSet ordinal), the learner ranks and
+the replay shard load their settings as they would in the cluster (config file from the
+ConfigMap, environment from the pod spec), and the result is compared, actor by actor, with
+what the supervisor would start from ``plan()``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rlrings.config import load_config
+from rlrings.envs import env_spec
+from rlrings.mesh import MeshConfig, plan
+from tests.deploy.test_helm_chart import CONFIGS, by_kind, render
+
+ENVS = {"sac": "Pendulum-v1"}
+SHAPES = {
+    "four-actors": {"actors": 4, "envs_per_actor": 8, "learners": 1, "batch_size": None, "max_env_steps": 1_000_000,
+                    "epsilon_decay_env_steps": 100_000, "seed": 0, "algorithm": {}},
+    "ring-of-two": {"actors": 4, "envs_per_actor": 3, "learners": 2, "batch_size": 32, "max_env_steps": 300_000,
+                    "epsilon_decay_env_steps": 40_000, "seed": 7, "algorithm": {"gamma": 0.98}},
+}  # fmt: skip
+
+
+def chart_values(name: str, shape: dict) -> dict:
+    s = shape
+    return {
+        "env": ENVS.get(name, "CartPole-v1"),
+        "algorithm": {"name": name, **s["algorithm"]},
+        "maxEnvSteps": s["max_env_steps"],
+        "epsilonDecayEnvSteps": s["epsilon_decay_env_steps"],
+        "seed": s["seed"],
+        "actor": {"replicas": s["actors"], "numEnvs": s["envs_per_actor"]},
+        "learner": {"batchSize": s["batch_size"], "ring": {"ranks": s["learners"]}, "gpusPerRank": 0},
+    }
+
+
+def up_flags(name: str, shape: dict) -> list[str]:
+    s = shape
+    flags = ["--env", ENVS.get(name, "CartPole-v1"), "--algorithm", name, "--actors", str(s["actors"]),
+             "--envs-per-actor", str(s["envs_per_actor"]), "--learners", str(s["learners"]),
+             "--max-env-steps", str(s["max_env_steps"]), "--epsilon-decay-env-steps",
+             str(s["epsilon_decay_env_steps"]), "--seed", str(s["seed"])]  # fmt: skip
+    if s["batch_size"]:
+        flags += ["--batch-size", str(s["batch_size"])]
+    for key, value in s["algorithm"].items():
+        flags += [f"--algorithm.{key}", str(value)]
+    return flags
+
+
+def effective(prefix: str, file_values: dict, environment: dict[str, str], tmp_path, monkeypatch):
+    """A service's settings as its process loads them: a config file and its environment."""
+    path = tmp_path / f"{prefix.lower()}-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(file_values))
+    with monkeypatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        patch.setenv(f"RLRINGS_{prefix}_CONFIG", str(path))
+        return load_config(CONFIGS[prefix], [])
+
+
+def chart_pods(objects: list[dict], prefix: str) -> list[tuple[dict, dict[str, str]]]:
+    """(config file, environment) of each pod of the component whose settings are RLRINGS_<prefix>_*:
+    one per replica, with the environment the kubelet would give that replica."""
+    config_maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
+    pods = []
+    for workload in by_kind(objects, "StatefulSet"):
+        spec = workload["spec"]["template"]["spec"]
+        (container,) = [c for c in spec["containers"] if any(e["name"] == f"RLRINGS_{prefix}_CONFIG"
+                                                              for e in c.get("env", []))] or [None]  # fmt: skip
+        if container is None:
+            continue
+        volume = next(v for v in spec["volumes"] if v["name"] == "config")
+        file_values = yaml.safe_load(config_maps[volume["configMap"]["name"]]["config.yaml"])
+        for ordinal in range(workload["spec"]["replicas"]):
+            environment = {}
+            for var in container["env"]:
+                if "value" in var:
+                    environment[var["name"]] = var["value"]
+                elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == (
+                    "metadata.labels['apps.kubernetes.io/pod-index']"
+                ):
+                    environment[var["name"]] = str(ordinal)
+            environment = {k: v for k, v in environment.items() if k.startswith(f"RLRINGS_{prefix}_")
+                           and k.split(f"RLRINGS_{prefix}_")[1] in ("INDEX", "HOST")}  # fmt: skip
+            pods.append((file_values, environment))
+    return pods
+
+
+PLANNED = {
+    "ACTOR": ("algorithm", "seed", "num_envs", "env", "table", "index"),
+    "LEARNER": ("algorithm", "batch_size", "seed", "env", "table"),
+    "REPLAY": ("tables",),
+}
+
+
+def settings(config, prefix: str) -> dict:
+    return {key: getattr(config, key) for key in PLANNED[prefix]} | (
+        {"algorithm": config.algorithm.model_dump()} if prefix != "REPLAY" else {}
+    )
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("name", ["impala", "appo", "ppo", "dqn", "sac", "bc"])
+def test_every_pod_runs_what_the_same_process_of_rlrings_up_runs(name, shape, tmp_path, monkeypatch):
+    values = chart_values(name, SHAPES[shape])
+    objects = render(values)
+    config = load_config(MeshConfig, up_flags(name, SHAPES[shape]))
+    services = plan(config, env_spec(config.env), tmp_path / "run")
+    by_prefix = {"ACTOR": "actor-", "LEARNER": "learner", "REPLAY": "replay"}
+    for prefix, start in by_prefix.items():
+        planned = [effective(prefix, s.config, {}, tmp_path, monkeypatch) for s in services if s.name.startswith(start)]
+        pods = [effective(prefix, f, e, tmp_path, monkeypatch) for f, e in chart_pods(objects, prefix)]
+        if prefix == "LEARNER":  # one StatefulSet of ranks: as many pods as rlrings up's learner processes
+            assert len(pods) == len(planned) == SHAPES[shape]["learners"]
+        assert len(pods) == len(planned), prefix
+        for pod, process in zip(pods, planned, strict=True):
+            assert settings(pod, prefix) == settings(process, prefix), prefix
+    actors = [effective("ACTOR", f, e, tmp_path, monkeypatch) for f, e in chart_pods(objects, "ACTOR")]
+    assert len({actor.seed for actor in actors}) == SHAPES[shape]["actors"], "every actor explores on its own seed"
+    if name == "dqn":
+        epsilons = [actor.algorithm.epsilon for actor in actors]
+        assert epsilons == sorted(epsilons, reverse=True) and len(set(epsilons)) == len(epsilons)
+    if name == "sac":
+        assert {actor.algorithm.random_steps for actor in actors} == {5000 // SHAPES[shape]["actors"]}
+
+
+def test_an_actor_outside_the_mesh_is_refused_naming_its_index(tmp_path, monkeypatch):
+    objects = render(chart_values("dqn", SHAPES["four-actors"]))
+    file_values, environment = chart_pods(objects, "ACTOR")[0]
+    from rlrings.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="index: 4 is outside the mesh's 4 actors"):
+        effective("ACTOR", file_values, {**environment, "RLRINGS_ACTOR_INDEX": "4"}, tmp_path, monkeypatch)
+    with pytest.raises(ConfigError, match="index: an actor of a mesh needs its place"):
+        effective("ACTOR", file_values, {}, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "complaint"),
+    [({"name": "impala", "epochs": 4}, "epochs"), ({"name": "foo"}, "/algorithm/name"), ({"epsilon": 0.1}, "epsilon")],
+)
+def test_the_chart_refuses_settings_the_algorithm_lacks(algorithm, complaint):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError, match=complaint):
+        render({"algorithm": algorithm})
