@@ -110,7 +110,7 @@ format: setup ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# the descriptor set keeps the comments: servers answer reflection with them (rlrings/reflection.py)
+# the descriptor set keeps the comments: servers answer reflection with them (rlrings/rpc/reflection.py)
 PROTOC_DESCRIPTORS = --include_imports --include_source_info --descriptor_set_out
 
 protos: setup ## Generate rlrings/v1 from protos/rlrings/v1/*.proto

@@ -83,7 +83,7 @@ def rlrings(game: str, seconds: float, frames: int = 0, name: str = "rlrings") -
     """``rlrings up`` for ``seconds``, or to ``frames`` (then ``seconds`` is only a cap)."""
     run_dir = RESULTS / "atari" / name
     shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "rlrings.cli", "up", "--env", f"ALE/{game}-v5", "--max-env-steps",
+    command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", f"ALE/{game}-v5", "--max-env-steps",
                str(frames // 4), "--max-seconds", str(seconds), "--eval-episodes", "2", "--eval-interval-seconds",
                str(20 if not frames else 60), "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)

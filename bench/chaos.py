@@ -41,9 +41,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from rlrings.errors import RlringsError
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import RlringsError
 from rlrings.mesh import Mesh, MeshConfig
-from rlrings.replay_client import ReplayClient
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent

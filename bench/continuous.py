@@ -58,7 +58,7 @@ def rlrings(task: str, seed: int) -> dict:
     env, algorithm, steps, seconds, target, _, pause = TASKS[task]
     run_dir = RESULTS / "continuous" / f"{task}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "rlrings.cli", "up", "--env", env, "--algorithm", algorithm,
+    command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", env, "--algorithm", algorithm,
                "--seed", str(seed), "--max-env-steps", str(steps), "--max-seconds", str(seconds),
                "--eval-interval-seconds", str(pause), "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
     if target is not None:

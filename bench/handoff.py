@@ -55,7 +55,7 @@ def one_run(env_id: str, seed: int, console: Console) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.monotonic()
     up = subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "up", "--env", env_id, "--seed", str(seed), "--no-viewer",
+        [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", env_id, "--seed", str(seed), "--no-viewer",
          "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -71,16 +71,16 @@ def one_run(env_id: str, seed: int, console: Console) -> dict:
     argv = shlex.split(pulls[0])
     model = run_dir / "pulled.pt"
     argv[argv.index("--out") + 1] = str(model)
-    pulled = subprocess.run([sys.executable, "-m", "rlrings.cli", *argv[1:]], capture_output=True, text=True,
+    pulled = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", *argv[1:]], capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     if pulled.returncode != 0:
         return record | {"passed": False, "why": f"pull failed: {pulled.stderr.strip()}"}
-    from rlrings.models import Policy
+    from rlrings.core.models import Policy
 
     policy = Policy.load(model)
     version = policy.version
     mean, lowest = fresh_mean(policy, env_id)
-    from rlrings.evaluation import play
+    from rlrings.mesh.evaluation import play
 
     many = np.array(play(policy.model, policy.spec, env_id, 1000, 950_000, greedy=True))
     passed = record["solved"] and version == record["solved_version"] and mean >= THRESHOLDS[env_id]

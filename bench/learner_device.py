@@ -22,10 +22,10 @@ import torch
 
 from rlrings import algorithms
 from rlrings.algorithms.impala import ImpalaConfig
+from rlrings.core.models import build_model
+from rlrings.core.spaces import Box, Discrete
 from rlrings.envs import EnvSpec
-from rlrings.models import build_model
 from rlrings.services.learner.prefetch import DeviceBatches
-from rlrings.spaces import Box, Discrete
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 ATARI = EnvSpec("ALE/Pong-v5", Box((84, 84, 4), "uint8", (0.0,), (255.0,)), Discrete(6))

@@ -57,7 +57,7 @@ def mesh(algorithm: str, seed: int, keep: float) -> dict:
     run_dir = RESULTS / "learning" / f"{algorithm}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "up", "--algorithm", algorithm, "--seed", str(seed),
+        [sys.executable, "-m", "rlrings.ops.cli", "up", "--algorithm", algorithm, "--seed", str(seed),
          "--max-env-steps", str(steps), "--max-seconds", str(seconds), "--keep-running-seconds", str(keep),
          "--no-viewer", "--run-dir", str(run_dir)],
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL,

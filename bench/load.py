@@ -42,8 +42,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.replay_store import PROFILES, make_chunks
-from rlrings import codec
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
+from rlrings.rpc import codec
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -141,7 +141,7 @@ def parameter_watchers(address: str, watchers: int, stop, out) -> None:
 
     Sends ``"ready"`` once every watcher is connected (publishing starts then), and its
     figures once ``stop`` is set."""
-    from rlrings.parameter_client import ParameterClient
+    from rlrings.clients.parameter import ParameterClient
 
     lock = threading.Lock()
     delays: list[tuple[float, float]] = []  # (publish time, seconds until this watcher had the bytes)
@@ -194,7 +194,7 @@ def start(module: str, config: dict, work: Path) -> tuple[subprocess.Popen, str]
     log = open(work / f"{path.stem}.log", "w")  # noqa: SIM115 - the child keeps its own descriptor
     server = subprocess.Popen([sys.executable, "-m", module, "--config", str(path)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
-    from rlrings.client import ServiceClient
+    from rlrings.rpc.client import ServiceClient
 
     address = f"127.0.0.1:{config['port']}"
     with ServiceClient(address) as client:
@@ -261,7 +261,7 @@ def idle_streams(address: str, count: int, stop, out) -> None:
 
 def probe_info(address: str, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
     """An operator's Info call every 100 ms, timed, while the load runs."""
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     with ReplayClient(address) as client:
         while not stop.wait(0.1):
@@ -361,7 +361,7 @@ def run_parameter(seconds: float, watchers: int, model_bytes: int, work: Path, p
     stop = threading.Event()
 
     def publish() -> None:
-        from rlrings.parameter_client import ParameterClient
+        from rlrings.clients.parameter import ParameterClient
         from rlrings.v1 import spaces_pb2
 
         rng = np.random.default_rng(0)
@@ -429,10 +429,11 @@ def run_viewer(gifs: int, work: Path, progress: Progress) -> dict:
 
     import aiohttp
 
-    from rlrings import experience, wire
+    from rlrings.clients.parameter import ParameterClient
+    from rlrings.core import experience
+    from rlrings.core.models import ModelSpec, build_model, weights_to_bytes
     from rlrings.envs import env_spec
-    from rlrings.models import ModelSpec, build_model, weights_to_bytes
-    from rlrings.parameter_client import ParameterClient
+    from rlrings.rpc import wire
 
     spec = env_spec(GIF_ENV)
     replay, replay_address = start("rlrings.services.replay", {

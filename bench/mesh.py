@@ -43,8 +43,8 @@ def ceiling(seconds: float) -> dict:
     import torch
 
     from rlrings.algorithms import get
+    from rlrings.core.models import build_model
     from rlrings.envs import env_spec, make_vector_env
-    from rlrings.models import build_model
 
     torch.set_num_threads(1)
     spec = get("impala").model_spec(env_spec("CartPole-v1"))
@@ -66,7 +66,7 @@ def mesh(name: str, *flags: str) -> dict:
     run_dir = RESULTS / name
     shutil.rmtree(run_dir, ignore_errors=True)
     subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "up", "--actors", "2", "--run-dir", str(run_dir), *flags],
+        [sys.executable, "-m", "rlrings.ops.cli", "up", "--actors", "2", "--run-dir", str(run_dir), *flags],
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     return json.loads((run_dir / "summary.json").read_text())

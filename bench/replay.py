@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.items import ITEM_BYTES, chunks
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REVERB_PYTHON = ROOT / ".venv-reverb" / "bin" / "python"
@@ -37,7 +37,7 @@ SIGNATURE = {
 
 
 def write(address: str, items: int, chunk_length: int) -> dict:
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     data = chunks(items, chunk_length)
     with ReplayClient(address).wait_ready(30) as client:
@@ -50,7 +50,7 @@ def write(address: str, items: int, chunk_length: int) -> dict:
 
 
 def sample(address: str, batch: int, batches: int) -> dict:
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     with (
         ReplayClient(address).wait_ready(30) as client,
@@ -82,7 +82,7 @@ def measure_rlrings(items: int, chunk: int, batch: int, batches: int, store: str
     )  # fmt: skip
     try:
         address = f"127.0.0.1:{port}"
-        from rlrings.replay_client import ReplayClient
+        from rlrings.clients.replay import ReplayClient
 
         with ReplayClient(address) as client:
             client.wait_ready(60)

@@ -38,7 +38,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.items import ITEM_BYTES, chunks
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -86,7 +86,7 @@ def make_chunks(profile: str, seed: int) -> list[dict]:
 
 def write(address: str, seconds: float, seed: int, profile: str) -> dict:
     """One writer process: inserts for ``seconds``, then flushes; reports acknowledged items."""
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     data = make_chunks(profile, seed)
     with ReplayClient(address).wait_ready(120) as client:
@@ -106,7 +106,7 @@ def write_bare(contact_points: list[str], keyspace: str, seconds: float, in_flig
     """The ring's own ceiling: one process with one cassandra-driver session (the store's
     cluster settings) inserting the replay store's rows for ``seconds``, LZ4 blobs built up
     front, ``in_flight`` writes outstanding at the store's consistency level."""
-    from rlrings import codec
+    from rlrings.rpc import codec
     from rlrings.services.replay.cassandra_store import CassandraStore
     from rlrings.services.replay.config import CassandraConfig
     from rlrings.v1 import tensor_pb2
@@ -198,7 +198,7 @@ def start_server(
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     with ReplayClient(f"127.0.0.1:{port}") as client:
         client.wait_ready(120)

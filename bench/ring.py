@@ -2,7 +2,7 @@
 ranks, on both backends, for a model of about 1M and of about 10M parameters.
 
 Each rank runs the learner's own update path (behaviour cloning's learning
-half, ``GradientLearning.step`` through ``rlrings.ring``) on in-memory batches, so the figures are the
+half, ``GradientLearning.step`` through ``rlrings.core.ring``) on in-memory batches, so the figures are the
 ring's and not replay's (replay's sampling rate is measured by
 ``bench.replay``). Every process gets one PyTorch thread, so one process and
 each rank of two have the same compute; on this 2-core machine two ranks
@@ -51,10 +51,10 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
     from torch import nn
 
     from rlrings import algorithms
-    from rlrings.models import ModelSpec
-    from rlrings.processes import finish_process
-    from rlrings.ring import connect
-    from rlrings.spaces import Box, Discrete
+    from rlrings.core.models import ModelSpec
+    from rlrings.core.ring import connect
+    from rlrings.core.spaces import Box, Discrete
+    from rlrings.ops.processes import finish_process
 
     torch.set_num_threads(1)
     ring = connect(backend, timeout_seconds=120)
@@ -102,8 +102,8 @@ def worker(backend: str, parameters: int, batch: int, steps: int, warmup: int, o
 
 
 def run_config(backend: str, model: str, batch: int, steps: int, work: Path) -> dict:
-    from rlrings.processes import free_port
-    from rlrings.ring import local_ring_environment
+    from rlrings.core.ring import local_ring_environment
+    from rlrings.ops.processes import free_port
 
     ranks = 1 if backend == "none" else 2
     port = free_port()
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="1M,10M", help="model sizes to measure (default 1M,10M)")
     args = parser.parse_args(argv)
     models = {name: MODELS[name] for name in args.models.split(",")}
-    from rlrings.ring import horovod_available
+    from rlrings.core.ring import horovod_available
 
     console = Console()
     backends = ["none", "torch", *(["horovod"] if horovod_available() else [])]

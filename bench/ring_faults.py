@@ -54,9 +54,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dev.cassandra_ring import Ring
-from rlrings.errors import RlringsError
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import RlringsError
+from rlrings.ops.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -267,7 +267,7 @@ def shards(ring: Ring, directory: Path, quick: bool) -> FaultReport:
 
 
 def beyond_memory(ring: Ring, directory: Path, quick: bool) -> FaultReport:
-    from rlrings.config import load_config
+    from rlrings.rpc.config import load_config
     from rlrings.services.replay.cassandra_store import CassandraStore
     from rlrings.services.replay.config import ReplayConfig
 

@@ -15,18 +15,18 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ReplayClient": "rlrings.replay_client",
-    "Batch": "rlrings.replay_client",
-    "Writer": "rlrings.replay_client",
-    "ParameterClient": "rlrings.parameter_client",
-    "Policy": "rlrings.models",
-    "ModelSpec": "rlrings.models",
-    "RlringsError": "rlrings.errors",
-    "InvalidArgumentError": "rlrings.errors",
-    "NotFoundError": "rlrings.errors",
-    "ResourceExhaustedError": "rlrings.errors",
-    "DeadlineExceededError": "rlrings.errors",
-    "UnavailableError": "rlrings.errors",
+    "ReplayClient": "rlrings.clients.replay",
+    "Batch": "rlrings.clients.replay",
+    "Writer": "rlrings.clients.replay",
+    "ParameterClient": "rlrings.clients.parameter",
+    "Policy": "rlrings.core.models",
+    "ModelSpec": "rlrings.core.models",
+    "RlringsError": "rlrings.core.errors",
+    "InvalidArgumentError": "rlrings.core.errors",
+    "NotFoundError": "rlrings.core.errors",
+    "ResourceExhaustedError": "rlrings.core.errors",
+    "DeadlineExceededError": "rlrings.core.errors",
+    "UnavailableError": "rlrings.core.errors",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -7,8 +7,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from rlrings.config import load_config
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 from rlrings.services.replay.config import ReplayConfig, TableConfig

@@ -43,3 +43,17 @@ def readme_block(language: str, containing: str) -> str:
     blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
     (block,) = [b for b in blocks if containing in b]
     return block
+
+
+def ring_backends():
+    """The learner ring's backends to test: torch always; horovod where it is installed. `make test`
+    sets RLRINGS_REQUIRE_HOROVOD=1, so there a missing Horovod fails instead of skipping."""
+    import os
+
+    import pytest
+
+    from rlrings.core.ring import HOROVOD_HINT, horovod_available
+
+    required = os.environ.get("RLRINGS_REQUIRE_HOROVOD") == "1"
+    skip = pytest.mark.skipif(not horovod_available() and not required, reason=HOROVOD_HINT)
+    return ["torch", pytest.param("horovod", marks=skip)]

@@ -20,8 +20,8 @@ import pydantic.fields
 
 from rlrings.algorithms import appo, bc, dqn, impala, ppo, sac
 from rlrings.algorithms.base import Algorithm, AlgorithmConfig
-from rlrings.errors import ConfigError
-from rlrings.text import plain
+from rlrings.core.errors import ConfigError
+from rlrings.core.text import plain
 
 REGISTRY: dict[str, Algorithm] = {
     module.ALGORITHM.name: module.ALGORITHM for module in (impala, dqn, ppo, appo, sac, bc)
@@ -143,7 +143,7 @@ def settings_table(name: str) -> list[tuple[str, str, str, str]]:
 class TakesAlgorithm:
     """Mixed into the settings of a command that takes ``--algorithm`` and ``--env`` (the mesh, the
     learner, the actor): the ``algorithm`` section is composed from every source by
-    ``rlrings.config.load_config``, and ``--help`` ends with the algorithms and the env families."""
+    ``rlrings.rpc.config.load_config``, and ``--help`` ends with the algorithms and the env families."""
 
     sections = ("algorithm",)
 

@@ -31,13 +31,13 @@ import pydantic
 import torch
 from torch import nn
 
-from rlrings import distributions
+from rlrings.core import distributions
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ARCHITECTURES, ModelSpec
+from rlrings.core.ring import LocalRing, Ring
+from rlrings.core.shape import MeshShape
+from rlrings.core.spaces import Box, Discrete, Space
 from rlrings.envs import EnvSpec
-from rlrings.errors import ConfigError
-from rlrings.models import ARCHITECTURES, ModelSpec
-from rlrings.ring import LocalRing, Ring
-from rlrings.shape import MeshShape
-from rlrings.spaces import Box, Discrete, Space
 
 LIVE_IN_LEARNER = {"live": "learner"}
 """``json_schema_extra`` of a setting a running learner may change (``UpdateConfig``)."""

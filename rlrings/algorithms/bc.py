@@ -14,8 +14,8 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from rlrings import distributions
 from rlrings.algorithms import base
+from rlrings.core import distributions
 
 
 def demonstrations_signature(env) -> dict[str, dict]:

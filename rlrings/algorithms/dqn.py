@@ -18,7 +18,7 @@ from torch import nn
 
 from rlrings.algorithms import base
 from rlrings.algorithms.base import transitions_signature
-from rlrings.spaces import Discrete
+from rlrings.core.spaces import Discrete
 
 
 def double_dqn_loss(

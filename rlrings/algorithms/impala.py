@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from rlrings.algorithms import base
-from rlrings.models import observation_normalizer
-from rlrings.ring import Ring
+from rlrings.core.models import observation_normalizer
+from rlrings.core.ring import Ring
 
 
 def vtrace(

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlrings import distributions
 from rlrings.algorithms import base
-from rlrings.errors import ConfigError
-from rlrings.models import ModelSpec
-from rlrings.spaces import Box, Space
+from rlrings.core import distributions
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ModelSpec
+from rlrings.core.spaces import Box, Space
 
 
 class TwinQ(nn.Module):

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from rlrings import spaces
-from rlrings.errors import ConfigError
+from rlrings.core import spaces
+from rlrings.core.errors import ConfigError
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # read when MuJoCo is first imported (by its first env)
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])

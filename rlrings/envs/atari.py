@@ -37,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
 
 HAS_TRAINING_MODE = True
 """The registry passes ``training`` to :func:`make` (episodic life and clipped rewards when True)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
 
 
 class MineRLEnv(gym.Env):

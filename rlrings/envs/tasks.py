@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
 
 PREFIX = "task:"
 

@@ -14,7 +14,7 @@ initialisation they start from (or, for behaviour cloning, in the data):
   initialisation a step towards the mean of the adapted weights;
 - :func:`clone` fits a fresh policy to K demonstrations (behaviour cloning).
 
-Models come from :func:`rlrings.models.build_model`, which gives each its
+Models come from :func:`rlrings.core.models.build_model`, which gives each its
 ``spec``: the action distribution (categorical over CartPole's pushes, a
 Gaussian over the arm's torques) is the spec's, so every method works for
 discrete and continuous families alike.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlrings import distributions
+from rlrings.core import distributions
 
 Expert = Callable[[np.ndarray], np.ndarray]
 """A demonstrator: a batch of observations to a batch of actions."""

@@ -26,15 +26,15 @@ from pydantic_settings import SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from rlrings.config import Settings
+from rlrings.clients.parameter import ParameterClient
+from rlrings.core.errors import ConfigError
 from rlrings.envs import tasks
-from rlrings.errors import ConfigError
 from rlrings.fewshot import report
 from rlrings.fewshot.adaptation import AdaptConfig, MetaConfig
 from rlrings.fewshot.jobs import METHODS, TRAINED, Job, JobSettings, init_tag, run_job, start_worker
-from rlrings.parameter_client import ParameterClient
-from rlrings.processes import ServiceProcess, free_port
-from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.ops.processes import ServiceProcess, free_port
+from rlrings.rpc.config import Settings
+from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 
 
 class FewShotConfig(Settings):

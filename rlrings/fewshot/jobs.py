@@ -22,7 +22,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlrings import wire
+from rlrings.clients.parameter import ParameterClient
+from rlrings.core.models import ModelSpec, build_model, load_weights, weights_to_bytes
 from rlrings.envs import env_spec, tasks
 from rlrings.fewshot.adaptation import (
     AdaptConfig,
@@ -35,9 +36,8 @@ from rlrings.fewshot.adaptation import (
     reptile,
     seed_for,
 )
-from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
-from rlrings.parameter_client import ParameterClient
-from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.rpc import wire
+from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 
 METHODS = ("scratch", "pretrain", "reptile", "bc")
 TRAINED = ("pretrain", "reptile")

@@ -7,7 +7,7 @@ cluster. Three parts: ``plan`` (every service's settings, a pure function), ``su
 file into the run directory, starts the processes, restarts any that die (a
 ring restarts as a whole, from its last checkpoint), shows live progress from the
 services' status RPCs, runs the evaluator (frozen published versions on
-fresh episodes, ``rlrings.evaluation``), and at the end stops them in order and
+fresh episodes, ``rlrings.mesh.evaluation``), and at the end stops them in order and
 writes a summary (``summary.json``) and a plot of return against env steps and
 time (``returns.png``).
 

@@ -10,8 +10,8 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
-from rlrings.config import Settings
-from rlrings.shape import MeshShape
+from rlrings.core.shape import MeshShape
+from rlrings.rpc.config import Settings
 
 
 class MeshConfig(TakesAlgorithm, Settings):

@@ -11,11 +11,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from rlrings import algorithms, experience
+from rlrings import algorithms
+from rlrings.core import experience
+from rlrings.core.ring import local_ring_environment
 from rlrings.envs import EnvSpec
 from rlrings.mesh.config import MeshConfig
-from rlrings.processes import ServiceProcess, free_port
-from rlrings.ring import local_ring_environment
+from rlrings.ops.processes import ServiceProcess, free_port
 
 TABLE = "experience"
 

@@ -18,8 +18,8 @@ from rich.console import Console, Group
 from rich.table import Table as RichTable
 
 from rlrings.envs import EnvSpec
-from rlrings.evaluation import Evaluation, achievement_names, crafter_score
 from rlrings.mesh.config import MeshConfig
+from rlrings.mesh.evaluation import Evaluation, achievement_names, crafter_score
 from rlrings.v1 import learner_pb2
 
 

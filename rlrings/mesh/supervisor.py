@@ -16,15 +16,15 @@ from rich.console import Console
 from rich.live import Live
 
 from rlrings import algorithms
+from rlrings.core.errors import ConfigError
+from rlrings.core.ring import HOROVOD_HINT, horovod_available
 from rlrings.envs import env_spec
-from rlrings.errors import ConfigError
-from rlrings.evaluation import Evaluation, Evaluator
 from rlrings.mesh.config import MeshConfig
+from rlrings.mesh.evaluation import Evaluation, Evaluator
 from rlrings.mesh.plan import place_ring, plan
 from rlrings.mesh.report import Progress, Run, progress_line, summarise, view
-from rlrings.processes import ServiceProcess
-from rlrings.ring import HOROVOD_HINT, horovod_available
-from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+from rlrings.ops.processes import ServiceProcess
+from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Mesh:
             return None
 
     def _make_certificates(self) -> dict:
-        from rlrings import certs
+        from rlrings.rpc import certs
 
         ca = certs.make_ca(self.run_dir / "tls")
         pair = certs.issue(ca, self.run_dir / "tls", "mesh", ["127.0.0.1", "localhost"])
@@ -166,7 +166,7 @@ class Mesh:
         c = self.config
         if not c.evaluation:
             return None
-        from rlrings.parameter_client import ParameterClient
+        from rlrings.clients.parameter import ParameterClient
 
         parameter = self.service("parameter")
         security = ClientSecurity.of(TlsConfig(**parameter.config.get("tls", {})), AuthConfig())

@@ -19,16 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlrings import algorithms, codec, experience, wire
-from rlrings.control import RateMeter
+from rlrings import algorithms
+from rlrings.clients.parameter import ParameterClient, WeightsFollower
+from rlrings.clients.replay import ReplayClient
+from rlrings.core import experience
+from rlrings.core.errors import ConfigError, RlringsError
+from rlrings.core.models import build_model, load_weights
+from rlrings.core.spaces import Discrete
 from rlrings.envs import env_spec, make_vector_env
-from rlrings.errors import ConfigError, RlringsError
-from rlrings.models import build_model, load_weights
-from rlrings.parameter_client import ParameterClient, WeightsFollower
-from rlrings.replay_client import ReplayClient
+from rlrings.rpc import codec, wire
+from rlrings.rpc.control import RateMeter
 from rlrings.services.actor.config import ActorConfig
 from rlrings.services.actor.metrics import return_histogram
-from rlrings.spaces import Discrete
 
 log = logging.getLogger(__name__)
 

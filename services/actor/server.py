@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlrings.server import Server, Service, service_main
+from rlrings.rpc.server import Server, Service, service_main
 from rlrings.services.actor.actor import Actor
 from rlrings.services.actor.config import ActorConfig
 from rlrings.services.actor.metrics import ActorCollector

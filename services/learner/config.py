@@ -11,8 +11,8 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
 from rlrings.algorithms.base import LIVE_IN_LEARNER
-from rlrings.config import WorkerConfig
-from rlrings.shape import MeshShape
+from rlrings.core.shape import MeshShape
+from rlrings.rpc.config import WorkerConfig
 
 
 class LearnerConfig(TakesAlgorithm, WorkerConfig):
@@ -40,7 +40,7 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     metrics_port: int = pydantic.Field(default=9003, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 picks a free one."""
     architecture: str | None = None
-    """Network (rlrings.models.ARCHITECTURES): mlp; for frames cnn (small), nature (the Nature DQN
+    """Network (rlrings.core.models.ARCHITECTURES): mlp; for frames cnn (small), nature (the Nature DQN
     torso) or impala (IMPALA's 15-layer ResNet); None picks by env (Atari: nature, other frames:
     cnn, vectors: mlp)."""
     algorithm: CliSuppress[AlgorithmSettings] = pydantic.Field(default_factory=algorithms.default_config)

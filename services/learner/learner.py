@@ -3,7 +3,7 @@
 It knows no algorithm: the algorithm's learning half (``rlrings.algorithms``)
 updates on the batches this loop draws from replay, and this loop sends the
 module it publishes on. As one rank of a ring
-(``rlrings.ring``) it samples its own batches, lets the ring average the
+(``rlrings.core.ring``) it samples its own batches, lets the ring average the
 gradients, and agrees with the other ranks after every update whether to
 stop; rank 0 alone publishes weights, writes checkpoints and TensorBoard.
 """
@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlrings import algorithms, wire
-from rlrings.control import RateMeter
+from rlrings import algorithms
+from rlrings.clients.parameter import ParameterClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import ConfigError, NotFoundError, RlringsError
+from rlrings.core.models import WEIGHTS_FORMAT, build_model, weights_to_bytes
+from rlrings.core.ring import LocalRing, Ring, connect
 from rlrings.envs import env_spec
-from rlrings.errors import ConfigError, NotFoundError, RlringsError
-from rlrings.models import WEIGHTS_FORMAT, build_model, weights_to_bytes
-from rlrings.parameter_client import ParameterClient
-from rlrings.replay_client import ReplayClient
-from rlrings.ring import LocalRing, Ring, connect
+from rlrings.rpc import wire
+from rlrings.rpc.control import RateMeter
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.prefetch import DeviceBatch, DeviceBatches, to_device
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlrings.errors import ConfigError
-from rlrings.processes import finish_process
-from rlrings.server import Server, Service, service_main
+from rlrings.core.errors import ConfigError
+from rlrings.ops.processes import finish_process
+from rlrings.rpc.server import Server, Service, service_main
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.learner import Learner
 from rlrings.services.learner.metrics import LearnerCollector

@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
-from rlrings.config import ServiceConfig
+from rlrings.rpc.config import ServiceConfig
 
 
 class ParameterConfig(ServiceConfig):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rlrings.server import Server, Service, service_main
+from rlrings.rpc.server import Server, Service, service_main
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.servicer import ParameterServicer
 from rlrings.services.parameter.store import WeightStore

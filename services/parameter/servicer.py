@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-from rlrings.errors import InvalidArgumentError, ResourceExhaustedError
-from rlrings.server import blocking
+from rlrings.core.errors import InvalidArgumentError, ResourceExhaustedError
+from rlrings.rpc.server import blocking
 from rlrings.services.parameter.store import WeightStore
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc
 

@@ -38,7 +38,13 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from rlrings.errors import ConfigError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, UnavailableError
+from rlrings.core.errors import (
+    ConfigError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from rlrings.v1 import parameter_pb2
 
 log = logging.getLogger(__name__)

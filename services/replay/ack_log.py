@@ -46,7 +46,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from rlrings.errors import ResourceExhaustedError, UnavailableError
+from rlrings.core.errors import ResourceExhaustedError, UnavailableError
 from rlrings.services.replay.store import sync_dir
 from rlrings.v1 import tensor_pb2
 

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlrings import codec
-from rlrings.backoff import Backoff
-from rlrings.errors import ConfigError, UnavailableError
+from rlrings.core.errors import ConfigError, UnavailableError
+from rlrings.rpc import codec
+from rlrings.rpc.backoff import Backoff
+from rlrings.rpc.signature import Signature
 from rlrings.services.replay.config import CassandraConfig
 from rlrings.services.replay.table import Bookkeeping, TableState
-from rlrings.signature import Signature
 from rlrings.v1 import tensor_pb2
 
 log = logging.getLogger(__name__)

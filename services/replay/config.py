@@ -11,10 +11,10 @@ import numpy as np
 import pydantic
 from pydantic_settings import CliSuppress, SettingsConfigDict
 
-from rlrings.config import ServiceConfig
-from rlrings.errors import RlringsError
-from rlrings.shape import MeshShape
-from rlrings.signature import Column, Signature
+from rlrings.core.errors import RlringsError
+from rlrings.core.shape import MeshShape
+from rlrings.rpc.config import ServiceConfig
+from rlrings.rpc.signature import Column, Signature
 
 
 class ColumnConfig(pydantic.BaseModel):
@@ -37,7 +37,7 @@ class ColumnConfig(pydantic.BaseModel):
     @pydantic.field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
-        from rlrings import codec
+        from rlrings.rpc import codec
 
         try:
             codec.dtype_code(np.dtype(value))
@@ -292,7 +292,7 @@ class ReplayConfig(ServiceConfig):
     @pydantic.model_validator(mode="after")
     def _tables(self) -> ReplayConfig:
         """The tables given, or those the mesh's env and algorithm need (one function,
-        ``rlrings.experience.mesh_tables``, for rlrings up and for the chart's pods)."""
+        ``rlrings.core.experience.mesh_tables``, for rlrings up and for the chart's pods)."""
         if not self.tables and self.env is not None:
             self.tables = [TableConfig.model_validate(table) for table in derived_tables(self)]
         if not self.tables:
@@ -307,7 +307,8 @@ class ReplayConfig(ServiceConfig):
 def derived_tables(config: ReplayConfig) -> list[dict]:
     """The tables of a mesh playing ``config.env`` with ``config.algorithm`` (imports the algorithms,
     and with them PyTorch, only here: a replay given its tables never needs them)."""
-    from rlrings import algorithms, experience
+    from rlrings import algorithms
+    from rlrings.core import experience
     from rlrings.envs import env_spec
 
     settings = pydantic.TypeAdapter(algorithms.AlgorithmSettings).validate_python(config.algorithm or {})

@@ -17,10 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rlrings import codec
-from rlrings.backoff import Backoff
-from rlrings.errors import ConfigError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
-from rlrings.security import Caller
+from rlrings.core.errors import (
+    ConfigError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from rlrings.rpc import codec
+from rlrings.rpc.backoff import Backoff
+from rlrings.rpc.security import Caller
 from rlrings.services.replay.ack_log import AckLog, Sampled
 from rlrings.services.replay.cassandra_store import CassandraStore, Segment
 from rlrings.services.replay.config import AckLogConfig, TableConfig
@@ -166,7 +172,7 @@ class Replay:
 
     def start_insert(self, chunk: tensor_pb2.Chunk, caller: Caller | None = None) -> PendingInsert:
         """Checks a chunk and, with a ring, starts writing it there under fresh keys. A ``caller``
-        (a token, :func:`rlrings.security.current_caller`) is charged the chunk's decoded bytes,
+        (a token, :func:`rlrings.rpc.security.current_caller`) is charged the chunk's decoded bytes,
         has its writer id kept under its own name, and without the sample scope gives priorities
         only up to the table's largest (see :meth:`Table.check`).
 

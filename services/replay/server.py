@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from rlrings.server import Server, Service, service_main
+from rlrings.rpc.server import Server, Service, service_main
 from rlrings.services.replay.ack_log import AckLog
 from rlrings.services.replay.cassandra_store import CassandraStore
 from rlrings.services.replay.config import ReplayConfig

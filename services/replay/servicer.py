@@ -8,10 +8,10 @@ import math
 import grpc
 import numpy as np
 
-from rlrings import codec
-from rlrings.errors import InvalidArgumentError, RlringsError
-from rlrings.security import caller_may, current_caller
-from rlrings.server import blocking
+from rlrings.core.errors import InvalidArgumentError, RlringsError
+from rlrings.rpc import codec
+from rlrings.rpc.security import caller_may, current_caller
+from rlrings.rpc.server import blocking
 from rlrings.services.replay.replay import Replay
 from rlrings.services.replay.table import SampledBatch, Table, WouldBlock
 from rlrings.v1 import replay_pb2, replay_pb2_grpc

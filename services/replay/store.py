@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
+from rlrings.rpc.signature import Signature
 from rlrings.services.replay.table import TableState
-from rlrings.signature import Signature
 
 log = logging.getLogger(__name__)
 

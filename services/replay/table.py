@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlrings.errors import (
+from rlrings.core.errors import (
     CancelledError,
     DeadlineExceededError,
     InvalidArgumentError,

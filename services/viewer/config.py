@@ -7,7 +7,7 @@ from typing import Literal
 import pydantic
 from pydantic_settings import SettingsConfigDict
 
-from rlrings.config import WorkerConfig
+from rlrings.rpc.config import WorkerConfig
 
 
 class ViewerConfig(WorkerConfig):

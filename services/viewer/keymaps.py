@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlrings.core.spaces import Box
 from rlrings.envs import EnvSpec
 from rlrings.envs.crafter import CrafterEnv
 from rlrings.envs.minerl import MineRLEnv
-from rlrings.spaces import Box
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from rlrings.errors import ConfigError
-from rlrings.server import Server, Service, service_main
+from rlrings.core.errors import ConfigError
+from rlrings.rpc.server import Server, Service, service_main
 from rlrings.services.viewer.config import ViewerConfig
 from rlrings.services.viewer.metrics import ViewerCollector
 from rlrings.services.viewer.servicer import ViewerServicer

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 
-from rlrings import wire
-from rlrings.errors import InvalidArgumentError
-from rlrings.security import current_caller
+from rlrings.core.errors import InvalidArgumentError
+from rlrings.core.spaces import Discrete
+from rlrings.rpc import wire
+from rlrings.rpc.security import current_caller
 from rlrings.services.viewer.viewer import Frame, Viewer
-from rlrings.spaces import Discrete
 from rlrings.v1 import spaces_pb2, viewer_pb2, viewer_pb2_grpc
 
 

@@ -20,21 +20,21 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from rlrings import wire
-from rlrings.envs import env_spec, make_env
-from rlrings.errors import (
+from rlrings.clients.parameter import ParameterClient, WeightsFollower
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
     RlringsError,
 )
-from rlrings.models import Policy, build_model, load_weights
-from rlrings.parameter_client import ParameterClient, WeightsFollower
-from rlrings.replay_client import ReplayClient
+from rlrings.core.models import Policy, build_model, load_weights
+from rlrings.core.spaces import Discrete
+from rlrings.envs import env_spec, make_env
+from rlrings.rpc import wire
 from rlrings.services.viewer.config import ViewerConfig
 from rlrings.services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
-from rlrings.spaces import Discrete
 
 log = logging.getLogger(__name__)
 _CHUNK_STEPS = 64

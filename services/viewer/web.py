@@ -38,10 +38,10 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from rlrings.errors import InvalidArgumentError, RlringsError
-from rlrings.security import Admission
+from rlrings.core.errors import InvalidArgumentError, RlringsError
+from rlrings.core.video import record_episodes, write_video
+from rlrings.rpc.security import Admission
 from rlrings.services.viewer.viewer import Frame, Viewer
-from rlrings.video import record_episodes, write_video
 
 log = logging.getLogger(__name__)
 _PAGE = Path(__file__).with_name("static") / "index.html"

@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 import hcl2
+import helm_python
+import yaml
+
+from rlrings.fewshot import FewShotConfig
+from rlrings.services.actor.config import ActorConfig
+from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.parameter.config import ParameterConfig
+from rlrings.services.replay.config import ReplayConfig
+from rlrings.services.viewer.config import ViewerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
@@ -49,3 +58,32 @@ def _kubernetes_version() -> str:
 
 
 KUBERNETES_VERSION = _kubernetes_version()
+
+
+CHART = ROOT / "helm" / "rlrings"
+CONFIGS = {
+    "FEWSHOT": FewShotConfig,
+    "REPLAY": ReplayConfig,
+    "PARAMETER": ParameterConfig,
+    "LEARNER": LearnerConfig,
+    "ACTOR": ActorConfig,
+    "VIEWER": ViewerConfig,
+}
+
+
+def render(values: dict | None, namespace: str = "rl") -> list[dict]:
+    chart = helm_python.Chart.load(CHART)
+    try:
+        manifests = chart.render(values, name="demo", namespace=namespace)
+    finally:
+        chart.close()
+    objects = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]

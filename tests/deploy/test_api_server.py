@@ -26,7 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
 from tests.deploy.helpers import ROOT, TOOLS_BIN
 
 CHART = ROOT / "helm" / "rlrings"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rlrings.config import load_config
 from rlrings.envs import env_spec
 from rlrings.mesh import MeshConfig, plan
-from tests.deploy.test_helm_chart import CONFIGS, by_kind, render
+from rlrings.rpc.config import load_config
+from tests.deploy.helpers import CONFIGS, by_kind, render
 
 ENVS = {"sac": "Pendulum-v1"}
 SHAPES = {
@@ -132,7 +132,7 @@ def test_every_pod_runs_what_the_same_process_of_rlrings_up_runs(name, shape, tm
 def test_an_actor_outside_the_mesh_is_refused_naming_its_index(tmp_path, monkeypatch):
     objects = render(chart_values("dqn", SHAPES["four-actors"]))
     file_values, environment = chart_pods(objects, "ACTOR")[0]
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="index: 4 is outside the mesh's 4 actors"):
         effective("ACTOR", file_values, {**environment, "RLRINGS_ACTOR_INDEX": "4"}, tmp_path, monkeypatch)

@@ -24,7 +24,7 @@ def cloud(*args: str, path: str | None = None, home: Path) -> subprocess.Complet
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "cloud", *args],
+        [sys.executable, "-m", "rlrings.ops.cli", "cloud", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -16,51 +16,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rlrings import certs
-from rlrings.config import load_config
 from rlrings.fewshot import FewShotConfig
-from rlrings.security import COMPONENT_SCOPES
-from rlrings.services.actor.config import ActorConfig
-from rlrings.services.learner.config import LearnerConfig
-from rlrings.services.parameter.config import ParameterConfig
-from rlrings.services.replay.config import ReplayConfig
-from rlrings.services.viewer.config import ViewerConfig
-from tests.deploy.helpers import KUBERNETES_VERSION, ROOT
+from rlrings.rpc import certs
+from rlrings.rpc.config import load_config
+from rlrings.rpc.security import COMPONENT_SCOPES
+from tests.deploy.helpers import CHART, CONFIGS, KUBERNETES_VERSION, ROOT, by_kind, render
 
-CHART = ROOT / "helm" / "rlrings"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
-CONFIGS = {
-    "FEWSHOT": FewShotConfig,
-    "REPLAY": ReplayConfig,
-    "PARAMETER": ParameterConfig,
-    "LEARNER": LearnerConfig,
-    "ACTOR": ActorConfig,
-    "VIEWER": ViewerConfig,
-}
 # Custom resources that the Kubernetes schemas do not describe; checked by hand below.
 CUSTOM_KINDS = {"ServiceMonitor"}
 
 
-def render(values: dict | None, namespace: str = "rl") -> list[dict]:
-    chart = helm_python.Chart.load(CHART)
-    try:
-        manifests = chart.render(values, name="demo", namespace=namespace)
-    finally:
-        chart.close()
-    objects = []
-    for path, text in manifests.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        objects += [doc for doc in yaml.safe_load_all(text) if doc]
-    return objects
-
-
 def scenario_values(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
-
-
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:

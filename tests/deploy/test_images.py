@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-from rlrings.cli import SERVICES
+from rlrings.ops.cli import SERVICES
 from tests.deploy.helpers import ROOT
 
 VALUES = yaml.safe_load((ROOT / "helm" / "rlrings" / "values.yaml").read_text())

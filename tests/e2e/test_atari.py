@@ -4,12 +4,12 @@ scores and frames; replay refuses raw screens where the table holds preprocessed
 import numpy as np
 import pytest
 
-from rlrings import experience
 from rlrings.algorithms.impala import ImpalaConfig
+from rlrings.clients.replay import ReplayClient
+from rlrings.core import experience
+from rlrings.core.errors import InvalidArgumentError
 from rlrings.envs import env_spec
-from rlrings.errors import InvalidArgumentError
-from rlrings.replay_client import ReplayClient
-from tests.e2e.test_mesh import finish, up
+from tests.e2e.helpers import finish, up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

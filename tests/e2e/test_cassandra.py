@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from dev.cassandra_ring import CQL_PORT, Ring
-from rlrings import codec
-from rlrings.config import load_config
-from rlrings.errors import UnavailableError
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import UnavailableError
+from rlrings.ops.processes import free_port
+from rlrings.rpc import codec
+from rlrings.rpc.config import load_config
 from rlrings.services.replay.config import ReplayConfig
 from rlrings.services.replay.server import ReplayServer
 from tests.helpers import frames, table
@@ -457,7 +457,7 @@ def test_updated_priorities_come_back_after_a_restart(cassandra_ring, start_ring
 
 def test_rlrings_up_trains_on_the_ring(cassandra_ring, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlrings.cli", "up", "--run-dir", str(tmp_path), "--no-viewer",
+        [sys.executable, "-m", "rlrings.ops.cli", "up", "--run-dir", str(tmp_path), "--no-viewer",
          "--cassandra", ",".join(cassandra_ring.contact_points), "--max-seconds", "240"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from rlrings.config import load_config
-from rlrings.models import Policy
+from rlrings.core.models import Policy
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
-from tests.e2e.test_mesh import finish, up
+from tests.e2e.helpers import finish, up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def test_ppo_drives_the_robot_arm_and_the_model_renders_headless(tmp_path):
     try:
         address = server.address
         model = tmp_path / "arm.pt"
-        pulled = subprocess.run([sys.executable, "-m", "rlrings.cli", "models", "pull", "--address", address,
+        pulled = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", "models", "pull", "--address", address,
                                  "--out", str(model)], capture_output=True, text=True, timeout=60)  # fmt: skip
         assert pulled.returncode == 0, pulled.stderr
         policy = Policy.load(model)
@@ -60,7 +60,7 @@ def test_ppo_drives_the_robot_arm_and_the_model_renders_headless(tmp_path):
         action = policy.act(np.zeros(10, np.float32))
         assert action.shape == (2,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
         video = tmp_path / "arm.mp4"
-        rendered = subprocess.run([sys.executable, "-m", "rlrings.cli", "render", "--model", str(model),
+        rendered = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", "render", "--model", str(model),
                                    "--max-steps", "50", "--out", str(video)], capture_output=True, text=True,
                                   timeout=120)  # fmt: skip
         assert rendered.returncode == 0, rendered.stderr

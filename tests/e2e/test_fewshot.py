@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from rlrings import wire
-from rlrings.config import load_config
-from rlrings.models import Policy, build_model, load_weights
-from rlrings.parameter_client import ParameterClient
+from rlrings.clients.parameter import ParameterClient
+from rlrings.core.models import Policy, build_model, load_weights
+from rlrings.rpc import wire
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 
@@ -24,7 +24,7 @@ JOBS = 4 + 4 * 2 * 2 * 2  # trainings (2 methods x 2 seeds) + adaptations (metho
 
 
 def fewshot(out, *extra):
-    return [sys.executable, "-m", "rlrings.cli", "experiment", "fewshot", *TINY, "--out", str(out), *extra]
+    return [sys.executable, "-m", "rlrings.ops.cli", "experiment", "fewshot", *TINY, "--out", str(out), *extra]
 
 
 def job_ids(out):

@@ -131,7 +131,7 @@ def mesh(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "rlrings.cli",
+            "rlrings.ops.cli",
             "up",
             "--run-dir",
             str(run_dir),

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlrings import wire
+from rlrings.clients.parameter import ParameterClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.models import ModelSpec, build_model, load_weights, weights_to_bytes
 from rlrings.envs import env_spec
-from rlrings.models import ModelSpec, build_model, load_weights, weights_to_bytes
-from rlrings.parameter_client import ParameterClient
-from rlrings.replay_client import ReplayClient
+from rlrings.rpc import wire
 
 pytestmark = [pytest.mark.e2e]
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"

@@ -13,10 +13,10 @@ import grpc
 import pytest
 import torch
 
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
 from rlrings.v1 import actor_pb2, actor_pb2_grpc, learner_pb2, learner_pb2_grpc
-from tests.e2e.test_mesh import children_named, finish, up
-from tests.service.test_ring import backends
+from tests.e2e.helpers import children_named, finish, up
+from tests.helpers import ring_backends as backends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

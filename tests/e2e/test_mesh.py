@@ -16,36 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from tests.deploy.helpers import TOOLS_BIN
+from tests.e2e.helpers import children_named, finish, up
 from tests.helpers import readme_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def up(run_dir, *flags, start_new_session=False):
-    return subprocess.Popen(
-        [sys.executable, "-m", "rlrings.cli", "up", "--run-dir", str(run_dir), *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-        start_new_session=start_new_session,
-    )
-
-
-def finish(process, run_dir, timeout=400):
-    output = process.communicate(timeout=timeout)[0]
-    assert process.returncode == 0, output
-    return json.loads((run_dir / "summary.json").read_text()), output
-
-
-def children_named(pid, module):
-    def cmdline(process):
-        try:
-            return " ".join(process.cmdline())
-        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # just killed, not yet reaped by the supervisor
-            return ""
-
-    return [p for p in psutil.Process(pid).children(recursive=True) if module in cmdline(p)]
 
 
 def test_default_run_solves_cartpole_within_budget(tmp_path):
@@ -82,13 +56,13 @@ def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold
     import gymnasium as gym
     import numpy as np
 
-    from rlrings.models import Policy
+    from rlrings.core.models import Policy
 
     summary = json.loads((run_dir / "summary.json").read_text())
     (pull,) = [line.split() for line in output.splitlines() if line.strip().startswith("rlrings models pull ")]
     assert pull[pull.index("--tag") + 1] == "solved" and summary["model"]["version"] == summary["solved_version"]
     pull[pull.index("--out") + 1] = str(run_dir / "model.pt")
-    pulled = subprocess.run([sys.executable, "-m", "rlrings.cli", *pull[1:]], capture_output=True, text=True,
+    pulled = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", *pull[1:]], capture_output=True, text=True,
                             timeout=120, cwd=run_dir.parent)  # fmt: skip
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert f"version {summary['solved_version']} " in pulled.stdout
@@ -328,6 +302,6 @@ def test_the_mesh_trains_over_mutual_tls(tmp_path):
     (listing,) = [line for line in output.splitlines() if line.startswith("versions while it runs: ")]
     assert f"--ca-file {tmp_path / 'tls' / 'ca.pem'} --cert-file " in listing, listing
     # after the run: the weights, read with no server and no certificate
-    listed = subprocess.run([sys.executable, "-m", "rlrings.cli", "models", "list", "--run", str(tmp_path)],
+    listed = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", "models", "list", "--run", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0 and "latest" in listed.stdout, listed.stdout + listed.stderr

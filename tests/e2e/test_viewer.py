@@ -14,13 +14,14 @@ import grpc
 import numpy as np
 import pytest
 
-from rlrings import experience, wire
-from rlrings.config import load_config
+from rlrings.clients.parameter import ParameterClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core import experience
+from rlrings.core.models import ModelSpec, build_model, weights_to_bytes
 from rlrings.envs import env_spec
-from rlrings.models import ModelSpec, build_model, weights_to_bytes
-from rlrings.parameter_client import ParameterClient
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.ops.processes import free_port
+from rlrings.rpc import wire
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import viewer_pb2, viewer_pb2_grpc
@@ -303,7 +304,7 @@ def test_videos_from_the_page_and_the_command_line(stack, tmp_path):
     address = stack["process"].args[stack["process"].args.index("--parameter-address") + 1]
     for name in ("agent.gif", "agent.mp4"):
         result = subprocess.run(
-            [sys.executable, "-m", "rlrings.cli", "render", "--model", "latest", "--address", address,
+            [sys.executable, "-m", "rlrings.ops.cli", "render", "--model", "latest", "--address", address,
              "--episodes", "2", "--out", str(tmp_path / name)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

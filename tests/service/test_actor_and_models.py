@@ -6,12 +6,12 @@ import sys
 import gymnasium as gym
 import pytest
 
-from rlrings import wire
-from rlrings.config import load_config
+from rlrings.clients.parameter import ParameterClient
+from rlrings.core.models import ModelSpec, Policy, build_model, weights_to_bytes
 from rlrings.envs import env_spec
-from rlrings.models import ModelSpec, Policy, build_model, weights_to_bytes
-from rlrings.parameter_client import ParameterClient
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
+from rlrings.rpc import wire
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 
@@ -37,7 +37,7 @@ def test_actor_refuses_a_table_its_env_cannot_fill(start_replay):
 
 def models_pull(address: str, out) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "models", "pull", "--address", address, "--out", str(out)],
+        [sys.executable, "-m", "rlrings.ops.cli", "models", "pull", "--address", address, "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -76,7 +76,7 @@ def test_models_pull_reports_a_missing_model(tmp_path):
     server = ParameterServer(config).start()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "rlrings.cli", "models", "pull", "--address", server.address, "--tag", "best"],
+            [sys.executable, "-m", "rlrings.ops.cli", "models", "pull", "--address", server.address, "--tag", "best"],
             capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )  # fmt: skip
     finally:
@@ -113,8 +113,8 @@ def test_a_box_action_model_keeps_its_bounds_and_acts_within_them(tmp_path):
 
 
 def test_actor_refuses_a_published_model_for_another_env(start_replay, tmp_path):
-    from rlrings import experience
     from rlrings.algorithms.impala import ImpalaConfig
+    from rlrings.core import experience
 
     replay = start_replay(experience.replay_tables(ImpalaConfig(), env_spec("CartPole-v1"), experience.TablePlan()))
     config = load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
@@ -147,7 +147,7 @@ def test_an_algorithm_refuses_an_action_space_it_does_not_support():
 
 
 def test_the_viewer_plays_a_continuous_env_from_keys_and_says_why_another_cannot_be_played():
-    from rlrings.errors import FailedPreconditionError
+    from rlrings.core.errors import FailedPreconditionError
     from rlrings.services.viewer.config import ViewerConfig
     from rlrings.services.viewer.viewer import Viewer
 
@@ -184,7 +184,7 @@ def test_a_viewer_session_closed_during_a_tick_waits_for_it_and_refuses_the_next
     import threading
     import time
 
-    from rlrings.errors import FailedPreconditionError
+    from rlrings.core.errors import FailedPreconditionError
     from rlrings.services.viewer.config import ViewerConfig
     from rlrings.services.viewer.viewer import Viewer
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings import experience
 from rlrings.algorithms.dqn import DqnConfig
 from rlrings.algorithms.impala import ImpalaConfig
-from rlrings.config import load_config
+from rlrings.clients.replay import ReplayClient
+from rlrings.core import experience
 from rlrings.envs import env_spec
-from rlrings.replay_client import ReplayClient
+from rlrings.rpc.config import load_config
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.learner import Learner
 from rlrings.services.learner.prefetch import DeviceBatches
@@ -130,7 +130,7 @@ def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
 
 
 def test_bc_without_a_demonstrations_table_is_a_config_error(start_replay, tmp_path):
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
     from rlrings.services.parameter.config import ParameterConfig
     from rlrings.services.parameter.server import ParameterServer
 

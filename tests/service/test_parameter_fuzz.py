@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rlrings.config import load_config
-from rlrings.parameter_client import ParameterClient
+from rlrings.clients.parameter import ParameterClient
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2

@@ -9,8 +9,8 @@ import time
 import grpc
 import pytest
 
-from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
-from rlrings.parameter_client import ParameterClient, WeightsFollower
+from rlrings.clients.parameter import ParameterClient, WeightsFollower
+from rlrings.core.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 pytestmark = pytest.mark.service
@@ -200,7 +200,7 @@ def test_named_tags_are_bounded_and_can_be_deleted(start_parameter):
         with pytest.raises(ResourceExhaustedError, match=r"2 named tags exist and 1 more would pass max_named_tags"):
             client.publish(b"c", MODEL, tags=["c"])
         assert client.publish(b"b again", MODEL, tags=["b"]) == 2  # moving a tag adds no name
-        untag = [sys.executable, "-m", "rlrings.cli", "models", "untag", "a", "--address", server.address]
+        untag = [sys.executable, "-m", "rlrings.ops.cli", "models", "untag", "a", "--address", server.address]
         done = subprocess.run(untag, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "tag 'a' deleted; it pointed at version 1" in done.stdout, done.stderr
         assert client.publish(b"c", MODEL, tags=["c"]) == 3
@@ -297,10 +297,11 @@ def test_models_list_and_pull_read_a_finished_runs_weights_with_no_server(start_
     import torch
     import yaml
 
-    from rlrings import algorithms, wire
-    from rlrings.cli import main
+    from rlrings import algorithms
+    from rlrings.core.models import Policy, build_model
     from rlrings.envs import env_spec
-    from rlrings.models import Policy, build_model
+    from rlrings.ops.cli import main
+    from rlrings.rpc import wire
 
     run = tmp_path / "run"
     (run / "configs").mkdir(parents=True)

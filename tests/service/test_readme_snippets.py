@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from rlrings.errors import DeadlineExceededError
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import DeadlineExceededError
+from rlrings.ops.processes import free_port
 from tests.helpers import readme_block
 
 
@@ -21,7 +21,7 @@ def readme_replay(tmp_path):
     config.write_text(readme_block("yaml", "# replay.yaml"))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlrings.cli", "replay", "--config", str(config), "--port", str(port),
+        [sys.executable, "-m", "rlrings.ops.cli", "replay", "--config", str(config), "--port", str(port),
          "--metrics-port", "0", "--snapshot-dir", str(tmp_path / "replay")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -58,8 +58,8 @@ def test_the_readme_upload_with_a_token_runs_as_written(tmp_path, start_replay):
     """The README's SDK upload: an insert-only token over TLS, against the README's table."""
     import yaml
 
-    from rlrings import certs
-    from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+    from rlrings.rpc import certs
+    from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 
     ca = certs.make_ca(tmp_path / "certs")
     pair = certs.issue(ca, tmp_path / "certs", "replay", ["127.0.0.1", "localhost"])

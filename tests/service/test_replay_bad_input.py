@@ -16,9 +16,9 @@ import psutil
 import pytest
 import zstandard
 
-from rlrings import codec
-from rlrings.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from rlrings.rpc import codec
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
 from tests.helpers import frames, table
 

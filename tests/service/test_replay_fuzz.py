@@ -14,7 +14,7 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
 from tests.helpers import frames, table
 
@@ -71,14 +71,14 @@ def chunks(draw):
 
 
 def _valid_chunk(steps):
-    from rlrings import codec
+    from rlrings.rpc import codec
 
     return tensor_pb2.Chunk(table="t", columns={k: codec.encode(v) for k, v in frames(steps).items()})
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from rlrings.config import load_config
+    from rlrings.rpc.config import load_config
     from rlrings.services.replay.config import ReplayConfig
     from rlrings.services.replay.server import ReplayServer
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlrings.errors import UnavailableError
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import UnavailableError
+from rlrings.ops.processes import free_port
 from tests.helpers import frames, table
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -156,7 +156,7 @@ def test_unreadable_config_file_exits_2(tmp_path):
 
 def test_help_lists_settings_with_their_docs():
     result = subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "replay", "--help"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "rlrings.ops.cli", "replay", "--help"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout.startswith("usage: rlrings replay ")
     assert "--snapshot-interval-seconds" in result.stdout and "Seconds between automatic snapshots" in result.stdout

@@ -12,15 +12,15 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from rlrings.errors import (
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
 )
-from rlrings.processes import free_port
-from rlrings.replay_client import ReplayClient
+from rlrings.ops.processes import free_port
 from tests.helpers import frames, table
 
 pytestmark = pytest.mark.service
@@ -186,7 +186,7 @@ def test_sampler_stops_after_num_batches(replay):
 def test_health_command_reports_serving_servers_and_fails_for_dead_ones_at_once(replay, capsys, monkeypatch):
     server, _ = replay
     monkeypatch.setenv("COLUMNS", "200")  # the table on one line
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     assert main(["health", server.address]) == 0
     nobody = f"127.0.0.1:{free_port()}"
@@ -198,7 +198,7 @@ def test_health_command_reports_serving_servers_and_fails_for_dead_ones_at_once(
 
 def test_a_client_pointed_at_another_service_is_told_which_one_answered(start_parameter, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     parameter = start_parameter()
     with ReplayClient(parameter.address) as client, pytest.raises(UnimplementedError) as raised:
@@ -210,15 +210,15 @@ def test_a_client_pointed_at_another_service_is_told_which_one_answered(start_pa
 
 def test_version_and_per_command_usage():
     from rlrings import __version__
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     result = subprocess.run(
-        [sys.executable, "-m", "rlrings.cli", "--version"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "rlrings.ops.cli", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout == f"rlrings {__version__}\n"
     for command in ("parameter", "up"):
         result = subprocess.run(
-            [sys.executable, "-m", "rlrings.cli", command, "--help"], capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "rlrings.ops.cli", command, "--help"], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0 and result.stdout.startswith(f"usage: rlrings {command} "), result.stdout[:80]
     assert main(["-V"]) == 0

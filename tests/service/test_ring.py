@@ -18,24 +18,17 @@ import pytest
 import torch
 
 from rlrings import algorithms
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ModelSpec, build_model
+from rlrings.core.ring import RingPlace, local_ring_environment
 from rlrings.envs import env_spec
-from rlrings.errors import ConfigError
-from rlrings.models import ModelSpec, build_model
-from rlrings.processes import finish_process, free_port
-from rlrings.ring import HOROVOD_HINT, RingPlace, horovod_available, local_ring_environment
+from rlrings.ops.processes import finish_process, free_port
+from tests.helpers import ring_backends
 
 pytestmark = pytest.mark.service
 
 UPDATES = 4
 RANKS = 2
-
-
-def backends():
-    """torch always; horovod where it is installed. `make test` sets RLRINGS_REQUIRE_HOROVOD=1,
-    so there a missing Horovod fails instead of skipping."""
-    required = os.environ.get("RLRINGS_REQUIRE_HOROVOD") == "1"
-    skip = pytest.mark.skipif(not horovod_available() and not required, reason=HOROVOD_HINT)
-    return ["torch", pytest.param("horovod", marks=skip)]
 
 
 # -- what each rank runs ----------------------------------------------------------
@@ -90,7 +83,7 @@ def update(learner, algorithm: str, batch: dict) -> dict:
 def rank_main(backend: str, algorithm: str, out: str) -> None:
     """One rank: joins the ring, starts from its own (different) weights,
     takes rank 0's, updates UPDATES times on its own batches, saves the result."""
-    from rlrings.ring import connect
+    from rlrings.core.ring import connect
 
     torch.set_num_threads(1)
     ring = connect(backend, timeout_seconds=60)
@@ -137,7 +130,7 @@ def wait_all(processes, tmp_path, timeout=120) -> list[int]:
 
 
 @pytest.mark.parametrize("algorithm", ["impala", "dqn", "ppo"])
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", ring_backends())
 def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, tmp_path):
     """For PPO (minibatches of each rank's own steps, advantages standardised per minibatch) a
     ring update is not one update on the joined batch; its ranks must still stay identical."""
@@ -179,14 +172,14 @@ def test_ring_update_equals_one_update_on_the_joined_batch(backend, algorithm, t
     assert any(not torch.equal(tensor, initial[name]) for name, tensor in single.model.state_dict().items())
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", ring_backends())
 def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
     # Rank 1 dies only once rank 0 has left the barrier (a file says so): leaving a barrier is not
     # simultaneous, and a peer gone while rank 0 still finished it failed the barrier instead
     passed = tmp_path / "rank0-passed-the-barrier"
     code = (
         "import os, pathlib, time, torch\n"
-        "from rlrings.processes import finish_process\nfrom rlrings.ring import connect\n"
+        "from rlrings.ops.processes import finish_process\nfrom rlrings.core.ring import connect\n"
         f"ring = connect({backend!r}, timeout_seconds=30)\n"
         f"passed = pathlib.Path({str(passed)!r})\n"
         "ring.barrier()\n"
@@ -208,13 +201,13 @@ def test_a_rank_whose_peer_dies_stops_with_a_clear_error(backend, tmp_path):
     assert "RingBrokenError ring: allreduce failed, a peer has left or timed out" in output
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", ring_backends())
 def test_a_rank_that_starts_before_rank_0_waits_for_it(backend, tmp_path):
     """Ranks start in any order and at any pace: rank 1 up 4 s before rank 0 (a busy machine
     imports at its own pace) joins once rank 0 serves the rendezvous. Horovod's own client gave
     up within a second and aborted both ranks (the 'peer dies' test failed now and then so)."""
     code = (
-        "from rlrings.processes import finish_process\nfrom rlrings.ring import connect\n"
+        "from rlrings.ops.processes import finish_process\nfrom rlrings.core.ring import connect\n"
         f"ring = connect({backend!r}, timeout_seconds=60)\n"
         "ring.barrier()\nprint('joined', ring.rank, ring.size, flush=True)\n"
         "ring.close(); raise SystemExit(finish_process(0))\n"
@@ -251,8 +244,8 @@ def test_ring_place_comes_from_the_environment_with_clear_errors():
 
 LAUNCHED = """
 import torch
-from rlrings.processes import finish_process
-from rlrings.ring import connect
+from rlrings.ops.processes import finish_process
+from rlrings.core.ring import connect
 ring = connect({backend!r}, timeout_seconds=60)
 mean = ring.allreduce_mean(torch.tensor([float(ring.rank)], dtype=torch.float64)).item()
 print(f"rank {{ring.rank}} of {{ring.size}}: mean {{mean}}", flush=True)
@@ -261,7 +254,7 @@ finish_process(0)
 """
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", ring_backends())
 def test_the_usual_launchers_start_the_same_ring(backend, tmp_path):
     """horovodrun (its driver serves the rendezvous) and torchrun (it sets RANK and the rest)."""
     script = tmp_path / "rank.py"

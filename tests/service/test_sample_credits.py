@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from rlrings.errors import DeadlineExceededError
+from rlrings.core.errors import DeadlineExceededError
 from rlrings.services.replay.config import TableConfig
 from rlrings.v1 import replay_pb2, replay_pb2_grpc
 from tests.helpers import FRAME_SIGNATURE, frames
@@ -67,7 +67,7 @@ def test_an_unbounded_stream_without_credits_is_refused_naming_the_field(queue_s
 
 
 def test_the_sampler_keeps_at_most_max_in_flight_batches_ahead_of_its_consumer(queue_server):
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     server, table = queue_server
     table.insert(frames(100))
@@ -83,7 +83,7 @@ def test_the_sampler_keeps_at_most_max_in_flight_batches_ahead_of_its_consumer(q
 
 
 def test_the_policy_version_travels_with_credits_and_stale_items_are_dropped(start_replay):
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
 
     server = start_replay([TableConfig.queue("q", FRAME_SIGNATURE, max_size=100, max_policy_lag=1).model_dump()])
     table = server.replay.table("q")

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlrings import certs, codec
-from rlrings.config import load_config
-from rlrings.errors import (
+from rlrings.clients.parameter import ParameterClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.core.errors import (
     ConfigError,
     PermissionDeniedError,
     ResourceExhaustedError,
@@ -20,9 +20,9 @@ from rlrings.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from rlrings.parameter_client import ParameterClient
-from rlrings.replay_client import ReplayClient
-from rlrings.security import COMPONENT_SCOPES, AuthConfig, ClientSecurity, TlsConfig
+from rlrings.rpc import certs, codec
+from rlrings.rpc.config import load_config
+from rlrings.rpc.security import COMPONENT_SCOPES, AuthConfig, ClientSecurity, TlsConfig
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import replay_pb2, spaces_pb2, tensor_pb2
@@ -374,7 +374,7 @@ def test_tls_settings_are_checked_before_anything_starts(pki, tmp_path):
 
 def test_the_cli_dials_with_tls_flags_and_the_token_from_the_environment(start_replay, pki, tokens_file, monkeypatch,
                                                                          capsys):  # fmt: skip
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     server = start_replay([table("t")], tls=tls(pki), auth={"tokens_file": tokens_file})
     ca = ["--ca-file", str(pki["ca"].cert_file)]
@@ -390,7 +390,7 @@ def test_the_cli_dials_with_tls_flags_and_the_token_from_the_environment(start_r
 
 
 def test_certs_command_makes_a_ca_and_a_certificate_servers_accept(tmp_path, start_replay):
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     assert main(["certs", "--out", str(tmp_path / "c"), "--hosts", "localhost,127.0.0.1", "--name", "svc"]) == 0
     files = {"cert_file": tmp_path / "c" / "svc.pem", "key_file": tmp_path / "c" / "svc-key.pem",
@@ -400,7 +400,7 @@ def test_certs_command_makes_a_ca_and_a_certificate_servers_accept(tmp_path, sta
 
 
 def test_certs_command_keeps_an_existing_ca_and_refuses_to_replace_a_certificate(tmp_path, start_replay, capsys):
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     out = tmp_path / "c"
     assert main(["certs", "--out", str(out), "--name", "replay"]) == 0
@@ -423,7 +423,7 @@ def test_certs_command_keeps_an_existing_ca_and_refuses_to_replace_a_certificate
 
 
 def test_tokens_command_writes_one_least_privilege_token_per_component(tmp_path, start_replay, capsys):
-    from rlrings.cli import main
+    from rlrings.ops.cli import main
 
     out = tmp_path / "tokens"
     assert main(["tokens", "--out", str(out), "--client", "game-uploads=insert"]) == 0

@@ -8,9 +8,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlrings.config import load_config
-from rlrings.parameter_client import ParameterClient
-from rlrings.replay_client import ReplayClient
+from rlrings.clients.parameter import ParameterClient
+from rlrings.clients.replay import ReplayClient
+from rlrings.rpc.config import load_config
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.parameter.server import ParameterServer
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, replay_pb2_grpc, spaces_pb2

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from rlrings import codec
-from rlrings.security import Caller
+from rlrings.rpc import codec
+from rlrings.rpc.security import Caller
 from rlrings.services.replay.ack_log import AckLog
 from rlrings.services.replay.replay import Replay
 from rlrings.services.replay.store import SnapshotStore

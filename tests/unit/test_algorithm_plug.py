@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings import algorithms, distributions, experience, wire
+from rlrings import algorithms
 from rlrings.algorithms.appo import AppoConfig, AppoLearning
 from rlrings.algorithms.base import TablePlan, TrajectoryActing
 from rlrings.algorithms.ppo import PpoConfig, PpoLearning, clipped_surrogate, gae
-from rlrings.config import load_config
+from rlrings.core import distributions, experience
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ModelSpec, build_model
+from rlrings.core.spaces import Box, Discrete
 from rlrings.envs import env_spec, make_vector_env
-from rlrings.errors import ConfigError
-from rlrings.models import ModelSpec, build_model
+from rlrings.rpc import wire
+from rlrings.rpc.config import load_config
 from rlrings.services.actor.config import ActorConfig
 from rlrings.services.learner.config import LearnerConfig
-from rlrings.spaces import Box, Discrete
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +29,8 @@ def test_the_registry_is_the_only_list_and_the_chart_schema_agrees():
     assert algorithms.NAMES == ("impala", "dqn", "ppo", "appo", "sac", "bc")
     schema = json.loads((ROOT / "helm/rlrings/values.schema.json").read_text())
     assert tuple(schema["properties"]["algorithm"]["properties"]["name"]["enum"]) == algorithms.NAMES
+    # every setting of every algorithm, with its type and bounds (regenerate: algorithms.values_schema())
+    assert schema["properties"]["algorithm"] == algorithms.values_schema()
     for name, algorithm in algorithms.REGISTRY.items():
         assert algorithm.config().name == name and algorithm.action_spaces
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from rlrings import wire
 from rlrings.algorithms.base import NStepAccumulator
 from rlrings.algorithms.dqn import double_dqn_loss
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning, vtrace
+from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import env_spec
-from rlrings.models import ModelSpec, build_model
+from rlrings.rpc import wire
 
 
 def col(*values):

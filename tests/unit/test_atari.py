@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import atari, env_spec, make_env, make_vector_env
-from rlrings.errors import ConfigError
-from rlrings.models import ModelSpec, build_model
 from rlrings.services.learner.prefetch import DeviceBatches
 
 
@@ -192,7 +192,7 @@ def test_unknown_games_and_options_say_what_is_known():
 @pytest.mark.parametrize("architecture", ["nature", "impala", "cnn"])
 @pytest.mark.parametrize("shape", [(84, 84, 4), (210, 160, 3), (64, 64, 3), (96, 96, 3)])
 def test_image_torsos_take_any_frame_size_as_uint8(architecture, shape):
-    from rlrings.spaces import Box, Discrete
+    from rlrings.core.spaces import Box, Discrete
 
     spec = ModelSpec(architecture, Box(shape, "uint8", (0.0,), (255.0,)), Discrete(6))
     model = build_model(spec)
@@ -203,7 +203,7 @@ def test_image_torsos_take_any_frame_size_as_uint8(architecture, shape):
 
 
 def test_nature_refuses_frames_smaller_than_it_can_see():
-    from rlrings.spaces import Box, Discrete
+    from rlrings.core.spaces import Box, Discrete
 
     with pytest.raises(ValueError, match="36x36"):
         build_model(ModelSpec("nature", Box((24, 24, 3), "uint8", (0.0,), (255.0,)), Discrete(2)))

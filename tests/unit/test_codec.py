@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rlrings import codec
+from rlrings.rpc import codec
 from rlrings.v1 import tensor_pb2
 
 ALL_DTYPES = [

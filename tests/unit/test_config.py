@@ -2,8 +2,8 @@ import socket
 
 import pytest
 
-from rlrings.config import load_config
-from rlrings.errors import ConfigError
+from rlrings.core.errors import ConfigError
+from rlrings.rpc.config import load_config
 from rlrings.services.replay.config import ReplayConfig, TableConfig
 from tests.helpers import table
 

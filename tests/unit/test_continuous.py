@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings import algorithms, experience, wire
+from rlrings import algorithms
 from rlrings.algorithms.base import TablePlan
 from rlrings.algorithms.sac import TwinQ, actor_loss, critic_loss, temperature_loss
+from rlrings.core import experience
+from rlrings.core.errors import ConfigError, InvalidArgumentError
+from rlrings.core.models import ObservationNormalizer, Policy, build_model
+from rlrings.core.spaces import Box, Discrete
 from rlrings.envs import EnvSpec, env_spec, make_vector_env
-from rlrings.errors import ConfigError, InvalidArgumentError
-from rlrings.models import ObservationNormalizer, Policy, build_model
+from rlrings.rpc import wire
+from rlrings.rpc.signature import Column, Signature
 from rlrings.services.replay.config import TableConfig
 from rlrings.services.viewer.keymaps import continuous_keymap_for
-from rlrings.signature import Column, Signature
-from rlrings.spaces import Box, Discrete
 
 PENDULUM = EnvSpec("Pendulum-v1", Box((3,), "float32", -8, 8), Box((1,), "float32", -2, 2))
 

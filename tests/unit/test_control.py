@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from rlrings.control import run_state, update_settings
-from rlrings.errors import InvalidArgumentError
-from rlrings.processes import NICENESS_ENV
+from rlrings.core.errors import InvalidArgumentError
+from rlrings.ops.processes import NICENESS_ENV
+from rlrings.rpc.control import run_state, update_settings
 from rlrings.v1 import control_pb2
 
 
@@ -65,7 +65,7 @@ def test_a_niced_service_yields_on_every_thread_only_once_it_serves(tmp_path):
     script = textwrap.dedent(
         """
         import os, threading
-        from rlrings.processes import yield_cpu
+        from rlrings.ops.processes import yield_cpu
         def nice(tid):
             return int(open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
         started = threading.Event(); done = threading.Event()
@@ -95,7 +95,7 @@ def test_a_service_killed_from_outside_or_after_a_life_is_always_restarted_one_c
     import signal
 
     from rlrings.mesh.supervisor import CRASH_LOOP_SECONDS, MAX_QUICK_DEATHS, crash_looping
-    from rlrings.processes import ServiceProcess
+    from rlrings.ops.processes import ServiceProcess
 
     service = ServiceProcess("replay", "rlrings.services.replay", {}, tmp_path, started_at=100.0)
     assert not any(crash_looping(service, -signal.SIGKILL, 101.0) for _ in range(20))  # killed 20 times

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlrings.config import load_config
+from rlrings.core.errors import ConfigError
+from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import env_spec, tasks
-from rlrings.errors import ConfigError
 from rlrings.fewshot import Experiment, FewShotConfig
 from rlrings.fewshot.adaptation import (
     AdaptConfig,
@@ -25,7 +25,7 @@ from rlrings.fewshot.adaptation import (
     seed_for,
 )
 from rlrings.fewshot.report import interval, summarise
-from rlrings.models import ModelSpec, build_model
+from rlrings.rpc.config import load_config
 
 CARTPOLE = tasks.family("cartpole")
 TEST_TASK = CARTPOLE.test[0]

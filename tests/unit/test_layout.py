@@ -1,15 +1,17 @@
 """The layout keeps its promises: no import circles, no service importing another, and an
 RL core (spaces, distributions, models, algorithms, envs, the ring) that knows nothing of
-gRPC or protobuf; ``rlrings.wire`` converts at the edge."""
+gRPC or protobuf; ``rlrings.rpc.wire`` converts at the edge."""
 
 import ast
 import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ("rlrings.algorithms", "rlrings.models", "rlrings.spaces", "rlrings.distributions", "rlrings.envs",
-        "rlrings.ring", "rlrings.errors", "rlrings.experience")  # fmt: skip
-WIRE = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "rlrings.v1", "rlrings.wire", "rlrings.client")
+CORE = ("rlrings.core", "rlrings.algorithms", "rlrings.envs")
+WIRE = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf", "rlrings.v1", "rlrings.rpc", "rlrings.clients")
+WINGS = ("rpc", "clients", "core", "algorithms", "envs", "mesh", "fewshot", "ops", "v1")
+"""The packages of the library root: gRPC plumbing, clients, the RL core and its algorithms and envs,
+the local mesh, the few-shot experiments, operations (the CLI, processes, the cloud), generated code."""
 
 
 def _modules() -> dict[str, Path]:
@@ -87,3 +89,15 @@ def test_the_rl_core_knows_nothing_of_grpc_or_protobuf():
         for name in reachable(module) | {module}:
             wire = [i for i in imports(name) if i.startswith(WIRE)]
             assert not wire, f"{module} reaches {name}, which imports {wire}"
+
+
+def test_the_root_holds_only_wings():
+    """The tree shows the architecture: every module of the library sits in a wing (the root holds
+    only its package marker), and each wing says in a docstring why it exists."""
+    root = ROOT / "rlrings"
+    loose = sorted(p.name for p in root.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"modules at the root of rlrings/, outside a wing: {loose}"
+    packages = sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists())
+    assert packages == sorted(WINGS)
+    for wing in WINGS:
+        assert ast.get_docstring(ast.parse((root / wing / "__init__.py").read_text())), wing

@@ -11,11 +11,11 @@ import torch
 
 from rlrings.algorithms.dqn import DqnActing, DqnConfig, DqnLearning
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning
+from rlrings.core.errors import DeadlineExceededError, InvalidArgumentError
+from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import env_spec
-from rlrings.errors import DeadlineExceededError, InvalidArgumentError
-from rlrings.evaluation import play
 from rlrings.mesh import Mesh, MeshConfig
-from rlrings.models import ModelSpec, build_model
+from rlrings.mesh.evaluation import play
 from rlrings.services.replay.config import TableConfig
 from rlrings.services.replay.table import Table
 from tests.helpers import FRAME_SIGNATURE, frames, table_config
@@ -118,7 +118,7 @@ def test_importance_sampling_exponent_rises_to_one():
 
 
 def test_a_queue_too_small_for_a_batch_and_a_write_is_refused_at_start(tmp_path):
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="queue_size: 20 .* at least 24"):
         Mesh(MeshConfig(algorithm={"name": "impala", "queue_size": 20}, run_dir=tmp_path, viewer=False))

@@ -4,7 +4,7 @@ each process's own figures on every service's registry."""
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rlrings.server import register_process_metrics
+from rlrings.rpc.server import register_process_metrics
 from rlrings.services.actor.metrics import return_histogram
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rlrings.envs import env_spec
 from rlrings.mesh import plan
 from rlrings.mesh.config import MeshConfig
-from rlrings.processes import free_port
+from rlrings.ops.processes import free_port
 
 
 def test_free_port_never_hands_out_a_port_twice():

@@ -10,10 +10,10 @@ import pydantic
 import pytest
 
 from rlrings import algorithms
-from rlrings.config import load_config
+from rlrings.core.errors import ConfigError
 from rlrings.envs import env_spec
-from rlrings.errors import ConfigError
 from rlrings.mesh import MeshConfig, plan
+from rlrings.rpc.config import load_config
 from rlrings.services.actor.config import ActorConfig
 from rlrings.services.learner.config import LearnerConfig
 
@@ -139,7 +139,7 @@ def test_a_given_epsilon_is_every_actors_and_the_spread_is_the_default(tmp_path)
 
 
 def rlrings(*argv):
-    return subprocess.run([sys.executable, "-m", "rlrings.cli", *argv], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "rlrings.ops.cli", *argv], capture_output=True, text=True, timeout=120)
 
 
 def test_help_names_every_algorithm_and_env_family_and_each_algorithms_own_defaults():

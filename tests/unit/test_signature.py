@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rlrings.errors import InvalidArgumentError
+from rlrings.core.errors import InvalidArgumentError
 from tests.helpers import frames, table_config
 
 SIGNATURE = table_config().build_signature()

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from rlrings.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError
+from rlrings.core.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError
 from rlrings.services.replay.config import TableConfig
 from rlrings.services.replay.store import SnapshotStore
 from rlrings.services.replay.table import Table
@@ -205,7 +205,7 @@ def test_restore_into_a_smaller_table_keeps_the_newest(tmp_path):
 
 
 def test_snapshot_with_another_signature_is_refused(tmp_path):
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
 
     table = Table(table_config())
     table.insert(frames(1))

@@ -4,8 +4,8 @@ actor can run, physics that really vary, and rewards for one achievement only.""
 import numpy as np
 import pytest
 
+from rlrings.core.errors import ConfigError
 from rlrings.envs import env_spec, make_env, make_vector_env, tasks
-from rlrings.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", tasks.FAMILIES)

@@ -63,7 +63,7 @@ app.kubernetes.io/part-of: rlrings
 {{/* What every planning service is told (actor, learner, replay): the game, the settings the user
 gave the algorithm (none: the registry's default algorithm at its defaults), the learner's table and the
 mesh's shape. Each service derives its own share from them as rlrings up's processes do
-(rlrings/shape.py): one planner for the laptop and the cluster. */}}
+(rlrings/core/shape.py): one planner for the laptop and the cluster. */}}
 {{- define "rlrings.plannedSettings" -}}
 env: {{ .Values.env | quote }}
 algorithm: {{ .Values.algorithm | toJson }}

@@ -8,8 +8,8 @@ import time
 
 import grpc
 
-from rlrings.errors import BY_CODE, RlringsError, UnavailableError, UnimplementedError
-from rlrings.security import PLAINTEXT, ClientSecurity
+from rlrings.core.errors import BY_CODE, RlringsError, UnavailableError, UnimplementedError
+from rlrings.rpc.security import PLAINTEXT, ClientSecurity
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

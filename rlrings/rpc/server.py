@@ -39,11 +39,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector, start_http_server
 
-from rlrings.config import ServiceConfig, load_config
-from rlrings.errors import CancelledError, ConfigError, RlringsError, UnavailableError
-from rlrings.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
-from rlrings.reflection import enable as enable_reflection
-from rlrings.security import Admission
+from rlrings.core.errors import CancelledError, ConfigError, RlringsError, UnavailableError
+from rlrings.ops.processes import follow_supervisor, limit_malloc_arenas, yield_cpu
+from rlrings.rpc.config import ServiceConfig, load_config
+from rlrings.rpc.reflection import enable as enable_reflection
+from rlrings.rpc.security import Admission
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pydantic
 
-from rlrings.errors import InvalidArgumentError
+from rlrings.core.errors import InvalidArgumentError
 from rlrings.v1 import control_pb2
 
 

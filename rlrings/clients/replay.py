@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from rlrings import codec
-from rlrings.backoff import Backoff
-from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
-from rlrings.errors import DeadlineExceededError, InvalidArgumentError, RlringsError, UnavailableError
-from rlrings.security import PLAINTEXT, ClientSecurity
-from rlrings.signature import Signature
+from rlrings.core.errors import DeadlineExceededError, InvalidArgumentError, RlringsError, UnavailableError
+from rlrings.rpc import codec
+from rlrings.rpc.backoff import Backoff
+from rlrings.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
+from rlrings.rpc.security import PLAINTEXT, ClientSecurity
+from rlrings.rpc.signature import Signature
 from rlrings.v1 import replay_pb2, replay_pb2_grpc, tensor_pb2
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ observation and action spaces with their bounds, the action distribution),
 which travels with the weights through the parameter service, so ``rlrings
 models pull`` gives a user everything needed to act outside the mesh. Every
 network maps observations to ``(params, value)``: ``params`` are the action
-distribution's (``rlrings.distributions``); DQN reads categorical logits as
+distribution's (``rlrings.core.distributions``); DQN reads categorical logits as
 Q-values.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlrings import distributions
-from rlrings.spaces import Box, Discrete, Space
+from rlrings.core import distributions
+from rlrings.core.spaces import Box, Discrete, Space
 
 WEIGHTS_FORMAT = "torch.state_dict"  # what weights_to_bytes produces; sent in every WeightsHeader
 
@@ -30,7 +30,7 @@ class ModelSpec:
     observation_space: Box
     action_space: Space
     distribution: str = ""
-    """Name in ``rlrings.distributions``; empty: the space's default (categorical or gaussian)."""
+    """Name in ``rlrings.core.distributions``; empty: the space's default (categorical or gaussian)."""
     args: dict = field(default_factory=dict)
     env_id: str = ""
     algorithm: str = ""

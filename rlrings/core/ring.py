@@ -30,8 +30,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rlrings import processes
-from rlrings.errors import ConfigError, UnavailableError
+from rlrings.core.errors import ConfigError, UnavailableError
+from rlrings.ops import processes
 
 log = logging.getLogger(__name__)
 

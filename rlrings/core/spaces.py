@@ -4,7 +4,7 @@ Gymnasium's spaces carry random generators and sampling; what the mesh needs
 is what travels with a model and checks data: a :class:`Discrete` choice
 (with optional action names) or a :class:`Box` of numbers with its shape,
 dtype and bounds. :func:`from_gymnasium` converts an env's spaces once, at
-the edge; ``rlrings.wire`` converts them to and from the protobuf messages.
+the edge; ``rlrings.rpc.wire`` converts them to and from the protobuf messages.
 ``MultiDiscrete`` and ``Dict`` have room here as further classes.
 """
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from rlrings.backoff import Backoff
-from rlrings.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
-from rlrings.errors import UnavailableError
-from rlrings.security import PLAINTEXT, ClientSecurity
+from rlrings.core.errors import UnavailableError
+from rlrings.rpc.backoff import Backoff
+from rlrings.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
+from rlrings.rpc.security import PLAINTEXT, ClientSecurity
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ there is one implementation of each. They are plain tensor arithmetic rather
 than ``torch.distributions``, whose argument checks cost about a quarter of
 an actor's step on small models.
 
-- :class:`Categorical` for :class:`~rlrings.spaces.Discrete` (parameters: logits);
-- :class:`DiagGaussian` for a :class:`~rlrings.spaces.Box` (parameters: mean and
+- :class:`Categorical` for :class:`~rlrings.core.spaces.Discrete` (parameters: logits);
+- :class:`DiagGaussian` for a :class:`~rlrings.core.spaces.Box` (parameters: mean and
   log standard deviation side by side); samples are unbounded and the actor
   clips them to the bounds before stepping the env (the learner scores the
   unclipped sample, as PPO implementations do);
@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rlrings.spaces import Box, Discrete, Space
+from rlrings.core.spaces import Box, Discrete, Space
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from rlrings import algorithms
 from rlrings.algorithms.base import AlgorithmConfig, TablePlan
 from rlrings.algorithms.bc import demonstrations_table
+from rlrings.core.shape import MeshShape
 from rlrings.envs import EnvSpec
-from rlrings.shape import MeshShape
 
 __all__ = [
     "TablePlan",
@@ -38,7 +38,7 @@ def signature(config: AlgorithmConfig, env: EnvSpec) -> dict[str, dict]:
 
 
 def signature_mismatch(expected: dict[str, dict], found) -> str | None:
-    """Why a table's signature (``rlrings.signature.Signature``) cannot take
+    """Why a table's signature (``rlrings.rpc.signature.Signature``) cannot take
     what an actor writes, or None when it can."""
     found_columns = {c.name: {"dtype": c.dtype.name, "shape": list(c.shape)} for c in found.values()}
     for name, declared in expected.items():

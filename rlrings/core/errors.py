@@ -1,7 +1,7 @@
 """The small error family of rlrings, one class per gRPC status code it uses.
 
 Domain code raises these; the server interceptor turns them into statuses,
-and clients turn statuses back into them (``rlrings.client.from_rpc_error``),
+and clients turn statuses back into them (``rlrings.rpc.client.from_rpc_error``),
 so both sides of a call speak of the same failure in the same words. Codes
 are gRPC's status names, so that this module (which the RL core imports)
 needs no gRPC.

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "experiment":
         return _experiment(rest)
     if command == "cloud":
-        from rlrings.cloud import main as cloud_main
+        from rlrings.ops.cloud import main as cloud_main
 
         return cloud_main(rest)
     parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
@@ -171,7 +171,7 @@ def _security(args):
 
     import pydantic
 
-    from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
+    from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 
     try:
         tls = TlsConfig(
@@ -206,7 +206,7 @@ def _tokens(args) -> int:
 
     import yaml
 
-    from rlrings.security import COMPONENT_SCOPES, SCOPES
+    from rlrings.rpc.security import COMPONENT_SCOPES, SCOPES
 
     out = Path(args.out)
     adding = args.action == "add"
@@ -262,7 +262,7 @@ def _write_tokens(out, existing: list[dict], wanted: dict[str, list[str]]) -> li
 
     import yaml
 
-    from rlrings.security import Token
+    from rlrings.rpc.security import Token
 
     added = []
     for name, scopes in wanted.items():
@@ -295,7 +295,7 @@ def _certs(args) -> int:
     certificate it signed before)."""
     from pathlib import Path
 
-    from rlrings import certs
+    from rlrings.rpc import certs
 
     out = Path(args.out)
     ca = certs.CertificatePair(out / "ca.pem", out / "ca-key.pem")
@@ -319,9 +319,9 @@ def _certs(args) -> int:
 
 
 def _up(argv: list[str]) -> int:
-    from rlrings.config import load_config
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
     from rlrings.mesh import MeshConfig, run_mesh
+    from rlrings.rpc.config import load_config
 
     try:
         config = load_config(MeshConfig, argv, prog="rlrings up")
@@ -332,8 +332,8 @@ def _up(argv: list[str]) -> int:
 
 
 def _experiment(argv: list[str]) -> int:
-    from rlrings.config import load_config
-    from rlrings.errors import ConfigError
+    from rlrings.core.errors import ConfigError
+    from rlrings.rpc.config import load_config
 
     if not argv or argv[0] != "fewshot":
         print("usage: rlrings experiment fewshot [--help] [settings]; the experiments: fewshot", file=sys.stderr)
@@ -349,8 +349,8 @@ def _experiment(argv: list[str]) -> int:
 
 
 def _untag(address: str, tag: str, security) -> int:
-    from rlrings.errors import RlringsError
-    from rlrings.parameter_client import ParameterClient
+    from rlrings.clients.parameter import ParameterClient
+    from rlrings.core.errors import RlringsError
 
     try:
         with ParameterClient(address, security=security) as client:
@@ -399,14 +399,14 @@ def _fetch(run: str | None, address: str, version: int, tag: str, security):
         weights = run_weights(run)
         header = weights.header(version=version, tag="" if version else tag)
         return header, weights.read(header.version)
-    from rlrings.parameter_client import ParameterClient
+    from rlrings.clients.parameter import ParameterClient
 
     with ParameterClient(address, security=security) as client:
         return client.fetch(version=version, tag=tag)
 
 
 def _pull(run: str | None, address: str, tag: str, version: int, out: str, security) -> int:
-    from rlrings.errors import RlringsError
+    from rlrings.core.errors import RlringsError
 
     try:
         header, data = _fetch(run, address, version, tag, security)
@@ -431,8 +431,8 @@ def _pull(run: str | None, address: str, tag: str, version: int, out: str, secur
 
 def _policy(header, data):
     """A Policy from a version's header and weights."""
-    from rlrings import wire
-    from rlrings.models import Policy, build_model, load_weights
+    from rlrings.core.models import Policy, build_model, load_weights
+    from rlrings.rpc import wire
 
     spec = wire.model_spec_from_proto(header.model)
     network = build_model(spec)
@@ -441,13 +441,13 @@ def _policy(header, data):
 
 
 def _list(run: str | None, address: str, security) -> int:
-    from rlrings.errors import RlringsError
+    from rlrings.core.errors import RlringsError
 
     try:
         if run:
             headers, tags = (weights := run_weights(run)).headers(), weights.tags()
         else:
-            from rlrings.parameter_client import ParameterClient
+            from rlrings.clients.parameter import ParameterClient
 
             with ParameterClient(address, security=security) as client:
                 listing = client.list()
@@ -476,7 +476,7 @@ def _load_policy(model: str, run: str | None, address: str, security):
     """A Policy from a file, or by tag or version from a run directory or the parameter service."""
     from pathlib import Path
 
-    from rlrings.models import Policy
+    from rlrings.core.models import Policy
 
     if Path(model).is_file():
         return Policy.load(model)
@@ -485,8 +485,8 @@ def _load_policy(model: str, run: str | None, address: str, security):
 
 
 def _render(args, security) -> int:
-    from rlrings.errors import RlringsError
-    from rlrings.video import record_episodes, write_video
+    from rlrings.core.errors import RlringsError
+    from rlrings.core.video import record_episodes, write_video
 
     console = Console()
     if args.episodes < 1:
@@ -505,8 +505,8 @@ def _render(args, security) -> int:
 
 
 def _info(address: str, security) -> int:
-    from rlrings.errors import RlringsError
-    from rlrings.replay_client import ReplayClient
+    from rlrings.clients.replay import ReplayClient
+    from rlrings.core.errors import RlringsError
 
     console = Console()
     try:
@@ -547,7 +547,7 @@ def _health(addresses: list[str], timeout: float, security) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from rlrings.client import describe_rpc_error
+    from rlrings.rpc.client import describe_rpc_error
 
     console = Console()
     view = RichTable("service", "status")
@@ -571,9 +571,10 @@ def _tables(args) -> int:
 
     import yaml
 
-    from rlrings import algorithms, experience
+    from rlrings import algorithms
+    from rlrings.core import experience
+    from rlrings.core.errors import ConfigError
     from rlrings.envs import env_spec
-    from rlrings.errors import ConfigError
 
     try:
         spec = env_spec(args.env)

@@ -9,8 +9,8 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
+from rlrings.core.models import Policy
 from rlrings.envs import make_env
-from rlrings.models import Policy
 
 
 def record_episodes(

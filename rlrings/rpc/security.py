@@ -36,7 +36,7 @@ import pydantic
 import yaml
 from prometheus_client import CollectorRegistry, Counter
 
-from rlrings.errors import (
+from rlrings.core.errors import (
     ConfigError,
     PermissionDeniedError,
     ResourceExhaustedError,
@@ -355,7 +355,7 @@ class Caller:
 
 class Admission:
     """Checks each call's token and scope and applies the token's limits (the serving
-    interceptor of :mod:`rlrings.server` asks it, so refusals get their status codes
+    interceptor of :mod:`rlrings.rpc.server` asks it, so refusals get their status codes
     and are counted by method and code like any other end)."""
 
     def __init__(self, auth: AuthConfig, tls: TlsConfig, registry: CollectorRegistry):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlrings import codec
-from rlrings.errors import InvalidArgumentError
+from rlrings.core.errors import InvalidArgumentError
+from rlrings.rpc import codec
 from rlrings.v1 import tensor_pb2
 
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rlrings.errors import NotFoundError, RlringsError
-from rlrings.parameter_client import ParameterClient
+from rlrings.clients.parameter import ParameterClient
+from rlrings.core.errors import NotFoundError, RlringsError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def play(
     turns true first: long episodes, Crafter's, must not hold a stopping run)."""
     import torch
 
-    from rlrings import distributions
+    from rlrings.core import distributions
     from rlrings.envs import make_vector_env
 
     num_envs = max(1, min(max_envs, episodes))
@@ -170,8 +170,8 @@ class Evaluator:
     def _run(self) -> None:
         import torch
 
-        from rlrings import wire
-        from rlrings.models import build_model, load_weights
+        from rlrings.core.models import build_model, load_weights
+        from rlrings.rpc import wire
 
         torch.set_num_threads(1)
         last_version = 0

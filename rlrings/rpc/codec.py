@@ -14,7 +14,7 @@ import lz4.frame
 import numpy as np
 import zstandard
 
-from rlrings.errors import InvalidArgumentError
+from rlrings.core.errors import InvalidArgumentError
 from rlrings.v1 import tensor_pb2
 
 Compression = tensor_pb2.Compression

@@ -2,7 +2,7 @@
 
 ``rlrings up`` (``rlrings.mesh.plan``) and the Helm chart give each service the same ``mesh:``
 section; the services derive their own settings from it with the algorithm's hooks
-(``Algorithm.actor_settings``, ``Algorithm.learner_settings``, ``rlrings.experience.mesh_tables``),
+(``Algorithm.actor_settings``, ``Algorithm.learner_settings``, ``rlrings.core.experience.mesh_tables``),
 so a pod and a local process given the same values run the same settings. No PyTorch here: the
 replay service reads it too.
 """

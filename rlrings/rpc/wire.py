@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from rlrings import codec
-from rlrings.models import ModelSpec
-from rlrings.spaces import Box, Discrete, Space
+from rlrings.core.models import ModelSpec
+from rlrings.core.spaces import Box, Discrete, Space
+from rlrings.rpc import codec
 from rlrings.v1 import spaces_pb2
 
 

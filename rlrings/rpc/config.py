@@ -33,9 +33,9 @@ import pydantic
 import yaml
 from pydantic_settings import BaseSettings, CliSettingsSource, InitSettingsSource, SettingsConfigDict
 
-from rlrings.errors import ConfigError
-from rlrings.security import AuthConfig, ClientSecurity, TlsConfig
-from rlrings.text import plain
+from rlrings.core.errors import ConfigError
+from rlrings.core.text import plain
+from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
 
 _file_values: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rlrings_config_file")
 

@@ -1,6 +1,6 @@
 """One retry schedule for every loop that waits for something to come back.
 
-Idempotent unary and server-streaming calls retry inside gRPC (``rlrings.client.RETRY_POLICY``);
+Idempotent unary and server-streaming calls retry inside gRPC (``rlrings.rpc.client.RETRY_POLICY``);
 what gRPC cannot retry for us (a writer's stream that must resend what was not acknowledged,
 a follower's watch, a replay shard reaching its Cassandra ring) waits with a :class:`Backoff`.
 """

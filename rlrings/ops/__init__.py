@@ -1,0 +1,1 @@
+"""Running rlrings: the ``rlrings`` command, service processes and the cloud (Terraform, Helm)."""
