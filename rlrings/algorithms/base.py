@@ -393,6 +393,9 @@ class TrajectoryConfig(AlgorithmConfig):
     statistics with every batch (the usual setting for MuJoCo tasks)."""
     reward_scale: pydantic.PositiveFloat = 1.0
     """Rewards are multiplied by this before learning (returns and values in scaled units)."""
+    normalize_returns: bool = True
+    """Learn values in units of the returns' running scale and divide advantages by it
+    (``ReturnNormalizer``)."""
 
     @property
     def env_steps_per_item(self) -> int:

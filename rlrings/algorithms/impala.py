@@ -123,9 +123,6 @@ class ImpalaConfig(base.TrajectoryConfig):
     """Scale each batch's policy-gradient advantages to zero mean and unit variance (measured to
     destabilise IMPALA on CartPole once the policy is good: its advantages shrink and normalising
     blows them up)."""
-    normalize_returns: bool = True
-    """Learn values in units of the returns' running scale and divide advantages by it
-    (:class:`ReturnNormalizer`)."""
 
 
 class ActorCriticLearning(base.GradientLearning):

@@ -63,8 +63,6 @@ class PpoConfig(base.TrajectoryConfig):
     measured to help little or hurt in Andrychowicz et al., 2021)."""
     normalize_advantages: bool = True
     """Standardise advantages within each minibatch."""
-    normalize_returns: bool = True
-    """Learn values standardised by the returns' running statistics (as IMPALA here)."""
     target_kl: pydantic.PositiveFloat | None = None
     """Stop a batch's epochs early once the approximate KL to the behaviour policy passes this."""
 
