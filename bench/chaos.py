@@ -44,6 +44,7 @@ from rich.table import Table
 from rlrings.clients.replay import ReplayClient
 from rlrings.core.errors import RlringsError
 from rlrings.mesh import Mesh, MeshConfig
+from rlrings.mesh.plan import effective
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,8 @@ class Chaos:
     def __init__(self, config: MeshConfig, console: Console):
         self.console = console
         self.mesh = Mesh(config)
-        self.mesh.service("replay").config["tables"].append(PROBE_TABLE)
+        replay = self.mesh.service("replay")  # the tables the mesh plans, and a probe table beside them
+        replay.config["tables"] = [t.model_dump(mode="json") for t in effective(replay).tables] + [PROBE_TABLE]
         self.steps: list[tuple[float, int]] = []  # (seconds since start, learner step)
         self.kills: list[tuple[float, str]] = []
         self._start = time.monotonic()
