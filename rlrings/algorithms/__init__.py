@@ -1,7 +1,7 @@
 """Learning algorithms, one module each, behind one registry.
 
 Each module (``impala``, ``dqn``, ``ppo``, ``appo``, ``sac``, ``bc``) owns its settings,
-its replay table, its acting half and its learning half (``base.Algorithm``);
+its replay table, its acting half and its learning half (``api.Algorithm``);
 :data:`REGISTRY` is the only list of them: the CLI's choices, the settings'
 ``algorithm:`` union and the chart's schema come from it (the last is checked
 by a test). Adding an algorithm is its module, one line here, and its tests.
@@ -19,7 +19,7 @@ import pydantic
 import pydantic.fields
 
 from rlrings.algorithms import appo, bc, dqn, impala, ppo, sac
-from rlrings.algorithms.base import Algorithm, AlgorithmConfig
+from rlrings.algorithms.api import Algorithm, AlgorithmConfig
 from rlrings.core.errors import ConfigError
 from rlrings.core.text import plain
 

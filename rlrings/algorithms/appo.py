@@ -16,7 +16,7 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from rlrings.algorithms import base
+from rlrings.algorithms import api, trajectories
 from rlrings.algorithms.impala import vtrace
 from rlrings.algorithms.ppo import PpoConfig, PpoLearning
 
@@ -52,14 +52,14 @@ class AppoLearning(PpoLearning):
         return tm, advantages, vs, head[:steps]
 
 
-ALGORITHM = base.Algorithm(
+ALGORITHM = api.Algorithm(
     name="appo",
     summary="PPO's clipped surrogate on asynchronous unrolls with V-trace value targets",
     Config=AppoConfig,
-    action_spaces=base.BOTH_SPACES,
-    acting=base.TrajectoryActing,
+    action_spaces=api.BOTH_SPACES,
+    acting=trajectories.TrajectoryActing,
     learning=AppoLearning,
-    table=base.trajectory_queue,
+    table=trajectories.trajectory_queue,
     default_batch_size=16,
-    model_args=base.trajectory_model_args,
+    model_args=trajectories.trajectory_model_args,
 )

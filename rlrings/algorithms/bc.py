@@ -4,7 +4,7 @@ As an algorithm it learns from a uniform table of demonstration steps (the
 viewer's recordings or steps a game client uploads) and its actors only play
 (they write nothing); :func:`cloning_loss` is also the pre-training step every
 other algorithm's learner runs on the demonstrations (``bc_pretrain_steps``),
-which is why the loss lives in ``base``.
+which is why the loss lives in ``api``.
 Discrete actions: cross-entropy; Box actions: the Gaussian's negative
 log-likelihood of the demonstrated action.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from rlrings.algorithms import base
+from rlrings.algorithms import api
 from rlrings.core import distributions
 
 
@@ -41,15 +41,15 @@ def demonstrations_table(env, name: str = "demonstrations", max_size: int = 100_
     }
 
 
-class BcConfig(base.AlgorithmConfig):
+class BcConfig(api.AlgorithmConfig):
     name: str = "bc"
-    learning_rate: float = pydantic.Field(default=1e-3, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
+    learning_rate: float = pydantic.Field(default=1e-3, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
     max_grad_norm: pydantic.PositiveFloat | None = None
     capacity: pydantic.PositiveInt = 100_000
     """Demonstration steps the table keeps (the oldest are evicted)."""
 
 
-class BcActing(base.Acting):
+class BcActing(api.Acting):
     """Plays the current policy (for its returns); writes nothing."""
 
     @property
@@ -67,23 +67,23 @@ class BcActing(base.Acting):
         return []
 
 
-class BcLearning(base.GradientLearning):
-    def update(self, columns, weights=None) -> base.Update:
-        loss, accuracy = base.cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
+class BcLearning(api.GradientLearning):
+    def update(self, columns, weights=None) -> api.Update:
+        loss, accuracy = api.cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
         grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
         self.updates += 1
-        return base.Update({"bc_loss": loss.detach(), "bc_accuracy": accuracy, "grad_norm": grad_norm})
+        return api.Update({"bc_loss": loss.detach(), "bc_accuracy": accuracy, "grad_norm": grad_norm})
 
 
-def _table(config: BcConfig, env, plan: base.TablePlan) -> dict:
+def _table(config: BcConfig, env, plan: api.TablePlan) -> dict:
     return demonstrations_table(env, plan.name, config.capacity)
 
 
-ALGORITHM = base.Algorithm(
+ALGORITHM = api.Algorithm(
     name="bc",
     summary="behaviour cloning from a uniform table of demonstration steps",
     Config=BcConfig,
-    action_spaces=base.BOTH_SPACES,
+    action_spaces=api.BOTH_SPACES,
     acting=BcActing,
     learning=BcLearning,
     table=_table,

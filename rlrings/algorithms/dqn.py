@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlrings.algorithms import base
-from rlrings.algorithms.base import transitions_signature
+from rlrings.algorithms import api, transitions
+from rlrings.algorithms.transitions import transitions_signature
 from rlrings.core.spaces import Discrete
 
 
@@ -49,7 +49,7 @@ def double_dqn_loss(
     return loss, td.detach()
 
 
-class DqnConfig(base.AlgorithmConfig):
+class DqnConfig(api.AlgorithmConfig):
     name: str = "dqn"
     n_step: pydantic.PositiveInt = 3
     """Steps per n-step return."""
@@ -72,7 +72,7 @@ class DqnConfig(base.AlgorithmConfig):
     """Transitions in the table before the first batch."""
     chunk_length: pydantic.PositiveInt = 64
     """Transitions per chunk an actor sends."""
-    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1, json_schema_extra=base.LIVE_IN_ACTOR)
+    epsilon: float = pydantic.Field(default=0.05, ge=0, le=1, json_schema_extra=api.LIVE_IN_ACTOR)
     """Probability of a random action once the decay is over (the mesh spreads it across actors)."""
     epsilon_start: float = pydantic.Field(default=1.0, ge=0, le=1)
     """Probability of a random action at an actor's first step."""
@@ -82,7 +82,7 @@ class DqnConfig(base.AlgorithmConfig):
     """Share of each batch drawn from the demonstrations table (as one-step transitions)."""
 
 
-def prioritized_table(config: DqnConfig, env, plan: base.TablePlan) -> dict:
+def prioritized_table(config: DqnConfig, env, plan: api.TablePlan) -> dict:
     """A prioritized table at ``replay_ratio`` samples per insert (a band of two batches or
     two chunks' worth either side), so neither actors nor the learner run away from the other."""
     return {
@@ -99,7 +99,7 @@ def prioritized_table(config: DqnConfig, env, plan: base.TablePlan) -> dict:
     }
 
 
-class DqnActing(base.TransitionActing):
+class DqnActing(transitions.TransitionActing):
     """Epsilon-greedy on the Q-values; n-step transitions in chunks of ``chunk_length``."""
 
     config: DqnConfig
@@ -124,7 +124,7 @@ class DqnActing(base.TransitionActing):
         return actions
 
 
-class DqnLearning(base.GradientLearning):
+class DqnLearning(api.GradientLearning):
     """One double-DQN update per batch; with a ring, gradients are averaged over its ranks."""
 
     config: DqnConfig
@@ -141,7 +141,7 @@ class DqnLearning(base.GradientLearning):
         start, span = c.importance_sampling_exponent, c.importance_sampling_anneal_updates
         return start if not span else start + (1.0 - start) * min(1.0, self.updates / span)
 
-    def update(self, columns, weights) -> base.Update:
+    def update(self, columns, weights) -> api.Update:
         """One step on a batch of transitions; returns stats and new priorities."""
         first = {name: value[:, 0] for name, value in columns.items()}  # items are one transition
         loss, td = double_dqn_loss(
@@ -153,7 +153,7 @@ class DqnLearning(base.GradientLearning):
         if self.updates % self.config.target_update_every == 0:
             self.target.load_state_dict(self.model.state_dict())
         priorities = td.abs() + self.config.priority_epsilon
-        return base.Update({"loss": loss.detach(), "td_abs": td.abs().mean(), "grad_norm": grad_norm}, priorities)
+        return api.Update({"loss": loss.detach(), "td_abs": td.abs().mean(), "grad_norm": grad_norm}, priorities)
 
     def demonstrations_per_batch(self, batch_size: int) -> int:
         return round(batch_size * self.config.demo_fraction)
@@ -172,7 +172,7 @@ class DqnLearning(base.GradientLearning):
         return joined, torch.cat([weights, torch.ones(len(d["action"]), device=weights.device)])
 
 
-def spread_epsilon(config: DqnConfig, index: int, mesh: base.MeshShape) -> dict:
+def spread_epsilon(config: DqnConfig, index: int, mesh: api.MeshShape) -> dict:
     """Actor ``index``'s epsilon, annealed from 1 over its share of the mesh's decay to its own
     final value; final values spread geometrically from 0.1 to 0.01 across actors (Ape-X's spread,
     narrowed so that with 2 actors neither is almost greedy nor almost random). A value the user
@@ -183,7 +183,7 @@ def spread_epsilon(config: DqnConfig, index: int, mesh: base.MeshShape) -> dict:
     return {key: value for key, value in spread.items() if key not in config.model_fields_set}
 
 
-ALGORITHM = base.Algorithm(
+ALGORITHM = api.Algorithm(
     name="dqn",
     summary="double DQN, n-step returns, prioritized replay at a replay ratio",
     Config=DqnConfig,

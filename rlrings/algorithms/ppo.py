@@ -1,6 +1,6 @@
 """PPO: the clipped surrogate objective over several minibatch epochs (Schulman et al., 2017).
 
-Actors write unrolls as for IMPALA (``base.TrajectoryActing``); the learner
+Actors write unrolls as for IMPALA (``trajectories.TrajectoryActing``); the learner
 takes a batch of them from the FIFO queue, computes GAE advantages and
 returns with its current value function (a time limit bootstraps from the
 final observation), then runs ``epochs`` passes of ``minibatches`` shuffled
@@ -15,8 +15,7 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from rlrings.algorithms import base
-from rlrings.algorithms.impala import ActorCriticLearning
+from rlrings.algorithms import api, trajectories
 
 
 def gae(
@@ -42,10 +41,10 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
     return loss, clipped.detach()
 
 
-class PpoConfig(base.TrajectoryConfig):
+class PpoConfig(trajectories.TrajectoryConfig):
     name: str = "ppo"
     unroll_length: pydantic.PositiveInt = 32
-    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
+    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
     gae_lambda: float = pydantic.Field(default=0.95, ge=0, le=1)
     """GAE's lambda."""
     clip: pydantic.PositiveFloat = 0.2
@@ -54,7 +53,7 @@ class PpoConfig(base.TrajectoryConfig):
     """Passes over each batch."""
     minibatches: pydantic.PositiveInt = 4
     """Minibatches per pass (of the batch's steps, shuffled)."""
-    entropy_cost: float = pydantic.Field(default=0.01, ge=0, json_schema_extra=base.LIVE_IN_LEARNER)
+    entropy_cost: float = pydantic.Field(default=0.01, ge=0, json_schema_extra=api.LIVE_IN_LEARNER)
     """Weight of the entropy bonus in the loss."""
     value_cost: pydantic.NonNegativeFloat = 0.5
     """Weight of the value loss in the loss."""
@@ -67,7 +66,7 @@ class PpoConfig(base.TrajectoryConfig):
     """Stop a batch's epochs early once the approximate KL to the behaviour policy passes this."""
 
 
-class PpoLearning(ActorCriticLearning):
+class PpoLearning(trajectories.ActorCriticLearning):
     """One PPO update per batch of trajectories: epochs x minibatches gradient steps."""
 
     config: PpoConfig
@@ -110,7 +109,7 @@ class PpoLearning(ActorCriticLearning):
             "approx_kl": approx_kl,
         }
 
-    def update(self, columns, weights=None) -> base.Update:
+    def update(self, columns, weights=None) -> api.Update:
         tm, advantages, returns, old_values = self.targets(columns)
         mean, std, _ = self.scales()
         value_targets = (returns - mean) / std
@@ -128,7 +127,7 @@ class PpoLearning(ActorCriticLearning):
         count = steps * batch
         size = max(1, count // self.config.minibatches)
         rate = self.learning_rate()
-        stats = base.StatsMean()
+        stats = api.StatsMean()
         # the same permutation on every rank of a ring (their batches differ, their steps must not)
         generator = torch.Generator().manual_seed(self.updates)
         stop = False
@@ -150,17 +149,17 @@ class PpoLearning(ActorCriticLearning):
             if stop:
                 break
         self.updates += 1
-        return base.Update(stats.mean() | {"learning_rate": rate})
+        return api.Update(stats.mean() | {"learning_rate": rate})
 
 
-ALGORITHM = base.Algorithm(
+ALGORITHM = api.Algorithm(
     name="ppo",
     summary="clipped surrogate, GAE, minibatch epochs, on unrolls from a FIFO queue",
     Config=PpoConfig,
-    action_spaces=base.BOTH_SPACES,
-    acting=base.TrajectoryActing,
+    action_spaces=api.BOTH_SPACES,
+    acting=trajectories.TrajectoryActing,
     learning=PpoLearning,
-    table=base.trajectory_queue,
+    table=trajectories.trajectory_queue,
     default_batch_size=16,
-    model_args=base.trajectory_model_args,
+    model_args=trajectories.trajectory_model_args,
 )

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlrings.algorithms import base
+from rlrings.algorithms import api, transitions
 from rlrings.core import distributions
 from rlrings.core.errors import ConfigError
 from rlrings.core.models import ModelSpec
@@ -121,9 +121,9 @@ def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy
     return -(log_alpha * (logp.detach() + target_entropy)).mean()
 
 
-class SacConfig(base.AlgorithmConfig):
+class SacConfig(api.AlgorithmConfig):
     name: str = "sac"
-    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=base.LIVE_IN_LEARNER)
+    learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
     """Adam's rate for the actor, the critics and the temperature (constant)."""
     max_grad_norm: pydantic.PositiveFloat | None = None
     """Clip of each network's gradient norm; None (SAC's usual) does not clip."""
@@ -156,7 +156,7 @@ class SacConfig(base.AlgorithmConfig):
 
 
 def _item_bytes(env) -> int:
-    signature = base.transitions_signature(env)
+    signature = transitions.transitions_signature(env)
     return sum(int(np.prod(c["shape"] or [1])) * np.dtype(c["dtype"]).itemsize for c in signature.values())
 
 
@@ -166,14 +166,14 @@ def action_column(space: Box) -> dict:
     return {**space.column(), "low": list(space.low), "high": list(space.high)}
 
 
-def transitions_table(config: SacConfig, env, plan: base.TablePlan) -> dict:
+def transitions_table(config: SacConfig, env, plan: api.TablePlan) -> dict:
     """A uniform (or prioritized) table held at ``updates_per_env_step x batch`` samples per insert,
     with a band of two chunks' (or two batches') worth either side."""
     capacity = config.capacity or int(max(10_000, min(1_000_000, 2**31 // _item_bytes(env))))
     ratio = config.updates_per_env_step * plan.batch_size
     return {
         "name": plan.name,
-        "signature": base.transitions_signature(env, action_column(env.action_space)),
+        "signature": transitions.transitions_signature(env, action_column(env.action_space)),
         "max_size": capacity,
         "selector": "prioritized" if config.prioritized else "uniform",
         "rate_limiter": {
@@ -184,7 +184,7 @@ def transitions_table(config: SacConfig, env, plan: base.TablePlan) -> dict:
     }
 
 
-class SacActing(base.TransitionActing):
+class SacActing(transitions.TransitionActing):
     """Uniformly random actions for ``random_steps`` env steps, then samples of the policy;
     one-step (or n-step) transitions in chunks of ``chunk_length``."""
 
@@ -207,7 +207,7 @@ class SacActing(base.TransitionActing):
         return distributions.to_env_action(space, sample)
 
 
-class SacLearning(base.GradientLearning):
+class SacLearning(api.GradientLearning):
     """One SAC update per batch: critics, actor, temperature, then the targets' Polyak step."""
 
     config: SacConfig
@@ -221,8 +221,8 @@ class SacLearning(base.GradientLearning):
         self.target_entropy = (
             float(config.target_entropy) if config.target_entropy is not None else -float(spec.action_space.size)
         )
-        self.optimizers["critic"] = base.adam(self.critic.parameters(), config.learning_rate)
-        self.optimizers["temperature"] = base.adam(self.temperature.parameters(), config.learning_rate)
+        self.optimizers["critic"] = api.adam(self.critic.parameters(), config.learning_rate)
+        self.optimizers["temperature"] = api.adam(self.temperature.parameters(), config.learning_rate)
 
     def modules(self) -> dict[str, nn.Module]:
         return super().modules() | {
@@ -235,7 +235,7 @@ class SacLearning(base.GradientLearning):
         params, _ = self.model(obs)
         return self.spec.make_distribution(params).rsample_with_log_prob()
 
-    def update(self, columns, weights) -> base.Update:
+    def update(self, columns, weights) -> api.Update:
         c = self.config
         first = {name: value[:, 0] for name, value in columns.items()}  # items are one transition
         obs, action, next_obs = first["obs"], first["action"], first["next_obs"]
@@ -273,7 +273,7 @@ class SacLearning(base.GradientLearning):
             torch._foreach_lerp_(target, online, c.tau)
         self.updates += 1
         priorities = td + 1e-3 if c.prioritized else None
-        return base.Update(stats, priorities)
+        return api.Update(stats, priorities)
 
     def importance_sampling_exponent(self) -> float:
         return 0.4 if self.config.prioritized else 0.0
@@ -292,7 +292,7 @@ def _model_args(config: SacConfig, env) -> dict:
     return {"hidden": list(config.hidden), "activation": "relu", "shared": True}
 
 
-class _SacAlgorithm(base.Algorithm):
+class _SacAlgorithm(api.Algorithm):
     def check(self, env) -> None:
         super().check(env)
         if not env.action_space.bounded:
@@ -304,7 +304,7 @@ class _SacAlgorithm(base.Algorithm):
             )
 
 
-def share_random_steps(config: SacConfig, index: int, mesh: base.MeshShape) -> dict:
+def share_random_steps(config: SacConfig, index: int, mesh: api.MeshShape) -> dict:
     """Each actor plays its share of the random steps (they count all actors together)."""
     return {"random_steps": config.random_steps // mesh.actors}
 

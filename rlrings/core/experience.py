@@ -9,7 +9,7 @@ find against the signature they write before writing.
 from __future__ import annotations
 
 from rlrings import algorithms
-from rlrings.algorithms.base import AlgorithmConfig, TablePlan
+from rlrings.algorithms.api import AlgorithmConfig, TablePlan
 from rlrings.algorithms.bc import demonstrations_table
 from rlrings.core.shape import MeshShape
 from rlrings.envs import EnvSpec

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlrings.algorithms.api import adam, gradient_step
+from rlrings.algorithms.ppo import clipped_surrogate
 from rlrings.core import distributions
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -182,27 +184,22 @@ def clipped_loss(model: nn.Module, batch: Batch, config: AdaptConfig) -> torch.T
     On its first epoch (ratio 1) this is plain advantage actor-critic."""
     params, values = model(batch.obs)
     dist = _distribution(model, params)
-    ratio = (dist.log_prob(batch.actions) - batch.old_log_probs).exp()
-    surrogate = torch.min(ratio * batch.advantages, ratio.clamp(1 - config.clip, 1 + config.clip) * batch.advantages)
+    policy_loss, _ = clipped_surrogate(dist.log_prob(batch.actions), batch.old_log_probs, batch.advantages, config.clip)
     entropy = dist.entropy().mean()
     value_loss = (values - batch.targets).square().mean()
-    return -surrogate.mean() + config.value_cost * value_loss - config.entropy_cost * entropy
+    return policy_loss + config.value_cost * value_loss - config.entropy_cost * entropy
 
 
 class _Adam:
-    """Adam on one model with optional gradient clipping: the few-shot methods run in one
+    """The learners' Adam and optimizer step on one model: the few-shot methods run in one
     process, outside any ring."""
 
     def __init__(self, model: nn.Module, learning_rate: float):
-        self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        self.parameters = list(model.parameters())
+        self.optimizer = adam(self.parameters, learning_rate)
 
     def apply(self, loss: torch.Tensor, max_grad_norm: float | None) -> None:
-        self.optimizer.zero_grad()
-        loss.backward()
-        if max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
-        self.optimizer.step()
+        gradient_step(self.optimizer, loss, self.parameters, max_grad_norm)
 
 
 def adapt(model: nn.Module, episodes: Episodes, config: AdaptConfig) -> nn.Module:

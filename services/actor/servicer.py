@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from rlrings.algorithms.base import live_settings
+from rlrings.algorithms.api import live_settings
 from rlrings.rpc.control import run_state, update_settings
 from rlrings.services.actor.actor import Actor
 from rlrings.v1 import actor_pb2, actor_pb2_grpc

@@ -10,7 +10,7 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 
 from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
-from rlrings.algorithms.base import LIVE_IN_LEARNER
+from rlrings.algorithms.api import LIVE_IN_LEARNER
 from rlrings.core.shape import MeshShape
 from rlrings.rpc.config import WorkerConfig
 

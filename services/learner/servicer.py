@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rlrings.algorithms.base import live_settings
+from rlrings.algorithms.api import live_settings
 from rlrings.rpc.control import run_state, update_settings
 from rlrings.services.learner.learner import Learner
 from rlrings.v1 import learner_pb2, learner_pb2_grpc

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from rlrings import algorithms
+from rlrings.algorithms.api import TablePlan
 from rlrings.algorithms.appo import AppoConfig, AppoLearning
-from rlrings.algorithms.base import TablePlan, TrajectoryActing
 from rlrings.algorithms.ppo import PpoConfig, PpoLearning, clipped_surrogate, gae
+from rlrings.algorithms.trajectories import TrajectoryActing
 from rlrings.core import distributions, experience
 from rlrings.core.errors import ConfigError
 from rlrings.core.models import ModelSpec, build_model

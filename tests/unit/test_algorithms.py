@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlrings.algorithms.base import NStepAccumulator
 from rlrings.algorithms.dqn import double_dqn_loss
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning, vtrace
+from rlrings.algorithms.transitions import NStepAccumulator
 from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import env_spec
 from rlrings.rpc import wire

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlrings import algorithms
-from rlrings.algorithms.base import TablePlan
+from rlrings.algorithms.api import TablePlan
 from rlrings.algorithms.sac import TwinQ, actor_loss, critic_loss, temperature_loss
 from rlrings.core import experience
 from rlrings.core.errors import ConfigError, InvalidArgumentError

@@ -20,7 +20,7 @@ def models():
 
 
 def test_live_settings_are_marked_on_the_configs_and_validated_by_them():
-    from rlrings.algorithms.base import live_settings
+    from rlrings.algorithms.api import live_settings
 
     dqn, learner = models()
     assert live_settings(type(dqn), "actor") == ("epsilon",) and live_settings(type(dqn), "learner") == (

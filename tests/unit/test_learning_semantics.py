@@ -153,7 +153,7 @@ def test_truncated_steps_bootstrap_from_the_learners_own_value_of_the_final_obse
 
 
 def test_return_normalizer_tracks_the_targets_scale_and_the_learner_checkpoints_it():
-    from rlrings.algorithms.impala import ReturnNormalizer
+    from rlrings.algorithms.trajectories import ReturnNormalizer
 
     normalizer = ReturnNormalizer(decay=0.9)
     assert [float(x) for x in normalizer.stats()] == [0.0, 1.0]

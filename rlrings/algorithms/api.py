@@ -1,4 +1,5 @@
-"""The Algorithm plug: what one algorithm module provides, and what they share.
+"""The Algorithm plug: what one algorithm module provides (the families it may build on are
+``trajectories`` and ``transitions``).
 
 An algorithm is one module owning both of its halves (design notes, section 5):
 
@@ -200,6 +201,29 @@ def adam(parameters, learning_rate: float) -> torch.optim.Adam:
         return torch.optim.Adam(parameters, lr=learning_rate)
 
 
+def gradient_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    parameters: Sequence[nn.Parameter],
+    max_grad_norm: float | None = None,
+    average: Callable[[Sequence[nn.Parameter]], None] | None = None,
+) -> torch.Tensor:
+    """Backward on ``loss``, ``average`` the gradients of ``parameters`` (a ring's), clip their global
+    norm and step ``optimizer``: the one optimizer step of the learners and the few-shot methods.
+    Returns the norm before clipping (0 unclipped)."""
+    optimizer.zero_grad()
+    loss.backward()
+    if average is not None:
+        average(parameters)
+    norm = (
+        torch.zeros(())
+        if max_grad_norm is None
+        else nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
+    )
+    optimizer.step()
+    return norm.detach()
+
+
 class GradientLearning(Learning):
     """A learning half with named modules and optimizers; :meth:`step` backpropagates,
     averages over the ring, clips and steps one optimizer."""
@@ -246,16 +270,9 @@ class GradientLearning(Learning):
         rate = self.learning_rate() if learning_rate is None else learning_rate
         for group in chosen.param_groups:
             group["lr"] = rate
-        chosen.zero_grad()
-        loss.backward()
-        self.ring.average_gradients(params, name=optimizer)
-        norm = (
-            torch.zeros(())
-            if max_grad_norm is None
-            else nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_grad_norm)
+        return gradient_step(
+            chosen, loss, params, max_grad_norm, lambda grads: self.ring.average_gradients(grads, name=optimizer)
         )
-        chosen.step()
-        return norm.detach()
 
     def state_dict(self) -> dict:
         return {
@@ -373,178 +390,6 @@ class Algorithm:
 
 BOTH_SPACES = (Discrete, Box)
 
-# -- trajectories, shared by the actor-critic algorithms -----------------------------------
-
-
-class TrajectoryConfig(AlgorithmConfig):
-    """Settings of algorithms that learn from unrolls drawn once each from a FIFO queue."""
-
-    unroll_length: pydantic.PositiveInt = 20
-    """Steps per trajectory item (items hold one more observation, to bootstrap from)."""
-    queue_size: pydantic.PositiveInt | None = None
-    """Trajectories the queue holds; None: 2 x batch + one write of every env. It must hold a batch
-    and one actor's write; actors wait while it is full, so smaller is fresher data."""
-    max_policy_lag: pydantic.NonNegativeInt = 0
-    """The queue drops trajectories whose policy is more than this many versions older than the
-    learner's (counted in rlrings_replay_stale_items); 0 keeps them all."""
-    normalize_observations: bool = False
-    """Standardise observations by their running mean and deviation (clipped at 10), inside the
-    published model so that actors and users see what the learner saw; the learner moves the
-    statistics with every batch (the usual setting for MuJoCo tasks)."""
-    reward_scale: pydantic.PositiveFloat = 1.0
-    """Rewards are multiplied by this before learning (returns and values in scaled units)."""
-    normalize_returns: bool = True
-    """Learn values in units of the returns' running scale and divide advantages by it
-    (``ReturnNormalizer``)."""
-
-    @property
-    def env_steps_per_item(self) -> int:
-        return self.unroll_length
-
-
-def trajectory_model_args(config: TrajectoryConfig, env: EnvSpec) -> dict:
-    """The observation normaliser, where the settings ask for it (vector observations only)."""
-    return {"normalize_observations": True} if config.normalize_observations else {}
-
-
-def trajectory_signature(env: EnvSpec) -> dict[str, dict]:
-    """Column name -> {dtype, shape} of one step of a trajectory.
-
-    Items are T+1 steps: observations 0..T and, for steps 0..T-1, the action, reward,
-    ``terminated`` and ``truncated`` (the episode ended after that action), the behaviour
-    policy's log-probability and, where a time limit cut the episode, its last observation
-    (``final_obs``; zeros elsewhere). Row T's action columns are padding.
-    """
-    return {
-        "obs": env.observation_space.column(),
-        "action": env.action_space.column(),
-        "reward": {"dtype": "float32", "shape": []},
-        "terminated": {"dtype": "bool", "shape": []},
-        "truncated": {"dtype": "bool", "shape": []},
-        "logp": {"dtype": "float32", "shape": []},
-        "final_obs": env.observation_space.column(),
-    }
-
-
-def trajectory_queue(config: TrajectoryConfig, env: EnvSpec, plan: TablePlan) -> dict:
-    """A FIFO queue of trajectories, each drawn once; writers wait while it is full."""
-    queue = config.queue_size or 2 * plan.batch_size + plan.writers
-    if queue < plan.batch_size + plan.envs_per_actor:
-        raise ConfigError(
-            f"queue_size: {queue} trajectories cannot hold a batch ({plan.batch_size}) and one actor's write "
-            f"({plan.envs_per_actor}); give at least {plan.batch_size + plan.envs_per_actor}"
-        )
-    return {
-        "name": plan.name,
-        "signature": trajectory_signature(env),
-        "sequence_length": config.unroll_length + 1,
-        "max_size": queue,
-        "selector": "fifo",
-        "max_times_sampled": 1,
-        **({"max_policy_lag": config.max_policy_lag} if config.max_policy_lag else {}),
-        "rate_limiter": {"min_size_to_sample": 1, "samples_per_insert": 1.0, "min_diff": 0, "max_diff": queue},
-    }
-
-
-class TrajectoryActing(Acting):
-    """Samples from the policy's distribution and writes unrolls of ``unroll_length + 1``
-    steps, one item per env, with each unroll's oldest policy version."""
-
-    config: TrajectoryConfig
-
-    def __init__(self, config, env, model_spec, num_envs, seed):
-        super().__init__(config, env, model_spec, num_envs, seed)
-        T, N = config.unroll_length, num_envs
-        obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
-        action = env.action_space
-        self.t = 0
-        self.version = 0
-        self.buffers = {
-            "obs": np.zeros((T + 1, N, *obs_shape), obs_dtype),
-            "action": np.zeros((T + 1, N, *action.shape), action.dtype),
-            "reward": np.zeros((T + 1, N), np.float32),
-            "terminated": np.zeros((T + 1, N), bool),
-            "truncated": np.zeros((T + 1, N), bool),
-            "logp": np.zeros((T + 1, N), np.float32),
-            "final_obs": np.zeros((T + 1, N, *obs_shape), obs_dtype),
-        }
-        self._logp: np.ndarray | None = None
-        self._raw: np.ndarray | None = None
-
-    @property
-    def chunk_length(self) -> int:
-        return self.num_envs * (self.config.unroll_length + 1)
-
-    def check_table(self, sequence_length: int) -> str | None:
-        if sequence_length != self.config.unroll_length + 1:
-            return (
-                f"unroll_length: {self.config.unroll_length} needs items of {self.config.unroll_length + 1} "
-                f"steps; the table has sequence_length {sequence_length}"
-            )
-        return None
-
-    @torch.inference_mode()
-    def act(self, model, obs, policy_version):
-        if self.t == 0:  # weights change between steps only: the unroll's oldest policy is this one
-            self.version = policy_version
-        params, _ = model(torch.as_tensor(obs))
-        dist = self.model_spec.make_distribution(params)
-        sample = dist.sample(self.generator)
-        self._logp = dist.log_prob(sample).numpy()
-        # what is stored: the sample itself (a Gaussian's unclipped), which the learner scores
-        self._raw = sample.numpy().reshape(len(obs), *self.env.action_space.shape)
-        return distributions.to_env_action(self.env.action_space, sample)
-
-    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
-        b, t = self.buffers, self.t
-        self.env_steps += self.num_envs
-        b["obs"][t] = obs
-        final_obs = b["final_obs"][t]
-        final_obs[:] = 0
-        for i in np.flatnonzero(truncated & ~terminated):  # the learner bootstraps a time limit from it
-            final_obs[i] = info["final_obs"][i]
-        b["action"][t] = self._raw
-        b["reward"][t] = rewards
-        b["terminated"][t] = terminated
-        b["truncated"][t] = truncated
-        b["logp"][t] = self._logp
-        self.t = t + 1
-        if self.t < self.config.unroll_length:
-            return []
-        b["obs"][self.t] = next_obs
-        self.t = 0
-        columns = {
-            name: np.ascontiguousarray(np.swapaxes(value, 0, 1)).reshape(-1, *value.shape[2:])
-            for name, value in b.items()
-        }
-        return [Chunk(columns, policy_version=self.version)]
-
-
-def time_major(columns: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
-    """Trajectory columns ``[B, T+1, ...]`` as ``[T+1, B, ...]`` (obs) or ``[T, B, ...]`` (the rest)."""
-    return {
-        name: value.transpose(0, 1) if name == "obs" else value.transpose(0, 1)[:steps]
-        for name, value in columns.items()
-    }
-
-
-def bootstrapped_rewards(
-    tm: dict[str, torch.Tensor], gamma: float, value_of: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards with ``gamma * V(final_obs)`` added where a time limit cut the episode, and
-    the discounts (0 after any ending): a truncated step bootstraps from the learner's own
-    value of its last observation, computed now rather than baked in by the actor."""
-    terminated = tm["terminated"]
-    truncated = tm["truncated"] & ~terminated
-    rewards = tm["reward"]
-    if "final_obs" in tm and truncated.any():
-        where = truncated.nonzero(as_tuple=True)
-        with torch.no_grad():
-            final_values = value_of(tm["final_obs"][where])
-        rewards = rewards.index_put(where, rewards[where] + gamma * final_values)
-    done = (terminated | truncated).float()
-    return rewards, gamma * (1.0 - done)
-
 
 class StatsMean:
     """Sums of tensors over several minibatch steps, for one mean per update."""
@@ -560,83 +405,3 @@ class StatsMean:
 
     def mean(self) -> dict[str, torch.Tensor]:
         return {name: value / max(1, self.count) for name, value in self.sums.items()}
-
-
-# -- transitions, shared by the off-policy algorithms ---------------------------------------
-
-
-def transitions_signature(env: EnvSpec, action: dict | None = None) -> dict[str, dict]:
-    """Column name -> {dtype, shape} of an n-step transition: ``reward`` is the discounted
-    n-step return, ``discount`` is ``gamma**n`` (0 where the episode ended within the n steps);
-    ``action`` replaces the action column (SAC's declares its bounds)."""
-    observation = env.observation_space.column()
-    return {
-        "obs": observation,
-        "action": action or env.action_space.column(),
-        "reward": {"dtype": "float32", "shape": []},
-        "next_obs": env.observation_space.column(),
-        "discount": {"dtype": "float32", "shape": []},
-    }
-
-
-class NStepAccumulator:
-    """Turns one env's steps into n-step transitions.
-
-    ``add`` returns the transitions that became complete: one per step once n
-    steps are buffered, and all the buffered ones when an episode ends.
-    """
-
-    def __init__(self, n: int, gamma: float):
-        self.n, self.gamma = n, gamma
-        self._steps: collections.deque = collections.deque()
-
-    def add(self, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> list[tuple]:
-        self._steps.append((obs, action, reward))
-        out = []
-        if terminated or truncated:
-            while self._steps:
-                out.append(self._emit(next_obs, 0.0 if terminated else 1.0))
-        elif len(self._steps) == self.n:
-            out.append(self._emit(next_obs, 1.0))
-        return out
-
-    def _emit(self, next_obs, alive: float) -> tuple:
-        ret = sum(self.gamma**i * step[2] for i, step in enumerate(self._steps))
-        discount = alive * self.gamma ** len(self._steps)
-        obs, action, _ = self._steps.popleft()
-        return obs, action, np.float32(ret), next_obs, np.float32(discount)
-
-
-class TransitionActing(Acting):
-    """An acting half that writes n-step transitions (the config's ``n_step`` and ``gamma``) in
-    chunks of its ``chunk_length``; subclasses choose the actions."""
-
-    def __init__(self, config, env, model_spec, num_envs, seed):
-        super().__init__(config, env, model_spec, num_envs, seed)
-        self.accumulators = [NStepAccumulator(config.n_step, config.gamma) for _ in range(num_envs)]
-        self.pending: list[tuple] = []
-
-    @property
-    def chunk_length(self) -> int:
-        return self.config.chunk_length
-
-    def observe(self, obs, actions, next_obs, rewards, terminated, truncated, info):
-        self.env_steps += self.num_envs
-        for i, accumulator in enumerate(self.accumulators):
-            ended = terminated[i] or truncated[i]
-            after = info["final_obs"][i] if ended else next_obs[i]
-            self.pending += accumulator.add(obs[i], actions[i], rewards[i], after, terminated[i], truncated[i])
-        chunks = []
-        n = self.chunk_length
-        while len(self.pending) >= n:
-            batch, self.pending = self.pending[:n], self.pending[n:]
-            obs_, action, ret, next_, discount = zip(*batch)
-            columns = {
-                "obs": np.stack(obs_),
-                "action": np.asarray(action, self.env.action_space.dtype),
-                "reward": np.asarray(ret, np.float32),
-                "next_obs": np.stack(next_),
-                "discount": np.asarray(discount, np.float32),
-            }
-            chunks.append(Chunk(columns))
-        return chunks
