@@ -29,7 +29,7 @@ REGISTRY: dict[str, Algorithm] = {
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
-DEFAULT = "impala"
+DEFAULT = "appo"
 """The algorithm when none is named: the only place it is named (the chart's values leave it out)."""
 
 

@@ -120,15 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
     tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
-    tables.add_argument(
-        "--algorithm", default="impala", help="a name from rlrings.algorithms.REGISTRY (default impala)"
-    )
+    tables.add_argument("--algorithm", default=None, help="an algorithm (rlrings algorithms; default: the default one)")
     tables.add_argument(
         "--settings", default="{}", help="the algorithm's settings as JSON, e.g. '{\"unroll_length\": 32}'"
     )
     tables.add_argument("--table", default="experience", help="name of the learner's table (default experience)")
     tables.add_argument("--batch-size", type=int, default=None, help="learner batch (default: the algorithm's)")
-    tables.add_argument("--writers", type=int, default=16, help="envs writing at once, all actors (default 16)")
+    tables.add_argument("--actors", type=int, default=1, help="actors of the mesh (the chart's actor.replicas)")
+    tables.add_argument(
+        "--envs-per-actor", type=int, default=8, help="envs each actor steps (the chart's actor.numEnvs; default 8)"
+    )
     commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
     args = parser.parse_args(argv)
     if args.command == "algorithms":
@@ -574,6 +575,7 @@ def _tables(args) -> int:
     from rlrings import algorithms
     from rlrings.core import experience
     from rlrings.core.errors import ConfigError
+    from rlrings.core.shape import MeshShape
     from rlrings.envs import env_spec
 
     try:
@@ -581,12 +583,11 @@ def _tables(args) -> int:
     except ConfigError as error:
         print(f"rlrings tables: {error}", file=sys.stderr)
         return 2
-    try:
-        algorithm = algorithms.get(args.algorithm)
+    try:  # the planner replay itself runs where no tables are given (rlrings up, the chart)
+        algorithm = algorithms.get(args.algorithm or algorithms.DEFAULT)
         config = algorithm.config(**json.loads(args.settings))
-        batch = args.batch_size or algorithm.default_batch_size
-        plan = experience.TablePlan(args.table, batch, args.writers, min(args.writers, 8))
-        tables = experience.replay_tables(config, spec, plan)
+        mesh = MeshShape(actors=args.actors, envs_per_actor=args.envs_per_actor, batch_size=args.batch_size)
+        tables = experience.mesh_tables(config, spec, mesh, args.table)
     except (ConfigError, ValueError) as error:  # pydantic's ValidationError and JSON's are ValueErrors
         print(f"rlrings tables: {error}", file=sys.stderr)
         return 2

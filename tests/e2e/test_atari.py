@@ -4,6 +4,7 @@ scores and frames; replay refuses raw screens where the table holds preprocessed
 import numpy as np
 import pytest
 
+from rlrings import algorithms
 from rlrings.algorithms.impala import ImpalaConfig
 from rlrings.clients.replay import ReplayClient
 from rlrings.core import experience
@@ -29,7 +30,7 @@ def test_breakout_trains_through_the_mesh_and_reports_raw_scores_and_frames(tmp_
     assert len(games) == summary["episodes"] and all(0 <= ret < 50 for _, ret in games)
     assert 0 < games[-1][0] <= summary["env_steps"]
     assert summary["evaluations"] and all(e["greedy_mean"] >= 0 for e in summary["evaluations"]), summary
-    assert "impala" in output and "ALE/Breakout-v5" in output
+    assert f"with {algorithms.DEFAULT}," in output and "ALE/Breakout-v5" in output
     table = experience.table_config(ImpalaConfig(), env_spec("ALE/Breakout-v5"))
     assert table["signature"]["obs"] == {"dtype": "uint8", "shape": [84, 84, 4]}
 

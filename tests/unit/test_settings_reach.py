@@ -102,7 +102,7 @@ def test_sources_compose_key_by_key_file_then_environment_then_flags_in_order(tm
         (["--algorithm", "foo"], "algorithm: unknown algorithm 'foo'; choose one of: impala, dqn, ppo, appo, sac, bc"),
         (["--algorithm", "impala", "--algorithm.epochs", "8"],
          "algorithm: 'epochs' is not a setting of impala (a setting of appo, ppo); impala's settings: gamma"),
-        (["--algorithm.epochs", "8"], "'epochs' is not a setting of impala"),  # no name: the default's settings
+        (["--algorithm.baseline-cost", "1"], "'baseline_cost' is not a setting of appo"),  # no name: the default's
         (["--algorithm", "ppo", "--algorithm.epohcs", "8"], "'epohcs' is not a setting of ppo; did you mean 'epochs'"),
         (["--algorithm", '{"name": "ppo", "epochs": 8'], "--algorithm: not valid JSON"),
         (["--algorithm", "ppo", "--algorithm.epochs", "eight"], "algorithm.epochs: Input should be a valid integer"),
@@ -174,3 +174,16 @@ def test_a_learner_started_by_hand_takes_the_batch_size_the_mesh_plans(name, tmp
     assert load_config(LearnerConfig, ["--algorithm", name]).batch_size == planned
     assert planned == algorithms.REGISTRY[name].default_batch_size
     assert load_config(LearnerConfig, ["--algorithm", name, "--batch-size", "8"]).batch_size == 8
+
+
+def test_rlrings_tables_prints_what_replay_derives_for_the_same_mesh():
+    import yaml
+
+    from rlrings.services.replay.config import ReplayConfig
+
+    printed = rlrings("tables", "--env", "CartPole-v1", "--algorithm", "dqn", "--actors", "3", "--envs-per-actor", "5")
+    assert printed.returncode == 0, printed.stderr
+    derived = ReplayConfig(env="CartPole-v1", algorithm="dqn", mesh={"actors": 3, "envs_per_actor": 5}).tables
+    assert yaml.safe_load(printed.stdout) == [table.model_dump(exclude_unset=True) for table in derived]
+    default = yaml.safe_load(rlrings("tables", "--actors", "2").stdout)[0]
+    assert default["sequence_length"] == algorithms.default_config().unroll_length + 1  # the default algorithm's queue
