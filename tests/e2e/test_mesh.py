@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_default_run_solves_cartpole_within_budget(tmp_path):
     """The defaults solve CartPole-v1 by its own definition, judged on fresh episodes, with fresh data.
 
-    At the step budget the README measures IMPALA's defaults with (1 M, over which the learning rate
-    falls to 0): 5 seeds there solved between 30 k and 383 k steps, and a CI run at a 500 k budget
-    (its learning rate falling twice as fast) hovered at 350-460 without solving."""
+    At the step budget the README measures the defaults with (1 M, over which the learning rate falls
+    to 0): APPO's solved at 43 k-98 k env steps over six seeds on 2 cores (IMPALA's, the default
+    before, needed up to 383 k and once did not solve)."""
     summary, output = finish(up(tmp_path, "--max-env-steps", "1000000", "--max-seconds", "280"), tmp_path)
     assert summary["solved"], summary
     assert summary["solve_confirmation_return"] >= 475 and summary["env_steps_to_solve"] <= 1_000_000
@@ -45,8 +45,11 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert len(steps) >= max(1, int(summary["seconds"] // 5) - 1), (summary["seconds"], output[-2000:])
     assert steps == sorted(steps), output[-2000:]
     assert_the_printed_model_solves(output, tmp_path, "CartPole-v1", 475)
-    # credits keep the sampled data fresh: before them, about 50 versions of lag waited in the stream
-    assert summary["policy_lag_versions_median"] <= 2, summary
+    # credits keep the sampled data fresh: before them, about 50 versions of lag waited in the stream.
+    # With credits the lag is what the pipeline holds, not the machine's speed: APPO's learner is the
+    # slower side here, so its queue (2 batches and a write per actor) stays full and prefetch holds 2
+    # more; 2.25 versions in a CI run, 2.5-3.0 over three seeds on 2 cores (16 updates, publish_every 5)
+    assert summary["policy_lag_versions_median"] <= 5, summary
     assert summary["policy_lag_updates_median"] <= 15, summary
 
 
