@@ -5,24 +5,29 @@ Pong (``--game``), on this machine, each for the same wall time (``--seconds``):
 - ``ceiling``: the same 8 preprocessed envs (rlrings' registry, ``training=True``) stepped
   with random actions in one process, no learning; EnvPool's C++ batched Pong (8 envs, 2
   threads, from .venv-sf) beside it for scale;
-- ``rlrings``: ``rlrings up --env ALE/Pong-v5`` (IMPALA, the mesh defaults: 2 actors x 8
-  envs, one learner on the Nature CNN, the evaluator beside them): env frames per second
-  while learning, and the evaluator's raw Pong score against frames;
+- ``rlrings``: ``rlrings up --env ALE/Pong-v5`` with each of ``--algorithms`` (APPO, the
+  default, with its Atari settings of record, and IMPALA; the mesh defaults: 2 actors x 8 envs,
+  one learner on the Nature CNN, the evaluator beside them): env frames per second while
+  learning, the evaluator's raw score against frames and how far behind the learner its rounds
+  ended;
 - ``sample_factory``: Sample Factory 2.1.1 APPO, its EnvPool Atari example
   (``sf_examples.envpool.atari``, in .venv-sf from ``bench/sf_env.sh``), CPU, 8 envs: its
   reported frames per second over the last minute (it counts frames with the frame skip, as
   rlrings does) and average episode reward.
 
-Then learning at one frame budget (``--frames``, 0 to skip), each system from scratch: rlrings
-to ``--frames`` with the same mesh defaults, Sample Factory to the same frames with the same
-settings as above. Both score the same thing, the mean raw score of their last 100 training
-games (Sample Factory's ``Avg episode reward``, rlrings' ``mean_return_last_window``), and the
-curves go in the plot beside rlrings' evaluator on fresh games.
+Then learning at one frame budget (``--frames``, 0 to skip), each system from scratch over
+``--seeds`` seeds: rlrings with each algorithm to ``--frames`` with the same mesh defaults,
+Sample Factory to the same frames with the same settings as above. All score the same thing,
+the mean raw score of their last 100 training games (Sample Factory's ``Avg episode reward``,
+rlrings' ``mean_return_last_window``), summarised over seeds as the IQM with a bootstrap 95%
+interval; where the game has a solved definition (Pong: 18 over 100 evaluation games) rlrings
+reports the frames and seconds to the evaluator's confirmation. Breakout (``--game Breakout``)
+is the game that needs more than 2 M frames to show learning.
 
 Frames are emulator frames (4 per agent step), as the field counts them. Results go to
 bench/results/atari.json and atari.png.
 
-    python -m bench.atari [--seconds 300] [--frames 2000000] [--game Pong]
+    python -m bench.atari [--seconds 300] [--frames 2000000] [--game Pong] [--algorithms appo,impala] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -79,13 +84,15 @@ def ceiling(game: str, seconds: float) -> dict:
     return {"rlrings_vector_frames_per_second": frames, "envpool_frames_per_second": envpool}
 
 
-def rlrings(game: str, seconds: float, frames: int = 0, name: str = "rlrings") -> dict:
-    """``rlrings up`` for ``seconds``, or to ``frames`` (then ``seconds`` is only a cap)."""
+def rlrings(
+    game: str, seconds: float, frames: int = 0, name: str = "rlrings", algorithm: str = "appo", seed: int = 0
+) -> dict:
+    """``rlrings up`` with ``algorithm`` for ``seconds``, or to ``frames`` (then ``seconds`` is only a cap)."""
     run_dir = RESULTS / "atari" / name
     shutil.rmtree(run_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", f"ALE/{game}-v5", "--max-env-steps",
-               str(frames // 4), "--max-seconds", str(seconds), "--eval-episodes", "2", "--eval-interval-seconds",
-               str(20 if not frames else 60), "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
+    command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", f"ALE/{game}-v5", "--algorithm", algorithm,
+               "--seed", str(seed), "--max-env-steps", str(frames // 4), "--max-seconds", str(seconds),
+               "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((run_dir / "summary.json").read_text())
     games = summary["training_episodes"]
@@ -101,6 +108,11 @@ def rlrings(game: str, seconds: float, frames: int = 0, name: str = "rlrings") -
             (4 * games[i][0], float(np.mean([r for _, r in games[max(0, i - 99) : i + 1]]))) for i in range(len(games))
         ],  # fmt: skip
         "seconds": summary["seconds"],
+        "solved": summary["solved"],
+        "frames_to_solve": 4 * summary["env_steps_to_solve"] if summary["solved"] else None,
+        "seconds_to_confirm": summary["seconds_to_confirm"],
+        "evaluation_versions_behind_median": summary["evaluation_versions_behind_median"],
+        "evaluation_seconds_behind_median": summary["evaluation_seconds_behind_median"],
     }
 
 
@@ -151,19 +163,32 @@ def sample_factory(game: str, seconds: float, frames: int = 0, name: str = "samp
     }
 
 
-def learning(game: str, frames: int, cap_seconds: float) -> dict:
-    """Both systems from scratch to the same frame budget; the score is the mean raw score of
-    the last 100 training games at the budget."""
-    ours = rlrings(game, cap_seconds, frames, name="rlrings_learning")
-    theirs = sample_factory(game, cap_seconds, frames, name="sample_factory_learning")
-    return {
-        "frames": frames,
-        "rlrings": ours,
-        "sample_factory": theirs,
-        "score_difference": ours["mean_training_score"] - theirs["mean_training_score"]
-        if theirs and theirs.get("mean_training_score") is not None
-        else None,
-    }
+def learning(game: str, frames: int, cap_seconds: float, algorithms: list[str], seeds: int) -> dict:
+    """Every system from scratch to the same frame budget, ``seeds`` times; the score is the mean raw
+    score of the last 100 training games at the budget, summarised over seeds."""
+    from bench.learning import bootstrap, iqm
+
+    runs: dict[str, list] = {f"rlrings_{algorithm}": [] for algorithm in algorithms} | {"sample_factory": []}
+    for seed in range(seeds):
+        for algorithm in algorithms:
+            run = rlrings(game, cap_seconds, frames, f"rlrings_{algorithm}_learning_{seed}", algorithm, seed)
+            runs[f"rlrings_{algorithm}"].append(run)
+            print(algorithm, seed, {k: v for k, v in run.items() if "curve" not in k}, flush=True)
+        runs["sample_factory"].append(sample_factory(game, cap_seconds, frames, f"sample_factory_learning_{seed}"))
+    summary = {}
+    for system, results in runs.items():
+        scores = np.array([r["mean_training_score"] for r in results if r and r.get("mean_training_score") is not None])
+        summary[system] = {
+            "seeds": len(scores),
+            "iqm": iqm(scores) if len(scores) else None,
+            "iqm_ci95": bootstrap(scores, iqm) if len(scores) > 1 else None,
+            "solved": sum(bool(r and r.get("solved")) for r in results),
+        }
+    return {"frames": frames, "runs": runs, "summary": summary}
+
+
+COLORS = {"sample_factory": "#ff7f0e", "rlrings_appo": "#1f77b4", "rlrings_impala": "#2ca02c"}
+LABELS = {"sample_factory": "Sample Factory APPO", "rlrings_appo": "rlrings APPO", "rlrings_impala": "rlrings IMPALA"}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -175,43 +200,40 @@ def plot(result: dict, path: Path) -> None:
     learnt = result.get("learning")
     figure, axes = plt.subplots(1, 3 if learnt else 2, figsize=(16.5 if learnt else 11, 4))
     bars, curve = axes[0], axes[1]
-    names, values = [], []
-    for name, value in (
-        ("ceiling (rlrings envs)", result["ceiling"]["rlrings_vector_frames_per_second"]),
-        ("ceiling (EnvPool)", result["ceiling"]["envpool_frames_per_second"]),
-        ("rlrings IMPALA", result["rlrings"]["frames_per_second"]),
-        ("Sample Factory APPO", (result["sample_factory"] or {}).get("frames_per_second")),
-    ):
-        if value:
-            names.append(name)
-            values.append(value)
-    bars.barh(names, values, color=["#999", "#bbb", "#1f77b4", "#ff7f0e"][: len(values)])
-    bars.set_xlabel("env frames per second (2 cores)")
+    rows = [("ceiling (rlrings envs)", result["ceiling"]["rlrings_vector_frames_per_second"], "#999"),
+            ("ceiling (EnvPool)", result["ceiling"]["envpool_frames_per_second"], "#bbb")]  # fmt: skip
+    rows += [(LABELS.get(system, system), run["frames_per_second"], COLORS.get(system, "#333"))
+             for system, run in result["systems"].items() if run]  # fmt: skip
+    rows = [row for row in rows if row[1]]
+    bars.barh([r[0] for r in rows], [r[1] for r in rows], color=[r[2] for r in rows])
+    bars.set_xlabel("env frames per second")
     bars.set_title(f"{result['game']}: throughput, {result['seconds']:.0f} s each")
-    points = result["rlrings"]["curve"]
-    if points:
-        curve.plot([p[0] for p in points], [p[1] for p in points], label="rlrings greedy")
-        curve.plot([p[0] for p in points], [p[2] for p in points], label="rlrings sampled")
-    if learnt:  # the frame-budget run's evaluator is the longer curve
-        points = learnt["rlrings"]["curve"]
-        curve.plot([p[0] for p in points], [p[1] for p in points], "--", label=f"rlrings greedy ({learnt['frames']:,})")
-        curve.plot(
-            [p[0] for p in points], [p[2] for p in points], "--", label=f"rlrings sampled ({learnt['frames']:,})"
-        )
+    for system, run in result["systems"].items():
+        if run and run.get("curve"):
+            points = run["curve"]
+            curve.plot([p[0] for p in points], [p[1] for p in points], color=COLORS.get(system),
+                       label=f"{LABELS.get(system, system)} greedy")  # fmt: skip
+    if learnt:  # the frame-budget runs' evaluators (seed 0) are the longer curves
+        for system, runs in learnt["runs"].items():
+            points = (runs[0] or {}).get("curve") if runs else None
+            if points:
+                curve.plot([p[0] for p in points], [p[1] for p in points], "--", color=COLORS.get(system),
+                           label=f"{LABELS.get(system, system)} greedy ({learnt['frames']:,})")  # fmt: skip
     curve.set_xlabel("env frames")
     curve.set_ylabel("raw score (whole games)")
     curve.set_title("rlrings' evaluator on fresh games")
-    curve.legend()
+    curve.legend(fontsize="small")
     if learnt:
         games = axes[2]
-        for system, color in (("rlrings", "#1f77b4"), ("sample_factory", "#ff7f0e")):
-            points = (learnt[system] or {}).get("training_curve") or []
-            label = "rlrings IMPALA" if system == "rlrings" else "Sample Factory APPO"
-            games.plot([p[0] for p in points], [p[1] for p in points], color=color, label=label)
+        for system, runs in learnt["runs"].items():
+            for seed, run in enumerate(runs):
+                points = (run or {}).get("training_curve") or []
+                games.plot([p[0] for p in points], [p[1] for p in points], color=COLORS.get(system), alpha=0.8,
+                           label=LABELS.get(system, system) if seed == 0 else None)  # fmt: skip
         games.set_xlabel("env frames")
         games.set_ylabel("mean raw score, last 100 training games")
-        games.set_title(f"{result['game']}: learning to {learnt['frames']:,} frames")
-        games.legend()
+        games.set_title(f"{result['game']}: learning to {learnt['frames']:,} frames, {learnt['seeds']} seed(s)")
+        games.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -220,29 +242,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--game", default="Pong")
+    parser.add_argument("--algorithms", default="appo,impala", help="rlrings' algorithms, comma-separated")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds of the learning comparison (3 where time allows)")
     parser.add_argument("--frames", type=int, default=2_000_000, help="the learning comparison's budget; 0 skips it")
     parser.add_argument("--frames-cap-seconds", type=float, default=4 * 3600.0, help="a stop for either system")
     args = parser.parse_args()
+    algorithms = [name.strip() for name in args.algorithms.split(",") if name.strip()]
     (RESULTS / "atari").mkdir(parents=True, exist_ok=True)
-    result = {"game": args.game, "seconds": args.seconds, "envs": ENVS}
+    result = {"game": args.game, "seconds": args.seconds, "envs": ENVS, "systems": {}}
     print("ceiling ...", flush=True)
     result["ceiling"] = ceiling(args.game, min(30.0, args.seconds))
-    print(result["ceiling"], "\nrlrings ...", flush=True)
-    result["rlrings"] = rlrings(args.game, args.seconds)
-    print({k: v for k, v in result["rlrings"].items() if k != "curve"}, "\nsample factory ...", flush=True)
-    result["sample_factory"] = sample_factory(args.game, args.seconds)
-    print(result["sample_factory"], flush=True)
-    ours, reference = result["rlrings"]["frames_per_second"], (result["sample_factory"] or {}).get("frames_per_second")
-    result["ratios"] = {
-        "rlrings_vs_sample_factory": ours / reference if reference else None,
-        "rlrings_vs_ceiling": ours / result["ceiling"]["rlrings_vector_frames_per_second"],
-    }
+    print(result["ceiling"], flush=True)
+    for algorithm in algorithms:
+        print(f"rlrings {algorithm} ...", flush=True)
+        run = result["systems"][f"rlrings_{algorithm}"] = rlrings(args.game, args.seconds, algorithm=algorithm,
+                                                                  name=f"rlrings_{algorithm}")  # fmt: skip
+        print({k: v for k, v in run.items() if "curve" not in k}, flush=True)
+    print("sample factory ...", flush=True)
+    reference = result["systems"]["sample_factory"] = sample_factory(args.game, args.seconds)
+    print(reference, flush=True)
+    reference_rate = (reference or {}).get("frames_per_second")
+    ceiling_rate = result["ceiling"]["rlrings_vector_frames_per_second"]
+    result["ratios"] = {}
+    for algorithm in algorithms:
+        ours = result["systems"][f"rlrings_{algorithm}"]["frames_per_second"]
+        result["ratios"][f"rlrings_{algorithm}_vs_sample_factory"] = ours / reference_rate if reference_rate else None
+        result["ratios"][f"rlrings_{algorithm}_vs_ceiling"] = ours / ceiling_rate
     print("ratios", result["ratios"])
     if args.frames:
-        print(f"learning to {args.frames:,} frames ...", flush=True)
-        result["learning"] = learning(args.game, args.frames, args.frames_cap_seconds)
-        print({s: {k: v for k, v in (result["learning"][s] or {}).items() if "curve" not in k}
-               for s in ("rlrings", "sample_factory")}, flush=True)  # fmt: skip
+        print(f"learning to {args.frames:,} frames, {args.seeds} seed(s) ...", flush=True)
+        result["learning"] = learning(args.game, args.frames, args.frames_cap_seconds, algorithms, args.seeds)
+        result["learning"]["seeds"] = args.seeds
+        print(result["learning"]["summary"], flush=True)
     (RESULTS / "atari.json").write_text(json.dumps(result, indent=2))
     plot(result, RESULTS / "atari.png")
 

@@ -174,6 +174,9 @@ def describe(name: str | None = None, width: int = 100) -> str:
     for flag, kind, default, doc in settings_table(name):
         lines.append(f"  {flag} {kind}  (default {default})")
         lines += textwrap.wrap(doc, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    for family, preset in REGISTRY[name].presets.items():
+        given = ", ".join(f"--algorithm.{key.replace('_', '-')} {json.dumps(value)}" for key, value in preset.items())
+        lines.append(f"  on {family} envs, where not given: {given}")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ from rlrings.core.models import ARCHITECTURES, ModelSpec
 from rlrings.core.ring import LocalRing, Ring
 from rlrings.core.shape import MeshShape
 from rlrings.core.spaces import Box, Discrete, Space
-from rlrings.envs import EnvSpec
+from rlrings.envs import EnvSpec, settings_family
 
 LIVE_IN_LEARNER = {"live": "learner"}
 """``json_schema_extra`` of a setting a running learner may change (``UpdateConfig``)."""
@@ -337,6 +337,16 @@ class Algorithm:
     for_actor: Callable[[AlgorithmConfig, int, MeshShape], dict] = lambda config, index, mesh: {}
     """Settings actor ``index`` of the mesh plays with instead of the shared ones (DQN's spread of
     epsilons, SAC's share of the random steps); settings the user gave are kept."""
+
+    presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Settings of record for a family of envs (``rlrings.envs.settings_family``: ``atari``), used
+    where the user gave none, as the Nature torso is picked for Atari frames."""
+
+    def for_env(self, config: AlgorithmConfig, env_id: str) -> AlgorithmConfig:
+        """``config`` with the settings of record of ``env_id``'s family in place of the defaults the
+        user left (what every service of a mesh calls first, so that all of them agree)."""
+        preset = self.presets.get(settings_family(env_id), {})
+        return self._updated(config, {k: v for k, v in preset.items() if k not in config.model_fields_set})
 
     def batch_size(self, mesh: MeshShape) -> int:
         """Items per learner update in ``mesh``: its own, else this algorithm's default."""

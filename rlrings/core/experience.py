@@ -61,4 +61,4 @@ def mesh_tables(config: AlgorithmConfig, env: EnvSpec, mesh: MeshShape, table: s
     chart derives at start from the same values (its ``env``, ``algorithm`` and ``mesh``)."""
     algorithm = algorithms.get(config.name)
     plan = TablePlan(table, algorithm.batch_size(mesh), mesh.actors * mesh.envs_per_actor, mesh.envs_per_actor)
-    return replay_tables(config, env, plan)
+    return replay_tables(algorithm.for_env(config, env.env_id), env, plan)

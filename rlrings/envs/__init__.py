@@ -5,7 +5,8 @@ float vector, or a uint8 HxWxC image) and a ``Discrete`` or ``Box`` action
 space, so actors, models and the viewer treat them alike; which algorithms
 take which action spaces is the algorithm's business (``rlrings.algorithms``).
 Ids, by prefix (:data:`ADAPTERS`, each a module of this package with a
-``make(name, **kwargs)`` and its episode-ending contract in its docstring):
+``make(name, **kwargs)``, its episode-ending contract in its docstring and, where the
+field has one, a ``solved_threshold(name)``):
 
 - ``crafter`` (Crafter's reward task, 64x64x3 frames, 17 actions);
 - ``ALE/<Game>-v5``, e.g. ``ALE/Pong-v5``: Atari through ale-py with the standard
@@ -69,6 +70,43 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 """Every kind of env id, with examples: what help and the unknown-id error list."""
 
 
+def settings_family(env_id: str) -> str:
+    """The family of envs whose settings of record an algorithm starts from where the user gave
+    none (``Algorithm.presets``): ``atari`` for ALE games; empty for the rest."""
+    return "atari" if env_id.startswith("ALE/") else ""
+
+
+BEST_RETURNS: dict[str, float] = {"CartPole-v1": 500.0, "Acrobot-v1": 0.0, "MountainCar-v0": 0.0, "Pendulum-v1": 0.0}
+"""The most an episode can return, where the env bounds it (CartPole's 500 steps of 1; the others
+pay only penalties), so that a target above it can be called unreachable at start."""
+
+
+def best_return(env_id: str) -> float | None:
+    """The most one episode of ``env_id`` can return, where known (an adapter's ``best_return(name)``,
+    Pong's 21, or :data:`BEST_RETURNS`); None elsewhere."""
+    adapter = _adapter(env_id)
+    if adapter is not None:
+        module, name = adapter
+        bound = getattr(importlib.import_module(module), "best_return", None)
+        return bound(name) if bound else None
+    return BEST_RETURNS.get(env_id)
+
+
+def solved_threshold(env_id: str) -> float | None:
+    """The mean return over 100 fresh episodes at which ``env_id`` counts as solved: an adapter's
+    definition (its ``solved_threshold(name)``: Atari's games the field scores, a few-shot family's),
+    else Gymnasium's ``reward_threshold``; None where there is none."""
+    adapter = _adapter(env_id)
+    if adapter is not None:
+        module, name = adapter
+        definition = getattr(importlib.import_module(module), "solved_threshold", None)
+        return definition(name) if definition else None
+    try:
+        return gym.spec(env_id).reward_threshold
+    except gym.error.Error:  # not a registered id: no definition
+        return None
+
+
 def describe_families(indent: str = "  ") -> str:
     """:data:`FAMILIES` as lines of text."""
     width = max(len(ids) for ids, _ in FAMILIES)
@@ -105,9 +143,9 @@ def env_factory(env_id: str, training: bool = False) -> Callable[..., gym.Env]:
     Raises:
         ConfigError: an unknown id.
     """
-    for prefix, module in ADAPTERS.items():
-        if env_id == prefix or (prefix[-1] in ":/" and env_id.startswith(prefix)):
-            return _adapter_factory(module, env_id if prefix == "ALE/" else env_id.removeprefix(prefix), training)
+    adapter = _adapter(env_id)
+    if adapter is not None:
+        return _adapter_factory(*adapter, training)
     if env_id not in gym.registry:
         close = [name for name in gym.registry if name.lower().startswith(env_id.lower()[:4])][:5]
         raise ConfigError(
@@ -116,6 +154,14 @@ def env_factory(env_id: str, training: bool = False) -> Callable[..., gym.Env]:
             + (f"; similar ids: {close}" if close else "")
         )
     return lambda **kwargs: float32_observations(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+
+
+def _adapter(env_id: str) -> tuple[str, str] | None:
+    """(the adapter module of ``env_id``, the name it is given) where an adapter makes it."""
+    for prefix, module in ADAPTERS.items():
+        if env_id == prefix or (prefix[-1] in ":/" and env_id.startswith(prefix)):
+            return module, env_id if prefix == "ALE/" else env_id.removeprefix(prefix)
+    return None
 
 
 def _adapter_factory(module: str, name: str, training: bool) -> Callable[..., gym.Env]:

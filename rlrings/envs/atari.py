@@ -262,6 +262,24 @@ def parse(name: str) -> tuple[str, dict]:
     return game, options
 
 
+SOLVED = {"ALE/Pong-v5": 18.0}
+"""Solved definitions the field uses (the mean raw score over 100 evaluation games): Pong's games
+end at 21 points, so 18 is winning about 21-3. Games without one train to their budget."""
+
+
+def solved_threshold(name: str) -> float | None:
+    """The game's solved score, sticky actions (``?sticky=P``) or not."""
+    return SOLVED.get(name.split("?")[0])
+
+
+BEST_RETURNS = {"ALE/Pong-v5": 21.0}
+"""The most a whole game can score, where the game bounds it (Pong ends at 21 points)."""
+
+
+def best_return(name: str) -> float | None:
+    return BEST_RETURNS.get(name.split("?")[0])
+
+
 def make(name: str, training: bool = False, render_mode: str | None = "rgb_array", **kwargs) -> gym.Env:
     """``ALE/<Game>-v5[?sticky=p]``; ``training`` adds episodic life and reward clipping."""
     game, options = parse(name)

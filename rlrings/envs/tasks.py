@@ -239,6 +239,11 @@ def _minerl_tasks() -> tuple[tuple[Task, ...], tuple[Task, ...]]:
 FAMILIES = ("cartpole", "reacher", "crafter", "minerl")
 
 
+def solved_threshold(name: str) -> float | None:
+    """The task's family's definition (``name`` is ``<family>/<task>``)."""
+    return family(name.split("/")[0]).reward_threshold
+
+
 def family(name: str) -> TaskFamily:
     """The family ``name``.
 

@@ -76,6 +76,12 @@ class MeshConfig(TakesAlgorithm, Settings):
     confirm_episodes) by which the mean of all the confirmation windows must clear the target:
     the model handed over then passes a fresh check of confirm_episodes episodes (about 99 times
     in 100), not only the ones it was picked by. 0: the windows' means alone (the env's definition)."""
+    eval_envs: pydantic.PositiveInt = 32
+    """Envs the evaluator plays at once (greedy and sampled episodes together), one batched forward
+    pass per step."""
+    eval_device: str = "auto"
+    """Where the evaluator's forward passes run: cpu, cuda, cuda:N, or auto (the GPU where CUDA is
+    available, else one CPU thread)."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0

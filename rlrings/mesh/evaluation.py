@@ -4,8 +4,13 @@ Training episodes mix many policy versions and exploration, so their mean
 return says little about any one policy. The evaluator fetches the newest
 published version, freezes it, and plays episodes on its own environments
 (seeds no actor uses): greedy (the most likely action, or the largest
-Q-value) and, for policies that sample, sampled. Each env of the vector plays
-an equal share of the episodes, so short episodes do not crowd out long ones.
+Q-value) and, for policies that sample, sampled. Both kinds play at once in
+one vector of envs, one batched forward pass per step (on the GPU where the
+machine has one), so a round of Atari games takes the time of its longest
+game rather than of twenty games in a row. Each env plays an equal share of
+its kind's episodes, so short episodes do not crowd out long ones. Every round
+reports how far it was behind the learner when it ended (versions and seconds),
+since a round that lags far behind evaluates a policy nobody trains any more.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,6 +48,10 @@ class Evaluation:
     sampled_returns: list[float]
     seconds: float
     """How long the round took."""
+    versions_behind: int = 0
+    """Versions the learner had published past this one when the round ended."""
+    seconds_behind: float = 0.0
+    """Age of the version when the round ended: seconds since it was published."""
 
     @property
     def greedy_mean(self) -> float:
@@ -56,41 +65,95 @@ class Evaluation:
         return asdict(self) | {"greedy_mean": self.greedy_mean, "sampled_mean": self.sampled_mean}
 
 
+def evaluation_device(name: str) -> str:
+    """``auto``: the GPU where CUDA is available (beside the learner's, on one node), else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+MODES = ("greedy", "sampled")
+"""How an evaluation picks actions: the distribution's mode (the most likely action, the largest
+Q-value, a Gaussian's mean) or a sample from it."""
+
+
 def play(
     model, spec, env_id: str, episodes: int, seed: int, greedy: bool, max_envs: int = 16, stopped=lambda: False
 ) -> list[float]:
     """Returns of ``episodes`` fresh episodes of ``model`` (a network for ``spec``, a ``ModelSpec``)
     on ``env_id``, playing its distribution's mode (``greedy``) or samples (fewer if ``stopped()``
     turns true first: long episodes, Crafter's, must not hold a stopping run)."""
+    mode = "greedy" if greedy else "sampled"
+    return play_modes(model, spec, env_id, {mode: episodes}, seed, max_envs=max_envs, stopped=stopped)[mode]
+
+
+def play_modes(
+    model,
+    spec,
+    env_id: str,
+    episodes: Mapping[str, int],
+    seed: int,
+    max_envs: int = 32,
+    device: str = "cpu",
+    stopped: Callable[[], bool] = lambda: False,
+) -> dict[str, list[float]]:
+    """Returns, for each mode of :data:`MODES` in ``episodes``, that many fresh episodes' returns,
+    all played in one vector of at most ``max_envs`` envs with one forward pass per step on
+    ``device`` (the model is moved there). Envs are shared out in proportion to each mode's episodes."""
     import torch
 
     from rlrings.core import distributions
     from rlrings.envs import make_vector_env
 
-    num_envs = max(1, min(max_envs, episodes))
-    targets = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+    unknown = set(episodes) - set(MODES)
+    if unknown:
+        raise ValueError(f"episodes: unknown modes {sorted(unknown)}; use {MODES}")
+    wanted = {mode: count for mode, count in episodes.items() if count > 0}
+    total = sum(wanted.values())
+    if not total:
+        return {mode: [] for mode in episodes}
+    num_envs = max(len(wanted), min(max_envs, total))
+    modes, targets = [], []  # per env: its mode and how many episodes it plays
+    for mode, count in wanted.items():
+        share = max(1, min(count, num_envs * count // total))
+        modes += [mode] * share
+        targets += list(np.full(share, count // share) + (np.arange(share) < count % share))
+    num_envs, targets = len(modes), np.array(targets)
+    greedy = torch.as_tensor([mode == "greedy" for mode in modes], device=device)
+    model = model.to(device)
     envs = make_vector_env(env_id, num_envs, seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     try:
         obs, _ = envs.reset(seed=seed)
         counts = np.zeros(num_envs, dtype=np.int64)
         running = np.zeros(num_envs)
-        returns: list[float] = []
+        returns: dict[str, list[float]] = {mode: [] for mode in episodes}
         while (counts < targets).any() and not stopped():
             with torch.inference_mode():
-                params, _ = model(torch.as_tensor(obs))
+                params, _ = model(torch.as_tensor(obs).to(device, non_blocking=True))
                 dist = spec.make_distribution(params)
-                actions = dist.mode() if greedy else dist.sample(generator)
-            obs, rewards, terminated, truncated, _ = envs.step(distributions.to_env_action(spec.action_space, actions))
+                actions = _where(greedy, dist.mode(), dist.sample(generator))
+            obs, rewards, terminated, truncated, _ = envs.step(
+                distributions.to_env_action(spec.action_space, actions.cpu())
+            )
             running += rewards
             for i in np.flatnonzero(terminated | truncated):
                 if counts[i] < targets[i]:
-                    returns.append(float(running[i]))
+                    returns[modes[i]].append(float(running[i]))
                     counts[i] += 1
                 running[i] = 0.0
         return returns
     finally:
         envs.close()
+
+
+def _where(greedy, modes, samples):
+    """Per env (the leading axis), the mode where ``greedy`` else the sample."""
+    import torch
+
+    return torch.where(greedy.view(-1, *([1] * (modes.dim() - 1))), modes, samples)
 
 
 def crafter_score(success_rates: dict[str, float]) -> float:
@@ -142,6 +205,8 @@ class Evaluator:
         sampled: bool = True,
         interval_seconds: float = 2.0,
         seed: int = 0,
+        device: str = "cpu",
+        max_envs: int = 32,
     ):
         self.env_id = env_id
         self.parameters = parameters
@@ -155,6 +220,8 @@ class Evaluator:
         self.sampled = sampled
         self.interval_seconds = interval_seconds
         self.seed = _SEED_BASE + seed
+        self.device = device
+        self.max_envs = max_envs
         self.rounds = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -173,7 +240,8 @@ class Evaluator:
         from rlrings.core.models import build_model, load_weights
         from rlrings.rpc import wire
 
-        torch.set_num_threads(1)
+        if self.device == "cpu":
+            torch.set_num_threads(1)  # beside the actors and the learner, on their cores
         last_version = 0
         while not self._stopped.is_set():
             try:
@@ -195,26 +263,22 @@ class Evaluator:
             seed = self.seed + 1000 * self.rounds
             self.rounds += 1
             stopped = self._stopped.is_set
-            greedy = play(model, spec, self.env_id, self.episodes, seed, greedy=True, stopped=stopped)
-            sampled = (
-                play(model, spec, self.env_id, self.episodes, seed + 500, greedy=False, stopped=stopped)
-                if self.sampled
-                else []
-            )
+            episodes = {"greedy": self.episodes, "sampled": self.episodes if self.sampled else 0}
+            played = play_modes(model, spec, self.env_id, episodes, seed, self.max_envs, self.device, stopped)
             if stopped():
                 return
-            result = Evaluation(header.version, header.learner_step, started, env_steps, greedy, sampled,
-                                time.monotonic() - begin)  # fmt: skip
+            result = Evaluation(header.version, header.learner_step, started, env_steps, played["greedy"],
+                                played["sampled"], time.monotonic() - begin)  # fmt: skip
             confirmation, solved = None, False
             if self.target is not None and result.greedy_mean >= self.target and self.confirm_episodes:
                 begin, returns = time.monotonic(), []
                 for window in range(self.confirm_windows):  # each window must reach the target
-                    played = play(model, spec, self.env_id, self.confirm_episodes, seed + 700 + 37 * window,
-                                  greedy=True, stopped=stopped)  # fmt: skip
+                    played = play_modes(model, spec, self.env_id, {"greedy": self.confirm_episodes},
+                                        seed + 700 + 37 * window, self.max_envs, self.device, stopped)  # fmt: skip
                     if stopped():
                         return
-                    returns += played
-                    solved = float(np.mean(played)) >= self.target
+                    returns += played["greedy"]
+                    solved = float(np.mean(played["greedy"])) >= self.target
                     if not solved:
                         break
                 if solved and len(returns) > 1:  # clear the target by the margin, not by luck
@@ -222,6 +286,9 @@ class Evaluator:
                     solved = float(np.mean(returns)) - self.confirm_sigmas * standard_error >= self.target
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
+            for evaluation in (result, confirmation):
+                if evaluation is not None:
+                    evaluation.versions_behind, evaluation.seconds_behind = self._behind(header)
             try:  # reported before on_result: once a run says "solved", the service has tagged it
                 best = confirmation or result
                 self.parameters.report_evaluation(
@@ -234,3 +301,13 @@ class Evaluator:
                 log.warning("reporting an evaluation failed: %s", error)
             self.on_result(result, confirmation, solved)
             self._stopped.wait(self.interval_seconds)
+
+    def _behind(self, header) -> tuple[int, float]:
+        """How far the learner had moved past ``header``'s version by now: versions published
+        since, and seconds since it was published."""
+        age = max(0.0, time.time() - header.created.ToNanoseconds() / 1e9) if header.HasField("created") else 0.0
+        try:
+            newest = self.parameters.fetch(tag="latest", header_only=True, timeout=30)[0].version
+        except RlringsError:  # parameter restarting: the version's age still says it
+            newest = header.version
+        return max(0, newest - header.version), age

@@ -112,7 +112,8 @@ def view(mesh: Run) -> Group:
         sampled = "" if math.isnan(last.sampled_mean) else f", sampled {last.sampled_mean:,.1f}"
         view.add_row(
             "evaluation", f"version {last.version:,}: greedy {last.greedy_mean:,.1f}{sampled}",
-            f"{len(last.greedy_returns)} fresh episodes",
+            f"{len(last.greedy_returns)} fresh episodes, {last.versions_behind:,} versions "
+            f"({last.seconds_behind:,.0f}s) behind",
         )  # fmt: skip
     if p.solved_by is not None:
         view.add_row(
@@ -135,7 +136,8 @@ def progress_line(mesh: Run) -> str:
     if not math.isnan(mean):
         parts.append(f"mean return {mean:,.1f} over the last {min(c.return_window, len(p.episodes))} episodes")
     if p.evaluations:
-        parts.append(f"evaluation {p.evaluations[-1].greedy_mean:,.1f} (version {p.evaluations[-1].version:,})")
+        last = p.evaluations[-1]
+        parts.append(f"evaluation {last.greedy_mean:,.1f} (version {last.version:,}, {last.versions_behind:,} behind)")
     if p.solved_by is not None:
         parts.append(f"solved at {p.solved_by.env_steps:,} env steps")
     return "progress: " + " | ".join(parts)  # restarts are logged as they happen
@@ -167,6 +169,11 @@ def summarise(mesh: Run, reason: str, console: Console) -> dict:
         "policy_lag_versions_median": _median(lag[0] for lag in p.lags),
         "policy_lag_updates_median": _median(lag[1] for lag in p.lags),
         "policy_lag_seconds_median": _median(lag[2] for lag in p.lags),
+        # how far behind the learner each evaluation round ended: a round far behind judges a policy
+        # nobody trains any more, and could not have declared a solve in time
+        "evaluation_versions_behind_median": _median(e.versions_behind for e in p.evaluations),
+        "evaluation_versions_behind_max": max((e.versions_behind for e in p.evaluations), default=None),
+        "evaluation_seconds_behind_median": _median(e.seconds_behind for e in p.evaluations),
         **achievements(mesh),
         "last_evaluation": p.evaluations[-1].record() if p.evaluations else None,
         "evaluations": [
@@ -180,6 +187,8 @@ def summarise(mesh: Run, reason: str, console: Console) -> dict:
                     "greedy_mean",
                     "sampled_mean",
                     "seconds",
+                    "versions_behind",
+                    "seconds_behind",
                 )
             }
             for e in p.evaluations

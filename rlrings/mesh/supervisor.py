@@ -18,9 +18,9 @@ from rich.live import Live
 from rlrings import algorithms
 from rlrings.core.errors import ConfigError
 from rlrings.core.ring import HOROVOD_HINT, horovod_available
-from rlrings.envs import env_spec
+from rlrings.envs import best_return, env_spec, solved_threshold
 from rlrings.mesh.config import MeshConfig
-from rlrings.mesh.evaluation import Evaluation, Evaluator
+from rlrings.mesh.evaluation import Evaluation, Evaluator, evaluation_device
 from rlrings.mesh.plan import place_ring, plan
 from rlrings.mesh.report import Progress, Run, progress_line, summarise, view
 from rlrings.ops.processes import ServiceProcess
@@ -54,25 +54,13 @@ class Mesh:
         self.spec = env_spec(config.env)  # ConfigError for unknown envs, before anything starts
         if config.learners > 1 and config.ring == "horovod" and not horovod_available():
             raise ConfigError(f"ring: {HOROVOD_HINT}")
-        if config.target_return is None and self.spec_threshold() is not None:
-            config.target_return = self.spec_threshold()
+        if config.target_return is None:
+            config.target_return = solved_threshold(config.env)
         self.run_dir = config.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.services = plan(config, self.spec, self.run_dir, self._make_certificates)
         self.progress = Progress()
         self._channels: dict[str, grpc.Channel] = {}
-
-    def spec_threshold(self) -> float | None:
-        import gymnasium as gym
-
-        from rlrings.envs import tasks
-
-        try:
-            if self.config.env.startswith(tasks.PREFIX):
-                return tasks.family(self.config.env.removeprefix(tasks.PREFIX).split("/")[0]).reward_threshold
-            return gym.spec(self.config.env).reward_threshold
-        except Exception:
-            return None
 
     def _make_certificates(self) -> dict:
         from rlrings.rpc import certs
@@ -107,6 +95,25 @@ class Mesh:
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.services if s.name == name)
 
+    def target_notice(self) -> str:
+        """What will end the run as solved, in a line: the threshold and where it came from, or
+        that nothing will (an env without a definition, or no evaluator)."""
+        c = self.config
+        if c.target_return is None:
+            return (f"solved: {c.env} has no solved definition; the run ends at its budget (give --target-return "
+                    "for one)")  # fmt: skip
+        given = "given" if solved_threshold(c.env) != c.target_return else "the env's definition"
+        best = best_return(c.env)
+        if best is not None and c.target_return > best:
+            return (f"solved: never: target {c.target_return:g} ({given}) is above the most an episode of {c.env} "
+                    f"can return ({best:g}); the run ends at its budget")  # fmt: skip
+        if not c.evaluation:
+            return f"solved: not judged (--evaluation false); target {c.target_return:g} ({given})"
+        return (
+            f"solved: a version's greedy mean reaches {c.target_return:g} ({given}) over {c.confirm_episodes} "
+            f"fresh episodes, in {c.confirm_windows} window(s), {c.confirm_sigmas:g} standard errors to spare"
+        )
+
     # -- running -------------------------------------------------------------
 
     def run(self, console: Console) -> dict:
@@ -126,6 +133,7 @@ class Mesh:
             f"after it ends: rlrings models list --run {self.run_dir}",
             soft_wrap=True, highlight=False,
         )  # fmt: skip
+        console.print(self.target_notice(), soft_wrap=True, highlight=False)
         for service in self.services:
             service.start()
         evaluator = self._start_evaluator()
@@ -184,6 +192,8 @@ class Mesh:
 
                 board = SummaryWriter(str(self.run_dir / "tensorboard" / "evaluator"))
             board.add_scalar("eval/greedy_return", result.greedy_mean, result.env_steps)
+            board.add_scalar("eval/versions_behind", result.versions_behind, result.env_steps)
+            board.add_scalar("eval/seconds_behind", result.seconds_behind, result.env_steps)
             if result.sampled_returns:
                 board.add_scalar("eval/sampled_return", result.sampled_mean, result.env_steps)
             from rlrings.mesh.report import achievements
@@ -208,6 +218,7 @@ class Mesh:
             episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, confirm_windows=c.confirm_windows,
             confirm_sigmas=c.confirm_sigmas, target=c.target_return,
             sampled=algorithms.get(c.algorithm.name).stochastic, interval_seconds=c.eval_interval_seconds, seed=c.seed,
+            device=evaluation_device(c.eval_device), max_envs=c.eval_envs,
         ).start()  # fmt: skip
 
     def _supervise(self, console: Console) -> None:

@@ -44,7 +44,9 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
 
     @pydantic.model_validator(mode="after")
     def _own_share(self) -> ActorConfig:
-        """The settings this actor runs with: its share of the mesh's, as the mesh planned them."""
+        """The settings this actor runs with: its env family's settings of record (Atari's) and its
+        share of the mesh's, as the mesh planned them."""
+        self.algorithm = algorithms.get(self.algorithm.name).for_env(self.algorithm, self.env)
         if self.mesh is not None:
             mesh = self.mesh
             if self.index is None:

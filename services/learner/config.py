@@ -22,10 +22,11 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
 
     @pydantic.model_validator(mode="after")
     def _planned(self):
-        """Where none was given, the mesh's batch size or the algorithm's own (the registry's, as
-        ``rlrings up`` plans it); in a mesh, the settings the mesh plans for its learners (a
-        learning rate that decays over the step budget)."""
+        """Its env family's settings of record (Atari's); where none was given, the mesh's batch
+        size or the algorithm's own (the registry's, as ``rlrings up`` plans it); in a mesh, the
+        settings the mesh plans for its learners (a learning rate that decays over the step budget)."""
         algorithm = algorithms.get(self.algorithm.name)
+        self.algorithm = algorithm.for_env(self.algorithm, self.env)  # Atari's settings of record
         mesh = self.mesh or MeshShape()
         if self.batch_size is None:
             self.batch_size = algorithm.batch_size(mesh)

@@ -26,10 +26,10 @@ SHAPES = {
 }  # fmt: skip
 
 
-def chart_values(name: str, shape: dict) -> dict:
+def chart_values(name: str, shape: dict, env: str | None = None) -> dict:
     s = shape
     return {
-        "env": ENVS.get(name, "CartPole-v1"),
+        "env": env or ENVS.get(name, "CartPole-v1"),
         "algorithm": {"name": name, **s["algorithm"]},
         "maxEnvSteps": s["max_env_steps"],
         "epsilonDecayEnvSteps": s["epsilon_decay_env_steps"],
@@ -39,9 +39,9 @@ def chart_values(name: str, shape: dict) -> dict:
     }
 
 
-def up_flags(name: str, shape: dict) -> list[str]:
+def up_flags(name: str, shape: dict, env: str | None = None) -> list[str]:
     s = shape
-    flags = ["--env", ENVS.get(name, "CartPole-v1"), "--algorithm", name, "--actors", str(s["actors"]),
+    flags = ["--env", env or ENVS.get(name, "CartPole-v1"), "--algorithm", name, "--actors", str(s["actors"]),
              "--envs-per-actor", str(s["envs_per_actor"]), "--learners", str(s["learners"]),
              "--max-env-steps", str(s["max_env_steps"]), "--epsilon-decay-env-steps",
              str(s["epsilon_decay_env_steps"]), "--seed", str(s["seed"])]  # fmt: skip
@@ -104,29 +104,53 @@ def settings(config, prefix: str) -> dict:
     )
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("name", ["impala", "appo", "ppo", "dqn", "sac", "bc"])
-def test_every_pod_runs_what_the_same_process_of_rlrings_up_runs(name, shape, tmp_path, monkeypatch):
-    values = chart_values(name, SHAPES[shape])
-    objects = render(values)
-    config = load_config(MeshConfig, up_flags(name, SHAPES[shape]))
+def compare_every_pod_with_rlrings_up(name, shape, tmp_path, monkeypatch, env=None) -> dict[str, list]:
+    """Renders the chart and plans rlrings up for the same values; asserts every pod runs what its
+    process would; returns the pods' settings by prefix."""
+    objects = render(chart_values(name, shape, env))
+    config = load_config(MeshConfig, up_flags(name, shape, env))
     services = plan(config, env_spec(config.env), tmp_path / "run")
     by_prefix = {"ACTOR": "actor-", "LEARNER": "learner", "REPLAY": "replay"}
+    found = {}
     for prefix, start in by_prefix.items():
         planned = [effective(prefix, s.config, {}, tmp_path, monkeypatch) for s in services if s.name.startswith(start)]
         pods = [effective(prefix, f, e, tmp_path, monkeypatch) for f, e in chart_pods(objects, prefix)]
         if prefix == "LEARNER":  # one StatefulSet of ranks: as many pods as rlrings up's learner processes
-            assert len(pods) == len(planned) == SHAPES[shape]["learners"]
+            assert len(pods) == len(planned) == shape["learners"]
         assert len(pods) == len(planned), prefix
         for pod, process in zip(pods, planned, strict=True):
             assert settings(pod, prefix) == settings(process, prefix), prefix
-    actors = [effective("ACTOR", f, e, tmp_path, monkeypatch) for f, e in chart_pods(objects, "ACTOR")]
+        found[prefix] = pods
+    return found
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("name", ["impala", "appo", "ppo", "dqn", "sac", "bc"])
+def test_every_pod_runs_what_the_same_process_of_rlrings_up_runs(name, shape, tmp_path, monkeypatch):
+    compare_every_pod_with_rlrings_up(name, SHAPES[shape], tmp_path, monkeypatch)
+    actors = compare_every_pod_with_rlrings_up(name, SHAPES[shape], tmp_path, monkeypatch)["ACTOR"]
     assert len({actor.seed for actor in actors}) == SHAPES[shape]["actors"], "every actor explores on its own seed"
     if name == "dqn":
         epsilons = [actor.algorithm.epsilon for actor in actors]
         assert epsilons == sorted(epsilons, reverse=True) and len(set(epsilons)) == len(epsilons)
     if name == "sac":
         assert {actor.algorithm.random_steps for actor in actors} == {5000 // SHAPES[shape]["actors"]}
+
+
+@pytest.mark.parametrize("name", ["appo", "ppo"])
+def test_on_atari_every_pod_and_rlrings_up_start_from_the_settings_of_record(name, tmp_path, monkeypatch):
+    """The env's family picks PPO's and APPO's Atari settings where none were given, in every
+    service alike (the unroll is the replay table's sequence length as well as the actors')."""
+    unroll = {"appo": 32, "ppo": 128}[name]
+    shape = SHAPES["four-actors"]
+    pods = compare_every_pod_with_rlrings_up(name, shape, tmp_path, monkeypatch, env="ALE/Pong-v5")
+    for pod in pods["ACTOR"] + pods["LEARNER"]:
+        assert (pod.algorithm.learning_rate, pod.algorithm.clip, pod.algorithm.unroll_length) == (2.5e-4, 0.1, unroll)
+    assert pods["REPLAY"][0].tables[0].sequence_length == unroll + 1
+    given = {**shape, "algorithm": {"clip": 0.2}}  # what the user gives stays theirs
+    pods = compare_every_pod_with_rlrings_up(name, given, tmp_path, monkeypatch, env="ALE/Pong-v5")
+    assert {pod.algorithm.clip for pod in pods["ACTOR"] + pods["LEARNER"]} == {0.2}
+    assert {pod.algorithm.learning_rate for pod in pods["LEARNER"]} == {2.5e-4}
 
 
 def test_an_actor_outside_the_mesh_is_refused_naming_its_index(tmp_path, monkeypatch):

@@ -38,6 +38,10 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert (tmp_path / "checkpoints" / "learner.pt").exists()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "rlrings mesh: solved" in output
+    assert "solved: a version's greedy mean reaches 475 (the env's definition) over 100 fresh episodes" in output
+    # every round says how far behind the learner it ended; CartPole's rounds are short
+    assert all(e["versions_behind"] >= 0 and e["seconds_behind"] >= 0 for e in summary["evaluations"])
+    assert summary["evaluation_versions_behind_median"] is not None, summary
     # not a terminal: a progress line every progress_seconds (5) while the run lasts, instead of the
     # live table; how many depends on how long the run took, never on how soon it solved
     steps = [int(line.split("env steps ")[1].split(" ")[0].replace(",", "")) for line in output.splitlines()

@@ -187,3 +187,14 @@ def test_rlrings_tables_prints_what_replay_derives_for_the_same_mesh():
     assert yaml.safe_load(printed.stdout) == [table.model_dump(exclude_unset=True) for table in derived]
     default = yaml.safe_load(rlrings("tables", "--actors", "2").stdout)[0]
     assert default["sequence_length"] == algorithms.default_config().unroll_length + 1  # the default algorithm's queue
+
+
+def test_a_learner_or_actor_started_by_hand_on_atari_takes_the_settings_of_record_unless_given():
+    learner = load_config(LearnerConfig, ["--env", "ALE/Pong-v5", "--algorithm", "ppo"]).algorithm
+    assert (learner.learning_rate, learner.clip, learner.unroll_length) == (2.5e-4, 0.1, 128)
+    actor = load_config(ActorConfig, ["--env", "ALE/Pong-v5", "--algorithm", "ppo", "--algorithm.unroll-length", "64"])
+    assert (actor.algorithm.clip, actor.algorithm.unroll_length) == (0.1, 64)
+    assert load_config(LearnerConfig, ["--algorithm", "ppo"]).algorithm.clip == 0.2  # CartPole: the defaults
+    assert "on atari envs, where not given: --algorithm.learning-rate 0.00025, --algorithm.clip 0.1" in (
+        rlrings("algorithms", "appo").stdout
+    )
