@@ -49,12 +49,13 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     assert len(steps) >= max(1, int(summary["seconds"] // 5) - 1), (summary["seconds"], output[-2000:])
     assert steps == sorted(steps), output[-2000:]
     assert_the_printed_model_solves(output, tmp_path, "CartPole-v1", 475)
-    # credits keep the sampled data fresh: before them, about 50 versions of lag waited in the stream.
-    # With credits the lag is what the pipeline holds, not the machine's speed: APPO's learner is the
-    # slower side here, so its queue (2 batches and a write per actor) stays full and prefetch holds 2
-    # more; 2.25 versions in a CI run, 2.5-3.0 over three seeds on 2 cores (16 updates, publish_every 5)
+    # credits keep the sampled data fresh: before them, about 50 versions (250 updates) of lag waited in
+    # the stream. With credits the lag is what the pipeline holds: the queue (2 batches and a write per
+    # actor), prefetch's 2 batches, an unroll of 32 steps and a publish every 5 updates. APPO's default
+    # run measured 2.25 versions in a CI run, 2.5-3.0 versions and 16-17 updates over four runs on 2
+    # cores (IMPALA's, the default before, stayed within 2 and 15)
     assert summary["policy_lag_versions_median"] <= 5, summary
-    assert summary["policy_lag_updates_median"] <= 15, summary
+    assert summary["policy_lag_updates_median"] <= 25, summary
 
 
 def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold: float, episodes: int = 100) -> None:
