@@ -129,7 +129,7 @@ check-protos: setup ## Fail when rlrings/v1 has drifted from protos/
 	  echo "protos: generated code is up to date"; rm -rf $$tmp; \
 	else echo "protos: rlrings/v1 or clients/go/rlringsv1 differs from protos/; run 'make protos'"; rm -rf $$tmp; exit 1; fi
 
-bench: setup horovod ## The model a run hands over (5 runs each of CartPole and Acrobot, pulled and played), replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous), Atari frames/s vs Sample Factory APPO and the raw ceiling -> bench/results/*.json
+bench: setup horovod ## The model a run hands over (5 runs each of CartPole and Acrobot, pulled and played), replay vs Reverb, learning (IMPALA, DQN, PPO, APPO vs RLlib PPO over 5 seeds), mesh vs RLlib and a one-process ceiling, the learner ring, Cassandra vs embedded replay, SAC vs Stable-Baselines3 SAC (continuous), Atari frames/s vs Sample Factory APPO and the raw ceiling, central inference vs local and one actor vs its envs -> bench/results/*.json
 	bench/reverb_env.sh
 	bench/rllib_env.sh
 	bench/sb3_env.sh
@@ -142,6 +142,7 @@ bench: setup horovod ## The model a run hands over (5 runs each of CartPole and 
 	$(BIN)/python -m bench.replay_store
 	$(BIN)/python -m bench.continuous
 	$(BIN)/python -m bench.atari
+	$(BIN)/python -m bench.inference
 
 chaos: setup ## kill -9 each service of a training mesh (learner ring of 2) in turn; replay on a Cassandra ring under shard kills, a node down and back, a rolling restart -> bench/results/chaos.json, chaos.png, ring_faults.json
 	$(BIN)/python -m bench.chaos $(ARGS)

@@ -63,18 +63,24 @@ print(4 * steps / (time.perf_counter() - start))
 """
 
 
-def ceiling(game: str, seconds: float) -> dict:
-    from rlrings.envs import make_vector_env
+def random_frames_per_second(env_id: str, envs: int, seconds: float) -> float:
+    """Frames per second of ``envs`` of rlrings' own preprocessed envs (as actors train on them)
+    stepped with random actions in one process: the ceiling an actor's envs set."""
+    from rlrings.envs import env_spec, make_vector_env
 
-    envs = make_vector_env(f"ALE/{game}-v5", ENVS, seed=0, training=True)
+    vector = make_vector_env(env_id, envs, seed=0, training=True)
     rng = np.random.default_rng(0)
-    n = envs.single_action_space.n
+    n = vector.single_action_space.n
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        envs.step(rng.integers(0, n, ENVS))
-        steps += ENVS
-    frames = 4 * steps / (time.perf_counter() - start)
-    envs.close()
+        vector.step(rng.integers(0, n, envs))
+        steps += envs
+    vector.close()
+    return env_spec(env_id).frame_skip * steps / (time.perf_counter() - start)
+
+
+def ceiling(game: str, seconds: float) -> dict:
+    frames = random_frames_per_second(f"ALE/{game}-v5", ENVS, seconds)
     envpool = None
     if SF_PYTHON.exists():
         script = ENVPOOL_CEILING.format(game=game, envs=ENVS, seconds=seconds)

@@ -35,6 +35,10 @@ class MeshConfig(TakesAlgorithm, Settings):
     epsilon_decay_env_steps: pydantic.NonNegativeInt = 100_000
     """Algorithms with epsilon exploration (dqn): env steps (all actors together) over which it falls
     from 1 to each actor's final epsilon (spread from 0.1 to 0.01 across actors)."""
+    inference: Literal["auto", "local", "central"] = "auto"
+    """Where actors' policies run: central (an inference service beside the learner, batching
+    every actor's forward pass on its device; actors only step envs, in two groups each), local
+    (each actor on its own CPU thread), or auto (central where the machine has a GPU)."""
     publish_every: pydantic.PositiveInt = 5
     """Learner updates between weight versions."""
     checkpoint_every: pydantic.PositiveInt = 500

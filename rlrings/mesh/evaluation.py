@@ -67,11 +67,9 @@ class Evaluation:
 
 def evaluation_device(name: str) -> str:
     """``auto``: the GPU where CUDA is available (beside the learner's, on one node), else the CPU."""
-    if name != "auto":
-        return name
-    import torch
+    from rlrings.core.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(name))
 
 
 MODES = ("greedy", "sampled")

@@ -70,6 +70,10 @@ def plan(
         "checkpoint_dir": str(run / "checkpoints"),
         "tensorboard_dir": str(run / "tensorboard"),
     }
+    inference = None
+    if central_inference(c.inference):
+        inference = ServiceProcess("inference", "rlrings.services.inference",
+                                   {**ports(), "parameter_address": parameter.address}, run)  # fmt: skip
     if c.learners == 1:
         learners = [ServiceProcess("learner", "rlrings.services.learner", learner_config, run)]
     else:
@@ -90,6 +94,7 @@ def plan(
                 "parameter_address": parameter.address,
                 **shared,
                 "index": i,
+                **({"inference_address": inference.address} if inference else {}),
             },
             run,
         )
@@ -108,12 +113,23 @@ def plan(
         run,
         niceness=10,
     )
-    services = [replay, parameter, *learners, *actors, *([viewer] if c.viewer else [])]
+    services = [replay, parameter, *learners, *([inference] if inference else []), *actors,
+                *([viewer] if c.viewer else [])]  # fmt: skip
     if c.tls and certificates is not None:
         tls = certificates()
         for service in services:
             service.config["tls"] = tls
     return services
+
+
+def central_inference(setting: str) -> bool:
+    """Whether actors act through an inference service: ``central``, or ``auto`` on a machine with
+    a GPU (where one batched pass on it beats a CPU thread per actor)."""
+    if setting == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return setting == "central"
 
 
 def place_ring(ranks: list[ServiceProcess]) -> None:
@@ -130,6 +146,7 @@ _SETTINGS = {
     "rlrings.services.replay": "ReplayConfig",
     "rlrings.services.parameter": "ParameterConfig",
     "rlrings.services.viewer": "ViewerConfig",
+    "rlrings.services.inference": "InferenceConfig",
 }
 
 

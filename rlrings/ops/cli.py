@@ -2,7 +2,7 @@
 
     rlrings up [--env CartPole-v1 --actors 2 ...]   the whole mesh on this machine
     rlrings experiment fewshot [--family cartpole --methods ... --shots 1,5,10 --seeds 5]
-    rlrings replay|parameter|learner|actor|viewer   one service (its settings as flags)
+    rlrings replay|parameter|learner|actor|viewer|inference   one service (its settings as flags)
     rlrings models list [--run RUN_DIR | --address ...]      versions, tags, evaluations
     rlrings models pull [--run RUN_DIR | --address ...] [--tag solved|best|latest --out model.pt]
     rlrings models untag TAG [--address ...]
@@ -36,6 +36,7 @@ SERVICES = {
     "learner": "rlrings.services.learner.server",
     "actor": "rlrings.services.actor.server",
     "viewer": "rlrings.services.viewer.server",
+    "inference": "rlrings.services.inference.server",
 }
 
 

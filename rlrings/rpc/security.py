@@ -43,7 +43,7 @@ from rlrings.core.errors import (
     UnauthenticatedError,
 )
 
-SCOPES = ("insert", "sample", "read", "publish", "control")
+SCOPES = ("insert", "sample", "read", "publish", "control", "act")
 METHOD_SCOPES = {
     "/rlrings.v1.ReplayService/Insert": "insert",
     "/rlrings.v1.ReplayService/Sample": "sample",
@@ -61,21 +61,25 @@ METHOD_SCOPES = {
     "/rlrings.v1.ViewerService/ListEnvironments": "read",
     "/rlrings.v1.ViewerService/ListDemonstrations": "read",
     "/rlrings.v1.ViewerService/Watch": "read",
+    "/rlrings.v1.InferenceService/Act": "act",
 }
 """The scope each RPC needs (a tuple: any one of them); any other rlrings RPC (pause, resume, config
-updates, Play) needs 'control'. Replay's Info answers an insert-only writer too, with only what
+updates, Play) needs 'control'. 'act' is for actors and game servers that ask the inference
+service for actions. Replay's Info answers an insert-only writer too, with only what
 writing needs (the tables' signatures), so game clients need no 'read' to upload."""
 COMPONENT_SCOPES = {
-    "actor": ["insert", "read"],  # writes experience, fetches and watches weights
+    "actor": ["insert", "read", "act"],  # writes experience, fetches and watches weights, or asks for actions
     "learner": ["sample", "read", "publish"],  # samples (and reprioritises), publishes weights
     "viewer": ["read", "insert"],  # fetches weights, records demonstrations
     "fewshot": ["read", "publish"],  # publishes and fetches each job's weights
+    "inference": ["read"],  # watches and fetches weights
 }
 """What each component of the mesh calls, and so the least its certificate or token may do: the
 chart's ``security.componentScopes`` defaults and ``rlrings tokens`` (a test keeps them agreeing)."""
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """RPCs that need no token: health checks (probes) and reflection."""
 INSERT_METHOD = "/rlrings.v1.ReplayService/Insert"
+ACT_METHOD = "/rlrings.v1.InferenceService/Act"
 
 
 class TlsConfig(pydantic.BaseModel):
@@ -143,6 +147,11 @@ class ClientLimits(pydantic.BaseModel):
     max_concurrent_calls: pydantic.PositiveInt | None = None
     """Calls (open streams included) this token may have in progress at once, over all its
     connections; None: only the server's own max_concurrent_rpcs bounds them."""
+    act_observations_per_second: pydantic.PositiveFloat | None = None
+    """Sustained observations this token may send the inference service (Act) per second: a
+    game server's share of the device."""
+    act_burst_observations: pydantic.PositiveInt | None = None
+    """Act observations allowed at once above the rate; default: one second's worth."""
 
 
 class Token(pydantic.BaseModel):
@@ -155,7 +164,7 @@ class Token(pydantic.BaseModel):
     token: pydantic.SecretStr
     """The bearer token itself (at least 16 characters)."""
     scopes: list[str]
-    """What it may do: insert, sample, read, publish, control."""
+    """What it may do: insert, sample, read, publish, control, act."""
     limits: ClientLimits = ClientLimits()
 
     @pydantic.field_validator("token")
@@ -335,6 +344,7 @@ class _Client:
     token: Token
     digest: bytes
     bucket: _Bucket | None
+    act_bucket: _Bucket | None = None
     calls: int = 0
     """Calls of this token in progress (changed on the server's event loop only)."""
 
@@ -348,6 +358,9 @@ class Caller:
     scopes: frozenset[str]
     charge_insert: Callable[[int], None]
     """Charges stored bytes to the token's insert rate (raises ResourceExhaustedError above it)."""
+    charge_act: Callable[[int], None] = lambda observations: None
+    """Charges observations sent to the inference service to the token's act rate (raises
+    ResourceExhaustedError above it)."""
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes
@@ -367,7 +380,11 @@ class Admission:
             if limits.insert_bytes_per_second:
                 burst = limits.insert_burst_bytes or limits.insert_bytes_per_second
                 bucket = _Bucket(limits.insert_bytes_per_second, burst)
-            self.clients.append(_Client(token, hashlib.sha256(secret).digest(), bucket))
+            acts = None
+            if limits.act_observations_per_second:
+                burst = limits.act_burst_observations or limits.act_observations_per_second
+                acts = _Bucket(limits.act_observations_per_second, burst)
+            self.clients.append(_Client(token, hashlib.sha256(secret).digest(), bucket, acts))
         self.trust_certificates = tls.mutual and auth.trust_client_certificates
         self.certificate_scopes = {name: frozenset(scopes) for name, scopes in auth.certificate_scopes.items()}
         self.required = (
@@ -418,7 +435,8 @@ class Admission:
                 "end one (close idle streams) before starting another"
             )
         client.calls += 1
-        _caller.set(Caller(client.token.name, held, lambda n: self.charge_insert(client, n)))
+        _caller.set(Caller(client.token.name, held, lambda n: self.charge_insert(client, n),
+                           lambda n: self.charge_act(client, n)))  # fmt: skip
         return client
 
     def _certificate(self, context) -> str | None:
@@ -487,14 +505,23 @@ class Admission:
 
     def charge_insert(self, client: _Client, stored_bytes: int) -> None:
         """Takes ``stored_bytes`` (a chunk's size once decompressed) from the client's insert rate."""
-        if client.bucket is not None and not client.bucket.take(stored_bytes):
-            self.rejected.labels(INSERT_METHOD, "insert_rate").inc()
-            limits = client.token.limits
-            raise ResourceExhaustedError(
-                f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s "
-                f"(counted decompressed; this chunk is {stored_bytes:,} bytes); what was not acknowledged was not "
-                "stored, send it again more slowly"
-            )
+        limits = client.token.limits
+        self._charge(client.bucket, stored_bytes, INSERT_METHOD, "insert_rate", lambda: (
+            f"insert rate: {client.token.name!r} is above its {limits.insert_bytes_per_second:,.0f} bytes/s "
+            f"(counted decompressed; this chunk is {stored_bytes:,} bytes); what was not acknowledged was not "
+            "stored, send it again more slowly"))  # fmt: skip
+
+    def charge_act(self, client: _Client, observations: int) -> None:
+        """Takes ``observations`` (one Act request's) from the client's act rate."""
+        limits = client.token.limits
+        self._charge(client.act_bucket, observations, ACT_METHOD, "act_rate", lambda: (
+            f"act rate: {client.token.name!r} is above its {limits.act_observations_per_second:,.0f} "
+            f"observations/s (this request has {observations:,}); ask again more slowly"))  # fmt: skip
+
+    def _charge(self, bucket: _Bucket | None, amount: float, method: str, reason: str, message) -> None:
+        if bucket is not None and not bucket.take(amount):
+            self.rejected.labels(method, reason).inc()
+            raise ResourceExhaustedError(message())
 
 
 def _free(stored_bytes: int) -> None:

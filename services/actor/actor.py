@@ -1,10 +1,16 @@
-"""The acting loop: step a vector of envs with batched inference, write to replay.
+"""The acting loop: step envs in groups with batched inference, write to replay.
 
 It knows no algorithm: the algorithm's acting half (``rlrings.algorithms``)
-chooses the actions and turns steps into chunks. The loop never waits for
-weights: a :class:`WeightsFollower` fetches new versions in the background and the loop swaps them in between steps. It
-waits only when replay has ``max_in_flight`` chunks unacknowledged, which is
-the flow control that makes a slow or restarting replay a pause, not a crash.
+chooses the actions and turns steps into chunks. The policy's forward pass runs
+here (:class:`LocalPolicy`) or on an inference service, batched with every other
+actor's on the learner's device (``inference_address``). Envs step in groups, in
+turn: a group's next observations go to the policy as soon as it has stepped, and
+the next group steps while they are there, so the envs do not wait for a forward
+pass (with one group, this is the plain loop: act, step, write). Local weights
+never hold the loop up: a :class:`WeightsFollower` fetches new versions in the
+background and they are swapped in between passes. The loop waits only when
+replay has ``max_in_flight`` chunks unacknowledged, which is the flow control
+that makes a slow or restarting replay a pause, not a crash.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rlrings import algorithms
+from rlrings.clients.inference import InferenceClient
 from rlrings.clients.parameter import ParameterClient, WeightsFollower
 from rlrings.clients.replay import ReplayClient
 from rlrings.core import experience
-from rlrings.core.errors import ConfigError, RlringsError
+from rlrings.core.errors import ConfigError, NotFoundError, RlringsError, UnavailableError
 from rlrings.core.models import build_model, load_weights
 from rlrings.core.spaces import Discrete
 from rlrings.envs import env_spec, make_vector_env
@@ -57,6 +65,80 @@ def _same_actions(a, b) -> bool:
     if type(a) is not type(b):
         return False
     return a.n == b.n if isinstance(a, Discrete) else a.shape == b.shape
+
+
+@dataclass
+class Answer:
+    """The network's outputs for one group's observations, and the version that gave them."""
+
+    policy: torch.Tensor
+    value: torch.Tensor
+    version: int
+
+    def __call__(self, observations) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stands in for the network when the acting half asks it (the pass already ran)."""
+        return self.policy, self.value
+
+
+class LocalPolicy:
+    """The forward pass in this process: when asked, with one group; on a thread of its own with
+    several, so that one group steps while another's pass runs (PyTorch's kernels release the GIL).
+    New weights are swapped in on that same thread, between passes."""
+
+    def __init__(self, actor: Actor, threaded: bool):
+        self.actor = actor
+        self._pending: collections.deque = collections.deque()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="actor-policy") if threaded else None
+
+    def _forward(self, observations: np.ndarray) -> Answer:
+        self.actor.refresh_weights()
+        with torch.inference_mode():
+            policy, value = self.actor.model(torch.as_tensor(observations))
+        return Answer(policy, value, self.actor.local_version)
+
+    def send(self, observations: np.ndarray) -> None:
+        self._pending.append(self._thread.submit(self._forward, observations) if self._thread else observations)
+
+    def receive(self) -> Answer:
+        pending = self._pending.popleft()
+        return pending.result() if isinstance(pending, Future) else self._forward(pending)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(cancel_futures=True)
+
+
+class CentralPolicy:
+    """The forward pass on the inference service, over one ``Act`` stream."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def send(self, observations: np.ndarray) -> None:
+        self.stream.send(observations)
+
+    def receive(self) -> Answer:
+        answer = self.stream.receive()
+        return Answer(torch.from_numpy(answer.policy.copy()), torch.from_numpy(answer.value.copy()), answer.version)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+@dataclass
+class EnvGroup:
+    """Envs stepped together, their acting half's state, and their episodes in progress."""
+
+    envs: object
+    acting: object
+    obs: np.ndarray
+    returns: np.ndarray
+    lengths: np.ndarray
+
+
+def group_sizes(num_envs: int, groups: int) -> list[int]:
+    """``num_envs`` shared out over ``groups`` as evenly as can be, larger groups first."""
+    return [num_envs // groups + (g < num_envs % groups) for g in range(groups)]
 
 
 @dataclass
@@ -107,8 +189,11 @@ class Actor:
         problem = experience.signature_mismatch(self.expected_signature, signature)
         if problem:
             raise ConfigError(f"table {self.config.table!r} cannot take {self.config.env} experience: {problem}")
-        self.follower = WeightsFollower(self.parameters)
-        header, data = self.follower.wait_first(self.config.weights_timeout_seconds)
+        if self.config.inference_address:
+            header = self._published_model()
+        else:
+            self.follower = WeightsFollower(self.parameters)
+            header, data = self.follower.wait_first(self.config.weights_timeout_seconds)
         self.model_spec = wire.model_spec_from_proto(header.model)
         if not _same_actions(self.model_spec.action_space, self.spec.action_space) or (
             self.model_spec.obs_shape != self.spec.observation_space.shape
@@ -119,12 +204,24 @@ class Actor:
                 f"not {self.config.env} (observations {self.spec.observation_space.shape}, actions "
                 f"{self.spec.action_space.describe()})"
             )
-        self.model = build_model(self.model_spec).eval()
-        load_weights(self.model, data)
-        self.policy_version = header.version
-        self.acting = self.algorithm.acting(
-            self.config.algorithm, self.spec, self.model_spec, self.config.num_envs, self.config.seed
-        )
+        groups = self.config.env_groups
+        if self.config.inference_address:
+            self.inference = InferenceClient(self.config.inference_address, security=self.config.client_security())
+            self.policy = CentralPolicy(self.inference.stream())
+        else:
+            self.model = build_model(self.model_spec).eval()
+            load_weights(self.model, data)
+            self.local_version = self.policy_version = header.version
+            self.policy = LocalPolicy(self, threaded=groups > 1)
+        sizes = group_sizes(self.config.num_envs, groups)
+        # one group keeps the seed as it was; more get seeds of their own
+        self.actings = [
+            self.algorithm.acting(
+                self.config.algorithm, self.spec, self.model_spec, size, self.config.seed + 7919 * g
+            )  # fmt: skip
+            for g, size in enumerate(sizes)
+        ]
+        self.acting = self.actings[0]
         problem = self.acting.check_table(sequence_length)
         if problem:
             raise ConfigError(f"table {self.config.table!r}: {problem}")
@@ -144,41 +241,69 @@ class Actor:
             compression=compression,
         )
 
-    def _refresh_weights(self) -> None:
+    def _published_model(self):
+        """The newest published version's header (its model spec), waited for as the local
+        follower waits for the first weights."""
+        deadline = time.monotonic() + self.config.weights_timeout_seconds
+        while True:
+            try:
+                return self.parameters.fetch(tag="latest", header_only=True, timeout=30)[0]
+            except (NotFoundError, UnavailableError):
+                if time.monotonic() >= deadline or self.stopped.wait(0.5):
+                    raise UnavailableError(
+                        f"no weights published at {self.parameters.address} within "
+                        f"{self.config.weights_timeout_seconds}s"
+                    ) from None
+
+    def refresh_weights(self) -> None:
+        """Swaps in the newest local weights (called between forward passes)."""
         latest = self.follower.latest()
-        if latest is not None and latest[0].version > self.policy_version:
+        if latest is not None and latest[0].version > self.local_version:
             load_weights(self.model, latest[1])
-            self.policy_version = latest[0].version
+            self.local_version = latest[0].version
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> None:
-        envs = make_vector_env(self.config.env, self.config.num_envs, self.config.seed, training=True)
-        obs, _ = envs.reset(seed=self.config.seed)
-        returns = np.zeros(self.config.num_envs)
-        lengths = np.zeros(self.config.num_envs, dtype=np.int64)
+        groups, start = [], 0
+        for acting in self.actings:  # the envs' seeds run on from group to group, as one vector's would
+            envs = make_vector_env(self.config.env, acting.num_envs, self.config.seed + start, training=True)
+            obs, _ = envs.reset(seed=self.config.seed + start)
+            groups.append(EnvGroup(envs, acting, obs, np.zeros(acting.num_envs), np.zeros(acting.num_envs, np.int64)))
+            start += acting.num_envs
         try:
+            for group in groups:
+                self.policy.send(group.obs)
             while not self.stopped.is_set():
                 if self.paused.is_set():
                     time.sleep(0.05)
                     continue
-                self._refresh_weights()
-                actions = self.acting.act(self.model, obs, self.policy_version)
-                next_obs, rewards, terminated, truncated, info = envs.step(actions)
-                for chunk in self.acting.observe(obs, actions, next_obs, rewards, terminated, truncated, info):
-                    self._write(chunk)
-                obs = next_obs
-                returns += rewards
-                lengths += 1
-                self.env_steps += self.config.num_envs
-                for i in np.flatnonzero(terminated | truncated):
-                    if not self.spec.game_score:
-                        self._record(returns[i], lengths[i], _achievements(info, i))
-                    elif (game := _game_end(info, i)) is not None:  # the raw score, not the clipped lives
-                        self._record(*game)
-                    returns[i], lengths[i] = 0.0, 0
+                for group in groups:
+                    self._step(group)
         finally:
-            envs.close()
+            for group in groups:
+                group.envs.close()
+
+    def _step(self, group: EnvGroup) -> None:
+        """Acts on the answer for ``group``'s observations, steps it, sends its next observations
+        to the policy at once, then writes and counts while they are there."""
+        answer = self.policy.receive()
+        self.policy_version = answer.version
+        actions = group.acting.act(answer, group.obs, answer.version)
+        next_obs, rewards, terminated, truncated, info = group.envs.step(actions)
+        self.policy.send(next_obs)
+        for chunk in group.acting.observe(group.obs, actions, next_obs, rewards, terminated, truncated, info):
+            self._write(chunk)
+        group.obs = next_obs
+        group.returns += rewards
+        group.lengths += 1
+        self.env_steps += group.acting.num_envs
+        for i in np.flatnonzero(terminated | truncated):
+            if not self.spec.game_score:
+                self._record(group.returns[i], group.lengths[i], _achievements(info, i))
+            elif (game := _game_end(info, i)) is not None:  # the raw score, not the clipped lives
+                self._record(*game)
+            group.returns[i], group.lengths[i] = 0.0, 0
 
     def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1
@@ -210,7 +335,11 @@ class Actor:
                 self.writer.close(flush=True, timeout=10)
             except Exception as error:  # shutting down: report, do not hang
                 log.warning("unflushed chunks at shutdown: %s", error)
+        if getattr(self, "policy", None) is not None:
+            self.policy.close()
         if getattr(self, "follower", None) is not None:
             self.follower.close()
+        if getattr(self, "inference", None) is not None:
+            self.inference.close()
         self.replay.close()
         self.parameters.close()

@@ -29,6 +29,13 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
     half reads what it needs (unroll_length, epsilon, ...)."""
     max_in_flight: pydantic.PositiveInt = 4
     """Chunks sent but not acknowledged before stepping pauses (the local buffer)."""
+    inference_address: str | None = None
+    """Inference service that runs the policy's forward pass (central, batched with every other
+    actor's on the learner's device); None: this process runs it on its CPU threads."""
+    env_groups: pydantic.PositiveInt | None = None
+    """Groups the envs are split into, stepped in turn: while one group's observations are at the
+    policy, the next group steps, so the envs never wait for a forward pass; None: 2 with an
+    inference service (its round trip hidden behind a group's steps), 1 without."""
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0
     """How long to wait at start for the first published weights."""
     seed: int | None = 0
@@ -62,4 +69,10 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
                 self.num_envs = mesh.envs_per_actor
         elif self.seed is None:
             self.seed = secrets.randbits(31)
+        if self.env_groups is None:
+            self.env_groups = min(self.num_envs, 2 if self.inference_address else 1)
+        if self.env_groups > self.num_envs:
+            raise ValueError(
+                f"env_groups: {self.env_groups} groups of {self.num_envs} envs (num_envs) leave some empty"
+            )
         return self

@@ -20,6 +20,9 @@ class Acting(Protocol):
     writer: Any
     episodes: Any
     achievement_episodes: dict[str, int]
+    spec: Any
+
+    def steps_per_second(self) -> float: ...
 
 
 RETURN_BUCKETS = (-2000, -1000, -500, -200, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 200, 300,
@@ -76,4 +79,10 @@ class ActorCollector(Collector):
         )
         for name, count in sorted(actor.achievement_episodes.items()):
             unlocked.add_metric([*env, name], count)
-        yield from (steps, episodes, version, buffered, mean, lengths, unlocked)
+        frames = GaugeMetricFamily(
+            "rlrings_actor_frames_per_second",
+            "Env frames per second over the last seconds (steps times the env's frame skip: 4 on Atari).",
+            labels=["env"],
+        )
+        frames.add_metric(env, actor.steps_per_second() * actor.spec.frame_skip)
+        yield from (steps, episodes, version, buffered, mean, lengths, unlocked, frames)

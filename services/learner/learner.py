@@ -22,6 +22,7 @@ import torch
 from rlrings import algorithms
 from rlrings.clients.parameter import ParameterClient
 from rlrings.clients.replay import ReplayClient
+from rlrings.core.devices import resolve_device
 from rlrings.core.errors import ConfigError, NotFoundError, RlringsError
 from rlrings.core.models import WEIGHTS_FORMAT, build_model, weights_to_bytes
 from rlrings.core.ring import LocalRing, Ring, connect
@@ -32,18 +33,6 @@ from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.learner.prefetch import DeviceBatch, DeviceBatches, to_device
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU of this rank (``LOCAL_RANK``) where CUDA is available, else the CPU."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asks for CUDA, which this machine does not have")
-    return device
 
 
 class Learner:

@@ -12,6 +12,7 @@ import yaml
 
 from rlrings.fewshot import FewShotConfig
 from rlrings.services.actor.config import ActorConfig
+from rlrings.services.inference.config import InferenceConfig
 from rlrings.services.learner.config import LearnerConfig
 from rlrings.services.parameter.config import ParameterConfig
 from rlrings.services.replay.config import ReplayConfig
@@ -68,6 +69,7 @@ CONFIGS = {
     "LEARNER": LearnerConfig,
     "ACTOR": ActorConfig,
     "VIEWER": ViewerConfig,
+    "INFERENCE": InferenceConfig,
 }
 
 

@@ -173,3 +173,27 @@ def test_the_chart_refuses_settings_the_algorithm_lacks(algorithm, complaint):
 
     with pytest.raises(helm_python.HelmValuesError, match=complaint):
         render({"algorithm": algorithm})
+
+
+def test_with_central_inference_every_actor_asks_the_inference_service_as_rlrings_up_actors_do(tmp_path, monkeypatch):
+    shape = SHAPES["four-actors"]
+    objects = render(chart_values("appo", shape, "ALE/Pong-v5") | {"inference": {"enabled": True}})
+    config = load_config(MeshConfig, [*up_flags("appo", shape, "ALE/Pong-v5"), "--inference", "central"])
+    services = plan(config, env_spec(config.env), tmp_path / "run")
+    (inference,) = [s for s in services if s.name == "inference"]
+    planned = [effective("ACTOR", s.config, {}, tmp_path, monkeypatch) for s in services if s.name.startswith("actor-")]
+    pods = [effective("ACTOR", f, e, tmp_path, monkeypatch) for f, e in chart_pods(objects, "ACTOR")]
+    assert len(pods) == len(planned) == shape["actors"]
+    for pod, process in zip(pods, planned, strict=True):
+        assert settings(pod, "ACTOR") == settings(process, "ACTOR")
+        assert pod.env_groups == process.env_groups == 2  # one group steps while the other's pass runs
+        assert process.inference_address == inference.address
+        assert pod.inference_address.split(".")[0].endswith("-inference") and pod.inference_address.endswith(":8005")
+    (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-inference")]
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["inference"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1 and spec["nodeSelector"] == {"agentpool": "gpu"}
+    config_map = next(c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-inference"))
+    served = effective("INFERENCE", yaml.safe_load(config_map["data"]["config.yaml"]), {}, tmp_path, monkeypatch)
+    assert served.device == "cuda" and served.parameter_address.split(".")[0].endswith("-parameter")

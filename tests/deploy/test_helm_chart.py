@@ -49,8 +49,9 @@ def scenario(request) -> tuple[dict, list[dict]]:
     return values, render(values)
 
 
-def test_there_are_the_three_scenarios_the_chart_promises():
-    assert {p.stem for p in SCENARIOS} == {"minimal-values", "gpu-ring-values", "external-cassandra-values"}
+def test_there_are_the_four_scenarios_the_chart_promises():
+    assert {p.stem for p in SCENARIOS} == {"minimal-values", "gpu-ring-values", "external-cassandra-values",
+                                           "central-inference-values"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", [None, *SCENARIOS], ids=["defaults", *(p.stem for p in SCENARIOS)])
@@ -165,6 +166,8 @@ def test_service_configs_load_in_the_services_own_settings(scenario, monkeypatch
     expected = set(CONFIGS) - (set() if values.get("viewer", {}).get("enabled", True) else {"VIEWER"})
     if not values.get("experiments", {}).get("fewshot", {}).get("enabled", False):
         expected.discard("FEWSHOT")
+    if not values.get("inference", {}).get("enabled", False):
+        expected.discard("INFERENCE")
     assert checked == expected
 
 
@@ -264,9 +267,10 @@ def test_components_get_their_own_identities_with_only_the_scopes_they_need(scen
             assert token is None
 
 
-def test_gpus_are_limited_on_the_learner_and_on_actors_only_when_asked(scenario):
+def test_gpus_are_limited_on_the_learner_and_on_actors_and_inference_only_when_asked(scenario):
     values, objects = scenario
     actor_gpus = values.get("actor", {}).get("gpu", {}).get("enabled", False)
+    inference_gpus = values.get("inference", {}).get("gpus", 1)
     gpu_rank = values.get("learner", {}).get("gpusPerRank", 1)
     for component, spec in pod_specs(objects):
         for container in spec["containers"]:
@@ -278,6 +282,8 @@ def test_gpus_are_limited_on_the_learner_and_on_actors_only_when_asked(scenario)
                 assert bool(gpu_rank) == any(t["key"] == "nvidia.com/gpu" for t in tolerations)
             elif component == "actor" and actor_gpus:
                 assert len(gpus) == 1
+            elif component == "inference":
+                assert gpus == ({"nvidia.com/gpu": inference_gpus} if inference_gpus else {})
             else:
                 assert gpus == {}, f"{component} asks for GPUs"
 

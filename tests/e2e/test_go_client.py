@@ -67,3 +67,32 @@ def test_a_go_client_uploads_experience_and_downloads_a_model(go_client, start_r
     assert data == weights and report["model_sha256"] == hashlib.sha256(weights).hexdigest()
     assert (report["model_version"], report["architecture"], report["env_id"]) == (version, "mlp", "Pendulum-v1")
     load_weights(build_model(spec), data)  # the downloaded bytes rebuild the published model
+
+
+@pytest.mark.skipif(GO is None, reason="needs the go toolchain (make tools uses it too)")
+def test_a_go_game_server_asks_the_inference_service_for_actions(go_client, start_replay, start_parameter, tmp_path):
+    from rlrings.rpc.config import load_config
+    from rlrings.services.inference.config import InferenceConfig
+    from rlrings.services.inference.server import InferenceServer
+
+    replay = start_replay([{"name": "experience", "signature": PENDULUM_TRANSITIONS, "max_size": 10_000}])
+    parameter = start_parameter()
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "appo")
+    with ParameterClient(parameter.address) as client:
+        pinned = client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec), tags=["release"])
+        client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec))
+    inference = InferenceServer(load_config(InferenceConfig, [], port=0, metrics_port=0, device="cpu",
+                                            parameter_address=parameter.address)).start()  # fmt: skip
+    try:
+        result = subprocess.run(
+            [str(go_client), "-replay", replay.address, "-table", "experience", "-chunks", "1", "-steps", "8",
+             "-parameter", parameter.address, "-out", str(tmp_path / "model.pt"), "-inference", inference.address,
+             "-tag", "release", "-observations", "5"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        inference.stop(grace=0)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # CartPole's two logits for each of the 5 observations, from the pinned version, not the newest
+    assert (report["act_version"], report["act_policy_shape"], report["act_values"]) == (pinned, [5, 2], 5)

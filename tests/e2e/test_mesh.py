@@ -2,21 +2,17 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import grpc
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
-from tests.deploy.helpers import TOOLS_BIN
-from tests.e2e.helpers import children_named, finish, up
+from tests.e2e.helpers import children_named, finish, scrape_every_service, up
 from tests.helpers import readme_block
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -149,48 +145,6 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
     assert not psutil.pid_exists(other_actor) or psutil.Process(other_actor).status() == psutil.STATUS_ZOMBIE
     assert "Traceback" not in (tmp_path / "logs" / "actor-1.log").read_text()
     assert "Traceback" not in (tmp_path / "logs" / "learner.log").read_text()
-
-
-def scrape_every_service(run_dir) -> dict[str, str]:
-    """Every service's /metrics, each linted as `promtool check metrics` would, with the process's
-    own figures on it."""
-    promlint = shutil.which("promlint", path=f"{TOOLS_BIN}:{os.environ['PATH']}")
-    assert promlint, "promlint is built by make tools (dev/promlint)"
-    scrapes = {}
-    for path in sorted((run_dir / "configs").glob("*.yaml")):
-        port = json.loads(path.read_text())["metrics_port"]
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        lint = subprocess.run([promlint], input=text, capture_output=True, text=True, timeout=30)
-        assert lint.returncode == 0, f"{path.stem}: {lint.stdout}{lint.stderr}"
-        check_conventions(path.stem, text)
-        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
-                     "process_threads"):  # fmt: skip
-            assert f"\n{name} " in text, f"{path.stem} exports no {name}"
-        scrapes[path.stem] = text
-    assert set(scrapes) == {"replay", "parameter", "learner", "actor-0", "actor-1", "viewer"}
-    return scrapes
-
-
-def check_conventions(service: str, text: str) -> None:
-    """prometheus_client's own parser reads every family; each histogram has cumulative buckets
-    ending at +Inf that equal its _count; counters are _total; nothing is typed unknown."""
-    for family in text_string_to_metric_families(text):
-        where = f"{service}: {family.name}"
-        assert family.type in ("counter", "gauge", "histogram", "summary", "info"), f"{where} is {family.type}"
-        if family.type == "histogram":
-            series = {}
-            for sample in family.samples:
-                key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
-                series.setdefault(key, []).append(sample)
-            for key, samples in series.items():
-                buckets = [s for s in samples if s.name.endswith("_bucket")]
-                counts = [s.value for s in buckets]
-                assert buckets and buckets[-1].labels["le"] == "+Inf", f"{where}{key}: no +Inf bucket"
-                assert counts == sorted(counts), f"{where}{key}: buckets are not cumulative"
-                (count,) = [s.value for s in samples if s.name.endswith("_count")]
-                assert count == counts[-1], f"{where}{key}: _count differs from the +Inf bucket"
-        if family.type == "counter":
-            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), where
 
 
 def episode_return_buckets(text: str) -> dict[str, float]:

@@ -1,9 +1,11 @@
 // rlrings-client is what a game team's own client does, written from protos/ alone: it reads a
 // replay table's signature, uploads experience that fits it, and downloads the latest model,
-// checking its size and SHA-256. It prints one JSON line with what it did.
+// checking its size and SHA-256; with -inference, a game server's part: it asks the inference
+// service for the policy's outputs for a batch of observations shaped as the model says, instead
+// of running the model itself. It prints one JSON line with what it did.
 //
 //	rlrings-client -replay 127.0.0.1:8000 -table experience -chunks 8 -steps 32 \
-//	    -parameter 127.0.0.1:8001 -out model.pt [-token $RLRINGS_TOKEN]
+//	    -parameter 127.0.0.1:8001 -out model.pt [-inference 127.0.0.1:8005 -tag solved] [-token $RLRINGS_TOKEN]
 package main
 
 import (
@@ -36,15 +38,18 @@ var itemSize = map[pb.DType]int{
 }
 
 type result struct {
-	Table        string `json:"table"`
-	ChunksAcked  int    `json:"chunks_acked"`
-	ItemsStored  int    `json:"items_stored"`
-	Duplicates   int    `json:"duplicates"`
-	ModelVersion int64  `json:"model_version"`
-	ModelBytes   int    `json:"model_bytes"`
-	ModelSHA256  string `json:"model_sha256"`
-	Architecture string `json:"architecture"`
-	EnvID        string `json:"env_id"`
+	Table        string  `json:"table"`
+	ChunksAcked  int     `json:"chunks_acked"`
+	ItemsStored  int     `json:"items_stored"`
+	Duplicates   int     `json:"duplicates"`
+	ModelVersion int64   `json:"model_version"`
+	ModelBytes   int     `json:"model_bytes"`
+	ModelSHA256  string  `json:"model_sha256"`
+	Architecture string  `json:"architecture"`
+	EnvID        string  `json:"env_id"`
+	ActVersion   int64   `json:"act_version,omitempty"`
+	ActPolicy    []int64 `json:"act_policy_shape,omitempty"`
+	ActValues    int     `json:"act_values,omitempty"`
 }
 
 func main() {
@@ -56,6 +61,9 @@ func main() {
 	out := flag.String("out", "model.pt", "file the downloaded weights go to")
 	writerID := flag.String("writer-id", "", "writer id (default: a fresh one); keep it across reconnects")
 	resend := flag.Bool("resend-last", false, "send the last chunk twice, as a retry after a lost ack would")
+	inference := flag.String("inference", "", "inference service host:port: ask it for actions (empty: skip)")
+	tag := flag.String("tag", "", "with -inference, the tag whose weights answer (empty: the newest)")
+	observations := flag.Int("observations", 4, "with -inference, observations per request")
 	token := flag.String("token", os.Getenv("RLRINGS_TOKEN"), "bearer token, where the services require one")
 	flag.Parse()
 
@@ -71,8 +79,14 @@ func main() {
 	if err := upload(ctx, *replayAddress, *table, *chunks, *steps, *writerID, *resend, &res); err != nil {
 		fail(err)
 	}
-	if err := download(ctx, *parameterAddress, *out, &res); err != nil {
+	model, err := download(ctx, *parameterAddress, *out, &res)
+	if err != nil {
 		fail(err)
+	}
+	if *inference != "" {
+		if err := act(ctx, *inference, *tag, model, *observations, &res); err != nil {
+			fail(err)
+		}
 	}
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
@@ -177,15 +191,15 @@ func tensorFor(column *pb.ColumnSpec, steps int, rng *rand.Rand) *pb.Tensor {
 
 // download fetches the latest version: a header, then the weights in pieces; it checks the size
 // and the raw 32-byte SHA-256 the header carries, and writes the weights to `out`.
-func download(ctx context.Context, address, out string, res *result) error {
+func download(ctx context.Context, address, out string, res *result) (*pb.ModelSpec, error) {
 	conn, err := dial(address)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
 	stream, err := pb.NewParameterServiceClient(conn).Fetch(ctx, &pb.FetchRequest{Selector: &pb.FetchRequest_Tag{Tag: "latest"}})
 	if err != nil {
-		return fmt.Errorf("parameter Fetch: %w", err)
+		return nil, fmt.Errorf("parameter Fetch: %w", err)
 	}
 	var header *pb.WeightsHeader
 	var weights bytes.Buffer
@@ -195,7 +209,7 @@ func download(ctx context.Context, address, out string, res *result) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("parameter Fetch: %w", err)
+			return nil, fmt.Errorf("parameter Fetch: %w", err)
 		}
 		if h := message.GetHeader(); h != nil {
 			header = h
@@ -204,18 +218,59 @@ func download(ctx context.Context, address, out string, res *result) error {
 		}
 	}
 	if header == nil {
-		return errors.New("parameter Fetch: no header")
+		return nil, errors.New("parameter Fetch: no header")
 	}
 	digest := sha256.Sum256(weights.Bytes())
 	if uint64(weights.Len()) != header.TotalBytes || !bytes.Equal(digest[:], header.Sha256) {
-		return fmt.Errorf("parameter Fetch: %d bytes received, header says %d; sha256 match %v",
+		return nil, fmt.Errorf("parameter Fetch: %d bytes received, header says %d; sha256 match %v",
 			weights.Len(), header.TotalBytes, bytes.Equal(digest[:], header.Sha256))
 	}
 	if err := os.WriteFile(out, weights.Bytes(), 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	res.ModelVersion, res.ModelBytes = header.Version, weights.Len()
 	res.ModelSHA256 = fmt.Sprintf("%x", digest)
 	res.Architecture, res.EnvID = header.GetModel().GetArchitecture(), header.GetModel().GetEnvId()
+	return header.GetModel(), nil
+}
+
+// act sends one batch of observations shaped as the model's observation space (zeros: a game
+// server would send its players' views) on an Act stream and reads the answer.
+func act(ctx context.Context, address, tag string, model *pb.ModelSpec, count int, res *result) error {
+	box := model.GetObservationSpace().GetBox()
+	if box == nil {
+		return errors.New("inference: the model's observation space is not a box")
+	}
+	size, ok := itemSize[box.Dtype]
+	if !ok {
+		return fmt.Errorf("inference: unknown observation dtype %v", box.Dtype)
+	}
+	shape := append([]int64{int64(count)}, box.Shape...)
+	elements := int64(1)
+	for _, d := range shape {
+		elements *= d
+	}
+	conn, err := dial(address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := pb.NewInferenceServiceClient(conn).Act(ctx)
+	if err != nil {
+		return fmt.Errorf("inference Act: %w", err)
+	}
+	observations := &pb.Tensor{Dtype: box.Dtype, Shape: shape, Data: make([]byte, elements*int64(size))}
+	if err := stream.Send(&pb.ActRequest{Observations: observations, Tag: tag}); err != nil {
+		return fmt.Errorf("inference Act: %w", err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		return fmt.Errorf("inference Act: %w", err)
+	}
+	answer, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("inference Act: %w", err)
+	}
+	res.ActVersion, res.ActPolicy = answer.Version, answer.GetPolicy().GetShape()
+	res.ActValues = len(answer.GetValue().GetData()) / 4
 	return nil
 }

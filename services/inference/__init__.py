@@ -1,0 +1,1 @@
+"""The inference service: the policy's forward pass for every actor and game server, batched on the learner's device."""
