@@ -327,9 +327,14 @@ class Mesh:
 
     def stop(self) -> None:
         """Stops in order: actors (their last chunks still reach replay and the
-        learner), then the learner ranks together (rank 0 writes a checkpoint), then the stores."""
+        learner), then the learner ranks together (rank 0 writes a checkpoint) and the inference
+        service, then the stores; a service none of these names goes with the last stage."""
         front = [s for s in self.services if s.name == "viewer"]
-        stages = [self.actors + front, self.learners, [self.service("parameter"), self.service("replay")]]
+        middle = [s for s in self.services if s.name == "inference"]
+        stores = [self.service("parameter"), self.service("replay")]
+        staged = {id(s) for s in [*self.actors, *front, *self.learners, *middle, *stores]}
+        stages = [self.actors + front, self.learners + middle,
+                  stores + [s for s in self.services if id(s) not in staged]]  # fmt: skip
         for stage in stages:
             for service in stage:
                 if service.alive():
