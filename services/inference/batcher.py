@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ class Served:
     network: torch.nn.Module
     proto: object = None
     """Its ``ModelSpec`` message, sent with a stream's first answer and when it changes."""
+    refresh: Callable[[], None] | None = None
+    """For the newest model: loads newer weights in place (called by the batcher thread, between passes)."""
 
 
 @dataclass
@@ -70,21 +73,38 @@ class Models:
         return Served(header.version, spec, network.to(self.device).eval(), header.model)
 
     def newest(self) -> Served:
-        """The newest model that has arrived.
+        """The newest model: built from the first weights that arrive; later versions are loaded into
+        the same network between passes (:meth:`_refresh`), not built again at every publish.
 
         Raises:
             UnavailableError: nothing published yet.
         """
+        if self._newest is not None:
+            return self._newest
         latest = self.follower.latest()
         if latest is None:
             raise UnavailableError(
-                f"no weights published yet at {self.parameters.address}; the learner publishes first"
+                f"no weights published yet at {self.parameters.address}: the learner publishes its first at start"
             )
         with self._lock:
-            if self._newest is None or latest[0].version > self._newest.version:
-                # a fresh network each time: a pass in flight keeps the one it took
-                self._newest = self._build(*latest)
+            if self._newest is None:
+                served = self._build(*latest)
+                served.refresh = self._refresh
+                self._newest = served
             return self._newest
+
+    def _refresh(self) -> None:
+        latest, served = self.follower.latest(), self._newest
+        if latest is None or latest[0].version <= served.version:
+            return
+        header, data = latest
+        spec = wire.model_spec_from_proto(header.model)
+        if spec != served.spec:  # another model was published: build it (rare: a new run on the same service)
+            rebuilt = self._build(header, data)
+            served.spec, served.network, served.proto = rebuilt.spec, rebuilt.network, rebuilt.proto
+        else:
+            load_weights(served.network, data)
+        served.version = header.version
 
     def pinned(self, tag: str, version: int) -> Served:
         """The model a request pins (blocking: it may fetch).
@@ -201,6 +221,9 @@ class Batcher:
 
     def _forward(self, requests: list[Request]) -> None:
         served = requests[0].served
+        if served.refresh is not None:
+            served.refresh()
+        version, proto = served.version, served.proto  # (what answers this pass, whatever comes next)
         begin = time.perf_counter()
         sizes = [len(request.observations) for request in requests]
         stacked = np.concatenate([request.observations for request in requests])  # (a writable copy)
@@ -214,5 +237,5 @@ class Batcher:
         start = 0
         for request, size in zip(requests, sizes, strict=True):
             self.queue_wait.observe(begin - request.arrived)
-            request.future.set_result((policy[start : start + size], value[start : start + size], served))
+            request.future.set_result((policy[start : start + size], value[start : start + size], version, proto))
             start += size

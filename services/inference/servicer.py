@@ -45,14 +45,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         sent_model = None
         try:
             while (pending := await answers.get()) is not None:
-                policy, value, served = await pending
+                policy, value, version, proto = await pending
                 room.release()
                 response = inference_pb2.ActResponse(
-                    policy=codec.encode(policy), value=codec.encode(value), version=served.version
+                    policy=codec.encode(policy), value=codec.encode(value), version=version
                 )
-                if served.proto is not sent_model:
-                    response.model.CopyFrom(served.proto)
-                    sent_model = served.proto
+                if proto is not sent_model:
+                    response.model.CopyFrom(proto)
+                    sent_model = proto
                 yield response
             await reader  # a failed read (the client's error) surfaces here
         finally:
@@ -64,7 +64,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if pending is not None:
                     pending.cancel()
 
-    async def _answer(self, request: inference_pb2.ActRequest) -> tuple[np.ndarray, np.ndarray, Served]:
+    async def _answer(self, request: inference_pb2.ActRequest) -> tuple[np.ndarray, np.ndarray, int, object]:
         if request.version < 0:
             raise InvalidArgumentError(f"version: must be >= 0, got {request.version}")
         served = await blocking(self.models.pinned, request.tag, request.version) if (
