@@ -34,7 +34,7 @@ from rich.console import Console
 import rlrings
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ("replay", "parameter", "learner", "actor", "viewer")
+IMAGES = ("replay", "parameter", "learner", "actor", "viewer", "inference")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 INSTALL_HINTS = {
     "terraform": "https://developer.hashicorp.com/terraform/install (1.5 or later)",

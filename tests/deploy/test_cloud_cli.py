@@ -57,7 +57,7 @@ def test_dry_run_prints_every_step_and_command_and_touches_nothing(tmp_path):
         "test rlrings",
     ):
         assert command in out, f"{command!r} is not in the plan"
-    for image in ("replay", "parameter", "learner", "actor", "viewer"):
+    for image in ("replay", "parameter", "learner", "actor", "viewer", "inference"):
         assert f"--image rlrings/{image}:0.1.0 --file services/{image}/Dockerfile" in out
     assert '"203.0.113.7/32"' in out and f'"tenant_id": "{TENANT}"' in out
     assert "[13/13]" in out
