@@ -60,7 +60,7 @@ def test_dry_run_prints_every_step_and_command_and_touches_nothing(tmp_path):
     for image in ("replay", "parameter", "learner", "actor", "viewer", "inference"):
         assert f"--image rlrings/{image}:0.1.0 --file services/{image}/Dockerfile" in out
     assert '"203.0.113.7/32"' in out and f'"tenant_id": "{TENANT}"' in out
-    assert "[13/13]" in out
+    assert "[14/14]" in out  # (six image builds among them)
     assert not (tmp_path / ".rlrings").exists(), "a dry run wrote state"
 
 
