@@ -25,9 +25,10 @@ class InferenceConfig(ServiceConfig):
     """CPU threads PyTorch may use (on the CPU, the forward pass's)."""
     max_batch: pydantic.PositiveInt = 1024
     """Most observations one forward pass takes, from as many requests as fit."""
-    max_wait_ms: pydantic.NonNegativeFloat = 1.0
-    """How long the first request of a batch waits for others to join it; 0: no wait beyond
-    what arrives while the previous pass runs."""
+    max_wait_ms: pydantic.NonNegativeFloat = 0.0
+    """How long the first request of a pass waits for others to join it; 0: none, a pass starts as
+    soon as the device is free and takes everything that arrived while the previous one ran (under
+    load that is the batching; with few callers a wait is only latency)."""
     max_observations_per_request: pydantic.PositiveInt = 1024
     """Most observations in one request (more is INVALID_ARGUMENT)."""
     max_in_flight_per_stream: pydantic.PositiveInt = 4
