@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -174,6 +175,11 @@ class Actor:
         self.acting = None
         self._rate = RateMeter()
         torch.set_num_threads(config.torch_threads)
+        if config.env_groups > 1:
+            # A group's forward pass runs on other threads (gRPC's, or the local pass's), and each
+            # needs the GIL while this thread steps the next group in Python; at the default 5 ms switch
+            # interval a request waited for the step to end, and the groups' overlap was lost
+            sys.setswitchinterval(0.0005)
 
     # -- set-up ----------------------------------------------------------------
 
