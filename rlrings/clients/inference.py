@@ -2,9 +2,8 @@
 
 ``InferenceClient(address).stream()`` opens one ``Act`` stream. ``send`` queues a batch of
 observations and returns at once; ``receive`` gives the answers in the order sent, so a caller
-can step one group of envs while another group's observations are at the service. Called like
-the network itself (``stream(obs_tensor) -> (policy, value)``) it sends and waits, so an
-algorithm's acting half takes it in the network's place. A restarted service is reconnected to,
+can step one group of envs while another group's observations are at the service. A restarted
+service is reconnected to,
 and the unanswered requests are sent again (a forward pass changes nothing, so asking twice is safe).
 
 A game server asks for actions the same way (``InferenceClient.act``)::
@@ -34,8 +33,6 @@ from rlrings.rpc.security import PLAINTEXT, ClientSecurity
 from rlrings.v1 import inference_pb2, inference_pb2_grpc
 
 if TYPE_CHECKING:  # (PyTorch is imported only by what needs it: an uploader's client does not)
-    import torch
-
     from rlrings.core.models import ModelSpec
 
 _RECONNECT = (grpc.StatusCode.UNAVAILABLE,)
@@ -155,14 +152,6 @@ class ActStream:
         self.version = response.version
         return Answer(codec.decode(response.policy, "policy"), codec.decode(response.value, "value"),
                       response.version, self.model)  # fmt: skip
-
-    def __call__(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network's interface: ``(policy, value)`` for a batch, sent and waited for."""
-        import torch
-
-        self.send(observations.numpy())
-        answer = self.receive()
-        return torch.from_numpy(answer.policy.copy()), torch.from_numpy(answer.value.copy())
 
     def close(self) -> None:
         self._outbox.put(None)

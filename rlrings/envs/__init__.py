@@ -84,27 +84,31 @@ pay only penalties), so that a target above it can be called unreachable at star
 def best_return(env_id: str) -> float | None:
     """The most one episode of ``env_id`` can return, where known (an adapter's ``best_return(name)``,
     Pong's 21, or :data:`BEST_RETURNS`); None elsewhere."""
-    adapter = _adapter(env_id)
-    if adapter is not None:
-        module, name = adapter
-        bound = getattr(importlib.import_module(module), "best_return", None)
-        return bound(name) if bound else None
-    return BEST_RETURNS.get(env_id)
+    adapted, bound = _ask_adapter(env_id, "best_return")
+    return bound if adapted else BEST_RETURNS.get(env_id)
 
 
 def solved_threshold(env_id: str) -> float | None:
     """The mean return over 100 fresh episodes at which ``env_id`` counts as solved: an adapter's
     definition (its ``solved_threshold(name)``: Atari's games the field scores, a few-shot family's),
     else Gymnasium's ``reward_threshold``; None where there is none."""
-    adapter = _adapter(env_id)
-    if adapter is not None:
-        module, name = adapter
-        definition = getattr(importlib.import_module(module), "solved_threshold", None)
-        return definition(name) if definition else None
+    adapted, threshold = _ask_adapter(env_id, "solved_threshold")
+    if adapted:
+        return threshold
     try:
         return gym.spec(env_id).reward_threshold
     except gym.error.Error:  # not a registered id: no definition
         return None
+
+
+def _ask_adapter(env_id: str, function: str) -> tuple[bool, float | None]:
+    """(whether an adapter makes ``env_id``, what its ``function(name)`` says, or None where it has none)."""
+    adapter = _adapter(env_id)
+    if adapter is None:
+        return False, None
+    module, name = adapter
+    answer = getattr(importlib.import_module(module), function, None)
+    return True, answer(name) if answer else None
 
 
 def describe_families(indent: str = "  ") -> str:

@@ -284,9 +284,10 @@ class Evaluator:
                     solved = float(np.mean(returns)) - self.confirm_sigmas * standard_error >= self.target
                 confirmation = Evaluation(header.version, header.learner_step, started, env_steps, returns, [],
                                           time.monotonic() - begin)  # fmt: skip
+            behind = self._behind(header)
             for evaluation in (result, confirmation):
                 if evaluation is not None:
-                    evaluation.versions_behind, evaluation.seconds_behind = self._behind(header)
+                    evaluation.versions_behind, evaluation.seconds_behind = behind
             try:  # reported before on_result: once a run says "solved", the service has tagged it
                 best = confirmation or result
                 self.parameters.report_evaluation(

@@ -172,7 +172,7 @@ class Actor:
         self.paused = threading.Event()
         self.stopped = threading.Event()
         self.writer = None
-        self.acting = None
+        self.actings = []
         self._rate = RateMeter()
         torch.set_num_threads(config.torch_threads)
         if config.env_groups > 1:
@@ -227,8 +227,7 @@ class Actor:
             )  # fmt: skip
             for g, size in enumerate(sizes)
         ]
-        self.acting = self.actings[0]
-        problem = self.acting.check_table(sequence_length)
+        problem = self.actings[0].check_table(sequence_length)  # (every group writes the same items)
         if problem:
             raise ConfigError(f"table {self.config.table!r}: {problem}")
         # Frame columns go LZ4-compressed: an Atari chunk (8 unrolls of 21 stacked 84x84x4 frames,
@@ -242,7 +241,7 @@ class Actor:
         }
         self.writer = self.replay.writer(
             self.config.table,
-            chunk_length=self.acting.chunk_length,
+            chunk_length=self.actings[0].chunk_length,
             max_in_flight=self.config.max_in_flight,
             compression=compression,
         )

@@ -234,8 +234,9 @@ class Batcher:
                      else np.zeros(len(stacked), np.float32))  # fmt: skip
         self.batch_size.observe(len(stacked))
         self.observations.inc(len(stacked))
-        start = 0
+        start, answered = 0, time.perf_counter()
         for request, size in zip(requests, sizes, strict=True):
             self.queue_wait.observe(begin - request.arrived)
+            self.latency.observe(answered - request.arrived)
             request.future.set_result((policy[start : start + size], value[start : start + size], version, proto))
             start += size
