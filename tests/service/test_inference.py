@@ -127,6 +127,8 @@ def test_requests_of_many_streams_share_forward_passes(mesh):
     after = server.batcher.batch_size.collect()[0]
     passes = next(s.value for s in after.samples if s.name.endswith("_count")) - passes_before
     assert passes < streams * 5 / 2, f"{passes} passes for {streams * 5} requests: streams were not batched"
+    answered = server.batcher.latency.collect()[0]
+    assert next(s.value for s in answered.samples if s.name.endswith("_count")) >= streams * 5, "every answer timed"
 
 
 def test_a_pinned_tag_or_version_answers_while_newer_ones_arrive(mesh):
