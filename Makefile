@@ -20,7 +20,7 @@ KUBE_VERSION_FLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-
 SERVICE_MONITOR_CRD := monitoring.coreos.com_servicemonitors.yaml
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot chaos load test test-fast lint format protos check-protos bench clean
+.PHONY: help setup browser tools horovod cassandra-up cassandra-down cassandra-wipe run fewshot chaos load test test-fast lint format protos check-protos docs bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -109,6 +109,10 @@ lint: setup ## ruff lint and format check
 format: setup ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: setup ## Rewrite the README's algorithm table and the chart's values comments from the docstrings, and build the site into site/ (--strict)
+	$(BIN)/python -m rlrings.ops.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # the descriptor set keeps the comments: servers answer reflection with them (rlrings/rpc/reflection.py)
 PROTOC_DESCRIPTORS = --include_imports --include_source_info --descriptor_set_out

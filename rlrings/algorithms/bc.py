@@ -44,7 +44,9 @@ def demonstrations_table(env, name: str = "demonstrations", max_size: int = 100_
 class BcConfig(api.AlgorithmConfig):
     name: str = "bc"
     learning_rate: float = pydantic.Field(default=1e-3, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
+    """Adam's learning rate for the policy's log-likelihood."""
     max_grad_norm: pydantic.PositiveFloat | None = None
+    """Clip of the global gradient norm; None does not clip."""
     capacity: pydantic.PositiveInt = 100_000
     """Demonstration steps the table keeps (the oldest are evicted)."""
 

@@ -54,6 +54,7 @@ class DqnConfig(api.AlgorithmConfig):
     n_step: pydantic.PositiveInt = 3
     """Steps per n-step return."""
     max_grad_norm: pydantic.PositiveFloat | None = 10.0
+    """Clip of the global gradient norm of the TD loss; None does not clip."""
     target_update_every: pydantic.PositiveInt = 250
     """Updates between target-network copies."""
     priority_exponent: float = pydantic.Field(default=0.6, ge=0)

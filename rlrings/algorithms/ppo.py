@@ -44,7 +44,9 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 class PpoConfig(trajectories.TrajectoryConfig):
     name: str = "ppo"
     unroll_length: pydantic.PositiveInt = 32
+    """Steps per trajectory item: the advantage horizon (items hold one more observation, to bootstrap from)."""
     learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
+    """Adam's learning rate (at the start, where it decays)."""
     gae_lambda: float = pydantic.Field(default=0.95, ge=0, le=1)
     """GAE's lambda."""
     clip: pydantic.PositiveFloat = 0.2

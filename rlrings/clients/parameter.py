@@ -1,7 +1,7 @@
 """Client of the parameter service.
 
 Learners publish with :meth:`ParameterClient.publish`; users download with
-:meth:`ParameterClient.fetch` (or ``rlrings models pull``); actors keep a
+:meth:`ParameterClient.policy` or :meth:`ParameterClient.fetch` (or ``rlrings models pull``); actors keep a
 :class:`WeightsFollower`, which watches for new versions and fetches them in
 a background thread, so the env loop only swaps in what has already arrived.
 """
@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -20,6 +21,9 @@ from rlrings.rpc.backoff import Backoff
 from rlrings.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, ServiceClient, from_rpc_error
 from rlrings.rpc.security import PLAINTEXT, ClientSecurity
 from rlrings.v1 import parameter_pb2, parameter_pb2_grpc, spaces_pb2
+
+if TYPE_CHECKING:
+    from rlrings.core.models import Policy
 
 log = logging.getLogger(__name__)
 _PIECE_BYTES = 1024 * 1024
@@ -89,6 +93,12 @@ class ParameterClient(ServiceClient):
             raise UnavailableError(f"version {header.version}: download does not match its sha256; try again")
         return header, data
 
+    def policy(self, tag: str = "latest", version: int = 0, timeout: float = 300) -> Policy:
+        """A trained model to act with in a plain game loop (``policy.act(obs)``): the version ``tag``
+        points at (``latest``, ``best``, ``solved``, or one of your own), or ``version``;
+        ``policy.save(path)`` writes what ``rlrings models pull`` writes."""
+        return policy_from(*self.fetch(version=version, tag=tag, timeout=timeout))
+
     def watch(self, send_current: bool = True) -> Iterator[parameter_pb2.WatchResponse]:
         """Notices of new versions; cancel the returned call to stop."""
         return self._stub.Watch(parameter_pb2.WatchRequest(send_current=send_current))
@@ -109,6 +119,17 @@ class ParameterClient(ServiceClient):
     def delete_tag(self, tag: str) -> int:
         """Removes a named tag; returns the version it pointed at (then retained as any other)."""
         return self._call(self._stub.DeleteTag, parameter_pb2.DeleteTagRequest(tag=tag), 30).version
+
+
+def policy_from(header: parameter_pb2.WeightsHeader, data: bytes) -> Policy:
+    """A Policy from a version's header (its architecture and spaces) and weights."""
+    from rlrings.core.models import Policy, build_model, load_weights
+    from rlrings.rpc import wire
+
+    spec = wire.model_spec_from_proto(header.model)
+    network = build_model(spec)
+    load_weights(network, data)
+    return Policy(spec, network, header.version)
 
 
 class WeightsFollower:

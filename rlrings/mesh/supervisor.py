@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -48,6 +49,16 @@ def crash_looping(service: ServiceProcess, code: int | None, now: float) -> bool
     return service.quick_deaths >= MAX_QUICK_DEATHS
 
 
+def point_latest_at(run_dir: Path) -> None:
+    """``runs/latest`` names the newest run of ``runs/`` (a relative symlink, swapped in atomically),
+    so that ``--run runs/latest`` can be copied from the docs."""
+    latest = run_dir.parent / "latest"
+    staging = run_dir.parent / f".latest-{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(run_dir.name)
+    staging.replace(latest)
+
+
 class Mesh:
     def __init__(self, config: MeshConfig):
         self.config = config
@@ -58,6 +69,8 @@ class Mesh:
             config.target_return = solved_threshold(config.env)
         self.run_dir = config.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.run_dir is None:
+            point_latest_at(self.run_dir)
         self.services = plan(config, self.spec, self.run_dir, self._make_certificates)
         self.progress = Progress()
         self._channels: dict[str, grpc.Channel] = {}

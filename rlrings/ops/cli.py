@@ -432,14 +432,9 @@ def _pull(run: str | None, address: str, tag: str, version: int, out: str, secur
 
 
 def _policy(header, data):
-    """A Policy from a version's header and weights."""
-    from rlrings.core.models import Policy, build_model, load_weights
-    from rlrings.rpc import wire
+    from rlrings.clients.parameter import policy_from
 
-    spec = wire.model_spec_from_proto(header.model)
-    network = build_model(spec)
-    load_weights(network, data)
-    return Policy(spec, network, header.version)
+    return policy_from(header, data)
 
 
 def _list(run: str | None, address: str, security) -> int:

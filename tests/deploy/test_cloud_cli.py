@@ -152,3 +152,13 @@ def test_a_failed_step_says_what_was_applied_and_how_to_go_on(tmp_path):
     assert "Already applied: Initialise Terraform" in out
     assert f"rlrings cloud up {' '.join(IDS)} --api-access 10.0.0.0/8` again" in out
     assert "az acr build" not in out, "steps after the failure ran"
+
+
+def test_the_docs_dry_run_as_written(tmp_path):
+    """The Kubernetes page's dry run, with real ids in place of SUB and TENANT."""
+    from tests.helpers import run_shell_snippet
+
+    result = run_shell_snippet("cloud-dry-run", tmp_path, env={"HOME": str(tmp_path), "COLUMNS": "200"},
+                               substitute={"SUB": SUBSCRIPTION, "TENANT": TENANT}, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "nothing is changed" in result.stdout and f"az account set --subscription {SUBSCRIPTION}" in result.stdout

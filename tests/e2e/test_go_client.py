@@ -96,3 +96,34 @@ def test_a_go_game_server_asks_the_inference_service_for_actions(go_client, star
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # CartPole's two logits for each of the 5 observations, from the pinned version, not the newest
     assert (report["act_version"], report["act_policy_shape"], report["act_values"]) == (pinned, [5, 2], 5)
+
+
+@pytest.mark.skipif(GO is None, reason="needs the go toolchain (make tools uses it too)")
+def test_the_docs_go_commands_build_and_run_the_client(start_replay, start_parameter, tmp_path):
+    """The game clients page's two lines, as written but for the addresses: the build in clients/go
+    (through a link, so the binary and the model land in this test's directory's view of it, and are
+    removed after) and a run that uploads and downloads."""
+    from tests.helpers import run_shell_snippet
+
+    replay = start_replay([{"name": "experience", "signature": PENDULUM_TRANSITIONS, "max_size": 10_000}])
+    parameter = start_parameter()
+    spec = ModelSpec.for_env(env_spec("Pendulum-v1"), "sac")
+    weights = weights_to_bytes(build_model(spec))
+    with ParameterClient(parameter.address) as client:
+        client.publish(weights, wire.model_spec_to_proto(spec))
+    built, model = CLIENT / "rlrings-client", CLIENT / "model.pt"
+    assert not built.exists() and not model.exists(), "a file the test would write is in the checkout already"
+    (tmp_path / "clients").symlink_to(CLIENT.parent)
+    try:
+        result = run_shell_snippet(
+            "go-client", tmp_path, env={"GOFLAGS": "-mod=readonly"}, timeout=600,
+            substitute={"127.0.0.1:8000": replay.address, "127.0.0.1:8001": parameter.address},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["items_stored"] > 0 and model.read_bytes() == weights
+    finally:
+        built.unlink(missing_ok=True)
+        model.unlink(missing_ok=True)
+    with ReplayClient(replay.address) as client:
+        assert client.info(["experience"])["experience"].inserted_items == report["items_stored"]

@@ -13,7 +13,7 @@ import pytest
 
 from rlrings.v1 import learner_pb2, learner_pb2_grpc
 from tests.e2e.helpers import children_named, finish, scrape_every_service, up
-from tests.helpers import readme_block
+from tests.helpers import snippet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -82,9 +82,9 @@ def assert_the_printed_model_solves(output: str, run_dir, env_id: str, threshold
             total, done = total + reward, terminated or truncated
         returns.append(total)
     assert np.mean(returns) >= threshold, (np.mean(returns), summary["solve_confirmation_return"])
-    # the README's game loop, as written, on that file: bounded, headless
+    # the front page's game loop, as written, on that file: bounded, headless
     script = run_dir / "play.py"
-    script.write_text(readme_block("python", 'Policy.load("model.pt")'))
+    script.write_text(snippet("play-pulled-model"))
     played = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=run_dir)
     assert played.returncode == 0, played.stdout + played.stderr
     assert f"version {summary['solved_version']}: mean return " in played.stdout
@@ -237,17 +237,6 @@ def test_algorithm_settings_given_as_flags_are_what_the_learner_and_the_actors_r
                    if "algorithm settings: " in line]  # fmt: skip
         settings = json.loads(line.split("algorithm settings: ", 1)[1])
         assert (settings["name"], settings["epochs"], settings["learning_rate"]) == ("ppo", 8, 0.001), service
-
-
-def test_the_readme_run_command(tmp_path):
-    """``make run`` as the README gives it, with a short budget."""
-    result = subprocess.run(
-        ["make", "run", f"ARGS=--max-seconds 20 --target-return 1e9 --run-dir {tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["reason"] == "time limit reached" and summary["learner_steps"] > 0
 
 
 def test_the_mesh_trains_over_mutual_tls(tmp_path):
