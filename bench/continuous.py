@@ -5,21 +5,26 @@ Tasks (``--tasks``, each with its env-step budget and seeds):
 - ``pendulum``: Pendulum-v1, 20,000 env steps; solved when one frozen version's mean
   greedy return over 100 fresh episodes reaches -200 (both systems confirm the same way);
   reported: env steps and wall time to solve, start-up included.
-- ``halfcheetah``: HalfCheetah-v5 at a budget that fits a 2-core machine; reported: the
-  final evaluation return (10 fresh greedy episodes) at the budget, and the wall time.
+- ``halfcheetah``, ``hopper``: HalfCheetah-v5 and Hopper-v5 at a budget that fits a 2-core
+  machine (``--env-steps 100000`` for the field's comparison); reported: the final evaluation
+  return (10 fresh greedy episodes) at the budget, and the wall time.
 - ``reacher``: Reacher-v5 (the robot arm), rlrings SAC alone, until its own threshold
   (-3.75) or the budget: env steps and wall time, or the best evaluation reached.
+- ``reacher-ppo``: Reacher-v5 with rlrings PPO (observations normalised as the field does for
+  MuJoCo; ``--algorithm`` adds settings) against Stable-Baselines3 PPO with VecNormalize, to the
+  env's threshold or 200 k env steps.
 - ``carracing``: CarRacing-v3 (96x96 pixels), rlrings PPO alone for a short budget: the
   evaluation curve, to show it learns something measurable.
 
 rlrings runs as ``rlrings up`` (2 actors x 8 envs, one learner, the evaluator beside
-them); Stable-Baselines3 as its defaults in one process (``bench/sb3_side.py``, in
+them; ``--algorithm JSON`` changes its settings, ``--systems rlrings`` leaves SB3 out);
+Stable-Baselines3 as its defaults in one process (``bench/sb3_side.py``, in
 .venv-sb3 from ``bench/sb3_env.sh``), its evaluation time left out of its clock.
 CleanRL's published SAC returns at 1 M steps are quoted for scale. Results go to
 bench/results/continuous.json and continuous.png (evaluation return against env steps,
 mean over seeds, with each seed's curve).
 
-    python -m bench.continuous [--tasks pendulum,halfcheetah,reacher,carracing] [--seeds 3]
+    python -m bench.continuous [--tasks pendulum,halfcheetah,hopper,reacher,reacher-ppo,carracing] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -49,13 +54,21 @@ TASKS = {
     # name: env, algorithm, env-step budget, seconds budget, target (None: the env's), reference, evaluator pause
     "pendulum": ("Pendulum-v1", "sac", 20_000, 400.0, -200.0, True, 1.0),
     "halfcheetah": ("HalfCheetah-v5", "sac", 20_000, 900.0, 1e9, True, 15.0),
+    "hopper": ("Hopper-v5", "sac", 20_000, 900.0, 1e9, True, 15.0),
     "reacher": ("Reacher-v5", "sac", 30_000, 900.0, None, False, 10.0),
+    "reacher-ppo": ("Reacher-v5", '{"name": "ppo", "normalize_observations": true}', 200_000, 900.0, None, True, 10.0),
     "carracing": ("CarRacing-v3", "ppo", 200_000, 420.0, None, False, 30.0),
 }
 
 
-def rlrings(task: str, seed: int) -> dict:
-    env, algorithm, steps, seconds, target, _, pause = TASKS[task]
+def rlrings(task: str, seed: int, settings: dict | None = None, steps: int | None = None) -> dict:
+    """One ``rlrings up`` run. Where SB3 runs beside it, a solve is judged by SB3's side's rule (one
+    window of 100 fresh episodes at the target, no margin), not the stricter default of two."""
+    env, algorithm, budget, seconds, target, reference, pause = TASKS[task]
+    steps = steps or budget
+    if settings:
+        given = json.loads(algorithm) if algorithm.startswith("{") else {"name": algorithm}
+        algorithm = json.dumps({**given, **settings})
     run_dir = RESULTS / "continuous" / f"{task}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", env, "--algorithm", algorithm,
@@ -63,6 +76,8 @@ def rlrings(task: str, seed: int) -> dict:
                "--eval-interval-seconds", str(pause), "--no-viewer", "--run-dir", str(run_dir)]  # fmt: skip
     if target is not None:
         command += ["--target-return", str(target)]
+    if reference:
+        command += ["--confirm-windows", "1", "--confirm-sigmas", "0"]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((run_dir / "summary.json").read_text())
     curve = [(e["env_steps"], e["greedy_mean"], e["started_seconds"]) for e in summary["evaluations"]]
@@ -81,9 +96,15 @@ def rlrings(task: str, seed: int) -> dict:
     }
 
 
-def sb3(task: str, seed: int) -> dict | None:
-    env, _, steps, _, target, _, _ = TASKS[task]
-    args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20))]
+def sb3(task: str, seed: int, steps: int | None = None) -> dict | None:
+    env, _, budget, _, target, _, _ = TASKS[task]
+    steps = steps or budget
+    args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20)),
+            "--algorithm", "ppo" if "ppo" in TASKS[task][1] else "sac"]  # fmt: skip
+    if target is None:  # the env's own definition, as rlrings' evaluator takes it
+        from rlrings.envs import solved_threshold
+
+        target = solved_threshold(env)
     if target is not None and target < 1e8:
         args += ["--target", str(target)]
     run = reference_run(SB3_PYTHON, "sb3_side.py", seed, *args)
@@ -128,7 +149,8 @@ def plot(results: dict, path: Path) -> None:
         env, algorithm, steps, *_ = TASKS[task]
         for system, colour in (("rlrings", "C0"), ("sb3", "C1")):
             runs = results[task]["runs"].get(system, [])
-            label = f"rlrings {algorithm.upper()}" if system == "rlrings" else "Stable-Baselines3 SAC"
+            name = "PPO" if "ppo" in algorithm else "SAC"
+            label = f"rlrings {name}" if system == "rlrings" else f"Stable-Baselines3 {name}"
             curves = []
             for run in runs:
                 points = np.array([(s, r) for s, r, _ in run["curve"] if r == r])
@@ -159,22 +181,28 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="pendulum,halfcheetah,reacher,carracing")
+    parser.add_argument("--tasks", default="pendulum,halfcheetah,reacher,reacher-ppo,carracing")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--halfcheetah-seeds", type=int, default=1, help="HalfCheetah's seeds (long runs)")
+    parser.add_argument("--halfcheetah-seeds", type=int, default=1, help="HalfCheetah's and Hopper's seeds (long runs)")
+    parser.add_argument("--systems", default="rlrings,sb3", help="which systems run (sb3 only where a task has it)")
+    parser.add_argument("--env-steps", type=int, default=None, help="every task's env-step budget instead of its own")
+    parser.add_argument("--algorithm", default="{}", help="JSON: rlrings settings over the algorithm's defaults")
+    parser.add_argument("--out", default="continuous", help="name of the results files under bench/results")
     args = parser.parse_args()
+    systems, settings = args.systems.split(","), json.loads(args.algorithm)
     console = Console(width=150)
     subprocess.run([str(ROOT / "bench" / "sb3_env.sh")], check=False)
     results: dict = {}
     for task in args.tasks.split(","):
         reference = TASKS[task][5]
-        seeds = args.halfcheetah_seeds if task == "halfcheetah" else (args.seeds if reference else 1)
+        seeds = args.halfcheetah_seeds if task in ("halfcheetah", "hopper") else (args.seeds if reference else 1)
         runs: dict[str, list] = {"rlrings": [], "sb3": []}
         for seed in range(seeds):
-            runs["rlrings"].append(rlrings(task, seed))
-            console.print(f"{task} seed {seed} rlrings: {_line(runs['rlrings'][-1])}")
-            if reference:
-                run = sb3(task, seed)
+            if "rlrings" in systems:
+                runs["rlrings"].append(rlrings(task, seed, settings, args.env_steps))
+                console.print(f"{task} seed {seed} rlrings: {_line(runs['rlrings'][-1])}")
+            if reference and "sb3" in systems:
+                run = sb3(task, seed, args.env_steps)
                 if run is not None:
                     runs["sb3"].append(run)
                     console.print(f"{task} seed {seed} sb3: {_line(run)}")
@@ -185,9 +213,9 @@ def main() -> None:
             for measure in ("seconds_to_solve", "env_steps_to_solve", "seconds"):
                 if measure in ours and measure in theirs:
                     ratios[f"{measure}_median_over_sb3"] = ours[measure]["median"] / theirs[measure]["median"]
-        results[task] = {"env": TASKS[task][0], "budget_env_steps": TASKS[task][2], "summary": summary,
-                         "ratios": ratios, "runs": runs}  # fmt: skip
-        _write(results)
+        results[task] = {"env": TASKS[task][0], "budget_env_steps": args.env_steps or TASKS[task][2],
+                         "rlrings_settings": settings, "summary": summary, "ratios": ratios, "runs": runs}  # fmt: skip
+        _write(results, args.out)
     view = Table("task", "system", "solved", "env steps to solve (median)", "s to solve (median)",
                  "final eval: mean [95% CI]", "best eval", "wall s", title="continuous control")  # fmt: skip
     for task, result in results.items():
@@ -203,7 +231,7 @@ def main() -> None:
         for key, value in result["ratios"].items():
             console.print(f"{task} {key}: {value:.2f}")
     console.print(view)
-    console.print("written to bench/results/continuous.json and continuous.png")
+    console.print(f"written to bench/results/{args.out}.json and {args.out}.png")
 
 
 def _line(run: dict) -> str:
@@ -214,10 +242,10 @@ def _line(run: dict) -> str:
     )
 
 
-def _write(results: dict) -> None:
+def _write(results: dict, name: str = "continuous") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "continuous.json").write_text(json.dumps({"cleanrl_sac_1m": CLEANRL_SAC_1M, "tasks": results}, indent=2))
-    plot(results, RESULTS / "continuous.png")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"cleanrl_sac_1m": CLEANRL_SAC_1M, "tasks": results}, indent=2))
+    plot(results, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

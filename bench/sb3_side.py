@@ -1,8 +1,11 @@
 """The Stable-Baselines3 side of bench.continuous; runs in .venv-sb3.
 
 SAC at Stable-Baselines3's defaults (MlpPolicy, 256-256, learning_starts 100,
-one gradient step per env step, automatic entropy tuning) on one env and
-seed. Every ``--eval-every`` env steps the current policy plays
+one gradient step per env step, automatic entropy tuning), or PPO at its
+defaults (``--algorithm ppo``: 2048-step rollouts, 10 epochs of 64-step
+minibatches) with the observations and rewards normalised as the RL Zoo does
+for MuJoCo (``VecNormalize``; evaluation sees the same observation statistics,
+frozen), on one env and seed. Every ``--eval-every`` env steps the current policy plays
 ``--eval-episodes`` fresh deterministic episodes (seeds from 10,000,000 up, as
 rlrings' evaluator); a round that reaches ``--target`` is confirmed on
 ``--confirm-episodes`` more, and a confirmed round ends the run. Evaluation
@@ -27,12 +30,13 @@ def evaluate(model, env_id: str, episodes: int, seed: int) -> float:
     import numpy as np
 
     env = gym.make(env_id)
+    normalize = getattr(model.get_env(), "normalize_obs", None)  # PPO's VecNormalize, frozen while it plays
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = model.predict(normalize(obs) if normalize else obs, deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -50,13 +54,23 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--confirm-episodes", type=int, default=100)
+    parser.add_argument("--algorithm", choices=("sac", "ppo"), default="sac")
     args = parser.parse_args()
 
     import torch
-    from stable_baselines3 import SAC
 
     torch.manual_seed(args.seed)
-    model = SAC("MlpPolicy", args.env, seed=args.seed, verbose=0)
+    if args.algorithm == "ppo":
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=args.seed))
+        model = PPO("MlpPolicy", env, seed=args.seed, verbose=0)
+    else:
+        from stable_baselines3 import SAC
+
+        model = SAC("MlpPolicy", args.env, seed=args.seed, verbose=0)
     evaluating = 0.0  # seconds spent evaluating, left out of the clock
     curve, solved_at, final = [], None, None
     while model.num_timesteps < args.max_env_steps:

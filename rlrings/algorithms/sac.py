@@ -144,11 +144,12 @@ class SacConfig(api.AlgorithmConfig):
     """Steps per return in a transition."""
     capacity: pydantic.PositiveInt | None = None
     """Transitions the table keeps; None: 1,000,000, or as many as fit in 2 GiB for large frames."""
-    learning_starts: pydantic.NonNegativeInt = 5000
-    """Transitions in the table before the first batch."""
-    random_steps: pydantic.NonNegativeInt = 5000
+    learning_starts: pydantic.NonNegativeInt = 1000
+    """Transitions in the table before the first batch (Stable-Baselines3 starts at 100, CleanRL at
+    5,000; of 100, 500, 1,000 and 5,000, 1,000 solved Pendulum-v1 in the fewest env steps)."""
+    random_steps: pydantic.NonNegativeInt = 1000
     """Env steps (all actors together; the mesh gives each actor its share) of uniformly random
-    actions before the policy acts."""
+    actions before the policy acts (measured with learning_starts, above)."""
     chunk_length: pydantic.PositiveInt = 32
     """Transitions per chunk an actor sends."""
     prioritized: bool = False

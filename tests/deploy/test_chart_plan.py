@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from rlrings import algorithms
 from rlrings.envs import env_spec
 from rlrings.mesh import MeshConfig, plan
 from rlrings.rpc.config import load_config
@@ -134,7 +135,8 @@ def test_every_pod_runs_what_the_same_process_of_rlrings_up_runs(name, shape, tm
         epsilons = [actor.algorithm.epsilon for actor in actors]
         assert epsilons == sorted(epsilons, reverse=True) and len(set(epsilons)) == len(epsilons)
     if name == "sac":
-        assert {actor.algorithm.random_steps for actor in actors} == {5000 // SHAPES[shape]["actors"]}
+        shared = algorithms.get("sac").config().random_steps
+        assert {actor.algorithm.random_steps for actor in actors} == {shared // SHAPES[shape]["actors"]}
 
 
 @pytest.mark.parametrize("name", ["appo", "ppo"])

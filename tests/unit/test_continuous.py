@@ -130,7 +130,8 @@ def test_sac_table_holds_its_replay_ratio_and_bounds_its_action_column():
     table = experience.table_config(config, PENDULUM, TablePlan(batch_size=256))
     assert table["signature"]["action"] == {"dtype": "float32", "shape": [1], "low": [-2.0], "high": [2.0]}
     assert table["selector"] == "uniform" and table["max_size"] == 1_000_000
-    assert table["rate_limiter"]["samples_per_insert"] == 256 and table["rate_limiter"]["min_size_to_sample"] == 5000
+    limiter = table["rate_limiter"]
+    assert limiter["samples_per_insert"] == 256 and limiter["min_size_to_sample"] == config.learning_starts == 1000
     TableConfig(**table)  # replay takes it
     frames = EnvSpec("CarRacing-v3", Box((96, 96, 3), "uint8", 0, 255), Box((3,), "float32", (-1, 0, 0), 1))
     big = experience.table_config(config, frames, TablePlan(batch_size=256))
