@@ -181,13 +181,15 @@ def settings_table(model: type[pydantic.BaseModel], *, flags: bool = True, skip:
 
 def algorithm_settings_table(name: str) -> str:
     """An algorithm's settings as ``rlrings algorithms NAME`` prints them (one source:
-    ``rlrings.algorithms.settings_table``), as a Markdown table."""
+    ``rlrings.algorithms.settings_table``), as a Markdown table keyed as a config file spells them
+    (``learning_rate``; the flag is ``--algorithm.learning-rate``)."""
     from rlrings import algorithms
 
     algorithms.get(name)  # an unknown name is refused naming the choices
     rows = ["| setting | type | default | description |", "| --- | --- | --- | --- |"]
     for flag, kind, default, doc in algorithms.settings_table(name):
-        rows.append(f"| `{flag}` | {_cell(kind)} | `{_cell(default)}` | {_cell(doc)} |")
+        key = flag.removeprefix("--algorithm.").replace("-", "_")
+        rows.append(f"| `{key}` | {_cell(kind)} | `{_cell(default)}` | {_cell(doc)} |")
     return "\n".join(rows)
 
 

@@ -62,7 +62,7 @@ def test_the_site_builds_strictly(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     page = (tmp_path / "site" / "algorithms" / "appo" / "index.html").read_text()
-    assert "--algorithm.clip" in page and "<!-- rlrings:" not in page  # the settings table is filled in
+    assert "<code>clip</code>" in page and "<!-- rlrings:" not in page  # the settings table is filled in
     assert "ReplayClient" in (tmp_path / "site" / "clients" / "python" / "index.html").read_text()
 
 
@@ -75,7 +75,7 @@ def test_the_readme_table_and_the_values_comments_are_current():
 def test_a_marker_becomes_the_settings_table_that_rlrings_algorithms_prints():
     rows = docs.render("<!-- rlrings:settings algorithm=ppo -->").splitlines()
     assert rows[0] == "| setting | type | default | description |"
-    (epochs,) = [row for row in rows if row.startswith("| `--algorithm.epochs` |")]
+    (epochs,) = [row for row in rows if row.startswith("| `epochs` |")]
     printed = subprocess.run([sys.executable, "-m", "rlrings.ops.cli", "algorithms", "ppo"], capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     assert printed.returncode == 0 and "--algorithm.epochs" in printed.stdout, printed.stderr
