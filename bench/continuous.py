@@ -51,13 +51,14 @@ CLEANRL_SAC_1M = {"HalfCheetah": 9600, "Hopper": 2300}
 
 
 TASKS = {
-    # name: env, algorithm, env-step budget, seconds budget, target (None: the env's), reference, evaluator pause
-    "pendulum": ("Pendulum-v1", "sac", 20_000, 400.0, -200.0, True, 1.0),
-    "halfcheetah": ("HalfCheetah-v5", "sac", 20_000, 900.0, 1e9, True, 15.0),
-    "hopper": ("Hopper-v5", "sac", 20_000, 900.0, 1e9, True, 15.0),
-    "reacher": ("Reacher-v5", "sac", 30_000, 900.0, None, False, 10.0),
-    "reacher-ppo": ("Reacher-v5", '{"name": "ppo", "normalize_observations": true}', 200_000, 900.0, None, True, 10.0),
-    "carracing": ("CarRacing-v3", "ppo", 200_000, 420.0, None, False, 30.0),
+    # name: env, algorithm (its name and the settings given), env-step budget, seconds budget, target (None: the
+    # env's), reference, evaluator pause
+    "pendulum": ("Pendulum-v1", {"name": "sac"}, 20_000, 400.0, -200.0, True, 1.0),
+    "halfcheetah": ("HalfCheetah-v5", {"name": "sac"}, 20_000, 900.0, 1e9, True, 15.0),
+    "hopper": ("Hopper-v5", {"name": "sac"}, 20_000, 900.0, 1e9, True, 15.0),
+    "reacher": ("Reacher-v5", {"name": "sac"}, 30_000, 900.0, None, False, 10.0),
+    "reacher-ppo": ("Reacher-v5", {"name": "ppo", "normalize_observations": True}, 200_000, 900.0, None, True, 10.0),
+    "carracing": ("CarRacing-v3", {"name": "ppo"}, 200_000, 420.0, None, False, 30.0),
 }
 
 
@@ -66,9 +67,7 @@ def rlrings(task: str, seed: int, settings: dict | None = None, steps: int | Non
     window of 100 fresh episodes at the target, no margin), not the stricter default of two."""
     env, algorithm, budget, seconds, target, reference, pause = TASKS[task]
     steps = steps or budget
-    if settings:
-        given = json.loads(algorithm) if algorithm.startswith("{") else {"name": algorithm}
-        algorithm = json.dumps({**given, **settings})
+    algorithm = json.dumps({**algorithm, **(settings or {})})
     run_dir = RESULTS / "continuous" / f"{task}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "rlrings.ops.cli", "up", "--env", env, "--algorithm", algorithm,
@@ -100,7 +99,7 @@ def sb3(task: str, seed: int, steps: int | None = None) -> dict | None:
     env, _, budget, _, target, _, _ = TASKS[task]
     steps = steps or budget
     args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20)),
-            "--algorithm", "ppo" if "ppo" in TASKS[task][1] else "sac"]  # fmt: skip
+            "--algorithm", TASKS[task][1]["name"]]  # fmt: skip
     if target is None:  # the env's own definition, as rlrings' evaluator takes it
         from rlrings.envs import solved_threshold
 
@@ -149,7 +148,7 @@ def plot(results: dict, path: Path) -> None:
         env, algorithm, steps, *_ = TASKS[task]
         for system, colour in (("rlrings", "C0"), ("sb3", "C1")):
             runs = results[task]["runs"].get(system, [])
-            name = "PPO" if "ppo" in algorithm else "SAC"
+            name = algorithm["name"].upper()
             label = f"rlrings {name}" if system == "rlrings" else f"Stable-Baselines3 {name}"
             curves = []
             for run in runs:

@@ -115,6 +115,11 @@ def _type_name(annotation: Any) -> str:
     return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
+def setting_type(field: pydantic.fields.FieldInfo) -> str:
+    """A setting's type as help and the docs show it, bounds included (``int > 0``, ``float | None``)."""
+    return _type_name(field.annotation) + _bounds(field.metadata)
+
+
 def _description(config: type[pydantic.BaseModel], key: str) -> str:
     """A setting's docstring, from the class that last documented it (a subclass may change only its default)."""
     for cls in config.__mro__:
@@ -132,7 +137,7 @@ def settings_table(name: str) -> list[tuple[str, str, str, str]]:
         if key == "name":
             continue
         default = field.get_default(call_default_factory=True)
-        kind = _type_name(field.annotation) + _bounds(field.metadata)
+        kind = setting_type(field)
         doc = _description(config, key)
         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("live"):
             doc += f" Changeable while the {field.json_schema_extra['live']} runs (UpdateConfig)."

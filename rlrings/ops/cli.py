@@ -408,11 +408,12 @@ def _fetch(run: str | None, address: str, version: int, tag: str, security):
 
 
 def _pull(run: str | None, address: str, tag: str, version: int, out: str, security) -> int:
+    from rlrings.clients.parameter import policy_from
     from rlrings.core.errors import RlringsError
 
     try:
         header, data = _fetch(run, address, version, tag, security)
-        policy = _policy(header, data)
+        policy = policy_from(header, data)
     except (RlringsError, ValueError) as error:
         print(f"rlrings models pull: {error}", file=sys.stderr)
         return 2 if isinstance(error, ValueError) else 1
@@ -429,12 +430,6 @@ def _pull(run: str | None, address: str, tag: str, version: int, out: str, secur
         f"learner step {header.learner_step}) written to {out}{tags}{evaluated}"
     )
     return 0
-
-
-def _policy(header, data):
-    from rlrings.clients.parameter import policy_from
-
-    return policy_from(header, data)
 
 
 def _list(run: str | None, address: str, security) -> int:
@@ -473,12 +468,13 @@ def _load_policy(model: str, run: str | None, address: str, security):
     """A Policy from a file, or by tag or version from a run directory or the parameter service."""
     from pathlib import Path
 
+    from rlrings.clients.parameter import policy_from
     from rlrings.core.models import Policy
 
     if Path(model).is_file():
         return Policy.load(model)
     version, tag = (int(model), "") if model.isdigit() else (0, model)
-    return _policy(*_fetch(run, address, version, tag or "latest", security))
+    return policy_from(*_fetch(run, address, version, tag or "latest", security))
 
 
 def _render(args, security) -> int:

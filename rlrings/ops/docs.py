@@ -30,6 +30,9 @@ from typing import Any
 
 import pydantic
 import yaml
+from pydantic_settings import CLI_SUPPRESS
+
+from rlrings.algorithms import setting_type
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -99,24 +102,6 @@ def description(field: pydantic.fields.FieldInfo) -> str:
     return text.replace("``", "`")
 
 
-def type_name(annotation: Any) -> str:
-    """``int``, ``float | None``, ``Literal['a', 'b']`` written as ``a | b``: what a reader types."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return type_name(typing.get_args(annotation)[0])
-    if origin is typing.Literal:
-        return " \\| ".join(str(value) for value in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(dict.fromkeys(type_name(arg) for arg in typing.get_args(annotation)))
-    if annotation is type(None):
-        return "None"
-    if origin is not None:
-        args = ", ".join(type_name(arg) for arg in typing.get_args(annotation))
-        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
-    name = getattr(annotation, "__name__", str(annotation))
-    return {"SecretStr": "secret"}.get(name, name)
-
-
 def default_text(field: pydantic.fields.FieldInfo) -> str:
     if field.is_required():
         return "required"
@@ -135,7 +120,7 @@ def default_text(field: pydantic.fields.FieldInfo) -> str:
 
 
 def _suppressed(field: pydantic.fields.FieldInfo) -> bool:
-    return "==SUPPRESS==" in field.metadata
+    return CLI_SUPPRESS in field.metadata
 
 
 def _nested_model(annotation: Any) -> type[pydantic.BaseModel] | None:
@@ -147,13 +132,11 @@ def _nested_model(annotation: Any) -> type[pydantic.BaseModel] | None:
     return models[0] if len(models) == 1 and len(candidates) <= 2 else None
 
 
-def settings(model: type[pydantic.BaseModel], prefix: str = "", skip: tuple[str, ...] = ()) -> Iterator[Setting]:
+def settings(model: type[pydantic.BaseModel], prefix: str = "") -> Iterator[Setting]:
     """Every setting of ``model`` in declaration order; a nested section's own settings follow it."""
     for name, field in model.model_fields.items():
-        if name in skip:
-            continue
         flag = not _suppressed(field)
-        yield Setting(f"{prefix}{name}", type_name(field.annotation), default_text(field), description(field), flag)
+        yield Setting(f"{prefix}{name}", setting_type(field), default_text(field), description(field), flag)
         nested = _nested_model(field.annotation)
         if nested is not None and flag:
             yield from settings(nested, f"{prefix}{name}.")
@@ -163,18 +146,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def settings_table(model: type[pydantic.BaseModel], *, flags: bool = True, skip: tuple[str, ...] = ()) -> str:
+def settings_table(model: type[pydantic.BaseModel], *, flags: bool = True) -> str:
     """A Markdown table of ``model``'s settings: the flag (or, for a file-only section, the key), the
     type, the default and the docstring."""
     rows = ["| setting | type | default | description |", "| --- | --- | --- | --- |"]
-    for setting in settings(model, skip=skip):
+    for setting in settings(model):
         key = f"`--{setting.name.replace('_', '-')}`" if flags and setting.flag else f"`{setting.name}`"
         if flags and not setting.flag:
             key += " (file or environment)"
         rows.append(
-            f"| {key} | {setting.type} | `{_cell(setting.default)}` | {_cell(setting.description)} |"
+            f"| {key} | {_cell(setting.type)} | `{_cell(setting.default)}` | {_cell(setting.description)} |"
             if setting.default not in ("required", "see below")
-            else f"| {key} | {setting.type} | {setting.default} | {_cell(setting.description)} |"
+            else f"| {key} | {_cell(setting.type)} | {setting.default} | {_cell(setting.description)} |"
         )
     return "\n".join(rows)
 
