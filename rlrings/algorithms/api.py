@@ -98,6 +98,8 @@ class TablePlan:
     writers: int = 16
     """Envs writing at once (actors x envs per actor): a queue holds at least one write of each."""
     envs_per_actor: int = 8
+    queue_batches: int = 2
+    """Batches a FIFO queue holds (the algorithm's :class:`Pipeline`)."""
 
 
 class Acting(ABC):
@@ -312,6 +314,31 @@ def cloning_loss(
 
 
 @dataclass(frozen=True)
+class Pipeline:
+    """The buffers between an actor's policy and the learner's update, which each service sizes
+    from its algorithm unless told otherwise. Every slot adds throughput and staleness: a batch
+    is as many updates behind the acting policy as there are batches waiting ahead of it."""
+
+    prefetch: int
+    """Batches the learner draws from replay ahead of the update that uses them."""
+    publish_every: int
+    """Learner updates between weight versions."""
+    queue_batches: int
+    """Batches a FIFO queue holds, beside one write of every env (1: one batch, beside what one
+    actor's write needs to fit)."""
+
+
+ASYNCHRONOUS = Pipeline(prefetch=2, publish_every=5, queue_batches=2)
+"""Buffers that keep every process busy: IMPALA's V-trace and APPO's clip correct the lag (a
+batch about 15 updates behind on CartPole with 2 actors), DQN and SAC sample from a large buffer."""
+ON_POLICY = Pipeline(prefetch=1, publish_every=1, queue_batches=1)
+"""For PPO, whose epochs need data of the policy they update: its actors step each unroll with
+a newer version than the last (``ActorConfig.on_policy``), so the learner publishes after every
+update, the queue holds one batch (and what keeps writes from deadlocking) and one batch is drawn
+ahead. A batch is then the policy's own data (lag 0 versions; it was 13 with the buffers above)."""
+
+
+@dataclass(frozen=True)
 class Algorithm:
     """One registry entry: an algorithm's name, settings, spaces and halves."""
 
@@ -331,6 +358,9 @@ class Algorithm:
     False for value-based algorithms, whose greedy policy is the policy."""
     anneal_over_budget: bool = True
     """The mesh decays its learning rate to 0 over the updates its env-step budget allows."""
+    on_policy: bool = False
+    """It learns from data of the policy it is updating (PPO): its actors wait for each new
+    version, and the mesh's buffers are sized for fresh data (:meth:`pipeline`), not throughput."""
     model_args: Callable[[AlgorithmConfig, EnvSpec], dict] = lambda config, env: {}
     """Arguments of the published network's architecture that follow from the settings (SAC's
     widths and activation, PPO's observation normalisation); plain JSON data."""
@@ -339,7 +369,7 @@ class Algorithm:
     epsilons, SAC's share of the random steps); settings the user gave are kept."""
 
     presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    """Settings of record for a family of envs (``rlrings.envs.settings_family``: ``atari``), used
+    """Settings of record for a family of envs (``rlrings.envs.settings_family``: ``atari``, ``mujoco``), used
     where the user gave none, as the Nature torso is picked for Atari frames."""
 
     def for_env(self, config: AlgorithmConfig, env_id: str) -> AlgorithmConfig:
@@ -347,6 +377,10 @@ class Algorithm:
         user left (what every service of a mesh calls first, so that all of them agree)."""
         preset = self.presets.get(settings_family(env_id), {})
         return self._updated(config, {k: v for k, v in preset.items() if k not in config.model_fields_set})
+
+    def pipeline(self) -> Pipeline:
+        """How much data may wait between the acting policy and the update that learns from it."""
+        return ON_POLICY if self.on_policy else ASYNCHRONOUS
 
     def batch_size(self, mesh: MeshShape) -> int:
         """Items per learner update in ``mesh``: its own, else this algorithm's default."""

@@ -91,8 +91,7 @@ class ImpalaLearning(trajectories.ActorCriticLearning):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -(target_logp * advantages).mean()
         baseline_loss = 0.5 * ((vs - mean) / std - head[:steps]).pow(2).mean()
-        if self.normalizer is not None:  # this batch's targets move the scale for the next update
-            self.normalizer.update(vs, self.ring)
+        self._value_targets = vs  # they move the return scale once the step is taken (update)
         entropy = dist.entropy().mean()
         loss = policy_loss + self.config.baseline_cost * baseline_loss - self.config.entropy_cost * entropy
         stats = {
@@ -107,6 +106,7 @@ class ImpalaLearning(trajectories.ActorCriticLearning):
         loss, stats = self.loss(columns)
         rate = self.learning_rate()
         grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)
+        self.move_return_scale(self._value_targets)  # for the next update
         self.updates += 1
         return api.Update(stats | {"grad_norm": grad_norm, "learning_rate": rate})
 

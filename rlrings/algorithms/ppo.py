@@ -113,10 +113,16 @@ class PpoLearning(trajectories.ActorCriticLearning):
 
     def update(self, columns, weights=None) -> api.Update:
         tm, advantages, returns, old_values = self.targets(columns)
-        mean, std, _ = self.scales()
-        value_targets = (returns - mean) / std
-        if self.normalizer is not None:
-            self.normalizer.update(returns, self.ring)
+        if self.config.preserve_values:  # the head moves with the scale: the epochs' targets are in the new one
+            old_mean, old_std, _ = self.scales()
+            self.move_return_scale(returns)
+            mean, std, _ = self.scales()
+            old_values = (old_values * old_std + old_mean - mean) / std  # (for value_clip)
+            value_targets = (returns - mean) / std
+        else:  # targets in the scale the head was trained in; the batch moves it for the next update
+            mean, std, _ = self.scales()
+            value_targets = (returns - mean) / std
+            self.move_return_scale(returns)
         steps, batch = advantages.shape
         flat = {
             "obs": tm["obs"][:steps].flatten(0, 1),
@@ -163,6 +169,7 @@ ALGORITHM = api.Algorithm(
     learning=PpoLearning,
     table=trajectories.trajectory_queue,
     default_batch_size=16,
+    on_policy=True,
     model_args=trajectories.trajectory_model_args,
-    presets={"atari": trajectories.ATARI | {"unroll_length": 128}},
+    presets={"atari": trajectories.ATARI | {"unroll_length": 128}, "mujoco": trajectories.MUJOCO_PPO},
 )

@@ -103,14 +103,16 @@ class ActStream:
         for request in self._unanswered:  # after a reconnect: asked again, answered in order
             outbox.put(request)
 
-    def send(self, observations: np.ndarray) -> None:
-        """Queues ``observations`` ([N, *shape]) for the service; frames go LZ4-compressed."""
+    def send(self, observations: np.ndarray, min_version: int = 0) -> None:
+        """Queues ``observations`` ([N, *shape]) for the service; frames go LZ4-compressed.
+        ``min_version``: answered by that version or a newer one (the service waits for it)."""
         observations = np.ascontiguousarray(observations)
         image = observations.dtype == np.uint8 and observations.ndim >= 4
         request = inference_pb2.ActRequest(
             observations=codec.encode(observations, codec.Compression.COMPRESSION_LZ4 if image else 0),
             tag=self.tag,
             version=self.version_pin,
+            min_version=min_version,
         )
         with self._lock:
             self._unanswered.append(request)

@@ -137,11 +137,14 @@ class WeightsFollower:
 
     ``latest()`` never blocks on the network: it returns the newest
     ``(header, bytes)`` that has fully arrived, or None before the first.
-    Survives parameter-service restarts by watching again.
+    Survives parameter-service restarts by watching again. ``header_only``
+    follows the versions without their weights (an actor whose policy runs on
+    an inference service, waiting for a newer one).
     """
 
-    def __init__(self, client: ParameterClient):
+    def __init__(self, client: ParameterClient, header_only: bool = False):
         self._client = client
+        self._header_only = header_only
         self._latest: tuple[parameter_pb2.WeightsHeader, bytes] | None = None
         self._arrived = threading.Condition()
         self._stopped = threading.Event()
@@ -156,6 +159,16 @@ class WeightsFollower:
         with self._arrived:
             if not self._arrived.wait_for(lambda: self._latest is not None, timeout):
                 raise UnavailableError(f"no weights published at {self._client.address} within {timeout}s")
+            return self._latest
+
+    def wait_newer(self, version: int, stopped: threading.Event | None = None):
+        """Waits until a version newer than ``version`` has arrived and returns it; None if this
+        follower is closed or ``stopped`` is set first (looked at twice a second)."""
+        with self._arrived:
+            while self._latest is None or self._latest[0].version <= version:
+                if self._stopped.is_set() or (stopped is not None and stopped.is_set()):
+                    return None
+                self._arrived.wait(0.5)
             return self._latest
 
     def close(self) -> None:
@@ -174,7 +187,7 @@ class WeightsFollower:
                     current = self._latest[0].version if self._latest else 0
                     if notice.version <= current:
                         continue
-                    header, data = self._client.fetch(version=notice.version)
+                    header, data = self._client.fetch(version=notice.version, header_only=self._header_only)
                     with self._arrived:
                         self._latest = (header, data)
                         self._arrived.notify_all()

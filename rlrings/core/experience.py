@@ -8,9 +8,12 @@ find against the signature they write before writing.
 
 from __future__ import annotations
 
+import dataclasses
+
 from rlrings import algorithms
 from rlrings.algorithms.api import AlgorithmConfig, TablePlan
 from rlrings.algorithms.bc import demonstrations_table
+from rlrings.core.errors import ConfigError
 from rlrings.core.shape import MeshShape
 from rlrings.envs import EnvSpec
 
@@ -29,7 +32,8 @@ def table_config(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan | None =
     """The replay table the algorithm of ``config`` learns from, as a config mapping."""
     algorithm = algorithms.get(config.name)
     algorithm.check(env)
-    return algorithm.table(config, env, plan or TablePlan(batch_size=algorithm.default_batch_size))
+    plan = plan or TablePlan(batch_size=algorithm.default_batch_size)
+    return algorithm.table(config, env, dataclasses.replace(plan, queue_batches=algorithm.pipeline().queue_batches))
 
 
 def signature(config: AlgorithmConfig, env: EnvSpec) -> dict[str, dict]:
@@ -58,7 +62,19 @@ def replay_tables(config: AlgorithmConfig, env: EnvSpec, plan: TablePlan) -> lis
 
 def mesh_tables(config: AlgorithmConfig, env: EnvSpec, mesh: MeshShape, table: str = "experience") -> list[dict]:
     """Every table replay serves in ``mesh``: what ``rlrings up`` plans and what a replay pod of the
-    chart derives at start from the same values (its ``env``, ``algorithm`` and ``mesh``)."""
+    chart derives at start from the same values (its ``env``, ``algorithm`` and ``mesh``).
+
+    Raises:
+        ConfigError: a queue too small for a batch, or an on-policy algorithm whose actors make
+            fewer unrolls per version than the learners' update takes (they would wait for ever).
+    """
     algorithm = algorithms.get(config.name)
     plan = TablePlan(table, algorithm.batch_size(mesh), mesh.actors * mesh.envs_per_actor, mesh.envs_per_actor)
+    if algorithm.on_policy and plan.writers < mesh.learners * plan.batch_size:
+        raise ConfigError(
+            f"batch_size: {config.name} is on-policy: each of its {plan.writers} envs ({mesh.actors} actors x "
+            f"{mesh.envs_per_actor}) steps one unroll per version and waits, fewer than the "
+            f"{mesh.learners} x {plan.batch_size} an update takes; give more actors or envs_per_actor, or a "
+            f"batch_size of at most {plan.writers // mesh.learners}"
+        )
     return replay_tables(algorithm.for_env(config, env.env_id), env, plan)

@@ -72,8 +72,14 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 
 def settings_family(env_id: str) -> str:
     """The family of envs whose settings of record an algorithm starts from where the user gave
-    none (``Algorithm.presets``): ``atari`` for ALE games; empty for the rest."""
-    return "atari" if env_id.startswith("ALE/") else ""
+    none (``Algorithm.presets``): ``atari`` for ALE games, ``mujoco`` for Gymnasium's MuJoCo robots
+    (Reacher, HalfCheetah, Hopper, ...); empty for the rest."""
+    if env_id.startswith("ALE/"):
+        return "atari"
+    registered = gym.envs.registry.get(env_id)
+    if registered is not None and str(registered.entry_point).startswith("gymnasium.envs.mujoco"):
+        return "mujoco"
+    return ""
 
 
 BEST_RETURNS: dict[str, float] = {"CartPole-v1": 500.0, "Acrobot-v1": 0.0, "MountainCar-v0": 0.0, "Pendulum-v1": 0.0}

@@ -39,8 +39,9 @@ class MeshConfig(TakesAlgorithm, Settings):
     """Where actors' policies run: central (an inference service beside the learner, batching
     every actor's forward pass on its device; actors only step envs, in two groups each), local
     (each actor on its own CPU thread), or auto (central where the machine has a GPU)."""
-    publish_every: pydantic.PositiveInt = 5
-    """Learner updates between weight versions."""
+    publish_every: pydantic.PositiveInt | None = None
+    """Learner updates between weight versions; None: the algorithm's (1 for on-policy ppo, 5
+    otherwise)."""
     checkpoint_every: pydantic.PositiveInt = 500
     """Learner updates between checkpoints (a restarted learner or ring resumes from the last)."""
     learners: pydantic.PositiveInt = 1

@@ -65,7 +65,7 @@ def plan(
         "replay_address": replay.address,
         "parameter_address": parameter.address,
         **shared,
-        "publish_every": c.publish_every,
+        **({"publish_every": c.publish_every} if c.publish_every else {}),
         "checkpoint_every": c.checkpoint_every,
         "checkpoint_dir": str(run / "checkpoints"),
         "tensorboard_dir": str(run / "tensorboard"),

@@ -26,7 +26,7 @@ from rlrings.v1 import spaces_pb2 as rlrings_dot_v1_dot_spaces__pb2
 from rlrings.v1 import tensor_pb2 as rlrings_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arlrings/v1/inference.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/spaces.proto\x1a\x17rlrings/v1/tensor.proto\"T\n\nActRequest\x12(\n\x0cobservations\x18\x01 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x8b\x01\n\x0b\x41\x63tResponse\x12\"\n\x06policy\x18\x01 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.rlrings.v1.ModelSpec2N\n\x10InferenceService\x12:\n\x03\x41\x63t\x12\x16.rlrings.v1.ActRequest\x1a\x17.rlrings.v1.ActResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arlrings/v1/inference.proto\x12\nrlrings.v1\x1a\x17rlrings/v1/spaces.proto\x1a\x17rlrings/v1/tensor.proto\"i\n\nActRequest\x12(\n\x0cobservations\x18\x01 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x13\n\x0bmin_version\x18\x04 \x01(\x03\"\x8b\x01\n\x0b\x41\x63tResponse\x12\"\n\x06policy\x18\x01 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rlrings.v1.Tensor\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.rlrings.v1.ModelSpec2N\n\x10InferenceService\x12:\n\x03\x41\x63t\x12\x16.rlrings.v1.ActRequest\x1a\x17.rlrings.v1.ActResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rlrings.v1.inference_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACTREQUEST']._serialized_start=92
-  _globals['_ACTREQUEST']._serialized_end=176
-  _globals['_ACTRESPONSE']._serialized_start=179
-  _globals['_ACTRESPONSE']._serialized_end=318
-  _globals['_INFERENCESERVICE']._serialized_start=320
-  _globals['_INFERENCESERVICE']._serialized_end=398
+  _globals['_ACTREQUEST']._serialized_end=197
+  _globals['_ACTRESPONSE']._serialized_start=200
+  _globals['_ACTRESPONSE']._serialized_end=339
+  _globals['_INFERENCESERVICE']._serialized_start=341
+  _globals['_INFERENCESERVICE']._serialized_end=419
 # @@protoc_insertion_point(module_scope)

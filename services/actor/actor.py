@@ -10,7 +10,10 @@ pass (with one group, this is the plain loop: act, step, write). Local weights
 never hold the loop up: a :class:`WeightsFollower` fetches new versions in the
 background and they are swapped in between passes. The loop waits only when
 replay has ``max_in_flight`` chunks unacknowledged, which is the flow control
-that makes a slow or restarting replay a pause, not a crash.
+that makes a slow or restarting replay a pause, not a crash. An on-policy actor
+(PPO's) also waits, after each chunk, for replay to take it and for a newer
+policy than the one that stepped it, so the learner trains on data of the
+policy it is updating, as PPO's clipped ratio assumes.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class LocalPolicy:
             policy, value = self.actor.model(torch.as_tensor(observations))
         return Answer(policy, value, self.actor.local_version)
 
-    def send(self, observations: np.ndarray) -> None:
+    def send(self, observations: np.ndarray, min_version: int = 0) -> None:
+        """(``min_version`` has arrived here already: the pass swaps it in.)"""
         self._pending.append(self._thread.submit(self._forward, observations) if self._thread else observations)
 
     def receive(self) -> Answer:
@@ -115,8 +119,8 @@ class CentralPolicy:
     def __init__(self, stream):
         self.stream = stream
 
-    def send(self, observations: np.ndarray) -> None:
-        self.stream.send(observations)
+    def send(self, observations: np.ndarray, min_version: int = 0) -> None:
+        self.stream.send(observations, min_version)
 
     def receive(self) -> Answer:
         answer = self.stream.receive()
@@ -197,6 +201,8 @@ class Actor:
             raise ConfigError(f"table {self.config.table!r} cannot take {self.config.env} experience: {problem}")
         if self.config.inference_address:
             header = self._published_model()
+            if self.config.on_policy:  # to wait for newer versions, which the inference service runs
+                self.follower = WeightsFollower(self.parameters, header_only=True)
         else:
             self.follower = WeightsFollower(self.parameters)
             header, data = self.follower.wait_first(self.config.weights_timeout_seconds)
@@ -283,22 +289,36 @@ class Actor:
                 if self.paused.is_set():
                     time.sleep(0.05)
                     continue
+                held: list[np.ndarray] = []
+                oldest = None
                 for group in groups:
-                    self._step(group)
+                    oldest = self._step(group, held, oldest)
+                if held:  # on-policy: this round's unrolls are written; the next ones start with a newer policy
+                    newer = self._wait_for_newer_policy(oldest)
+                    for obs in held:  # (in group order, as the passes' answers are taken)
+                        self.policy.send(obs, min_version=newer)
         finally:
             for group in groups:
                 group.envs.close()
 
-    def _step(self, group: EnvGroup) -> None:
+    def _step(self, group: EnvGroup, held: list[np.ndarray], oldest: int | None) -> int | None:
         """Acts on the answer for ``group``'s observations, steps it, sends its next observations
-        to the policy at once, then writes and counts while they are there."""
+        to the policy at once, then writes and counts while they are there. An on-policy actor
+        holds them back instead (in ``held``) where the group ended an unroll, or an earlier group
+        of the round did; returns the oldest policy version of the round's chunks."""
         answer = self.policy.receive()
         self.policy_version = answer.version
         actions = group.acting.act(answer, group.obs, answer.version)
         next_obs, rewards, terminated, truncated, info = group.envs.step(actions)
-        self.policy.send(next_obs)
-        for chunk in group.acting.observe(group.obs, actions, next_obs, rewards, terminated, truncated, info):
+        chunks = group.acting.observe(group.obs, actions, next_obs, rewards, terminated, truncated, info)
+        if held or (chunks and self.config.on_policy):
+            held.append(next_obs)
+        else:
+            self.policy.send(next_obs)
+        for chunk in chunks:
             self._write(chunk)
+            version = self.policy_version if chunk.policy_version is None else chunk.policy_version
+            oldest = version if oldest is None else min(oldest, version)
         group.obs = next_obs
         group.returns += rewards
         group.lengths += 1
@@ -309,6 +329,21 @@ class Actor:
             elif (game := _game_end(info, i)) is not None:  # the raw score, not the clipped lives
                 self._record(*game)
             group.returns[i], group.lengths[i] = 0.0, 0
+        return oldest
+
+    def _wait_for_newer_policy(self, version: int) -> int:
+        """Waits until replay has taken every chunk sent and a policy newer than ``version`` has
+        arrived (the learner has trained on them), or the actor stops; returns the newer version
+        (0 if stopped), which the next local pass swaps in and an inference service is asked for."""
+        while not self.stopped.is_set():
+            try:
+                if self.writer.wait_acknowledged(timeout=0.5):
+                    break
+            except RlringsError as error:  # replay gave up on a chunk: reported, acting goes on
+                log.warning("replay refused or lost a chunk: %s", error)
+                break
+        newer = self.follower.wait_newer(version, self.stopped)
+        return newer[0].version if newer is not None else 0
 
     def _record(self, episode_return: float, length: int, achievements: tuple[str, ...] = ()) -> None:
         self.episode_count += 1

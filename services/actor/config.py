@@ -29,6 +29,10 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
     half reads what it needs (unroll_length, epsilon, ...)."""
     max_in_flight: pydantic.PositiveInt = 4
     """Chunks sent but not acknowledged before stepping pauses (the local buffer)."""
+    on_policy: bool | None = None
+    """Step each chunk with a policy newer than the last chunk's, once replay has taken the last:
+    the learner then trains on data of the policy it is updating, and envs wait while it does;
+    None: the algorithm's (true for ppo, false for the asynchronous rest)."""
     inference_address: str | None = None
     """Inference service that runs the policy's forward pass (central, batched with every other
     actor's on the learner's device); None: this process runs it on its CPU threads."""
@@ -54,6 +58,8 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
         """The settings this actor runs with: its env family's settings of record (Atari's) and its
         share of the mesh's, as the mesh planned them."""
         self.algorithm = algorithms.get(self.algorithm.name).for_env(self.algorithm, self.env)
+        if self.on_policy is None:
+            self.on_policy = algorithms.get(self.algorithm.name).on_policy
         if self.mesh is not None:
             mesh = self.mesh
             if self.index is None:

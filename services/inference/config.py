@@ -38,3 +38,5 @@ class InferenceConfig(ServiceConfig):
     """Models besides the newest kept for requests that pin a tag or a version (least recently used go)."""
     tag_seconds: pydantic.PositiveFloat = 10.0
     """How long a pinned tag's version is trusted before it is looked up again (tags move)."""
+    max_version_wait_seconds: pydantic.PositiveFloat = 60.0
+    """How long a request's min_version may wait for that version to arrive (UNAVAILABLE after)."""

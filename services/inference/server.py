@@ -53,8 +53,9 @@ class InferenceServer:
         self.models = Models(parameters, self.device, config.pinned_models, config.tag_seconds)
         self.batcher = Batcher(self.device, config.max_batch, config.max_wait_ms / 1000, self.server.registry)
         servicer = InferenceServicer(
-            self.models, self.batcher, config.max_observations_per_request, config.max_in_flight_per_stream
-        )
+            self.models, self.batcher, config.max_observations_per_request, config.max_in_flight_per_stream,
+            config.max_version_wait_seconds,
+        )  # fmt: skip
         self.server.add(inference_pb2_grpc.add_InferenceServiceServicer_to_server, servicer, SERVICE_NAME)
         self.server.registry.register(DeviceCollector(self.batcher, self.models))
 

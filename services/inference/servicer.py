@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-from rlrings.core.errors import InvalidArgumentError
+from rlrings.core.errors import InvalidArgumentError, UnavailableError
 from rlrings.rpc import codec
 from rlrings.rpc.security import current_caller
 from rlrings.rpc.server import blocking
@@ -22,9 +22,12 @@ from rlrings.v1 import inference_pb2, inference_pb2_grpc
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, models: Models, batcher: Batcher, max_observations: int, max_in_flight: int):
+    def __init__(
+        self, models: Models, batcher: Batcher, max_observations: int, max_in_flight: int, max_version_wait: float
+    ):
         self.models, self.batcher = models, batcher
         self.max_observations, self.max_in_flight = max_observations, max_in_flight
+        self.max_version_wait = max_version_wait
 
     async def Act(self, request_iterator, context):
         caller = current_caller()  # (a game server's token: its observations are charged to its act rate)
@@ -67,11 +70,32 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _answer(self, request: inference_pb2.ActRequest) -> tuple[np.ndarray, np.ndarray, int, object]:
         if request.version < 0:
             raise InvalidArgumentError(f"version: must be >= 0, got {request.version}")
+        if request.min_version < 0:
+            raise InvalidArgumentError(f"min_version: must be >= 0, got {request.min_version}")
+        if request.min_version and (request.tag or request.version):
+            raise InvalidArgumentError(
+                "min_version: asks for the newest weights; a request pinning a tag or version has none"
+            )
+        if request.min_version:
+            await self._arrival(request.min_version)
         served = await blocking(self.models.pinned, request.tag, request.version) if (
             request.tag or request.version
         ) else self.models.newest()  # fmt: skip
         observations = self._observations(request.observations, served)
         return await asyncio.wrap_future(self.batcher.submit(observations, served))
+
+    async def _arrival(self, version: int) -> None:
+        """Waits (without a thread) until ``version`` or a newer one has arrived here; the batcher
+        swaps the newest in before its next pass."""
+        deadline = asyncio.get_running_loop().time() + self.max_version_wait
+        while (latest := self.models.follower.latest()) is None or latest[0].version < version:
+            if asyncio.get_running_loop().time() >= deadline:
+                newest = latest[0].version if latest else 0
+                raise UnavailableError(
+                    f"min_version: version {version} has not arrived within {self.max_version_wait:g}s "
+                    f"(max_version_wait_seconds); the newest here is {newest}"
+                )
+            await asyncio.sleep(0.002)
 
     def _observations(self, tensor, served: Served) -> np.ndarray:
         """The request's observations, checked against the model before anything is decompressed."""

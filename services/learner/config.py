@@ -27,6 +27,16 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
         settings the mesh plans for its learners (a learning rate that decays over the step budget)."""
         algorithm = algorithms.get(self.algorithm.name)
         self.algorithm = algorithm.for_env(self.algorithm, self.env)  # Atari's settings of record
+        pipeline = algorithm.pipeline()
+        if self.publish_every is None:
+            self.publish_every = pipeline.publish_every
+        if algorithm.on_policy and self.publish_every != 1:  # its actors would wait for a version never made
+            raise ValueError(
+                f"publish_every: {self.algorithm.name} is on-policy: its actors wait for a new version after "
+                f"each unroll, so the learner publishes after every update (1), not every {self.publish_every}"
+            )
+        if self.prefetch is None:
+            self.prefetch = pipeline.prefetch
         mesh = self.mesh or MeshShape()
         if self.batch_size is None:
             self.batch_size = algorithm.batch_size(mesh)
@@ -53,8 +63,9 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     """Items per update: trajectories for the actor-critic algorithms, transitions for dqn and sac,
     steps for bc; None: the algorithm's default (16 trajectories, 128 transitions for dqn, 256 for
     sac, 64 steps for bc), as rlrings up uses."""
-    publish_every: int = pydantic.Field(default=5, gt=0, json_schema_extra=LIVE_IN_LEARNER)
-    """Updates between weight versions sent to the parameter service."""
+    publish_every: int | None = pydantic.Field(default=None, gt=0, json_schema_extra=LIVE_IN_LEARNER)
+    """Updates between weight versions sent to the parameter service; None: the algorithm's (1 for
+    on-policy ppo, 5 otherwise)."""
     checkpoint_dir: Path = Path("./data/learner")
     """Where checkpoints go; a restart resumes from the newest."""
     checkpoint_every: pydantic.PositiveInt = 500
@@ -67,9 +78,11 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     """Replay table of episodes people played in the viewer."""
     bc_pretrain_steps: pydantic.NonNegativeInt = 0
     """Behaviour-cloning updates on the demonstrations before learning from experience; 0: none."""
-    prefetch: pydantic.PositiveInt = 2
-    """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that
-    the data stays fresh, since items count as sampled when drawn."""
+    prefetch: pydantic.PositiveInt | None = None
+    """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that the
+    data stays fresh, since items count as sampled when drawn. Above 1, as many are also moved to
+    the device ahead, on a thread; at 1 the update's thread moves each when it needs it. None: the
+    algorithm's (1 for on-policy ppo, 2 otherwise)."""
     stats_every: pydantic.PositiveInt = 10
     """Updates between reads of the loss terms (kept as tensors in between: reading one waits for
     the device), which is also how often status, metrics and TensorBoard get them."""

@@ -203,7 +203,9 @@ class Learner:
             policy_version=self.published_version,
         )
         self.running = True
-        batches = DeviceBatches(sampler, self.device)
+        # with more than one batch drawn ahead, as many wait on the device; with one (on-policy), the
+        # next is moved when this thread asks for it, so that none waits converted, older than it must
+        batches = DeviceBatches(sampler, self.device, depth=self.config.prefetch if self.config.prefetch > 1 else 0)
         try:
             for batch in batches:
                 while self.paused.is_set() and not self.stopped.is_set():

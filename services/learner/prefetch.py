@@ -50,16 +50,20 @@ def to_device(columns: dict[str, np.ndarray], device: torch.device, stream=None)
 
 
 class DeviceBatches:
-    """Iterates ``batches`` (replay's sampled batches) as :class:`DeviceBatch`, ``depth`` ahead."""
+    """Iterates ``batches`` (replay's sampled batches) as :class:`DeviceBatch`, ``depth`` ahead;
+    0: each batch is moved when the update asks for it, on the update's thread (no batch waits
+    converted, so none is drawn earlier than it must be)."""
 
     def __init__(self, batches: Iterable, device: torch.device, depth: int = 2):
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" and depth else None
         self._source = iter(batches)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="learner-prefetch", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if depth:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, name="learner-prefetch", daemon=True)
+            self._thread.start()
 
     def _convert(self, batch) -> DeviceBatch:
         columns = to_device(batch.columns, self.device, self.stream)
@@ -90,6 +94,10 @@ class DeviceBatches:
         self._put(_END)
 
     def __iter__(self) -> Iterator[DeviceBatch]:
+        if self._thread is None:
+            for batch in self._source:
+                yield self._convert(batch)
+            return
         while True:
             item = self._queue.get()
             if item is _END:
@@ -106,4 +114,5 @@ class DeviceBatches:
     def close(self) -> None:
         """Stops the thread (the caller closes the sampler, which ends a blocked draw)."""
         self._closed.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,7 +1,6 @@
 """Continuous control end to end: SAC learns Pendulum through the mesh; PPO drives the robot arm
 (Reacher, MuJoCo), whose trained model is pulled, acted with and rendered headless to MP4."""
 
-import json
 import subprocess
 import sys
 
@@ -37,13 +36,18 @@ def test_sac_learns_pendulum_through_the_mesh(tmp_path):
     assert action == {"dtype": "float32", "shape": [1], "low": [-2.0], "high": [2.0]}
 
 
-def test_ppo_drives_the_robot_arm_and_the_model_renders_headless(tmp_path):
-    algorithm = json.dumps({"name": "ppo", "normalize_observations": True})
-    flags = ["--env", "Reacher-v5", "--algorithm", algorithm, "--max-env-steps", "20000", "--max-seconds", "150",
+def test_ppo_learns_the_robot_arm_on_policy_and_the_model_renders_headless(tmp_path):
+    """PPO at its MuJoCo settings of record, its actors waiting for each new version: in 200 k env
+    steps the arm's greedy policy goes from -9.3 (the untrained mean action) past -6.5 (measured
+    -4.2 to -4.7 in three runs; Stable-Baselines3 -4.6). When a batch was 13 versions behind the
+    acting policy it stayed at -9 to -13."""
+    flags = ["--env", "Reacher-v5", "--algorithm", "ppo", "--max-env-steps", "200000", "--max-seconds", "300",
              "--keep-running-seconds", "0"]  # fmt: skip
     summary, output = finish(up(tmp_path, *flags), tmp_path)
-    assert summary["env_steps"] >= 10_000 and summary["learner_steps"] > 5, summary
-    assert summary["evaluations"], "the evaluator played the arm"
+    assert summary["env_steps"] >= 200_000 and summary["learner_steps"] >= 90, summary
+    assert summary["policy_lag_versions_median"] == 0, "every batch is the data of the policy it updates"
+    best = max(e["greedy_mean"] for e in summary["evaluations"])
+    assert best >= -6.5, [(e["env_steps"], round(e["greedy_mean"], 1)) for e in summary["evaluations"]]
     weights = sorted((tmp_path / "weights").glob("*"))
     assert weights, "versions were published"
     # the run's last published model, as a user gets it: pulled from a parameter service started on the run's weights

@@ -120,3 +120,56 @@ def test_every_envs_steps_arrive_once_in_order_with_endings_and_final_observatio
                 else:
                     assert after == now + 1 and not final[item, t].any()
     assert actor.env_steps >= size * UNROLL
+
+
+@pytest.mark.parametrize(("inference", "groups"), [("local", 1), ("local", 2), ("central", 2)])
+def test_an_on_policy_actor_steps_each_unroll_with_the_policy_trained_on_the_last(
+    inference, groups, start_replay, start_parameter
+):
+    """PPO's actor writes one unroll of every env, then waits: for replay to take them, and for a
+    version newer than the one that stepped them. The learner (played here by the test) so trains
+    on a batch of exactly the policy it is updating, and nothing is stepped while it does."""
+    spec = env_spec(ENV)
+    settings = algorithms.get("ppo").config(unroll_length=UNROLL)
+    replay = start_replay(experience.mesh_tables(settings, spec, MeshShape(actors=1, envs_per_actor=6, batch_size=6)))
+    parameter = start_parameter()
+    model_spec = algorithms.get("ppo").model_spec(spec, config=settings)
+    publisher = ParameterClient(parameter.address).wait_ready(10)
+
+    def publish() -> int:
+        return publisher.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+
+    version = publish()
+    server = None
+    extra = {}
+    if inference == "central":
+        server = InferenceServer(load_config(InferenceConfig, [], port=0, metrics_port=0, device="cpu",
+                                             parameter_address=parameter.address)).start()  # fmt: skip
+        extra = {"inference_address": server.address}
+    config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
+                         parameter_address=parameter.address, env=ENV, num_envs=6, env_groups=groups, seed=100,
+                         algorithm={"name": "ppo", "unroll_length": UNROLL}, **extra)  # fmt: skip
+    assert config.on_policy, "ppo's actors are on-policy unless told otherwise"
+    actor = Actor(config)
+    actor.connect()
+    thread = threading.Thread(target=actor.run, daemon=True)
+    thread.start()
+    try:
+        with ReplayClient(replay.address) as reader, reader.sample("experience", batch_size=6) as batches:
+            for _ in range(4):
+                batch = next(batches)  # one unroll of every env: a whole batch
+                assert set(batch.policy_versions.tolist()) == {version}, (batch.policy_versions, version)
+                # nothing more is stepped until the learner has a new version out
+                time.sleep(0.5)
+                steps = actor.env_steps
+                time.sleep(0.5)
+                assert actor.env_steps == steps and reader.info(["experience"])["experience"].size == 0
+                version = publish()
+    finally:
+        actor.stopped.set()  # what closing does first: an actor waiting for a version ends its loop
+        thread.join(30)
+        actor.close()
+        publisher.close()
+        if server is not None:
+            server.stop(grace=0)
+    assert not thread.is_alive(), "a stopped actor waiting for a version ends its loop"

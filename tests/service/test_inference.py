@@ -151,6 +151,34 @@ def test_a_pinned_tag_or_version_answers_while_newer_ones_arrive(mesh):
             stream.receive()
 
 
+def test_min_version_waits_for_that_version_and_is_bounded(mesh):
+    """An on-policy actor's first step after an update asks for that update's version: the answer
+    waits for it to arrive instead of coming from the version before; a version that never comes is
+    UNAVAILABLE after max_version_wait_seconds, and a min_version beside a pin is refused."""
+    publisher, start = mesh
+    _, first = publish(publisher, 1)
+    server = start(max_version_wait_seconds=1.0)
+    with InferenceClient(server.address).wait_ready(10) as client:
+        wait_for_version(client, first)
+        with client.stream() as stream:
+            stream.send(observations(2), min_version=first + 1)  # asked before it is even published
+            time.sleep(0.3)
+            second, newer = publish(publisher, 2)
+            answer = stream.receive()
+        assert answer.version == newer == first + 1
+        np.testing.assert_allclose(answer.policy, expected(second, observations(2))[0], rtol=1e-5, atol=1e-6)
+        with client.stream(reconnect_seconds=0) as stream:
+            began = time.monotonic()
+            stream.send(observations(1), min_version=newer + 5)
+            with pytest.raises(UnavailableError, match=f"min_version: version {newer + 5} has not arrived within 1s"):
+                stream.receive()
+            assert time.monotonic() - began < 5
+        for kwargs, message in [({}, "min_version: must be >= 0"), ({"tag": "latest"}, "a request pinning a tag")]:
+            with pytest.raises(InvalidArgumentError, match=message), client.stream(**kwargs) as stream:
+                stream.send(observations(1), min_version=-1 if not kwargs else 1)
+                stream.receive()
+
+
 def test_bad_requests_are_refused_naming_the_field_and_nothing_published_is_unavailable(mesh):
     publisher, start = mesh
     server = start()

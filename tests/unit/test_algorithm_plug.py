@@ -198,8 +198,11 @@ def test_trajectory_acting_writes_what_the_table_signature_says(env_id):
     for name, column in chunks[0].columns.items():
         assert column.shape == (acting.chunk_length, *signature[name]["shape"]), name
         assert column.dtype == np.dtype(signature[name]["dtype"]), name
-    table = experience.table_config(config, env, TablePlan(batch_size=4, writers=6, envs_per_actor=3))
-    assert table["sequence_length"] == 6 and table["max_size"] == 14
+    plan = TablePlan(batch_size=4, writers=6, envs_per_actor=3)
+    table = experience.table_config(config, env, plan)
+    # on-policy: a batch, and what lets any one write in while a batch is short
+    assert table["sequence_length"] == 6 and table["max_size"] == 4 + 3 - 1
+    assert experience.table_config(algorithms.get("appo").config(unroll_length=5), env, plan)["max_size"] == 2 * 4 + 6
 
 
 def test_image_models_take_frames_of_any_size():

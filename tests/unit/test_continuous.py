@@ -277,3 +277,43 @@ def test_other_box_actions_get_a_key_pair_per_element_or_a_clear_refusal():
     seven = EnvSpec("Pusher-v5", Box((23,), "float32"), Box((7,), "float32", -2, 2))
     with pytest.raises(ValueError, match="7 action elements, more than the 6 key pairs"):
         continuous_keymap_for(seven)
+
+
+# -- PPO's MuJoCo settings and the return scale ------------------------------------------------
+
+
+def test_mujoco_robots_get_ppos_settings_of_record_where_the_user_gave_none():
+    from rlrings.envs import settings_family
+
+    assert [settings_family(e) for e in ("Reacher-v5", "HalfCheetah-v5", "CartPole-v1", "ALE/Pong-v5")] == [
+        "mujoco", "mujoco", "", "atari"]  # fmt: skip
+    ppo = algorithms.get("ppo")
+    arm = ppo.for_env(ppo.config(epochs=3), "Reacher-v5")
+    assert (arm.unroll_length, arm.epochs, arm.minibatches, arm.entropy_cost) == (128, 3, 32, 0.0), "given: kept"
+    assert arm.normalize_observations and arm.preserve_values
+    assert ppo.for_env(ppo.config(), "Pendulum-v1") == ppo.config(), "classic control keeps the defaults"
+    assert not algorithms.get("appo").for_env(algorithms.get("appo").config(), "Reacher-v5").preserve_values
+
+
+@pytest.mark.parametrize("name", ["ppo", "impala"])
+def test_preserved_values_stay_put_in_return_units_while_the_scale_moves(name):
+    """With preserve_values the value head is rescaled with every move of the return statistics, so
+    a value in return units is what it was (PopArt's preserved outputs); without, it moves with them."""
+    plug = algorithms.get(name)
+    for preserve in (True, False):
+        config = plug.config(preserve_values=preserve)
+        spec = plug.model_spec(PENDULUM, None, config)
+        learning = plug.learning(config, spec, build_model(spec))
+        probe = torch.randn(5, 3)
+
+        def values(learning=learning, probe=probe) -> torch.Tensor:
+            mean, std, _ = learning.scales()
+            with torch.no_grad():
+                return learning.model(probe)[1] * std + mean
+
+        for returns in (torch.full((64,), 40.0) + torch.randn(64), torch.full((64,), -300.0) + 30 * torch.randn(64)):
+            before = values()
+            learning.normalizer.update(returns, learning.ring,
+                                       value=learning.model.value if preserve else None)  # fmt: skip
+            moved = (values() - before).abs().max().item()
+            assert (moved < 1e-3) if preserve else (moved > 1.0), (preserve, moved)

@@ -11,7 +11,7 @@ import torch
 
 from rlrings.algorithms.dqn import DqnActing, DqnConfig, DqnLearning
 from rlrings.algorithms.impala import ImpalaConfig, ImpalaLearning
-from rlrings.core.errors import DeadlineExceededError, InvalidArgumentError
+from rlrings.core.errors import ConfigError, DeadlineExceededError, InvalidArgumentError
 from rlrings.core.models import ModelSpec, build_model
 from rlrings.envs import env_spec
 from rlrings.mesh import Mesh, MeshConfig
@@ -118,9 +118,7 @@ def test_importance_sampling_exponent_rises_to_one():
 
 
 def test_a_queue_too_small_for_a_batch_and_a_write_is_refused_at_start(tmp_path):
-    from rlrings.core.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="queue_size: 20 .* at least 24"):
+    with pytest.raises(ConfigError, match="queue_size: 20 .* at least 23"):
         Mesh(MeshConfig(algorithm={"name": "impala", "queue_size": 20}, run_dir=tmp_path, viewer=False))
 
 
@@ -219,5 +217,31 @@ def test_the_mesh_plan_is_a_pure_function_of_its_settings(tmp_path):
     for i in range(3):
         acting = ActorConfig(**services[f"actor-{i}"]).algorithm
         assert acting.model_dump() == learner.model_dump() | {"learning_rate_decay_updates": 0}
-    assert ReplayConfig(**services["replay"]).tables[0].max_size == 2 * 16 + 3 * 8
+    assert ReplayConfig(**services["replay"]).tables[0].max_size == 16 + 8 - 1  # on-policy: one batch
     assert not (tmp_path / "logs").exists(), "nothing was started"
+
+
+def test_on_policy_ppo_gets_fresh_data_buffers_and_the_rest_keep_theirs():
+    """PPO's actors wait for each new version, so its learner publishes after every update and draws
+    one batch ahead; a publish_every that would leave its actors waiting for a version never made is
+    refused. The asynchronous algorithms keep their buffers."""
+    from rlrings.services.actor.config import ActorConfig
+    from rlrings.services.learner.config import LearnerConfig
+
+    ppo, appo = ({"name": "ppo"}, {"name": "appo"})
+    learner = LearnerConfig(algorithm=ppo)
+    assert (learner.publish_every, learner.prefetch) == (1, 1) and ActorConfig(algorithm=ppo).on_policy
+    learner = LearnerConfig(algorithm=appo)
+    assert (learner.publish_every, learner.prefetch) == (5, 2) and not ActorConfig(algorithm=appo).on_policy
+    assert not ActorConfig(algorithm=ppo, on_policy=False).on_policy, "a user may still run ppo's actors ahead"
+    with pytest.raises(ValueError, match="publish_every: ppo is on-policy: its actors wait for a new version"):
+        LearnerConfig(algorithm=ppo, publish_every=5)
+
+
+def test_an_on_policy_mesh_whose_actors_cannot_fill_an_update_is_refused(tmp_path):
+    """PPO's envs step one unroll per version each; a ring of learners wanting more per update than
+    that would wait for ever, so the plan (and a replay pod, which derives the same tables) refuses."""
+    with pytest.raises(ConfigError, match=r"batch_size: ppo is on-policy: each of its 16 envs \(2 actors x 8\)"):
+        Mesh(MeshConfig(algorithm="ppo", learners=2, run_dir=tmp_path, viewer=False))
+    Mesh(MeshConfig(algorithm="ppo", learners=2, batch_size=8, run_dir=tmp_path, viewer=False))  # 2 x 8 fits
+    Mesh(MeshConfig(algorithm="appo", learners=2, run_dir=tmp_path, viewer=False))  # asynchronous: no such limit

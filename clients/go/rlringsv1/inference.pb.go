@@ -33,8 +33,13 @@ type ActRequest struct {
 	Observations *Tensor `protobuf:"bytes,1,opt,name=observations,proto3" json:"observations,omitempty"`
 	// Which weights answer: empty tag and version 0 mean the newest published; otherwise a tag
 	// ("solved", "best", a publisher's name) or a version. Unknown: NOT_FOUND naming it.
-	Tag           string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
-	Version       int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Tag     string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	Version int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// With the newest weights (no tag or version): answer with this version or a newer one, waiting
+	// up to the server's max_version_wait_seconds for it to arrive (UNAVAILABLE naming min_version
+	// after that). An on-policy client's first step after the learner's update asks for that
+	// update's version. 0: whatever is newest. Negative, or with a tag or version: INVALID_ARGUMENT.
+	MinVersion    int64 `protobuf:"varint,4,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,6 +91,13 @@ func (x *ActRequest) GetTag() string {
 func (x *ActRequest) GetVersion() int64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *ActRequest) GetMinVersion() int64 {
+	if x != nil {
+		return x.MinVersion
 	}
 	return 0
 }
@@ -168,12 +180,14 @@ var File_rlrings_v1_inference_proto protoreflect.FileDescriptor
 const file_rlrings_v1_inference_proto_rawDesc = "" +
 	"\n" +
 	"\x1arlrings/v1/inference.proto\x12\n" +
-	"rlrings.v1\x1a\x17rlrings/v1/spaces.proto\x1a\x17rlrings/v1/tensor.proto\"p\n" +
+	"rlrings.v1\x1a\x17rlrings/v1/spaces.proto\x1a\x17rlrings/v1/tensor.proto\"\x91\x01\n" +
 	"\n" +
 	"ActRequest\x126\n" +
 	"\fobservations\x18\x01 \x01(\v2\x12.rlrings.v1.TensorR\fobservations\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x03R\aversion\"\xaa\x01\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x1f\n" +
+	"\vmin_version\x18\x04 \x01(\x03R\n" +
+	"minVersion\"\xaa\x01\n" +
 	"\vActResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.rlrings.v1.TensorR\x06policy\x12(\n" +
 	"\x05value\x18\x02 \x01(\v2\x12.rlrings.v1.TensorR\x05value\x12\x18\n" +
