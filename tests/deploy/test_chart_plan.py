@@ -22,7 +22,8 @@ ENVS = {"sac": "Pendulum-v1"}
 SHAPES = {
     "four-actors": {"actors": 4, "envs_per_actor": 8, "learners": 1, "batch_size": None, "max_env_steps": 1_000_000,
                     "epsilon_decay_env_steps": 100_000, "seed": 0, "algorithm": {}},
-    "ring-of-two": {"actors": 4, "envs_per_actor": 3, "learners": 2, "batch_size": 32, "max_env_steps": 300_000,
+    # (ppo's 12 envs make 12 unrolls a version: 2 ranks x 6 fit, more would leave its actors waiting)
+    "ring-of-two": {"actors": 4, "envs_per_actor": 3, "learners": 2, "batch_size": 6, "max_env_steps": 300_000,
                     "epsilon_decay_env_steps": 40_000, "seed": 7, "algorithm": {"gamma": 0.98}},
 }  # fmt: skip
 
