@@ -293,17 +293,15 @@ class Writer:
             self._unacked.append(request)
             self._outbox.put(request)
 
-    def wait_acknowledged(self, pending: int = 0, timeout: float | None = None) -> bool:
-        """Waits until at most ``pending`` chunks are unacknowledged or the writer is closed (what an
-        on-policy actor does before stepping on); False if ``timeout`` passed first.
+    def wait_acknowledged(self, timeout: float | None = None) -> bool:
+        """Waits until every chunk is acknowledged or the writer is closed (what an on-policy actor
+        does before stepping on); False if ``timeout`` passed first.
 
         Raises:
             RlringsError: replay refused or lost a chunk meanwhile (as ``write_chunk`` would).
         """
         with self._cond:
-            done = self._cond.wait_for(
-                lambda: len(self._unacked) <= pending or self._error is not None or self._closed, timeout
-            )
+            done = self._cond.wait_for(lambda: not self._unacked or self._error is not None or self._closed, timeout)
             self._raise_pending_error()
             return done
 

@@ -290,22 +290,22 @@ class Actor:
                     time.sleep(0.05)
                     continue
                 held: list[np.ndarray] = []
-                oldest = None
+                written: list[int] = []
                 for group in groups:
-                    oldest = self._step(group, held, oldest)
+                    written += self._step(group, held)
                 if held:  # on-policy: this round's unrolls are written; the next ones start with a newer policy
-                    newer = self._wait_for_newer_policy(oldest)
+                    newer = self._wait_for_newer_policy(min(written))
                     for obs in held:  # (in group order, as the passes' answers are taken)
                         self.policy.send(obs, min_version=newer)
         finally:
             for group in groups:
                 group.envs.close()
 
-    def _step(self, group: EnvGroup, held: list[np.ndarray], oldest: int | None) -> int | None:
+    def _step(self, group: EnvGroup, held: list[np.ndarray]) -> list[int]:
         """Acts on the answer for ``group``'s observations, steps it, sends its next observations
         to the policy at once, then writes and counts while they are there. An on-policy actor
         holds them back instead (in ``held``) where the group ended an unroll, or an earlier group
-        of the round did; returns the oldest policy version of the round's chunks."""
+        of the round did. Returns the policy versions of the chunks it wrote."""
         answer = self.policy.receive()
         self.policy_version = answer.version
         actions = group.acting.act(answer, group.obs, answer.version)
@@ -315,10 +315,7 @@ class Actor:
             held.append(next_obs)
         else:
             self.policy.send(next_obs)
-        for chunk in chunks:
-            self._write(chunk)
-            version = self.policy_version if chunk.policy_version is None else chunk.policy_version
-            oldest = version if oldest is None else min(oldest, version)
+        written = [self._write(chunk) for chunk in chunks]
         group.obs = next_obs
         group.returns += rewards
         group.lengths += 1
@@ -329,7 +326,7 @@ class Actor:
             elif (game := _game_end(info, i)) is not None:  # the raw score, not the clipped lives
                 self._record(*game)
             group.returns[i], group.lengths[i] = 0.0, 0
-        return oldest
+        return written
 
     def _wait_for_newer_policy(self, version: int) -> int:
         """Waits until replay has taken every chunk sent and a policy newer than ``version`` has
@@ -356,12 +353,14 @@ class Actor:
             )
         )
 
-    def _write(self, chunk) -> None:
+    def _write(self, chunk) -> int:
+        """Sends ``chunk``; returns the policy version it was written with."""
         version = self.policy_version if chunk.policy_version is None else chunk.policy_version
         try:
             self.writer.write_chunk(chunk.columns, priorities=chunk.priorities, policy_version=version)
         except RlringsError as error:  # replay gave up on a chunk: report it, keep acting
             log.warning("replay refused or lost a chunk: %s", error)
+        return version
 
     # -- status ------------------------------------------------------------------
 

@@ -58,6 +58,21 @@ class Counting(gym.Env):
 gym.register(ENV, entry_point=Counting)
 
 
+def actor_config(algorithm: str, inference: str, groups: int, replay, parameter) -> tuple[ActorConfig, object]:
+    """An actor of 6 counting envs in ``groups`` groups, its policy here or on an inference service
+    started for it (returned, to stop; None for local)."""
+    server = None
+    extra = {}
+    if inference == "central":
+        server = InferenceServer(load_config(InferenceConfig, [], port=0, metrics_port=0, device="cpu",
+                                             parameter_address=parameter.address)).start()  # fmt: skip
+        extra = {"inference_address": server.address}
+    config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
+                         parameter_address=parameter.address, env=ENV, num_envs=6, env_groups=groups, seed=100,
+                         algorithm={"name": algorithm, "unroll_length": UNROLL}, **extra)  # fmt: skip
+    return config, server
+
+
 def test_group_sizes_share_the_envs_out_evenly():
     assert group_sizes(8, 1) == [8] and group_sizes(8, 2) == [4, 4] and group_sizes(7, 3) == [3, 2, 2]
 
@@ -73,15 +88,7 @@ def test_every_envs_steps_arrive_once_in_order_with_endings_and_final_observatio
     model_spec = algorithms.get("appo").model_spec(spec, config=settings)
     with ParameterClient(parameter.address).wait_ready(10) as client:
         client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
-    server = None
-    extra = {}
-    if inference == "central":
-        server = InferenceServer(load_config(InferenceConfig, [], port=0, metrics_port=0, device="cpu",
-                                             parameter_address=parameter.address)).start()  # fmt: skip
-        extra = {"inference_address": server.address}
-    config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
-                         parameter_address=parameter.address, env=ENV, num_envs=6, env_groups=groups, seed=100,
-                         algorithm={"name": "appo", "unroll_length": UNROLL}, **extra)  # fmt: skip
+    config, server = actor_config("appo", inference, groups, replay, parameter)
     actor = Actor(config)
     try:
         actor.connect()
@@ -140,15 +147,7 @@ def test_an_on_policy_actor_steps_each_unroll_with_the_policy_trained_on_the_las
         return publisher.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
 
     version = publish()
-    server = None
-    extra = {}
-    if inference == "central":
-        server = InferenceServer(load_config(InferenceConfig, [], port=0, metrics_port=0, device="cpu",
-                                             parameter_address=parameter.address)).start()  # fmt: skip
-        extra = {"inference_address": server.address}
-    config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
-                         parameter_address=parameter.address, env=ENV, num_envs=6, env_groups=groups, seed=100,
-                         algorithm={"name": "ppo", "unroll_length": UNROLL}, **extra)  # fmt: skip
+    config, server = actor_config("ppo", inference, groups, replay, parameter)
     assert config.on_policy, "ppo's actors are on-policy unless told otherwise"
     actor = Actor(config)
     actor.connect()
