@@ -18,8 +18,12 @@ Three CQL tables in the configured keyspace:
 
 Shards write only partitions carrying their own name, so several share a ring
 without colliding. Writes are prepared statements at an explicit consistency
-level, run concurrently with ``execute_async`` and retried with backoff on
-timeouts; a write that still fails is reported to the writer, never acknowledged.
+level, run concurrently with ``execute_async``. Every statement is idempotent (an
+upsert by key, or a read), so the driver's own retry policy (:class:`RingRetryPolicy`) retries
+what a node reports (a replica's timeout, too few live replicas, an overloaded or
+broken connection) on the spot; what the driver cannot retry (its client-side
+timeout, no host answering) is tried again after a :class:`~rlrings.rpc.backoff.Backoff`
+delay. A write that still fails is reported to the writer, never acknowledged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+from cassandra.policies import RetryPolicy
 
 from rlrings.core.errors import ConfigError, UnavailableError
 from rlrings.rpc import codec
@@ -129,7 +134,8 @@ class CassandraStore:
         self._pending_lock = threading.Condition()
         self.write_seconds = 0.0  # summed over confirmed chunk writes, for the metrics
         self.writes = 0
-        self.write_retries = 0
+        self.retry_policy = RingRetryPolicy(config.write_attempts)
+        self.client_retries = 0  # tries again after the driver's own timeout or no host answering
         self.priority_failures = 0
         self._pending_priorities = 0
         self.write_failures = 0
@@ -167,6 +173,7 @@ class CassandraStore:
         profile = ExecutionProfile(
             consistency_level=ConsistencyLevel.name_to_value[config.consistency],
             request_timeout=config.request_timeout_seconds,
+            retry_policy=self.retry_policy,
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=config.datacenter)),
         )
         cluster = Cluster(
@@ -257,6 +264,8 @@ class CassandraStore:
             session.cluster.control_connection.wait_for_schema_agreement(wait_time=30)
 
     def _prepare(self, session) -> None:
+        """Prepares every statement, each marked idempotent (each is an upsert by key or a read), so
+        that the driver may retry it on another node."""
         ks = self.config.keyspace
         self._insert_segment = session.prepare(
             f"INSERT INTO {ks}.segments (table_name, shard, window, part, first_key, items, chunk_key, writer_id, "
@@ -293,8 +302,11 @@ class CassandraStore:
         # a page of rows is a few MB, whatever the partition holds (a node reads a page into its heap)
         self._select_rows.fetch_size = max(1, (4 << 20) // self.config.segment_bytes)
         self._select_index.fetch_size = 5000
-        for statement in (self._insert_segment, self._insert_bucket, self._upsert_state):
-            statement.is_idempotent = True  # the same row with the same values: safe to send again
+        for statement in (
+            self._insert_segment, self._insert_bucket, self._select_buckets, self._select_index, self._select_rows,
+            self._upsert_priority, self._select_priorities, self._select_state, self._upsert_state,
+        ):  # fmt: skip
+            statement.is_idempotent = True  # the same row with the same values, or a read: safe to send again
 
     def close(self) -> None:
         """Lets writes under way finish (up to 10 s), then disconnects."""
@@ -413,7 +425,7 @@ class CassandraStore:
 
         def failed(row: tuple, tries: int, error: BaseException) -> None:
             if _retryable(error) and tries < self.config.write_attempts:
-                self.write_retries += 1
+                self.client_retries += 1
                 timer = threading.Timer(_retry_delay(tries), attempt, (row, tries + 1))
                 timer.daemon = True
                 timer.start()
@@ -440,7 +452,7 @@ class CassandraStore:
             except Exception as error:
                 if not _retryable(error) or tries == self.config.write_attempts:
                     raise UnavailableError(f"{self.where}: {type(error).__name__}: {error}") from None
-                self.write_retries += 1
+                self.client_retries += 1
                 time.sleep(_retry_delay(tries))
 
     # -- priorities ----------------------------------------------------------------
@@ -674,7 +686,44 @@ def _retry_delay(tries: int) -> float:
 
 
 def _retryable(error: BaseException) -> bool:
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    """What the driver gives up on without asking its retry policy: its own client-side timeout and
+    no host answering. (What a node reports went through :class:`RingRetryPolicy` already.)"""
+    from cassandra import OperationTimedOut
     from cassandra.cluster import NoHostAvailable
 
-    return isinstance(error, (WriteTimeout, ReadTimeout, Unavailable, OperationTimedOut, NoHostAvailable))
+    return isinstance(error, (OperationTimedOut, NoHostAvailable))
+
+
+class RingRetryPolicy(RetryPolicy):
+    """The driver's retry policy for the store's statements, all idempotent: a replica's timeout is
+    retried on the same coordinator, too few live replicas or a failed connection on the next node,
+    each up to ``attempts`` tries in all (the driver's default retries only batch-log writes, and
+    each kind once). ``retries`` counts the retries for the metrics."""
+
+    def __init__(self, attempts: int):
+        self.attempts = attempts
+        self._retries = 0
+        self._lock = threading.Lock()
+
+    @property
+    def retries(self) -> int:
+        return self._retries
+
+    def _decide(self, retry_num: int, decision):
+        if retry_num + 1 >= self.attempts:
+            return self.RETHROW, None
+        with self._lock:
+            self._retries += 1
+        return decision, None  # None: at the same consistency level
+
+    def on_read_timeout(self, query, consistency, required_responses, received_responses, data_retrieved, retry_num):
+        return self._decide(retry_num, self.RETRY)
+
+    def on_write_timeout(self, query, consistency, write_type, required_responses, received_responses, retry_num):
+        return self._decide(retry_num, self.RETRY)
+
+    def on_unavailable(self, query, consistency, required_replicas, alive_replicas, retry_num):
+        return self._decide(retry_num, self.RETRY_NEXT_HOST)
+
+    def on_request_error(self, query, consistency, error, retry_num):
+        return self._decide(retry_num, self.RETRY_NEXT_HOST)

@@ -217,8 +217,10 @@ class CassandraConfig(pydantic.BaseModel):
     request_timeout_seconds: pydantic.PositiveFloat = 10.0
     """Client-side timeout of one CQL request."""
     write_attempts: pydantic.PositiveInt = 5
-    """Tries of one chunk's write (timeouts and unavailable replicas) before the insert fails
-    with UNAVAILABLE; a chunk is never acknowledged without a successful write."""
+    """Tries of one statement: the driver's retry policy takes a replica's timeout, unavailable replicas
+    and broken connections up to this many tries, and a statement the driver gave up on (its client-side
+    timeout, no node answering) is sent again as many times, with backoff. A chunk whose write still fails
+    fails its insert with UNAVAILABLE; it is never acknowledged without a successful write."""
     connect_timeout_seconds: pydantic.NonNegativeFloat = 0.0
     """Give up and exit when the ring stays unreachable this long at start; 0 retries forever
     (health reports NOT_SERVING meanwhile)."""

@@ -71,9 +71,15 @@ class ReplayCollector(Collector):
             "rlrings_replay_store_written_bytes", "Bytes of chunk data stored in the ring.", value=ring.written_bytes
         )
         yield CounterMetricFamily(
-            "rlrings_replay_store_write_retries",
-            "Row writes sent again after a timeout or unavailable replicas.",
-            value=ring.write_retries,
+            "rlrings_replay_store_retries",
+            "Statements the driver's retry policy sent again (a replica's timeout, unavailable replicas, a failed "
+            "connection).",
+            value=ring.retry_policy.retries,
+        )
+        yield CounterMetricFamily(
+            "rlrings_replay_store_client_retries",
+            "Statements sent again after the driver's own timeout or with no node answering.",
+            value=ring.client_retries,
         )
         yield CounterMetricFamily(
             "rlrings_replay_store_write_failures",

@@ -375,12 +375,17 @@ def test_a_node_down_keeps_quorum_inserts_and_samples_going_and_it_catches_up(wh
     assert np.array_equal(batch.columns["action"][:, 0], np.arange(640))
 
     ring.nodes[1].stop(kill=True)  # two of three down: no quorum, nothing may be acknowledged
+    store = server.replay.ring
+    retried = store.retry_policy.retries + store.client_retries
     with client.writer("u", chunk_length=16, retry_seconds=3) as writer:
         writer.write_chunk(frames(16))
         with pytest.raises(UnavailableError, match="not acknowledged"):
             writer.flush(60)
         writer.close(flush=False)
     assert client.info(["u"])["u"].size == 0
+    # the driver's retry policy (too few replicas: the next node) and the store's backoff (no node
+    # left in the plan) each tried again before the write was refused
+    assert store.retry_policy.retries + store.client_retries >= retried + store.config.write_attempts - 1
 
     ring.up(heap=HEAP)  # nodes 2 and 3 return with their data directories; hints fill in what they missed
     written = server.replay.ring.written_rows
