@@ -23,7 +23,7 @@ import collections
 import dataclasses
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,15 @@ class AlgorithmConfig(pydantic.BaseModel):
     def env_steps_per_item(self) -> int:
         """Env steps behind one replay item the learner draws (a transition: 1)."""
         return 1
+
+
+class ExperienceConfig(AlgorithmConfig):
+    """Settings of the algorithms that learn from their actors' experience (all but bc)."""
+
+    bc_pretrain_updates: pydantic.NonNegativeInt = 0
+    """Behaviour-cloning updates on the demonstrations table (episodes people played in the viewer,
+    or game clients uploaded) before the first update on experience; 0: none. Skipped, with a
+    warning, while the table is empty."""
 
 
 @dataclass
@@ -151,6 +160,36 @@ class Update:
     priorities: torch.Tensor | None = None
 
 
+Columns = dict[str, torch.Tensor]
+"""A device batch: each column ``[B, T, ...]``."""
+
+DEMONSTRATIONS = "demonstrations"
+"""The source of steps people played (the viewer) or game clients uploaded: the learner's
+``demonstrations_table``, in :func:`rlrings.algorithms.bc.demonstrations_signature`'s columns."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A replay table a learning half draws from besides its experience, as it declares it
+    (:meth:`Learning.sources`); the learner knows no source by name. Before the first update on
+    experience it calls ``pretrain`` on ``pretrain_updates`` batches of this source alone (skipped
+    while the table is empty); then it draws ``per_update`` items with every batch of experience
+    and updates on what ``join`` makes of the two (once the table holds something)."""
+
+    table: str
+    """Which table: a role the learner's settings map to a table (:data:`DEMONSTRATIONS`)."""
+    per_update: int = 0
+    join: Callable[[Columns, torch.Tensor, Columns], tuple[Columns, torch.Tensor]] | None = None
+    """(experience, its importance weights, this source's items) -> the batch and weights to update on."""
+    pretrain_updates: int = 0
+    pretrain: Callable[[Columns], Mapping[str, torch.Tensor | float]] | None = None
+    """One update on a batch of this source alone; returns its loss terms."""
+
+    def __post_init__(self):
+        if self.per_update and self.join is None or self.pretrain_updates and self.pretrain is None:
+            raise ValueError(f"source {self.table!r}: per_update needs join, pretrain_updates needs pretrain")
+
+
 class Learning(ABC):
     """A learner rank's half of an algorithm."""
 
@@ -179,17 +218,10 @@ class Learning(ABC):
         """The beta with which replay weights prioritized samples now; 0: no weights."""
         return 0.0
 
-    def demonstrations_per_batch(self, batch_size: int) -> int:
-        """Demonstration steps to mix into each batch (DQN's demo_fraction); 0: none."""
-        return 0
-
-    def with_demonstrations(self, columns, weights, demonstrations):
-        """``columns`` and ``weights`` joined with a batch from the demonstrations table."""
-        raise NotImplementedError
-
-    def behaviour_cloning_step(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-        """One supervised step towards ``actions`` (pre-training on demonstrations)."""
-        raise ConfigError(f"algorithm {type(self).__name__}: no behaviour-cloning pre-training")
+    def sources(self, batch_size: int) -> tuple[Source, ...]:
+        """The replay tables this half draws from besides its experience table, with how (none by
+        default); ``batch_size`` is the learner's batch of experience."""
+        return ()
 
 
 def adam(parameters, learning_rate: float) -> torch.optim.Adam:
@@ -290,10 +322,18 @@ class GradientLearning(Learning):
             optimizer.load_state_dict(state["optimizers"][name])
         self.updates = int(state["updates"])
 
-    def behaviour_cloning_step(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-        loss, accuracy = cloning_loss(self.spec, self.model, obs, actions)
+    def sources(self, batch_size: int) -> tuple[Source, ...]:
+        """The demonstrations, for ``bc_pretrain_updates`` behaviour-cloning updates first."""
+        updates = self.config.bc_pretrain_updates
+        return (
+            (Source(DEMONSTRATIONS, pretrain_updates=updates, pretrain=self.behaviour_cloning_step),) if updates else ()
+        )
+
+    def behaviour_cloning_step(self, columns: Columns) -> dict[str, torch.Tensor]:
+        """One supervised step towards a batch of demonstrated actions (at the starting learning rate)."""
+        loss, accuracy = cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
         self.step(loss, learning_rate=self.config.learning_rate)
-        return {"bc_loss": float(loss.detach()), "bc_accuracy": float(accuracy)}
+        return {"bc_loss": loss.detach(), "bc_accuracy": accuracy}
 
 
 def cloning_loss(

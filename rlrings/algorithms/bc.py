@@ -3,7 +3,7 @@
 As an algorithm it learns from a uniform table of demonstration steps (the
 viewer's recordings or steps a game client uploads) and its actors only play
 (they write nothing); :func:`cloning_loss` is also the pre-training step every
-other algorithm's learner runs on the demonstrations (``bc_pretrain_steps``),
+other algorithm can declare on the demonstrations (``bc_pretrain_updates``),
 which is why the loss lives in ``api``.
 Discrete actions: cross-entropy; Box actions: the Gaussian's negative
 log-likelihood of the demonstrated action.
@@ -70,6 +70,9 @@ class BcActing(api.Acting):
 
 
 class BcLearning(api.GradientLearning):
+    def sources(self, batch_size: int) -> tuple[api.Source, ...]:
+        return ()  # its experience is the demonstrations
+
     def update(self, columns, weights=None) -> api.Update:
         loss, accuracy = api.cloning_loss(self.spec, self.model, columns["obs"][:, 0], columns["action"][:, 0])
         grad_norm = self.step(loss, max_grad_norm=self.config.max_grad_norm)

@@ -49,7 +49,7 @@ def double_dqn_loss(
     return loss, td.detach()
 
 
-class DqnConfig(api.AlgorithmConfig):
+class DqnConfig(api.ExperienceConfig):
     name: str = "dqn"
     n_step: pydantic.PositiveInt = 3
     """Steps per n-step return."""
@@ -156,8 +156,17 @@ class DqnLearning(api.GradientLearning):
         priorities = td.abs() + self.config.priority_epsilon
         return api.Update({"loss": loss.detach(), "td_abs": td.abs().mean(), "grad_norm": grad_norm}, priorities)
 
-    def demonstrations_per_batch(self, batch_size: int) -> int:
-        return round(batch_size * self.config.demo_fraction)
+    def sources(self, batch_size: int) -> tuple[api.Source, ...]:
+        """The demonstrations: behaviour cloning first where asked, and ``demo_fraction`` of every batch."""
+        mixed = round(batch_size * self.config.demo_fraction)
+        if not mixed:
+            return super().sources(batch_size)
+        return (
+            api.Source(
+                api.DEMONSTRATIONS, per_update=mixed, join=self.with_demonstrations,
+                pretrain_updates=self.config.bc_pretrain_updates, pretrain=self.behaviour_cloning_step,
+            ),
+        )  # fmt: skip
 
     def with_demonstrations(self, columns, weights, demonstrations):
         """Demonstration steps as one-step transitions, appended to the batch with weight 1."""

@@ -121,7 +121,7 @@ def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy
     return -(log_alpha * (logp.detach() + target_entropy)).mean()
 
 
-class SacConfig(api.AlgorithmConfig):
+class SacConfig(api.ExperienceConfig):
     name: str = "sac"
     learning_rate: float = pydantic.Field(default=3e-4, gt=0, json_schema_extra=api.LIVE_IN_LEARNER)
     """Adam's rate for the actor, the critics and the temperature (constant)."""
@@ -278,11 +278,6 @@ class SacLearning(api.GradientLearning):
 
     def importance_sampling_exponent(self) -> float:
         return 0.4 if self.config.prioritized else 0.0
-
-    def behaviour_cloning_step(self, obs, actions):
-        if not isinstance(self.spec.action_space, Box):
-            raise ConfigError("sac: behaviour cloning needs Box actions")
-        return super().behaviour_cloning_step(obs, actions)
 
 
 def _distribution(space: Space) -> str:

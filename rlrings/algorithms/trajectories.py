@@ -11,7 +11,7 @@ import pydantic
 import torch
 from torch import nn
 
-from rlrings.algorithms.api import Acting, AlgorithmConfig, Chunk, GradientLearning, TablePlan
+from rlrings.algorithms.api import Acting, Chunk, ExperienceConfig, GradientLearning, TablePlan
 from rlrings.core import distributions
 from rlrings.core.errors import ConfigError
 from rlrings.core.models import observation_normalizer
@@ -19,7 +19,7 @@ from rlrings.core.ring import Ring
 from rlrings.envs import EnvSpec
 
 
-class TrajectoryConfig(AlgorithmConfig):
+class TrajectoryConfig(ExperienceConfig):
     """Settings of algorithms that learn from unrolls drawn once each from a FIFO queue."""
 
     unroll_length: pydantic.PositiveInt = 20

@@ -75,9 +75,8 @@ class LearnerConfig(TakesAlgorithm, WorkerConfig):
     max_updates: pydantic.NonNegativeInt = 0
     """Stop after this many updates; 0 runs until stopped."""
     demonstrations_table: str = "demonstrations"
-    """Replay table of episodes people played in the viewer."""
-    bc_pretrain_steps: pydantic.NonNegativeInt = 0
-    """Behaviour-cloning updates on the demonstrations before learning from experience; 0: none."""
+    """Replay table of episodes people played in the viewer (or game clients uploaded), which an
+    algorithm draws from where it asks to (its bc_pretrain_updates, dqn's demo_fraction)."""
     prefetch: pydantic.PositiveInt | None = None
     """Batches drawn ahead from replay (credits): enough to keep updates fed, few enough that the
     data stays fresh, since items count as sampled when drawn. Above 1, as many are also moved to

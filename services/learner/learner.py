@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rlrings import algorithms
+from rlrings.algorithms.api import DEMONSTRATIONS, Source
 from rlrings.clients.parameter import ParameterClient
 from rlrings.clients.replay import ReplayClient
 from rlrings.core.devices import resolve_device
@@ -64,7 +65,8 @@ class Learner:
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._sampler = None
-        self._demo_sampler = None
+        self.sources = self.learning.sources(config.batch_size)
+        self._mixers = {}  # source table -> its sampler, once the table holds something
         self._rate = RateMeter()
         self._checkpoint_path = Path(config.checkpoint_dir) / "learner.pt"
         self._tensorboard = None
@@ -141,26 +143,50 @@ class Learner:
     def _batch_columns(self, batch) -> dict[str, torch.Tensor]:
         return to_device(batch.columns, self.device)
 
+    def _source_table(self, source: Source) -> str:
+        return {DEMONSTRATIONS: self.config.demonstrations_table}.get(source.table, source.table)
+
+    def _check_sources(self) -> None:
+        """Every table the algorithm draws from besides experience exists on replay."""
+        for source in self.sources:
+            table = self._source_table(source)
+            try:
+                self.replay.info([table])
+            except NotFoundError:
+                wanted = ", ".join(
+                    f"{name} {value}"
+                    for name, value in (
+                        ("pretrain_updates", source.pretrain_updates),
+                        ("per_update", source.per_update),
+                    )
+                    if value
+                )
+                raise ConfigError(
+                    f"{source.table}_table: replay has no table {table!r}, which {self.algorithm.name} draws from "
+                    f"({wanted})"
+                ) from None
+
     def pretrain(self) -> dict[str, float]:
-        """Behaviour cloning on the demonstrations table, ``bc_pretrain_steps`` updates.
-        Skipped, with a warning, when the table has nothing in it (as rank 0 sees it)."""
-        steps = self.config.bc_pretrain_steps
-        if not steps:
-            return {}
-        info = self.replay.info([self.config.demonstrations_table])[self.config.demonstrations_table]
-        if not self.ring.broadcast_object(info.size > 0):  # every rank takes the same branch
-            log.warning("no demonstrations in %r; skipping behaviour cloning", self.config.demonstrations_table)
-            return {}
+        """Each source's ``pretrain_updates`` updates on its table alone (behaviour cloning on the
+        demonstrations), before experience. A source whose table is empty (as rank 0 sees it) is
+        skipped with a warning."""
         stats: dict[str, float] = {}
-        with self.replay.sample(
-            self.config.demonstrations_table, batch_size=self.config.batch_size, timeout=0
-        ) as sampler:
-            for _, batch in zip(range(steps), sampler):
-                columns = self._batch_columns(batch)
-                with self._lock:
-                    stats = self.learning.behaviour_cloning_step(columns["obs"][:, 0], columns["action"][:, 0])
-        log.info("behaviour cloning: %d updates on %d demonstration steps: %s", steps, info.size, stats)
-        self.losses = stats
+        for source in self.sources:
+            if not source.pretrain_updates:
+                continue
+            table = self._source_table(source)
+            info = self.replay.info([table])[table]
+            if not self.ring.broadcast_object(info.size > 0):  # every rank takes the same branch
+                log.warning("%r is empty; skipping the %d updates on it alone", table, source.pretrain_updates)
+                continue
+            with self.replay.sample(table, batch_size=self.config.batch_size, timeout=0) as sampler:
+                for _, batch in zip(range(source.pretrain_updates), sampler):
+                    columns = self._batch_columns(batch)
+                    with self._lock:
+                        terms = source.pretrain(columns)
+            stats = {name: float(value) for name, value in terms.items()}
+            log.info("%d updates on %r alone (%d items): %s", source.pretrain_updates, table, info.size, stats)
+            self.losses = stats
         return stats
 
     def run(self) -> None:
@@ -177,15 +203,7 @@ class Learner:
         self.replay.wait_ready(120)
         if root:
             self.parameters.wait_ready(120)
-        if self.config.bc_pretrain_steps or self.learning.demonstrations_per_batch(self.config.batch_size):
-            table = self.config.demonstrations_table
-            try:
-                self.replay.info([table])
-            except NotFoundError:
-                raise ConfigError(
-                    f"demonstrations_table: replay has no table {table!r}, which bc_pretrain_steps and "
-                    "demo_fraction read"
-                ) from None
+        self._check_sources()
         self.pretrain()
         if root:
             self.publish()
@@ -230,8 +248,8 @@ class Learner:
         finally:
             sampler.close()
             batches.close()
-            if self._demo_sampler is not None:
-                self._demo_sampler.close()
+            for mixer in self._mixers.values():
+                mixer.close()
 
     def _check_queue_fits(self) -> None:
         """A queue hands each item out once and blocks writers when full: a batch larger
@@ -263,9 +281,10 @@ class Learner:
     def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor | float]:
         """One update; its stats stay tensors (the caller reads them every ``stats_every``)."""
         columns, weights = batch.columns, batch.weights
-        demonstrations = self._demonstrations()
-        if demonstrations is not None:
-            columns, weights = self.learning.with_demonstrations(columns, weights, demonstrations)
+        for source in self.sources:
+            drawn = self._mixed_in(source)
+            if drawn is not None:
+                columns, weights = source.join(columns, weights, drawn)
         with self._lock, torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.mixed_precision):
             update = self.learning.update(columns, weights)
             self.step += 1
@@ -287,19 +306,20 @@ class Learner:
             self.policy_lag_updates = float(self.step - np.mean([step for step, _ in known]))
             self.policy_lag_seconds = float(now - np.mean([at for _, at in known]))
 
-    def _demonstrations(self) -> dict[str, torch.Tensor] | None:
-        """A batch of demonstration items (columns ``[count, 1, ...]``) to mix in, or None."""
-        count = self.learning.demonstrations_per_batch(self.config.batch_size)
-        if not count:
+    def _mixed_in(self, source: Source) -> dict[str, torch.Tensor] | None:
+        """``source.per_update`` items of its table to join this update's batch, or None (none
+        asked, or the table still empty: looked at again every 50 updates)."""
+        if not source.per_update:
             return None
-        if self._demo_sampler is None:
+        sampler = self._mixers.get(source.table)
+        if sampler is None:
             if self.step % 50:
                 return None
-            table = self.config.demonstrations_table
+            table = self._source_table(source)
             if self.replay.info([table])[table].size == 0:
                 return None
-            self._demo_sampler = self.replay.sample(table, batch_size=count, timeout=0)
-        return self._batch_columns(next(self._demo_sampler))
+            sampler = self._mixers[source.table] = self.replay.sample(table, batch_size=source.per_update, timeout=0)
+        return self._batch_columns(next(sampler))
 
     def steps_per_second(self) -> float:
         return self._rate.rate(self.step)

@@ -74,7 +74,7 @@ def test_behaviour_cloning_reproduces_the_scripted_demonstrator(demo_mesh, tmp_p
     replay, parameter, demos = demo_mesh
     torch.manual_seed(0)
     learner = learner_for(
-        replay, parameter, tmp_path, bc_pretrain_steps=1500, algorithm={"name": "impala", "learning_rate": 3e-3}
+        replay, parameter, tmp_path, algorithm={"name": "impala", "learning_rate": 3e-3, "bc_pretrain_updates": 1500}
     )
     stats = learner.pretrain()
     assert stats["bc_loss"] < 0.5 and stats["bc_accuracy"] > 0.8  # one batch of 64: a noisy figure
@@ -102,11 +102,13 @@ def test_behaviour_cloning_reproduces_the_scripted_demonstrator(demo_mesh, tmp_p
 def test_dqn_batches_mix_in_demonstrations(demo_mesh, tmp_path):
     replay, parameter, demos = demo_mesh
     learner = learner_for(replay, parameter, tmp_path, algorithm={"name": "dqn", "demo_fraction": 0.25})
-    demonstrations = learner._demonstrations()
+    (source,) = learner.sources  # what dqn declares: 16 of each batch's 64 from the demonstrations
+    assert (source.table, source.per_update, source.pretrain_updates) == ("demonstrations", 16, 0)
+    demonstrations = learner._mixed_in(source)
     assert demonstrations["obs"].shape == (16, 1, 4) and demonstrations["action"].shape == (16, 1)
     columns = {name: torch.zeros(64, 1, *value.shape[2:]) for name, value in demonstrations.items()}
     columns["discount"] = torch.zeros(64, 1)
-    mixed, weights = learner.learning.with_demonstrations(
+    mixed, weights = source.join(
         {k: columns[k] for k in ("obs", "action", "reward", "next_obs", "discount")}, torch.ones(64), demonstrations
     )
     assert mixed["obs"].shape == (80, 1, 4) and weights.shape == (80,)
@@ -139,8 +141,12 @@ def test_bc_without_a_demonstrations_table_is_a_config_error(start_replay, tmp_p
         load_config(ParameterConfig, [], port=0, metrics_port=0, directory=tmp_path / "weights")
     ).start()
     try:
-        learner = learner_for(replay, parameter, tmp_path, bc_pretrain_steps=10)
-        with pytest.raises(ConfigError, match="demonstrations_table: replay has no table 'demonstrations'"):
+        learner = learner_for(replay, parameter, tmp_path, algorithm={"name": "ppo", "bc_pretrain_updates": 10})
+        with pytest.raises(
+            ConfigError,
+            match=r"demonstrations_table: replay has no table 'demonstrations', which ppo draws from "
+            r"\(pretrain_updates 10\)",
+        ):
             learner.run()
         learner.close()
     finally:

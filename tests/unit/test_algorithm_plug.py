@@ -211,3 +211,35 @@ def test_image_models_take_frames_of_any_size():
         spec = ModelSpec("cnn", observation, Discrete(6))
         params, value = build_model(spec)(torch.zeros(2, *shape, dtype=torch.uint8))
         assert params.shape == (2, 6) and value.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["impala", "appo", "ppo", "dqn", "sac"])
+def test_algorithms_declare_the_demonstrations_they_draw_from(name):
+    env_id = "Pendulum-v1" if name == "sac" else "CartPole-v1"
+    algorithm = algorithms.get(name)
+
+    def sources(**settings):
+        config = algorithm.config(**settings)
+        spec = algorithm.model_spec(env_spec(env_id), "mlp", config)
+        return algorithm.learning(config, spec, build_model(spec)).sources(batch_size=64)
+
+    assert sources() == ()  # by default: experience alone
+    (source,) = sources(bc_pretrain_updates=100)
+    assert (source.table, source.pretrain_updates, source.per_update) == ("demonstrations", 100, 0)
+    # the pre-training step is a behaviour-cloning update on a batch of demonstration steps
+    demo = {
+        "obs": torch.randn(8, 1, *env_spec(env_id).observation_space.shape),
+        "action": torch.zeros(
+            8, 1, *env_spec(env_id).action_space.shape, dtype=torch.int64 if name != "sac" else torch.float32
+        ),
+    }
+    terms = source.pretrain(demo)
+    assert set(terms) == {"bc_loss", "bc_accuracy"} and math.isfinite(float(terms["bc_loss"]))
+    if name == "dqn":  # dqn also mixes a share of every batch in, as one-step transitions
+        (mixed,) = sources(bc_pretrain_updates=100, demo_fraction=0.25)
+        assert (mixed.per_update, mixed.pretrain_updates) == (16, 100) and mixed.join is not None
+
+
+def test_bc_has_no_pretraining_on_what_it_learns_from_anyway():
+    with pytest.raises(ValueError, match="bc_pretrain_updates"):
+        algorithms.get("bc").config(bc_pretrain_updates=10)
