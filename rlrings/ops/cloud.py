@@ -9,7 +9,12 @@
 (helm/rlrings) through pyhelm3. Every step is printed with the command it runs;
 ``--dry-run`` prints them all, checks the chart renders with the given values where
 ``helm`` is installed, and changes nothing. A failed step says what was already
-applied and how to go on or tear down. Run it from a checkout of the repository.
+applied and how to go on or tear down.
+
+It runs from a checkout or from an installed wheel alike: the wheel carries the Terraform
+module, the chart and the files the images' build context needs besides the code
+(``rlrings/deploy/``), and ``rlrings cloud context --out DIR`` lays that context out as
+a checkout's (which ``up`` does before it builds, outside a checkout).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from rich.console import Console
 
 import rlrings
 
-ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(rlrings.__file__).resolve().parent
 IMAGES = ("replay", "parameter", "learner", "actor", "viewer", "inference")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 INSTALL_HINTS = {
@@ -62,6 +68,7 @@ class Step:
     command: list[str]
     run: Callable[[], object] | None = None
     changes: bool = True  # False for steps that only read
+    cwd: Path | None = None
     done: bool = field(default=False, init=False)
 
 
@@ -69,6 +76,49 @@ class Step:
 class Plan:
     action: str
     steps: list[Step]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the steps deploy from: a checkout's folders, or the copies an installed wheel carries."""
+
+    terraform: Path
+    chart: Path
+    context: Path
+    """The images' build context (the Dockerfiles' paths are relative to it)."""
+    checkout: bool
+
+
+def sources(state: Path) -> Sources:
+    """The checkout rlrings runs from, if it does; else the installed package's ``deploy/``, with
+    the images' build context laid out under ``state`` (by :func:`lay_out_context`)."""
+    if (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "helm" / "rlrings" / "Chart.yaml").is_file():
+        return Sources(CHECKOUT / "terraform", CHECKOUT / "helm" / "rlrings", CHECKOUT, True)
+    deploy = PACKAGE / "deploy"
+    return Sources(deploy / "terraform", deploy / "chart", state / "image-context", False)
+
+
+def lay_out_context(out: Path) -> Path:
+    """The images' build context as a checkout holds it (``rlrings/``, ``services/``, ``terraform/``,
+    ``helm/rlrings/``, ``pyproject.toml``, ``README.md``, ``docker/``), from the installed package;
+    ``out`` is replaced. Building it gives the same wheel as the checkout the package came from."""
+    deploy = PACKAGE / "deploy"
+    if not (deploy / "project" / "pyproject.toml").is_file():
+        raise CloudError(f"{PACKAGE} carries no deploy files (rlrings/deploy/); install rlrings from its wheel")
+    if out.exists():
+        shutil.rmtree(out)
+    cached = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+    def code_only(folder: str, names: list[str]) -> set[str]:
+        elsewhere = {"services", "deploy"} if Path(folder) == PACKAGE else set()
+        return cached(folder, names) | (elsewhere & set(names))
+
+    shutil.copytree(PACKAGE, out / "rlrings", ignore=code_only)
+    shutil.copytree(PACKAGE / "services", out / "services", ignore=cached)
+    shutil.copytree(deploy / "terraform", out / "terraform", ignore=cached)
+    shutil.copytree(deploy / "chart", out / "helm" / "rlrings", ignore=cached)
+    shutil.copytree(deploy / "project", out, ignore=cached, dirs_exist_ok=True)
+    return out
 
 
 class Cloud:
@@ -82,11 +132,12 @@ class Cloud:
         self.kubeconfig = self.state / "kubeconfig"
         self.tfvars = self.state / "terraform.tfvars.json"
         self.outputs: dict[str, str] = {}
+        self.sources = sources(self.state)
 
     # -- plans ---------------------------------------------------------------------
 
     def terraform(self, *args: str) -> list[str]:
-        return ["terraform", f"-chdir={ROOT / 'terraform'}", *args]
+        return ["terraform", f"-chdir={self.sources.terraform}", *args]
 
     def output(self, name: str) -> str:
         return self.outputs.get(name, f"<{name} from terraform output>")
@@ -142,11 +193,23 @@ class Cloud:
                         f"rlrings/{image}:{rlrings.__version__}",
                         "--file",
                         f"services/{image}/Dockerfile",
-                        str(ROOT),
+                        str(self.sources.context),
                     ],
+                    cwd=self.sources.context,
                 )
                 for image in IMAGES
             ]
+            if not self.sources.checkout:
+                context = self.sources.context
+                builds.insert(
+                    0,
+                    Step(
+                        "Lay out the images' build context from the installed package",
+                        ["rlrings", "cloud", "context", "--out", str(context)],
+                        run=lambda: lay_out_context(context),
+                        changes=False,
+                    ),
+                )
             values = self.values_files()
             install = Step(
                 "Install or upgrade the Helm release (pyhelm3)",
@@ -155,7 +218,7 @@ class Cloud:
                     "upgrade",
                     "--install",
                     a.release,
-                    str(ROOT / "helm" / "rlrings"),
+                    str(self.sources.chart),
                     "--create-namespace",
                     "--atomic",
                     "--wait",
@@ -237,7 +300,7 @@ class Cloud:
                 if step.run is not None:
                     step.run()
                 else:
-                    subprocess.run(step.command, check=True, cwd=ROOT)
+                    subprocess.run(step.command, check=True, cwd=step.cwd)
             except (subprocess.CalledProcessError, CloudError, OSError) as error:
                 self.report_failure(plan, step, error)
                 return 1
@@ -280,7 +343,7 @@ class Cloud:
 
         async def render() -> list:
             client = Client()
-            chart = await client.get_chart(ROOT / "helm" / "rlrings")
+            chart = await client.get_chart(self.sources.chart)
             return list(
                 await client.template_resources(chart, self.args.release, *self.values(), namespace=self.args.namespace)
             )
@@ -355,7 +418,7 @@ class Cloud:
     def _helm_install(self) -> None:
         async def install():
             client = self._client()
-            chart = await client.get_chart(ROOT / "helm" / "rlrings")
+            chart = await client.get_chart(self.sources.chart)
             return await client.install_or_upgrade_release(
                 self.args.release,
                 chart,
@@ -401,6 +464,13 @@ def parser() -> argparse.ArgumentParser:
         "status": "show the release and its pods",
         "down": "uninstall the chart and destroy the cluster",
     }
+    context = actions.add_parser(
+        "context",
+        help="lay out the images' build context from the installed package (for docker build)",
+        description="Lays out the images' build context as a checkout holds it, from the installed package: "
+        "docker build -f services/NAME/Dockerfile DIR builds each image.",
+    )
+    context.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
     for action, text in helps.items():
         p = actions.add_parser(action, help=text, description=text)
         p.add_argument("--subscription-id", required=True, type=guid, help="Azure subscription ID")
@@ -435,6 +505,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
+    if args.action == "context":
+        try:
+            out = lay_out_context(Path(args.out))
+        except (CloudError, OSError) as error:
+            console.print(f"[red]rlrings cloud context: {error}[/]")
+            return 1
+        console.print(f"the images' build context is in {out}: docker build -f services/NAME/Dockerfile {out}")
+        return 0
     for path in args.values:
         if not Path(path).is_file():
             console.print(f"[red]rlrings cloud: --values {path}: no such file[/]")

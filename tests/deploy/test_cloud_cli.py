@@ -5,6 +5,7 @@ pyhelm3 with a real helm binary where one is installed."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rlrings.ops.cli import SERVICES
 from tests.deploy.helpers import ROOT, TOOLS_BIN
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
@@ -162,3 +164,54 @@ def test_the_docs_dry_run_as_written(tmp_path):
                                substitute={"SUB": SUBSCRIPTION, "TENANT": TENANT}, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "nothing is changed" in result.stdout and f"az account set --subscription {SUBSCRIPTION}" in result.stdout
+
+
+def test_outside_a_checkout_cloud_deploys_what_the_wheel_carries(tmp_path):
+    """Installed from its wheel (unpacked into a folder, as pip would install it, with no checkout
+    in sight), `rlrings cloud up` plans Terraform and the chart from the package's own copies,
+    lays out the images' build context first, and that context builds the very same wheel."""
+    import zipfile
+
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run(
+        [str(uv), "build", "--wheel", "-q", "-o", str(tmp_path / "dist"), str(ROOT)], check=True, timeout=300
+    )
+    (wheel,) = (tmp_path / "dist").glob("rlrings-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def installed(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HOME": str(tmp_path), "COLUMNS": "400", "PYTHONPATH": str(site)}
+        return subprocess.run([sys.executable, "-m", "rlrings.ops.cli", *args],
+                              capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120)  # fmt: skip
+
+    where = installed("--version")  # (the package, not the checkout's editable install, answers)
+    assert where.returncode == 0, where.stderr
+    result = installed("cloud", "up", *IDS, "--dry-run", "--api-access", "203.0.113.7/32")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out, deploy = result.stdout, site / "rlrings" / "deploy"
+    assert f"terraform -chdir={deploy / 'terraform'} init" in out
+    assert f"upgrade --install rlrings {deploy / 'chart'}" in out
+    context = tmp_path / ".rlrings" / "cloud" / "rlrings" / "image-context"
+    assert f"rlrings cloud context --out {context}" in out
+    assert out.index("cloud context --out") < out.index("az acr build")
+    assert f"--file services/replay/Dockerfile {context}" in out
+    assert str(ROOT) not in out, "the plan points into the checkout"
+
+    laid_out = installed("cloud", "context", "--out", str(tmp_path / "context"))
+    assert laid_out.returncode == 0, laid_out.stdout + laid_out.stderr
+    for service in SERVICES:  # every file each Dockerfile copies is in the context
+        text = (tmp_path / "context" / "services" / service / "Dockerfile").read_text()
+        for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M):
+            for name in source.split():
+                assert (tmp_path / "context" / name).exists(), f"{service}'s Dockerfile copies {name}, not there"
+    subprocess.run([str(uv), "build", "--wheel", "-q", "-o", str(tmp_path / "rebuilt"), str(tmp_path / "context")],
+                   check=True, timeout=300)  # fmt: skip
+    (rebuilt,) = (tmp_path / "rebuilt").glob("rlrings-*.whl")
+
+    def files(path: Path) -> set[str]:
+        return {name for name in zipfile.ZipFile(path).namelist() if ".dist-info/" not in name}
+
+    assert files(rebuilt) == files(wheel)

@@ -49,3 +49,19 @@ def test_learner_image_builds_horovod_with_nccl_and_the_actor_has_minerl_java_an
     assert "docker/build-horovod.sh" in learner and "nvidia/cuda" in learner and "libnccl-dev" in learner
     actor = dockerfile("actor")
     assert "temurin:8" in actor and "xvfb" in actor and "minerl" in actor
+
+
+def test_every_image_copies_every_folder_the_package_is_built_from():
+    """`pip install .` in an image reads pyproject.toml, whose packages map these folders."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {path.split("/")[0] for path in project["package-dir"].values()} - {"."} | {"rlrings"}
+    for service in SERVICES:
+        copied = {
+            name.split("/")[0]
+            for line in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile(service), flags=re.M)
+            for name in line.split()
+        }
+        assert folders <= copied, f"{service}'s Dockerfile does not copy {sorted(folders - copied)}"
+        assert {"pyproject.toml", "README.md"} <= copied

@@ -19,6 +19,12 @@ def test_wheel_has_the_packages_generated_code_and_the_viewer_page(tmp_path):
         "rlrings/algorithms/impala.py",
         "rlrings/services/replay/__main__.py",
         "rlrings/services/viewer/static/index.html",
+        # what `rlrings cloud` deploys outside a checkout
+        "rlrings/deploy/terraform/main.tf",
+        "rlrings/deploy/chart/Chart.yaml",
+        "rlrings/deploy/chart/templates/learner/statefulset.yaml",
+        "rlrings/deploy/project/pyproject.toml",
+        "rlrings/services/learner/Dockerfile",
     ):
         assert needed in names, needed
     top_level = {name.split("/")[0] for name in names if not name.startswith("rlrings-")}
