@@ -18,17 +18,26 @@
 
 Every command takes ``--help``; service and ``up`` settings also come from
 ``--config FILE`` and ``RLRINGS_<SERVICE>_<SETTING>`` environment variables.
+
+One parser reads every command line: pydantic-settings, from typed models whose field
+docstrings are the help. The services, ``up`` and ``experiment`` parse their settings
+classes through :func:`rlrings.rpc.config.load_config`; the tool commands below are
+the subcommands of :class:`Command`, so a bad value is refused naming its flag.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
+import pydantic
+from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, get_subcommand
 from rich.console import Console
 from rich.table import Table as RichTable
+
+from rlrings.ops.cloud import CloudCommand, Flags, subcommand
 
 SERVICES = {
     "replay": "rlrings.services.replay.server",
@@ -38,6 +47,230 @@ SERVICES = {
     "viewer": "rlrings.services.viewer.server",
     "inference": "rlrings.services.inference.server",
 }
+PARAMETER = "127.0.0.1:8001"
+TAG_HELP = "solved (the version that solved the env), best (the highest confirmed evaluation), latest, or a named tag"
+
+
+class Dial(Flags):
+    """Flags of the commands that dial a service: TLS (the token itself comes from $RLRINGS_TOKEN,
+    kept out of shell history)."""
+
+    ca_file: str | None = None
+    """PEM CA that signed the servers' certificates: dial with TLS."""
+    cert_file: str | None = None
+    """PEM client certificate, for servers that require one (mutual TLS); needs --ca-file."""
+    key_file: str | None = None
+    """PEM key of --cert-file."""
+    server_name: str | None = None
+    """Name expected in the server's certificate instead of the host dialled."""
+
+    def security(self):
+        """How this command dials: TLS from its flags, the token from $RLRINGS_TOKEN."""
+        import os
+
+        from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
+
+        if self.cert_file and not self.ca_file:
+            raise ValueError("--cert-file needs --ca-file")
+        try:
+            tls = TlsConfig(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
+                            mutual=bool(self.cert_file), server_name=self.server_name)  # fmt: skip
+        except pydantic.ValidationError as error:
+            raise ValueError("; ".join(problem["msg"] for problem in error.errors())) from None
+        return ClientSecurity.of(tls, AuthConfig(token=os.environ.get("RLRINGS_TOKEN") or None))
+
+
+class FromRunOrService(Dial):
+    run: str | None = None
+    """A run directory of rlrings up (read with no server), instead of --address."""
+    address: str = PARAMETER
+    """Parameter service."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_place(self):
+        if self.run is not None and "address" in self.model_fields_set:
+            raise ValueError("--run and --address: give one of them")
+        return self
+
+
+class Pull(FromRunOrService):
+    """Write a model to a file: weights and what rebuilds it (from a running service or a run directory)."""
+
+    tag: str = pydantic.Field(default="latest", description=TAG_HELP)
+    version: pydantic.NonNegativeInt = 0
+    """A version number instead of a tag."""
+    out: str = "model.pt"
+    """File to write."""
+
+
+class ListModels(FromRunOrService):
+    """Versions with their tags and evaluations."""
+
+
+class Untag(Dial):
+    """Delete a named tag (its version is then retained as any other)."""
+
+    tag: CliPositionalArg[str]
+    """A tag a publisher gave (not latest or best)."""
+    address: str = PARAMETER
+    """Parameter service."""
+
+
+class Models(Flags):
+    """Trained models."""
+
+    pull: CliSubCommand[Pull] = subcommand(Pull)
+    list: CliSubCommand[ListModels] = subcommand(ListModels)
+    untag: CliSubCommand[Untag] = subcommand(Untag)
+
+
+class Render(Dial):
+    """Record a policy playing, as MP4 or GIF."""
+
+    model: str = "latest"
+    """latest, best, solved, a tag, a version number, or a file from models pull."""
+    run: str | None = None
+    """Take --model from a run directory of rlrings up."""
+    address: str = PARAMETER
+    """Parameter service."""
+    env: str | None = None
+    """Environment (default: the one the model was trained on)."""
+    episodes: pydantic.PositiveInt = 1
+    """Episodes to record."""
+    max_steps: pydantic.PositiveInt = 1000
+    """Steps per episode at most."""
+    fps: pydantic.PositiveFloat = 30
+    """Frames per second."""
+    out: str = "agent.mp4"
+    """agent.mp4 or agent.gif."""
+
+
+class Info(Dial):
+    """Describe the tables of a running replay server."""
+
+    address: str = "127.0.0.1:8000"
+    """Replay server."""
+
+
+class Health(Dial):
+    """Check that services answer grpc.health.v1 with SERVING."""
+
+    addresses: CliPositionalArg[list[str]] = pydantic.Field(min_length=1)
+    """host:port of each service."""
+    timeout: pydantic.PositiveFloat = 5.0
+    """Seconds to wait per service."""
+
+
+class Algorithms(Flags):
+    """List the algorithms, or one's settings with their defaults."""
+
+    name: CliPositionalArg[str | None] = None
+    """An algorithm: its settings, types, defaults and meaning."""
+
+
+def _clients(items: list[str]) -> list[str]:
+    """NAME=SCOPE,SCOPE entries as typed: the parser splits list values at commas, and a piece
+    with no '=' is a further scope of the client before it."""
+    clients: list[str] = []
+    for item in items:
+        if "=" in item or not clients:
+            clients.append(item)
+        else:
+            clients[-1] += f",{item}"
+    return clients
+
+
+Clients = Annotated[list[str], pydantic.BeforeValidator(_clients)]
+
+
+class TokensAdd(Flags):
+    """Tokens for more clients, in an existing directory --out (the tokens there stay)."""
+
+    clients: CliPositionalArg[Clients] = pydantic.Field(min_length=1)
+    """NAME=SCOPE,SCOPE of each client."""
+    out: str = "tokens"
+    """Directory that holds tokens.yaml."""
+
+
+class Tokens(Flags):
+    """Write a tokens file with one least-privilege token per component, for the chart's Secret."""
+
+    out: str = "tokens"
+    """Directory to write to."""
+    client: Clients = []
+    """Also a token for an outside client, NAME=SCOPE,SCOPE, for example game-uploads=insert (repeatable)."""
+    add: CliSubCommand[TokensAdd] = subcommand(TokensAdd)
+
+
+class Certs(Flags):
+    """Make a development CA and a certificate for TLS."""
+
+    out: str = "certs"
+    """Directory to write to."""
+    hosts: str = "localhost,127.0.0.1"
+    """Names and IPs the certificate is for."""
+    name: str = "rlrings"
+    """File name of the certificate."""
+    force: bool = False
+    """Replace a certificate of this name (a CA in --out is always kept)."""
+
+
+class Tables(Flags):
+    """Print the replay tables an env and algorithm need, as YAML."""
+
+    env: str = "CartPole-v1"
+    """Environment."""
+    algorithm: str | None = None
+    """An algorithm (rlrings algorithms; default: the default one)."""
+    settings: str = "{}"
+    """The algorithm's settings as JSON, e.g. '{"unroll_length": 32}'."""
+    table: str = "experience"
+    """Name of the learner's table."""
+    batch_size: pydantic.PositiveInt | None = None
+    """Learner batch (default: the algorithm's)."""
+    actors: pydantic.PositiveInt = 1
+    """Actors of the mesh (the chart's actor.replicas)."""
+    envs_per_actor: pydantic.PositiveInt = 8
+    """Envs each actor steps (the chart's actor.numEnvs)."""
+
+
+class Elsewhere(Flags):
+    """A command that parses its own settings (its --help lists them)."""
+
+
+def _elsewhere(text: str):
+    return pydantic.Field(description=text)
+
+
+class Command(BaseSettings):
+    """Distributed RL as a gRPC microservice mesh (rlrings --version: which version)."""
+
+    model_config = SettingsConfigDict(
+        cli_prog_name="rlrings", cli_kebab_case=True, cli_implicit_flags=True, use_attribute_docstrings=True,
+        extra="forbid", cli_exit_on_error=True,
+    )  # fmt: skip
+
+    up: CliSubCommand[Elsewhere] = _elsewhere("run the whole mesh on this machine (see: rlrings up --help)")
+    experiment: CliSubCommand[Elsewhere] = _elsewhere("experiments: fewshot (see: rlrings experiment fewshot --help)")
+    replay: CliSubCommand[Elsewhere] = _elsewhere("run one replay service (see: rlrings replay --help)")
+    parameter: CliSubCommand[Elsewhere] = _elsewhere("run one parameter service (see: rlrings parameter --help)")
+    learner: CliSubCommand[Elsewhere] = _elsewhere("run one learner (see: rlrings learner --help)")
+    actor: CliSubCommand[Elsewhere] = _elsewhere("run one actor (see: rlrings actor --help)")
+    viewer: CliSubCommand[Elsewhere] = _elsewhere("run one viewer (see: rlrings viewer --help)")
+    inference: CliSubCommand[Elsewhere] = _elsewhere("run one inference service (see: rlrings inference --help)")
+    models: CliSubCommand[Models] = subcommand(Models)
+    render: CliSubCommand[Render] = subcommand(Render)
+    info: CliSubCommand[Info] = subcommand(Info)
+    health: CliSubCommand[Health] = subcommand(Health)
+    algorithms: CliSubCommand[Algorithms] = subcommand(Algorithms)
+    tokens: CliSubCommand[Tokens] = subcommand(Tokens)
+    certs: CliSubCommand[Certs] = subcommand(Certs)
+    tables: CliSubCommand[Tables] = subcommand(Tables)
+    cloud: CliSubCommand[CloudCommand] = subcommand(CloudCommand)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **others):
+        return (init_settings,)  # the command line alone (the services read their environment themselves)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,146 +281,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"rlrings {__version__}")
         return 0
-    if command in SERVICES:  # each service parses its own settings
+    # the mesh and each service parse their own settings (flags, environment, --config file) with
+    # the same pydantic-settings parser, through rlrings.rpc.config.load_config
+    if command in SERVICES:
         return importlib.import_module(SERVICES[command]).main(rest)
     if command == "up":
         return _up(rest)
     if command == "experiment":
         return _experiment(rest)
-    if command == "cloud":
-        from rlrings.ops.cloud import main as cloud_main
-
-        return cloud_main(rest)
-    parser = argparse.ArgumentParser(prog="rlrings", description="Distributed RL as a gRPC microservice mesh.")
-    parser.add_argument("--version", "-V", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="run the whole mesh on this machine (see: rlrings up --help)")
-    commands.add_parser("experiment", help="experiments: fewshot (see: rlrings experiment fewshot --help)")
-    for name in SERVICES:
-        commands.add_parser(name, help=f"run one {name} service (see: rlrings {name} --help)")
-    models = commands.add_parser("models", help="trained models").add_subparsers(dest="action", required=True)
-    pull = models.add_parser(
-        "pull", help="write a model to a file: weights and what rebuilds it (from a running service or a run directory)"
-    )
-    pull.add_argument("--tag", default="latest", help=f"{TAG_HELP} (default latest)")
-    pull.add_argument("--version", type=int, default=0, help="a version number instead of a tag")
-    pull.add_argument("--out", default="model.pt", help="file to write (default model.pt)")
-    listing = models.add_parser("list", help="versions with their tags and evaluations")
-    for command in (pull, listing):
-        where = command.add_mutually_exclusive_group()
-        where.add_argument("--run", metavar="RUN_DIR", help="a run directory of rlrings up (read with no server)")
-        where.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
-    untag = models.add_parser("untag", help="delete a named tag (its version is then retained as any other)")
-    untag.add_argument("tag", help="a tag a publisher gave (not latest or best)")
-    untag.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
-    render = commands.add_parser("render", help="record a policy playing, as MP4 or GIF")
-    render.add_argument(
-        "--model", default="latest", help="latest, best, solved, a tag, a version number, or a file from models pull"
-    )
-    render.add_argument("--run", metavar="RUN_DIR", help="take --model from a run directory of rlrings up")
-    render.add_argument("--address", default="127.0.0.1:8001", help="parameter service (default 127.0.0.1:8001)")
-    render.add_argument("--env", default=None, help="environment (default: the one the model was trained on)")
-    render.add_argument("--episodes", type=int, default=1, help="episodes to record (default 1)")
-    render.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most (default 1000)")
-    render.add_argument("--fps", type=float, default=30, help="frames per second (default 30)")
-    render.add_argument("--out", default="agent.mp4", help="agent.mp4 or agent.gif (default agent.mp4)")
-    info = commands.add_parser("info", help="describe the tables of a running replay server")
-    info.add_argument("--address", default="127.0.0.1:8000", help="replay server address (default 127.0.0.1:8000)")
-    health = commands.add_parser("health", help="check that services answer grpc.health.v1 with SERVING")
-    health.add_argument("addresses", nargs="+", metavar="ADDRESS", help="host:port of a service")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait per service (default 5)")
-    for command in (pull, listing, untag, render, info, health):
-        _add_security_flags(command)
-    described = commands.add_parser("algorithms", help="list the algorithms, or one's settings with their defaults")
-    described.add_argument("name", nargs="?", help="an algorithm: its settings, types, defaults and meaning")
-    make_tokens = commands.add_parser(
-        "tokens", help="write a tokens file with one least-privilege token per component, for the chart's Secret"
-    )
-    make_tokens.add_argument(
-        "action", nargs="?", choices=["add"], help="add: tokens for more clients, in the existing directory --out"
-    )
-    make_tokens.add_argument("clients", nargs="*", metavar="NAME=SCOPE,SCOPE", help="with add: the clients")
-    make_tokens.add_argument("--out", default="tokens", help="directory to write to (default tokens)")
-    make_tokens.add_argument(
-        "--client", action="append", default=[], metavar="NAME=SCOPE,SCOPE",
-        help="also a token for an outside client, for example game-uploads=insert (repeatable)",
-    )  # fmt: skip
-    make_certs = commands.add_parser("certs", help="make a development CA and a certificate for TLS")
-    make_certs.add_argument("--out", default="certs", help="directory to write to (default certs)")
-    make_certs.add_argument("--hosts", default="localhost,127.0.0.1", help="names and IPs the certificate is for")
-    make_certs.add_argument("--name", default="rlrings", help="file name of the certificate (default rlrings)")
-    make_certs.add_argument(
-        "--force", action="store_true", help="replace a certificate of this name (a CA in --out is always kept)"
-    )
-    tables = commands.add_parser("tables", help="print the replay tables an env and algorithm need, as YAML")
-    tables.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
-    tables.add_argument("--algorithm", default=None, help="an algorithm (rlrings algorithms; default: the default one)")
-    tables.add_argument(
-        "--settings", default="{}", help="the algorithm's settings as JSON, e.g. '{\"unroll_length\": 32}'"
-    )
-    tables.add_argument("--table", default="experience", help="name of the learner's table (default experience)")
-    tables.add_argument("--batch-size", type=int, default=None, help="learner batch (default: the algorithm's)")
-    tables.add_argument("--actors", type=int, default=1, help="actors of the mesh (the chart's actor.replicas)")
-    tables.add_argument(
-        "--envs-per-actor", type=int, default=8, help="envs each actor steps (the chart's actor.numEnvs; default 8)"
-    )
-    commands.add_parser("cloud", help="the stack on Azure Kubernetes Service (see: rlrings cloud --help)")
-    args = parser.parse_args(argv)
-    if args.command == "algorithms":
-        return _algorithms(args.name)
-    if args.command == "tables":
-        return _tables(args)
-    if args.command == "certs":
-        return _certs(args)
-    if args.command == "tokens":
-        return _tokens(args)
     try:
-        security = _security(args)
-    except (OSError, ValueError) as error:
-        print(f"rlrings {args.command}: {error}", file=sys.stderr)
-        return 2
-    if args.command == "models" and args.action == "untag":
-        return _untag(args.address, args.tag, security)
-    if args.command == "models" and args.action == "list":
-        return _list(args.run, args.address, security)
-    if args.command == "models":
-        return _pull(args.run, args.address, args.tag, args.version, args.out, security)
-    if args.command == "render":
-        return _render(args, security)
-    if args.command == "health":
-        return _health(args.addresses, args.timeout, security)
-    return _info(args.address, security)
-
-
-def _add_security_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS and tokens (the token itself comes from $RLRINGS_TOKEN)")
-    group.add_argument("--ca-file", help="PEM CA that signed the servers' certificates: dial with TLS")
-    group.add_argument("--cert-file", help="PEM client certificate, for servers that require one (mutual TLS)")
-    group.add_argument("--key-file", help="PEM key of --cert-file")
-    group.add_argument("--server-name", help="name expected in the server's certificate instead of the host dialled")
-
-
-def _security(args):
-    """How a command dials: TLS from its flags, the token from $RLRINGS_TOKEN (kept out of shell history)."""
-    import os
-
-    import pydantic
-
-    from rlrings.rpc.security import AuthConfig, ClientSecurity, TlsConfig
-
-    try:
-        tls = TlsConfig(
-            ca_file=args.ca_file,
-            cert_file=args.cert_file,
-            key_file=args.key_file,
-            mutual=bool(args.cert_file),
-            server_name=args.server_name,
-        )
+        parsed = CliApp.run(Command, cli_args=argv)
     except pydantic.ValidationError as error:
-        raise ValueError("; ".join(problem["msg"] for problem in error.errors())) from None
-    if args.cert_file and not args.ca_file:
-        raise ValueError("--cert-file needs --ca-file")
-    return ClientSecurity.of(tls, AuthConfig(token=os.environ.get("RLRINGS_TOKEN") or None))
+        print(f"rlrings {command}: {_flag_problems(error)}", file=sys.stderr)
+        return 2
+    return _run(command, get_subcommand(parsed), argv)  # (the parser has printed help where there was none)
+
+
+def _flag_problems(error: pydantic.ValidationError) -> str:
+    """A validation error as the flags the user typed: --tenant-id: Field required."""
+    problems = []
+    for problem in error.errors():
+        where = [str(part) for part in problem["loc"] if not isinstance(part, int)][-1:] or ["flags"]
+        message = problem["msg"].removeprefix("Value error, ")
+        if message.startswith("--"):  # a check across flags names them itself
+            problems.append(message)
+            continue
+        flag = "--" + where[0].replace("_", "-") if where != ["flags"] else "flags"
+        problems.append(f"{flag}: {message}")
+    return "; ".join(problems)
+
+
+def _run(command: str, chosen: Flags, argv: list[str]) -> int:
+    """Runs the command the parser picked."""
+    if isinstance(chosen, (Models, CloudCommand)) and get_subcommand(chosen, is_required=False) is None:
+        choices = ", ".join(name for name, value in chosen if value is None)
+        print(f"rlrings {command}: name one of {choices} (rlrings {command} --help)", file=sys.stderr)
+        return 2
+    if isinstance(chosen, CloudCommand):
+        return chosen.run(argv[1:])
+    if isinstance(chosen, Algorithms):
+        return _algorithms(chosen.name)
+    if isinstance(chosen, Tables):
+        return _tables(chosen)
+    if isinstance(chosen, Certs):
+        return _certs(chosen)
+    if isinstance(chosen, Tokens):
+        adding = get_subcommand(chosen, is_required=False)
+        return _tokens(adding.out if adding else chosen.out, adding is not None,
+                       [*(adding.clients if adding else []), *chosen.client])  # fmt: skip
+    if isinstance(chosen, Models):
+        chosen = get_subcommand(chosen)
+    try:
+        security = chosen.security()
+    except (OSError, ValueError) as error:
+        print(f"rlrings {command}: {error}", file=sys.stderr)
+        return 2
+    if isinstance(chosen, Untag):
+        return _untag(chosen.address, chosen.tag, security)
+    if isinstance(chosen, ListModels):
+        return _list(chosen.run, chosen.address, security)
+    if isinstance(chosen, Pull):
+        return _pull(chosen.run, chosen.address, chosen.tag, chosen.version, chosen.out, security)
+    if isinstance(chosen, Render):
+        return _render(chosen, security)
+    if isinstance(chosen, Health):
+        return _health(chosen.addresses, chosen.timeout, security)
+    return _info(chosen.address, security)
 
 
 def _algorithms(name: str | None) -> int:
@@ -200,7 +359,7 @@ def _algorithms(name: str | None) -> int:
     return 0
 
 
-def _tokens(args) -> int:
+def _tokens(out: str, adding: bool, clients: list[str]) -> int:
     """``tokens.yaml`` (what servers accept) and ``<name>-token`` per token (what each presents),
     one directory that ``kubectl create secret generic NAME --from-file=DIR`` turns into the
     chart's auth Secret; each component's token holds only its :data:`COMPONENT_SCOPES`."""
@@ -210,20 +369,14 @@ def _tokens(args) -> int:
 
     from rlrings.rpc.security import COMPONENT_SCOPES, SCOPES
 
-    out = Path(args.out)
-    adding = args.action == "add"
+    out = Path(out)
     if adding and not (out / "tokens.yaml").is_file():
         print(f"rlrings tokens add: {out / 'tokens.yaml'} does not exist; make it first with rlrings tokens --out "
               f"{out}", file=sys.stderr)  # fmt: skip
         return 2
-    if args.clients and not adding:
-        print(f"rlrings tokens: unexpected {args.clients[0]!r}; to add clients: rlrings tokens add NAME=SCOPES",
-              file=sys.stderr)  # fmt: skip
-        return 2
     existing = yaml.safe_load((out / "tokens.yaml").read_text()) if adding else []
     taken = {entry["name"] for entry in existing} | (set() if adding else set(COMPONENT_SCOPES))
     wanted = {} if adding else dict(COMPONENT_SCOPES)
-    clients = [*args.clients, *args.client]
     if adding and not clients:
         print("rlrings tokens add: name at least one client, NAME=SCOPE,SCOPE", file=sys.stderr)
         return 2
@@ -364,9 +517,6 @@ def _untag(address: str, tag: str, security) -> int:
     return 0
 
 
-TAG_HELP = "solved (the version that solved the env), best (the highest confirmed evaluation), latest, or a named tag"
-
-
 def run_weights(run: str):
     """The weights a run of ``rlrings up`` kept (its parameter service's directory), read-only.
 
@@ -482,9 +632,6 @@ def _render(args, security) -> int:
     from rlrings.core.video import record_episodes, write_video
 
     console = Console()
-    if args.episodes < 1:
-        console.print(f"[red]rlrings render: --episodes: must be >= 1, got {args.episodes}[/]")
-        return 2
     try:
         policy = _load_policy(args.model, args.run, args.address, security)
         env_id = args.env or policy.spec.env_id

@@ -19,7 +19,6 @@ a checkout's (which ``up`` does before it builds, outside a checkout).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import json
@@ -27,13 +26,15 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
+import pydantic
 import yaml
+from pydantic_settings import CliSubCommand, CliSuppress, get_subcommand
 from rich.console import Console
 
 import rlrings
@@ -124,7 +125,7 @@ def lay_out_context(out: Path) -> Path:
 class Cloud:
     """Plans and runs ``up``, ``status`` and ``down`` for one deployment."""
 
-    def __init__(self, args: argparse.Namespace, argv: Sequence[str], console: Console):
+    def __init__(self, args: Deployment, argv: Sequence[str], console: Console):
         self.args = args
         self.argv = list(argv)  # to tell the user how to run the same command again
         self.console = console
@@ -444,7 +445,7 @@ class Cloud:
 
 def guid(text: str) -> str:
     if not GUID.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a GUID (like 00000000-0000-0000-0000-000000000000)")
+        raise ValueError(f"{text!r} is not a GUID (like 00000000-0000-0000-0000-000000000000)")
     return text.lower()
 
 
@@ -452,77 +453,113 @@ def cidr(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address range such as 203.0.113.7/32") from None
+        raise ValueError(f"{text!r} is not an address range such as 203.0.113.7/32") from None
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="rlrings cloud", description="rlrings on Azure Kubernetes Service.")
-    root.set_defaults(api_access=[], values=[])  # for the actions that do not take them
-    actions = root.add_subparsers(dest="action", required=True)
-    helps = {
-        "up": "create or update the cluster, build the images, install the chart",
-        "status": "show the release and its pods",
-        "down": "uninstall the chart and destroy the cluster",
-    }
-    context = actions.add_parser(
-        "context",
-        help="lay out the images' build context from the installed package (for docker build)",
-        description="Lays out the images' build context as a checkout holds it, from the installed package: "
-        "docker build -f services/NAME/Dockerfile DIR builds each image.",
-    )
-    context.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
-    for action, text in helps.items():
-        p = actions.add_parser(action, help=text, description=text)
-        p.add_argument("--subscription-id", required=True, type=guid, help="Azure subscription ID")
-        p.add_argument("--tenant-id", required=True, type=guid, help="Microsoft Entra tenant ID")
-        p.add_argument("--name", default="rlrings", help="base name of the Azure resources (default rlrings)")
-        p.add_argument("--location", default="westeurope", help="Azure region (default westeurope)")
-        p.add_argument("--release", default="rlrings", help="Helm release name (default rlrings)")
-        p.add_argument("--namespace", default="rlrings", help="Kubernetes namespace (default rlrings)")
-        p.add_argument("--state-dir", default="~/.rlrings/cloud", help="where kubeconfig and variables are kept")
-        p.add_argument("--dry-run", action="store_true", help="print every step and command; change nothing")
-        if action in ("up", "down"):
-            p.add_argument(
-                "--api-access",
-                action="append",
-                type=cidr,
-                default=[],
-                metavar="CIDR",
-                help="address range allowed to reach the Kubernetes API (default: this machine)",
-            )
-        if action == "up":
-            p.add_argument(
-                "--values",
-                action="append",
-                default=[],
-                metavar="FILE",
-                help="Helm values file (repeatable), for example helm/rlrings/ci/gpu-ring-values.yaml",
-            )
-    return root
+def existing_file(path: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
-    if args.action == "context":
+Guid = Annotated[str, pydantic.AfterValidator(guid)]
+Cidr = Annotated[str, pydantic.AfterValidator(cidr)]
+
+
+class Flags(pydantic.BaseModel):
+    """Base of the flags of the command line's commands: each field's docstring is its help."""
+
+    model_config = pydantic.ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+
+def subcommand(model: type[Flags]):
+    """A subcommand's field, whose one-line help is the first line of the model's docstring."""
+    return pydantic.Field(description=(model.__doc__ or "").strip().splitlines()[0].rstrip("."))
+
+
+class Deployment(Flags):
+    subscription_id: Guid
+    """Azure subscription ID."""
+    tenant_id: Guid
+    """Microsoft Entra tenant ID."""
+    name: str = "rlrings"
+    """Base name of the Azure resources."""
+    location: str = "westeurope"
+    """Azure region."""
+    release: str = "rlrings"
+    """Helm release name."""
+    namespace: str = "rlrings"
+    """Kubernetes namespace."""
+    state_dir: str = "~/.rlrings/cloud"
+    """Where kubeconfig and variables are kept."""
+    dry_run: bool = False
+    """Print every step and command; change nothing."""
+    api_access: CliSuppress[list[str]] = []
+    values: CliSuppress[list[str]] = []
+
+    action: ClassVar[str]
+
+
+class Up(Deployment):
+    """Create or update the cluster, build the images, install the chart."""
+
+    action: ClassVar[str] = "up"
+    api_access: list[Cidr] = []
+    """Address range allowed to reach the Kubernetes API (repeatable; default: this machine)."""
+    values: list[Annotated[str, pydantic.AfterValidator(existing_file)]] = []
+    """Helm values file (repeatable), for example helm/rlrings/ci/gpu-ring-values.yaml."""
+
+
+class Status(Deployment):
+    """Show the release and its pods."""
+
+    action: ClassVar[str] = "status"
+
+
+class Down(Deployment):
+    """Uninstall the chart and destroy the cluster."""
+
+    action: ClassVar[str] = "down"
+    api_access: list[Cidr] = []
+    """Address range allowed to reach the Kubernetes API (repeatable; default: this machine)."""
+
+
+class Context(Flags):
+    """Lay out the images' build context from the installed package (for docker build).
+
+    The context is laid out as a checkout holds it; docker build -f services/NAME/Dockerfile DIR
+    then builds each image."""
+
+    out: str
+    """Folder to write (replaced if it exists)."""
+
+    def run(self) -> int:
+        console = Console(highlight=False, soft_wrap=True)
         try:
-            out = lay_out_context(Path(args.out))
+            out = lay_out_context(Path(self.out))
         except (CloudError, OSError) as error:
             console.print(f"[red]rlrings cloud context: {error}[/]")
             return 1
         console.print(f"the images' build context is in {out}: docker build -f services/NAME/Dockerfile {out}")
         return 0
-    for path in args.values:
-        if not Path(path).is_file():
-            console.print(f"[red]rlrings cloud: --values {path}: no such file[/]")
-            return 2
-    try:
-        return Cloud(args, argv, console).run()
-    except CloudError as error:
-        console.print(f"[red]rlrings cloud {args.action}: {error}[/]")
-        return 3 if isinstance(error, MissingTools) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+class CloudCommand(Flags):
+    """rlrings on Azure Kubernetes Service."""
+
+    up: CliSubCommand[Up] = subcommand(Up)
+    status: CliSubCommand[Status] = subcommand(Status)
+    down: CliSubCommand[Down] = subcommand(Down)
+    context: CliSubCommand[Context] = subcommand(Context)
+
+    def run(self, argv: Sequence[str]) -> int:
+        """Runs the chosen action; ``argv`` (from ``up`` on) is how the user asked for it."""
+        chosen = get_subcommand(self)
+        if isinstance(chosen, Context):
+            return chosen.run()
+        console = Console(highlight=False, soft_wrap=True)
+        try:
+            return Cloud(chosen, argv, console).run()
+        except CloudError as error:
+            console.print(f"[red]rlrings cloud {chosen.action}: {error}[/]")
+            return 3 if isinstance(error, MissingTools) else 1

@@ -16,7 +16,6 @@ Three readers take a setting's description from the one docstring under its fiel
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import re
 import sys
@@ -308,10 +307,20 @@ def values(text: str, width: int = 110) -> str:
     return "\n".join(out)
 
 
+class DocsCommand(pydantic.BaseModel):
+    """Rewrites the README's and values.yaml's generated parts from the docstrings."""
+
+    model_config = pydantic.ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    check: bool = False
+    """Change nothing; exit 1 when a file is stale."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlrings.ops.docs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when a file is stale")
-    arguments = parser.parse_args(argv)
+    from pydantic_settings import CliApp, CliSettingsSource
+
+    parser = CliSettingsSource(DocsCommand, cli_prog_name="python -m rlrings.ops.docs", cli_implicit_flags=True)
+    arguments = CliApp.run(DocsCommand, cli_args=sys.argv[1:] if argv is None else argv, cli_settings_source=parser)
     stale = []
     for path, rewrite in ((README, readme), (VALUES, values)):
         old = path.read_text()

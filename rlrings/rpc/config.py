@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pydantic
 import yaml
-from pydantic_settings import BaseSettings, CliSettingsSource, InitSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliSettingsSource, InitSettingsSource, SettingsConfigDict, SettingsError
 
 from rlrings.core.errors import ConfigError
 from rlrings.core.text import plain
@@ -127,7 +127,7 @@ def load_config(cls: type[C], argv: Sequence[str] | None = None, prog: str = "rl
     """
     argv = list(argv or [])
     env_prefix = cls.model_config.get("env_prefix", "")
-    path = _config_path(argv) or os.environ.get(f"{env_prefix}CONFIG")
+    path = _config_path(cls, argv, prog) or os.environ.get(f"{env_prefix}CONFIG")
     file_values = read_yaml(Path(path)) if path else {}
     argv, sections = compose_sections(cls, argv, file_values, env_prefix, path)
     token = _file_values.set(file_values)
@@ -165,13 +165,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in values.items()}
 
 
-def _config_path(argv: Sequence[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+def _config_path(cls: type[Settings], argv: Sequence[str], prog: str) -> str | None:
+    """The ``--config`` flag's value, read by the settings' own parser in a first pass that leaves
+    every other flag (and ``--help``) to the second: the file is the weakest source, so it is read
+    before the flags are applied over it."""
+    first = [arg for arg in argv if arg not in ("-h", "--help")]
+    source = CliSettingsSource(cls, cli_prog_name=prog, cli_ignore_unknown_args=True, cli_exit_on_error=False)
+    try:
+        path = source(args=first)().get("config")
+    except SettingsError:
+        return None  # the second pass reports what is wrong with the flags
+    return None if path is None else str(path)
 
 
 def _describe(error: pydantic.ValidationError, path: str | None, sections: dict | None = None) -> str:

@@ -440,9 +440,9 @@ def test_tokens_command_writes_one_least_privilege_token_per_component(tmp_path,
             next(iter(viewer.sample("t", batch_size=1, num_batches=1)))
     with ReplayClient(server.address, security=dial(token=token["learner"])) as learner:
         assert len(next(iter(learner.sample("t", batch_size=2, num_batches=1))).keys) == 2
-    assert main(["tokens", "add", "game-servers=read", "replays=insert", "--out", str(out)]) == 0
+    assert main(["tokens", "add", "game-servers=read,act", "replays=insert", "--out", str(out)]) == 0
     added = {e["name"]: e for e in yaml.safe_load((out / "tokens.yaml").read_text())}
-    assert added["game-servers"]["scopes"] == ["read"] and added["replays"]["scopes"] == ["insert"]
+    assert added["game-servers"]["scopes"] == ["read", "act"] and added["replays"]["scopes"] == ["insert"]
     assert {name: added[name]["token"] for name in token} == token, "the tokens there before are kept"
     assert (out / "game-servers-token").read_text() == added["game-servers"]["token"]
     assert main(["tokens", "add", "replays=insert", "--out", str(out)]) == 2
@@ -451,3 +451,8 @@ def test_tokens_command_writes_one_least_privilege_token_per_component(tmp_path,
     assert main(["tokens", "--out", str(out)]) == 2, "an existing tokens file is never replaced"
     assert main(["tokens", "--out", str(tmp_path / "x"), "--client", "a=delete"]) == 2
     assert "unknown scopes ['delete']" in capsys.readouterr().err
+    # a client's scopes after commas stay that client's, flag after flag
+    two = tmp_path / "two"
+    assert main(["tokens", "--out", str(two), "--client", "a=insert,read", "--client", "b=act"]) == 0
+    scopes = {e["name"]: e["scopes"] for e in yaml.safe_load((two / "tokens.yaml").read_text())}
+    assert (scopes["a"], scopes["b"]) == (["insert", "read"], ["act"])

@@ -120,3 +120,36 @@ def test_replay_derives_its_tables_from_env_algorithm_and_mesh_and_names_what_is
         load_config(ReplayConfig, [], env="CartPole-v1", algorithm={"name": "dqn", "epochs": 2})
     with pytest.raises(ConfigError, match="dqn supports Discrete actions"):
         load_config(ReplayConfig, [], env="Pendulum-v1", algorithm="dqn")
+
+
+def test_the_config_flag_is_read_by_the_settings_own_parser(tmp_path):
+    """--config in any spelling the parser takes, before or after the other flags and the
+    algorithm's: the file is the weakest source, the flags win."""
+    from rlrings.mesh import MeshConfig
+
+    path = tmp_path / "mesh.yaml"
+    path.write_text("actors: 3\nseed: 7\nalgorithm: {name: ppo, epochs: 2}\n")
+    for argv in (
+        ["--config", str(path), "--seed", "9"],
+        [f"--config={path}", "--seed", "9"],
+        ["--algorithm.epochs", "5", "--seed", "9", "--config", str(path)],
+    ):
+        mesh = load_config(MeshConfig, argv)
+        assert (mesh.actors, mesh.seed, mesh.algorithm.name) == (3, 9, "ppo"), argv
+    assert load_config(MeshConfig, argv).algorithm.epochs == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "pull", "--run", "runs/x", "--address", "h:1"], "--run and --address: give one of them"),
+        (["render", "--episodes", "0"], "--episodes: Input should be greater than 0"),
+        (["tables", "--actors", "0"], "--actors: Input should be greater than 0"),
+        (["cloud", "status", "--subscription-id", "x", "--tenant-id", "y"], "--subscription-id: 'x' is not a GUID"),
+    ],
+)
+def test_tool_commands_refuse_bad_flags_naming_them(argv, message, capsys):
+    from rlrings.ops.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

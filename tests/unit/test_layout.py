@@ -101,3 +101,11 @@ def test_the_root_holds_only_wings():
     assert packages == sorted(WINGS)
     for wing in WINGS:
         assert ast.get_docstring(ast.parse((root / wing / "__init__.py").read_text())), wing
+
+
+def test_one_command_line_parser():
+    """Every command (the services, rlrings up, the tool commands, rlrings cloud, the docs tool)
+    parses its flags with pydantic-settings from typed models; argparse appears only where
+    rlrings.rpc.config hands pydantic-settings the parser it formats help with."""
+    direct = sorted(name for name in MODULES if "argparse" in imports(name))
+    assert direct == ["rlrings.rpc.config"], direct
