@@ -37,7 +37,8 @@ from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubComm
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rlrings.ops.cloud import CloudCommand, Flags, subcommand
+from rlrings.ops.cloud import CloudCommand
+from rlrings.ops.flags import Flags, subcommand
 
 SERVICES = {
     "replay": "rlrings.services.replay.server",
@@ -124,15 +125,12 @@ class Models(Flags):
     untag: CliSubCommand[Untag] = subcommand(Untag)
 
 
-class Render(Dial):
+class Render(FromRunOrService):
     """Record a policy playing, as MP4 or GIF."""
 
     model: str = "latest"
-    """latest, best, solved, a tag, a version number, or a file from models pull."""
-    run: str | None = None
-    """Take --model from a run directory of rlrings up."""
-    address: str = PARAMETER
-    """Parameter service."""
+    """latest, best, solved, a tag, a version number, or a file from models pull (then --run and
+    --address are not read)."""
     env: str | None = None
     """Environment (default: the one the model was trained on)."""
     episodes: pydantic.PositiveInt = 1

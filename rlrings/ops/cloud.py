@@ -38,6 +38,7 @@ from pydantic_settings import CliSubCommand, CliSuppress, get_subcommand
 from rich.console import Console
 
 import rlrings
+from rlrings.ops.flags import Flags, subcommand
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(rlrings.__file__).resolve().parent
@@ -464,17 +465,6 @@ def existing_file(path: str) -> str:
 
 Guid = Annotated[str, pydantic.AfterValidator(guid)]
 Cidr = Annotated[str, pydantic.AfterValidator(cidr)]
-
-
-class Flags(pydantic.BaseModel):
-    """Base of the flags of the command line's commands: each field's docstring is its help."""
-
-    model_config = pydantic.ConfigDict(use_attribute_docstrings=True, extra="forbid")
-
-
-def subcommand(model: type[Flags]):
-    """A subcommand's field, whose one-line help is the first line of the model's docstring."""
-    return pydantic.Field(description=(model.__doc__ or "").strip().splitlines()[0].rstrip("."))
 
 
 class Deployment(Flags):
