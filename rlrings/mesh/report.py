@@ -93,7 +93,11 @@ def view(mesh: Run) -> Group:
     budget = f" of {c.max_env_steps:,}" if c.max_env_steps else ""
     view.add_row("env steps", f"{p.total_env_steps:,}{budget}", f"{p.env_rate:,.0f}/s")
     if learner is not None:
-        view.add_row("learner steps", f"{learner.learner_step:,}", f"{learner.steps_per_second:,.1f}/s")
+        view.add_row(
+            "learner steps",
+            f"{learner.learner_step:,}",
+            f"{learner.steps_per_second:,.1f}/s, device busy {learner.device_busy_share:.0%}",
+        )
         view.add_row(
             "policy version",
             f"{learner.published_version:,}",
@@ -131,7 +135,8 @@ def progress_line(mesh: Run) -> str:
     parts = [f"{time.monotonic() - p.start:,.0f}s of {c.max_seconds:,.0f}s",
              f"env steps {p.total_env_steps:,} ({p.env_rate:,.0f}/s)"]  # fmt: skip
     if p.learner is not None:
-        parts += [f"learner steps {p.learner.learner_step:,}", f"version {p.learner.published_version:,}"]
+        parts += [f"learner steps {p.learner.learner_step:,} (device busy {p.learner.device_busy_share:.0%})",
+                  f"version {p.learner.published_version:,}"]  # fmt: skip
     mean = p.mean_return(c.return_window)
     if not math.isnan(mean):
         parts.append(f"mean return {mean:,.1f} over the last {min(c.return_window, len(p.episodes))} episodes")
@@ -169,6 +174,8 @@ def summarise(mesh: Run, reason: str, console: Console) -> dict:
         "policy_lag_versions_median": _median(lag[0] for lag in p.lags),
         "policy_lag_updates_median": _median(lag[1] for lag in p.lags),
         "policy_lag_seconds_median": _median(lag[2] for lag in p.lags),
+        # the last the learner reported: the share of its training loop's time its device spent in updates
+        "learner_device_busy_share": p.learner.device_busy_share if p.learner is not None else None,
         # how far behind the learner each evaluation round ended: a round far behind judges a policy
         # nobody trains any more, and could not have declared a solve in time
         "evaluation_versions_behind_median": _median(e.versions_behind for e in p.evaluations),

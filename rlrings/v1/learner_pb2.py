@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rlrings.v1 import control_pb2 as rlrings_dot_v1_dot_control__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rlrings/v1/learner.proto\x12\nrlrings.v1\x1a\x18rlrings/v1/control.proto\"\x19\n\x17GetLearnerStatusRequest\"\x99\x03\n\x18GetLearnerStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x12\n\nworld_size\x18\x03 \x01(\r\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x14\n\x0clearner_step\x18\x05 \x01(\x03\x12\x18\n\x10steps_per_second\x18\x06 \x01(\x01\x12\x19\n\x11published_version\x18\x07 \x01(\x03\x12\x12\n\npolicy_lag\x18\x08 \x01(\x01\x12@\n\x06losses\x18\t \x03(\x0b\x32\x30.rlrings.v1.GetLearnerStatusResponse.LossesEntry\x12\x1b\n\x13replay_wait_seconds\x18\n \x01(\x01\x12\x1a\n\x12policy_lag_updates\x18\x0b \x01(\x01\x12\x1a\n\x12policy_lag_seconds\x18\x0c \x01(\x01\x1a-\n\x0bLossesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x15\n\x13PauseLearnerRequest\";\n\x14PauseLearnerResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x16\n\x14ResumeLearnerRequest\"<\n\x15ResumeLearnerResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x95\x01\n\x1aUpdateLearnerConfigRequest\x12\x46\n\x08settings\x18\x01 \x03(\x0b\x32\x34.rlrings.v1.UpdateLearnerConfigRequest.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\x1bUpdateLearnerConfigResponse\x12G\n\x08settings\x18\x01 \x03(\x0b\x32\x35.rlrings.v1.UpdateLearnerConfigResponse.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe4\x02\n\x0eLearnerService\x12V\n\tGetStatus\x12#.rlrings.v1.GetLearnerStatusRequest\x1a$.rlrings.v1.GetLearnerStatusResponse\x12J\n\x05Pause\x12\x1f.rlrings.v1.PauseLearnerRequest\x1a .rlrings.v1.PauseLearnerResponse\x12M\n\x06Resume\x12 .rlrings.v1.ResumeLearnerRequest\x1a!.rlrings.v1.ResumeLearnerResponse\x12_\n\x0cUpdateConfig\x12&.rlrings.v1.UpdateLearnerConfigRequest\x1a\'.rlrings.v1.UpdateLearnerConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rlrings/v1/learner.proto\x12\nrlrings.v1\x1a\x18rlrings/v1/control.proto\"\x19\n\x17GetLearnerStatusRequest\"\xb4\x03\n\x18GetLearnerStatusResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x12\n\nworld_size\x18\x03 \x01(\r\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x14\n\x0clearner_step\x18\x05 \x01(\x03\x12\x18\n\x10steps_per_second\x18\x06 \x01(\x01\x12\x19\n\x11published_version\x18\x07 \x01(\x03\x12\x12\n\npolicy_lag\x18\x08 \x01(\x01\x12@\n\x06losses\x18\t \x03(\x0b\x32\x30.rlrings.v1.GetLearnerStatusResponse.LossesEntry\x12\x1b\n\x13replay_wait_seconds\x18\n \x01(\x01\x12\x1a\n\x12policy_lag_updates\x18\x0b \x01(\x01\x12\x1a\n\x12policy_lag_seconds\x18\x0c \x01(\x01\x12\x19\n\x11\x64\x65vice_busy_share\x18\r \x01(\x01\x1a-\n\x0bLossesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x15\n\x13PauseLearnerRequest\";\n\x14PauseLearnerResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x16\n\x14ResumeLearnerRequest\"<\n\x15ResumeLearnerResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.rlrings.v1.RunState\"\x95\x01\n\x1aUpdateLearnerConfigRequest\x12\x46\n\x08settings\x18\x01 \x03(\x0b\x32\x34.rlrings.v1.UpdateLearnerConfigRequest.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\x1bUpdateLearnerConfigResponse\x12G\n\x08settings\x18\x01 \x03(\x0b\x32\x35.rlrings.v1.UpdateLearnerConfigResponse.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe4\x02\n\x0eLearnerService\x12V\n\tGetStatus\x12#.rlrings.v1.GetLearnerStatusRequest\x1a$.rlrings.v1.GetLearnerStatusResponse\x12J\n\x05Pause\x12\x1f.rlrings.v1.PauseLearnerRequest\x1a .rlrings.v1.PauseLearnerResponse\x12M\n\x06Resume\x12 .rlrings.v1.ResumeLearnerRequest\x1a!.rlrings.v1.ResumeLearnerResponse\x12_\n\x0cUpdateConfig\x12&.rlrings.v1.UpdateLearnerConfigRequest\x1a\'.rlrings.v1.UpdateLearnerConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,25 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLEARNERSTATUSREQUEST']._serialized_start=66
   _globals['_GETLEARNERSTATUSREQUEST']._serialized_end=91
   _globals['_GETLEARNERSTATUSRESPONSE']._serialized_start=94
-  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_end=503
-  _globals['_GETLEARNERSTATUSRESPONSE_LOSSESENTRY']._serialized_start=458
-  _globals['_GETLEARNERSTATUSRESPONSE_LOSSESENTRY']._serialized_end=503
-  _globals['_PAUSELEARNERREQUEST']._serialized_start=505
-  _globals['_PAUSELEARNERREQUEST']._serialized_end=526
-  _globals['_PAUSELEARNERRESPONSE']._serialized_start=528
-  _globals['_PAUSELEARNERRESPONSE']._serialized_end=587
-  _globals['_RESUMELEARNERREQUEST']._serialized_start=589
-  _globals['_RESUMELEARNERREQUEST']._serialized_end=611
-  _globals['_RESUMELEARNERRESPONSE']._serialized_start=613
-  _globals['_RESUMELEARNERRESPONSE']._serialized_end=673
-  _globals['_UPDATELEARNERCONFIGREQUEST']._serialized_start=676
-  _globals['_UPDATELEARNERCONFIGREQUEST']._serialized_end=825
-  _globals['_UPDATELEARNERCONFIGREQUEST_SETTINGSENTRY']._serialized_start=778
-  _globals['_UPDATELEARNERCONFIGREQUEST_SETTINGSENTRY']._serialized_end=825
-  _globals['_UPDATELEARNERCONFIGRESPONSE']._serialized_start=828
-  _globals['_UPDATELEARNERCONFIGRESPONSE']._serialized_end=979
-  _globals['_UPDATELEARNERCONFIGRESPONSE_SETTINGSENTRY']._serialized_start=778
-  _globals['_UPDATELEARNERCONFIGRESPONSE_SETTINGSENTRY']._serialized_end=825
-  _globals['_LEARNERSERVICE']._serialized_start=982
-  _globals['_LEARNERSERVICE']._serialized_end=1338
+  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_end=530
+  _globals['_GETLEARNERSTATUSRESPONSE_LOSSESENTRY']._serialized_start=485
+  _globals['_GETLEARNERSTATUSRESPONSE_LOSSESENTRY']._serialized_end=530
+  _globals['_PAUSELEARNERREQUEST']._serialized_start=532
+  _globals['_PAUSELEARNERREQUEST']._serialized_end=553
+  _globals['_PAUSELEARNERRESPONSE']._serialized_start=555
+  _globals['_PAUSELEARNERRESPONSE']._serialized_end=614
+  _globals['_RESUMELEARNERREQUEST']._serialized_start=616
+  _globals['_RESUMELEARNERREQUEST']._serialized_end=638
+  _globals['_RESUMELEARNERRESPONSE']._serialized_start=640
+  _globals['_RESUMELEARNERRESPONSE']._serialized_end=700
+  _globals['_UPDATELEARNERCONFIGREQUEST']._serialized_start=703
+  _globals['_UPDATELEARNERCONFIGREQUEST']._serialized_end=852
+  _globals['_UPDATELEARNERCONFIGREQUEST_SETTINGSENTRY']._serialized_start=805
+  _globals['_UPDATELEARNERCONFIGREQUEST_SETTINGSENTRY']._serialized_end=852
+  _globals['_UPDATELEARNERCONFIGRESPONSE']._serialized_start=855
+  _globals['_UPDATELEARNERCONFIGRESPONSE']._serialized_end=1006
+  _globals['_UPDATELEARNERCONFIGRESPONSE_SETTINGSENTRY']._serialized_start=805
+  _globals['_UPDATELEARNERCONFIGRESPONSE_SETTINGSENTRY']._serialized_end=852
+  _globals['_LEARNERSERVICE']._serialized_start=1009
+  _globals['_LEARNERSERVICE']._serialized_end=1365
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ class GetLearnerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetLearnerStatusResponse(_message.Message):
-    __slots__ = ("state", "rank", "world_size", "algorithm", "learner_step", "steps_per_second", "published_version", "policy_lag", "losses", "replay_wait_seconds", "policy_lag_updates", "policy_lag_seconds")
+    __slots__ = ("state", "rank", "world_size", "algorithm", "learner_step", "steps_per_second", "published_version", "policy_lag", "losses", "replay_wait_seconds", "policy_lag_updates", "policy_lag_seconds", "device_busy_share")
     class LossesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class GetLearnerStatusResponse(_message.Message):
     REPLAY_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     POLICY_LAG_UPDATES_FIELD_NUMBER: _ClassVar[int]
     POLICY_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_BUSY_SHARE_FIELD_NUMBER: _ClassVar[int]
     state: _control_pb2.RunState
     rank: int
     world_size: int
@@ -44,7 +45,8 @@ class GetLearnerStatusResponse(_message.Message):
     replay_wait_seconds: float
     policy_lag_updates: float
     policy_lag_seconds: float
-    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., algorithm: _Optional[str] = ..., learner_step: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., published_version: _Optional[int] = ..., policy_lag: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., replay_wait_seconds: _Optional[float] = ..., policy_lag_updates: _Optional[float] = ..., policy_lag_seconds: _Optional[float] = ...) -> None: ...
+    device_busy_share: float
+    def __init__(self, state: _Optional[_Union[_control_pb2.RunState, str]] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., algorithm: _Optional[str] = ..., learner_step: _Optional[int] = ..., steps_per_second: _Optional[float] = ..., published_version: _Optional[int] = ..., policy_lag: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., replay_wait_seconds: _Optional[float] = ..., policy_lag_updates: _Optional[float] = ..., policy_lag_seconds: _Optional[float] = ..., device_busy_share: _Optional[float] = ...) -> None: ...
 
 class PauseLearnerRequest(_message.Message):
     __slots__ = ()

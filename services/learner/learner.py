@@ -31,6 +31,7 @@ from rlrings.envs import env_spec
 from rlrings.rpc import wire
 from rlrings.rpc.control import RateMeter
 from rlrings.services.learner.config import LearnerConfig
+from rlrings.services.learner.device_clock import DeviceClock
 from rlrings.services.learner.prefetch import DeviceBatch, DeviceBatches, to_device
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Learner:
         self.sources = self.learning.sources(config.batch_size)
         self._mixers = {}  # source table -> its sampler, once the table holds something
         self._rate = RateMeter()
+        self.device_clock = DeviceClock(self.device)
         self._checkpoint_path = Path(config.checkpoint_dir) / "learner.pt"
         self._tensorboard = None
         self._lock = threading.Lock()  # guards the model between updates and checkpoints
@@ -221,6 +223,7 @@ class Learner:
             policy_version=self.published_version,
         )
         self.running = True
+        self.device_clock.restart()
         # with more than one batch drawn ahead, as many wait on the device; with one (on-policy), the
         # next is moved when this thread asks for it, so that none waits converted, older than it must
         batches = DeviceBatches(sampler, self.device, depth=self.config.prefetch if self.config.prefetch > 1 else 0)
@@ -277,6 +280,7 @@ class Learner:
             self._tensorboard.add_scalar("charts/policy_lag_updates", self.policy_lag_updates, self.step)
             self._tensorboard.add_scalar("charts/policy_lag_seconds", self.policy_lag_seconds, self.step)
             self._tensorboard.add_scalar("charts/replay_wait_seconds", self.replay_wait_seconds, self.step)
+            self._tensorboard.add_scalar("charts/device_busy_share", self.device_clock.busy_share(), self.step)
 
     def _update(self, batch: DeviceBatch) -> dict[str, torch.Tensor | float]:
         """One update; its stats stay tensors (the caller reads them every ``stats_every``)."""
@@ -286,7 +290,9 @@ class Learner:
             if drawn is not None:
                 columns, weights = source.join(columns, weights, drawn)
         with self._lock, torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.mixed_precision):
+            self.device_clock.start()
             update = self.learning.update(columns, weights)
+            self.device_clock.stop()
             self.step += 1
         if update.priorities is not None:
             priorities = update.priorities[: len(batch.keys)].cpu().numpy()  # demonstrations keep their own

@@ -41,4 +41,15 @@ class LearnerCollector(Collector):
             "rlrings_learner_allreduce_seconds", "Time this rank waited for gradients to be averaged over the ring."
         )
         allreduce.add_metric([], learner.ring.communication_seconds)
-        yield from (updates, rate, version, lag, lag_updates, lag_seconds, wait, losses, ranks, allreduce)
+        busy = CounterMetricFamily(
+            "rlrings_learner_device_busy_seconds",
+            "Device time spent in updates since the training loop started (CUDA events on a GPU, the "
+            "updates' wall time on a CPU).",
+        )
+        busy.add_metric([], learner.device_clock.busy_seconds)
+        share = GaugeMetricFamily(
+            "rlrings_learner_device_busy_ratio",
+            "Share of the time since the training loop started the device spent in updates.",
+        )
+        share.add_metric([], learner.device_clock.busy_share())
+        yield from (updates, rate, version, lag, lag_updates, lag_seconds, wait, losses, ranks, allreduce, busy, share)

@@ -34,6 +34,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             policy_lag_seconds=learner.policy_lag_seconds,
             losses=learner.losses,
             replay_wait_seconds=learner.replay_wait_seconds,
+            device_busy_share=learner.device_clock.busy_share(),
         )
 
     def Pause(self, request, context):

@@ -50,6 +50,8 @@ def test_default_run_solves_cartpole_within_budget(tmp_path):
     # actor), prefetch's 2 batches, an unroll of 32 steps and a publish every 5 updates. APPO's default
     # run measured 2.25 versions in a CI run, 2.5-3.0 versions and 16-17 updates over four runs on 2
     # cores (IMPALA's, the default before, stayed within 2 and 15)
+    # the learner's device (a CPU thread here) was busy some of the time, never more than all of it
+    assert 0 < summary["learner_device_busy_share"] <= 1, summary
     assert summary["policy_lag_versions_median"] <= 5, summary
     assert summary["policy_lag_updates_median"] <= 25, summary
 
@@ -136,6 +138,9 @@ def test_training_survives_a_killed_actor_and_a_restarted_replay(tmp_path):
     step = wait_for_progress(step + 50)  # the supervisor restarts replay; actors and learner reconnect
     later = scrape_every_service(tmp_path)
     summary, _ = finish(process, tmp_path)
+    busy = [float(line.split()[-1]) for line in later["learner"].splitlines()
+            if line.startswith("rlrings_learner_device_busy_ratio ")]  # fmt: skip
+    assert len(busy) == 1 and 0 < busy[0] <= 1, busy
     before, after = (episode_return_buckets(scrape["actor-1"]) for scrape in (first, later))
     assert after["+Inf"] > before["+Inf"] > 0 and all(after[le] >= before[le] for le in before), (before, after)
     assert summary["solved"], summary

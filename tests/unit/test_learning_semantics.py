@@ -245,3 +245,22 @@ def test_an_on_policy_mesh_whose_actors_cannot_fill_an_update_is_refused(tmp_pat
         Mesh(MeshConfig(algorithm="ppo", learners=2, run_dir=tmp_path, viewer=False))
     Mesh(MeshConfig(algorithm="ppo", learners=2, batch_size=8, run_dir=tmp_path, viewer=False))  # 2 x 8 fits
     Mesh(MeshConfig(algorithm="appo", learners=2, run_dir=tmp_path, viewer=False))  # asynchronous: no such limit
+
+
+def test_the_device_clock_counts_the_updates_time_and_nothing_else():
+    import time
+
+    import torch
+
+    from rlrings.services.learner.device_clock import DeviceClock
+
+    clock = DeviceClock(torch.device("cpu"))
+    clock.start()
+    time.sleep(0.05)  # an update
+    clock.stop()
+    busy = clock.busy_seconds
+    assert busy >= 0.05
+    time.sleep(0.05)  # waiting for the next batch: not counted
+    assert clock.busy_seconds == busy and 0 < clock.busy_share() < 1
+    clock.restart()
+    assert clock.busy_seconds == 0 and clock.busy_share() == 0

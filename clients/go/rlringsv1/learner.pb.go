@@ -78,8 +78,11 @@ type GetLearnerStatusResponse struct {
 	// The same lag in learner updates, and in seconds since that version was published.
 	PolicyLagUpdates float64 `protobuf:"fixed64,11,opt,name=policy_lag_updates,json=policyLagUpdates,proto3" json:"policy_lag_updates,omitempty"`
 	PolicyLagSeconds float64 `protobuf:"fixed64,12,opt,name=policy_lag_seconds,json=policyLagSeconds,proto3" json:"policy_lag_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Share of the time since the training loop started that the learner's device spent in
+	// updates (timed with CUDA events on a GPU; the updates' wall time on a CPU).
+	DeviceBusyShare float64 `protobuf:"fixed64,13,opt,name=device_busy_share,json=deviceBusyShare,proto3" json:"device_busy_share,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetLearnerStatusResponse) Reset() {
@@ -192,6 +195,13 @@ func (x *GetLearnerStatusResponse) GetPolicyLagUpdates() float64 {
 func (x *GetLearnerStatusResponse) GetPolicyLagSeconds() float64 {
 	if x != nil {
 		return x.PolicyLagSeconds
+	}
+	return 0
+}
+
+func (x *GetLearnerStatusResponse) GetDeviceBusyShare() float64 {
+	if x != nil {
+		return x.DeviceBusyShare
 	}
 	return 0
 }
@@ -452,7 +462,7 @@ const file_rlrings_v1_learner_proto_rawDesc = "" +
 	"\n" +
 	"\x18rlrings/v1/learner.proto\x12\n" +
 	"rlrings.v1\x1a\x18rlrings/v1/control.proto\"\x19\n" +
-	"\x17GetLearnerStatusRequest\"\xc1\x04\n" +
+	"\x17GetLearnerStatusRequest\"\xed\x04\n" +
 	"\x18GetLearnerStatusResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.rlrings.v1.RunStateR\x05state\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x1d\n" +
@@ -468,7 +478,8 @@ const file_rlrings_v1_learner_proto_rawDesc = "" +
 	"\x13replay_wait_seconds\x18\n" +
 	" \x01(\x01R\x11replayWaitSeconds\x12,\n" +
 	"\x12policy_lag_updates\x18\v \x01(\x01R\x10policyLagUpdates\x12,\n" +
-	"\x12policy_lag_seconds\x18\f \x01(\x01R\x10policyLagSeconds\x1a9\n" +
+	"\x12policy_lag_seconds\x18\f \x01(\x01R\x10policyLagSeconds\x12*\n" +
+	"\x11device_busy_share\x18\r \x01(\x01R\x0fdeviceBusyShare\x1a9\n" +
 	"\vLossesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x15\n" +
