@@ -131,6 +131,7 @@ def rlrings(
         "frames_per_second": summary["env_frames_per_second"],
         "frames": summary["env_frames"],
         "learner_steps": summary["learner_steps"],
+        "learner_device_busy_share": summary.get("learner_device_busy_share"),
         "games": summary["episodes"],
         "mean_training_score": summary["mean_return_last_window"],
         "curve": [(4 * e["env_steps"], e["greedy_mean"], e["sampled_mean"]) for e in summary["evaluations"]],

@@ -7,7 +7,8 @@
 #   pong/summary.json    rlrings up on Pong, 12 actors x 8 envs, central inference, the defaults
 #                        (APPO with Atari's settings of record) until the evaluator confirms a mean
 #                        raw score of 18 over 100 games, or 7 minutes: seconds and frames to the
-#                        confirmation, frames/s while learning, how far behind the evaluator ran;
+#                        confirmation, frames/s while learning, how far behind the evaluator ran,
+#                        the share of the time the learner's GPU was busy in updates;
 #   ceiling.json         12 processes of the actors' own preprocessed Pong envs, random actions.
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
@@ -28,6 +29,7 @@ python3 - "$OUT/pong/summary.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 keys = ["solved", "seconds_to_confirm", "env_steps_to_solve", "env_frames_per_second", "mean_return_last_window",
-        "evaluation_versions_behind_median", "evaluation_seconds_behind_median", "policy_lag_versions_median"]
+        "evaluation_versions_behind_median", "evaluation_seconds_behind_median", "policy_lag_versions_median",
+        "learner_device_busy_share"]
 print({k: s.get(k) for k in keys})
 PY
