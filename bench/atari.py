@@ -69,6 +69,12 @@ def random_frames_per_second(env_id: str, envs: int, seconds: float) -> float:
     from rlrings.envs import env_spec, make_vector_env
 
     vector = make_vector_env(env_id, envs, seed=0, training=True)
+    return env_spec(env_id).frame_skip * random_steps_per_second(vector, envs, seconds)
+
+
+def random_steps_per_second(vector, envs: int, seconds: float) -> float:
+    """Agent steps per second of ``vector`` (``envs`` envs, reset already) stepped with random
+    actions for ``seconds``; closes it."""
     rng = np.random.default_rng(0)
     n = vector.single_action_space.n
     start, steps = time.perf_counter(), 0
@@ -76,7 +82,7 @@ def random_frames_per_second(env_id: str, envs: int, seconds: float) -> float:
         vector.step(rng.integers(0, n, envs))
         steps += envs
     vector.close()
-    return env_spec(env_id).frame_skip * steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start)
 
 
 def ale_vector_frames_per_second(game: str, envs: int, seconds: float) -> float:
@@ -92,14 +98,7 @@ def ale_vector_frames_per_second(game: str, envs: int, seconds: float) -> float:
         repeat_action_probability=0.0,
     )  # fmt: skip
     vector.reset(seed=0)
-    rng = np.random.default_rng(0)
-    n = vector.single_action_space.n
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        vector.step(rng.integers(0, n, envs))
-        steps += envs
-    vector.close()
-    return 4 * steps / (time.perf_counter() - start)
+    return 4 * random_steps_per_second(vector, envs, seconds)
 
 
 def ceiling(game: str, seconds: float) -> dict:
