@@ -200,22 +200,32 @@ def float32_observations(env: gym.Env) -> gym.Env:
 _renderer_import = threading.Lock()
 
 
-def _import_renderers() -> None:
-    """Imports pygame whole, once, under a lock. Gymnasium's classic-control and Box2D envs import
-    it inside ``render()``; two threads' first renders at once (the viewer's sessions in its
-    executor) once let one of them meet a half-executed ``pygame.surfarray`` (a CI run's
-    AttributeError on ``pixels3d``). Envs are made before they render, so making them here first
-    leaves every later import a lookup."""
+def import_renderers() -> None:
+    """Imports pygame whole, once, under a lock, and checks it came in whole. Gymnasium's
+    classic-control and Box2D envs import it inside ``render()``; two CI runs met a
+    ``pygame.surfarray`` without ``pixels3d`` at a viewer session's first render, while every
+    import was already behind this lock. So a process that renders from several threads (the
+    viewer) calls this once on its main thread before any other starts, make_env calls it again
+    (then a lookup), and a pygame that is installed but came in broken is an error naming what broke
+    rather than a module half there. Only pygame missing altogether is passed over: the envs that
+    need it say so themselves."""
     with _renderer_import:
         try:
-            importlib.import_module("pygame.surfarray")
-        except ImportError:  # pygame not installed: the envs that need it say so themselves
-            pass
+            surfarray = importlib.import_module("pygame.surfarray")
+        except ModuleNotFoundError as error:
+            if error.name in ("pygame", "numpy"):
+                return
+            raise
+        if not hasattr(surfarray, "pixels3d"):
+            raise ImportError(
+                f"pygame.surfarray came in without pixels3d ({surfarray!r}, "
+                f"names: {sorted(n for n in vars(surfarray) if not n.startswith('__'))})"
+            )
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
     if kwargs.get("render_mode"):
-        _import_renderers()
+        import_renderers()
     env = env_factory(env_id)(**kwargs)
     _spaces(env_id, env)
     return env

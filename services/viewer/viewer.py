@@ -31,7 +31,7 @@ from rlrings.core.errors import (
 )
 from rlrings.core.models import Policy, build_model, load_weights
 from rlrings.core.spaces import Discrete
-from rlrings.envs import env_spec, make_env
+from rlrings.envs import env_spec, import_renderers, make_env
 from rlrings.rpc import wire
 from rlrings.services.viewer.config import ViewerConfig
 from rlrings.services.viewer.keymaps import ContinuousKeyMap, KeyMap, continuous_keymap_for, keymap_for
@@ -71,6 +71,8 @@ class Viewer:
 
     def __init__(self, config: ViewerConfig):
         self.config = config
+        import_renderers()  # here, before the sessions' threads render at once; the same for
+        encode_image(np.zeros((1, 1, 3), np.uint8), config.frame_format, config.max_frame_width)  # PIL's codecs
         self.spec = env_spec(config.env)
         self.keymap: KeyMap | None = None
         self.continuous: ContinuousKeyMap | None = None
