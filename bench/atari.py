@@ -2,9 +2,10 @@
 
 Pong (``--game``), on this machine, each for the same wall time (``--seconds``):
 
-- ``ceiling``: the same 8 preprocessed envs (rlrings' registry, ``training=True``) stepped
-  with random actions in one process, no learning; EnvPool's C++ batched Pong (8 envs, 2
-  threads, from .venv-sf) beside it for scale;
+- ``ceiling``: the same 8 preprocessed envs (rlrings' registry, ``training=True``: ale-py's C++
+  vector env, as actors step them) stepped with random actions in one process, no learning;
+  the same through the Python wrappers (``?vector=wrappers``) and EnvPool's C++ batched Pong
+  (8 envs, 2 threads, from .venv-sf) beside it for scale;
 - ``rlrings``: ``rlrings up --env ALE/Pong-v5`` with each of ``--algorithms`` (APPO, the
   default, with its Atari settings of record, and IMPALA; the mesh defaults: 2 actors x 8 envs,
   one learner on the Nature CNN, the evaluator beside them): env frames per second while
@@ -85,32 +86,16 @@ def random_steps_per_second(vector, envs: int, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def ale_vector_frames_per_second(game: str, envs: int, seconds: float) -> float:
-    """Frames per second of ale-py's C++ vector env (``AtariVectorEnv``, one thread per core here)
-    with the preprocessing rlrings' actors train on (frame skip 4 with max-pooling, 30 no-ops,
-    FIRE at reset, 84x84 grayscale, 4 stacked, episodic life, clipped rewards, no sticky actions),
-    stepped with random actions: what a C++ vector env would make of the same envs."""
-    from ale_py.vector_env import AtariVectorEnv
-
-    vector = AtariVectorEnv(
-        game=re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower(), num_envs=envs, num_threads=os.cpu_count() or 1,
-        episodic_life=True, reward_clipping=True, use_fire_reset=True, noop_max=30, frameskip=4, stack_num=4,
-        repeat_action_probability=0.0,
-    )  # fmt: skip
-    vector.reset(seed=0)
-    return 4 * random_steps_per_second(vector, envs, seconds)
-
-
 def ceiling(game: str, seconds: float) -> dict:
-    frames = random_frames_per_second(f"ALE/{game}-v5", ENVS, seconds)
-    ale_vector = ale_vector_frames_per_second(game, ENVS, seconds)
+    frames = random_frames_per_second(f"ALE/{game}-v5", ENVS, seconds)  # ale-py's C++ vector env
+    wrappers = random_frames_per_second(f"ALE/{game}-v5?vector=wrappers", ENVS, seconds)
     envpool = None
     if SF_PYTHON.exists():
         script = ENVPOOL_CEILING.format(game=game, envs=ENVS, seconds=seconds)
         done = subprocess.run([str(SF_PYTHON), "-c", script], capture_output=True, text=True)
         if done.returncode == 0:
             envpool = float(done.stdout.split()[-1])
-    return {"rlrings_vector_frames_per_second": frames, "ale_vector_frames_per_second": ale_vector,
+    return {"rlrings_vector_frames_per_second": frames, "wrappers_frames_per_second": wrappers,
             "envpool_frames_per_second": envpool}  # fmt: skip
 
 
@@ -232,6 +217,7 @@ def plot(result: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, 3 if learnt else 2, figsize=(16.5 if learnt else 11, 4))
     bars, curve = axes[0], axes[1]
     rows = [("ceiling (rlrings envs)", result["ceiling"]["rlrings_vector_frames_per_second"], "#999"),
+            ("ceiling (Python wrappers)", result["ceiling"].get("wrappers_frames_per_second"), "#aaa"),
             ("ceiling (EnvPool)", result["ceiling"]["envpool_frames_per_second"], "#bbb")]  # fmt: skip
     rows += [(LABELS.get(system, system), run["frames_per_second"], COLORS.get(system, "#333"))
              for system, run in result["systems"].items() if run]  # fmt: skip

@@ -257,6 +257,11 @@ def make_vector_env(env_id: str, num_envs: int, seed: int, training: bool = Fals
     """``num_envs`` copies stepped together; a finished episode resets in the
     same step, its last observation kept in ``info['final_obs']``. ``training``: the envs
     as actors train on them (the evaluator's are the games as scored)."""
+    adapter = _adapter(env_id)
+    make_vector = adapter and getattr(importlib.import_module(adapter[0]), "make_vector", None)
+    if make_vector and (envs := make_vector(adapter[1], num_envs, training=training)) is not None:
+        envs.reset(seed=seed)  # (an adapter's own vector: ale-py's C++ one for Atari actors)
+        return envs
     factory = env_factory(env_id, training)
     envs = gym.vector.SyncVectorEnv(
         [lambda: factory() for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP

@@ -3,7 +3,9 @@ ROMs), preprocessed as the field trains and scores them.
 
 Ids are Gymnasium's, ``ALE/<Game>-v5`` (``ALE/Pong-v5``, ``ALE/Breakout-v5``), with options
 after ``?``: ``ALE/Pong-v5?sticky=0.25`` repeats the previous action with that probability
-(Machado et al., 2018; off by default, as in the Nature DQN and IMPALA set-ups).
+(Machado et al., 2018; off by default, as in the Nature DQN and IMPALA set-ups), and
+``?vector=wrappers`` makes actors step these wrappers instead of ale-py's C++ vector env
+(:data:`VECTORS`).
 
 The pipeline, bottom up (each a wrapper below, tested on hand-made frames):
 
@@ -16,7 +18,7 @@ The pipeline, bottom up (each a wrapper below, tested on hand-made frames):
    (``terminated``), while the game goes on; a reset after it only continues the game;
 5. :class:`FireReset`: games that wait for FIRE to serve (Breakout) get it after a reset and a
    lost life;
-6. :class:`Resize`: ALE's grayscale screen to 84x84 (bilinear, with antialiasing);
+6. :class:`Resize`: ALE's grayscale screen to 84x84 (area interpolation, as ale-py's C++ env);
 7. :class:`ClipReward` (training only): rewards become their sign;
 8. :class:`FrameStack`: the last 4 frames on the channel axis, 84x84x4 uint8.
 
@@ -35,7 +37,6 @@ import urllib.parse
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
 
 from rlrings.core.errors import ConfigError
 
@@ -48,7 +49,7 @@ STACK = 4
 NOOP_MAX = 30
 MAX_FRAMES = 108_000  # ALE frames per game (30 min at 60 Hz): the v5 envs' own limit
 
-OPTIONS = {"sticky": float}
+OPTIONS = {"sticky": float, "vector": str}
 """Options an id may carry after ``?``, with their types."""
 
 
@@ -184,16 +185,31 @@ class FireReset(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def _area_weights(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in]: each output pixel the mean of the input pixels it covers, a pixel cut
+    by its edge counting by the part inside (area interpolation)."""
+    scale = size_in / size_out
+    edges = np.arange(size_out + 1) * scale
+    pixels = np.arange(size_in)
+    covered = np.minimum(edges[1:, None], pixels[None, :] + 1) - np.maximum(edges[:-1, None], pixels[None, :])
+    return (np.clip(covered, 0.0, None) / scale).astype(np.float32)
+
+
 class Resize(gym.ObservationWrapper):
-    """Grayscale HxW frames to ``size`` x ``size`` (bilinear, antialiased), uint8."""
+    """Grayscale HxW frames to ``size`` x ``size`` by area interpolation, uint8: the resize
+    ale-py's C++ vector env does, so the actors' frames (:mod:`rlrings.envs.ale_vector`) and the
+    evaluator's and viewer's (these wrappers) are the same to within one grey level."""
 
     def __init__(self, env: gym.Env, size: int = FRAME_SIZE):
         super().__init__(env)
         self.size = size
+        height, width = env.observation_space.shape[:2]
+        self.rows, self.columns = _area_weights(height, size), _area_weights(width, size).T.copy()
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
 
     def observation(self, frame: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(frame).resize((self.size, self.size), Image.BILINEAR))
+        resized = self.rows @ frame.astype(np.float32) @ self.columns
+        return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
 
 class ClipReward(gym.RewardWrapper):
@@ -228,6 +244,12 @@ class FrameStack(gym.Wrapper):
         return self._stacked(), reward, terminated, truncated, info
 
 
+VECTORS = {"ale", "wrappers"}
+"""How actors step a vector of a game (``?vector=``): ``ale``, ale-py's C++ vector env
+(:mod:`rlrings.envs.ale_vector`, the default); ``wrappers``, these wrappers in Gymnasium's
+SyncVectorEnv, one game after the other in Python."""
+
+
 def game_ids() -> list[str]:
     """Every game ale-py ships, as ``ALE/<Game>-v5`` ids."""
     import ale_py
@@ -250,6 +272,8 @@ def parse(name: str) -> tuple[str, dict]:
             raise ConfigError(f"env {name!r}: option {key}={values[-1]!r} is not a {OPTIONS[key].__name__}") from None
     if not 0.0 <= options.get("sticky", 0.0) < 1.0:
         raise ConfigError(f"env {name!r}: sticky is a probability in [0, 1)")
+    if options.get("vector", "ale") not in VECTORS:
+        raise ConfigError(f"env {name!r}: vector={options['vector']!r}; one of {sorted(VECTORS)}")
     known = game_ids()
     if game not in known:
         close = difflib.get_close_matches(game, known, n=3)
@@ -309,6 +333,18 @@ def make(name: str, training: bool = False, render_mode: str | None = "rgb_array
         "rlrings.frame_skip": FRAME_SKIP,
     }
     return env
+
+
+def make_vector(name: str, num_envs: int, training: bool = False) -> gym.vector.VectorEnv | None:
+    """The actors' vector of ``name``: ale-py's C++ vector env where training and the id does not
+    ask for ``?vector=wrappers``; None leaves it to the registry's SyncVectorEnv of :func:`make`
+    (scored whole games: the evaluator's, which press FIRE after a lost life)."""
+    _, options = parse(name)
+    if not training or options.get("vector", "ale") != "ale":
+        return None
+    from rlrings.envs.ale_vector import AleVector
+
+    return AleVector(name, num_envs, training=True)
 
 
 def factory(name: str):

@@ -151,13 +151,18 @@ def test_frame_stack_keeps_the_last_four_frames_on_the_channel_axis():
     assert list(obs[0, 0]) == [2, 3, 4, 5] and env.observation_space.shape == (6, 4, 4)
 
 
-def test_the_pipeline_on_ale_trains_on_lives_and_clipped_rewards_and_scores_whole_games():
-    spec = env_spec("ALE/Breakout-v5")
+@pytest.mark.parametrize("game", ["ALE/Breakout-v5", "ALE/Breakout-v5?vector=wrappers"])
+def test_the_pipeline_on_ale_trains_on_lives_and_clipped_rewards_and_scores_whole_games(game):
+    """Actors' envs (ale-py's C++ vector env by default, the wrappers on request) and the
+    evaluator's (the wrappers) keep one contract."""
+    spec = env_spec(game)
     assert spec.observation_space.shape == (84, 84, 4) and spec.observation_space.dtype == np.uint8
     assert spec.action_space.names[:2] == ("noop", "fire") and spec.game_score and spec.architecture == "nature"
     assert spec.frame_skip == 4
-    training = make_vector_env("ALE/Breakout-v5", 2, seed=0, training=True)
-    scored = make_vector_env("ALE/Breakout-v5", 2, seed=0, training=False)
+    training = make_vector_env(game, 2, seed=0, training=True)
+    scored = make_vector_env(game, 2, seed=0, training=False)
+    assert type(training).__name__ == ("SyncVectorEnv" if "wrappers" in game else "AleVector")
+    assert type(scored).__name__ == "SyncVectorEnv"
     rng = np.random.default_rng(0)
     counts = {}
     for name, envs in (("training", training), ("scored", scored)):
@@ -180,8 +185,10 @@ def test_the_pipeline_on_ale_trains_on_lives_and_clipped_rewards_and_scores_whol
 def test_unknown_games_and_options_say_what_is_known():
     with pytest.raises(ConfigError, match=r"did you mean \['ALE/Pong-v5'.*game_ids"):
         make_env("ALE/Pongg-v5")
-    with pytest.raises(ConfigError, match="unknown option 'stick'; options: \\['sticky'\\]"):
+    with pytest.raises(ConfigError, match="unknown option 'stick'; options: \\['sticky', 'vector'\\]"):
         make_env("ALE/Pong-v5?stick=0.25")
+    with pytest.raises(ConfigError, match="vector='cpp'; one of \\['ale', 'wrappers'\\]"):
+        make_vector_env("ALE/Pong-v5?vector=cpp", 2, seed=0, training=True)
     with pytest.raises(ConfigError, match="probability"):
         make_env("ALE/Pong-v5?sticky=1.5")
     env = make_env("ALE/Pong-v5?sticky=0.25")
