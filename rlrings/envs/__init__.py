@@ -54,7 +54,8 @@ ADAPTERS: dict[str, str] = {
 }
 """Id prefix -> the adapter module that makes those envs (imported only when used). An adapter
 with ``HAS_TRAINING_MODE`` gets ``training=True`` from actors (Atari: episodic life, clipped
-rewards) and False elsewhere."""
+rewards) and False elsewhere; one with a ``VECTOR_MODULE`` has that module's ``make_vector``
+make the vectors it can (Atari actors': ale-py's C++ vector env)."""
 
 
 FAMILIES: tuple[tuple[str, str], ...] = (
@@ -258,7 +259,8 @@ def make_vector_env(env_id: str, num_envs: int, seed: int, training: bool = Fals
     same step, its last observation kept in ``info['final_obs']``. ``training``: the envs
     as actors train on them (the evaluator's are the games as scored)."""
     adapter = _adapter(env_id)
-    make_vector = adapter and getattr(importlib.import_module(adapter[0]), "make_vector", None)
+    vector_module = adapter and getattr(importlib.import_module(adapter[0]), "VECTOR_MODULE", None)
+    make_vector = vector_module and importlib.import_module(vector_module).make_vector
     if make_vector and (envs := make_vector(adapter[1], num_envs, training=training)) is not None:
         envs.reset(seed=seed)  # (an adapter's own vector: ale-py's C++ one for Atari actors)
         return envs

@@ -100,6 +100,11 @@ class AleVector(gym.vector.VectorEnv):
 
     def step(self, actions):
         frames, rewards, terminated, truncated, ale_info = self._env.step(np.asarray(actions, np.int32))
+        order = np.asarray(ale_info["env_id"])
+        if (order != np.arange(self.num_envs)).any():  # (a full batch comes in env order; kept so if not)
+            back = np.argsort(order)
+            frames, rewards, terminated, truncated = frames[back], rewards[back], terminated[back], truncated[back]
+            ale_info = {key: np.asarray(value)[back] for key, value in ale_info.items()}
         lives = np.asarray(ale_info["lives"], np.int64)
         rewards = rewards.astype(np.float64)
         ended = terminated | truncated
@@ -134,3 +139,13 @@ class AleVector(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs) -> None:
         self._env.close()
+
+
+def make_vector(name: str, num_envs: int, training: bool = False) -> gym.vector.VectorEnv | None:
+    """The actors' vector of ``name``: this C++ one where training and the id does not ask for
+    ``?vector=wrappers``; None leaves it to the registry's SyncVectorEnv of the wrappers (scored
+    whole games: the evaluator's, which press FIRE after a lost life)."""
+    _, options = atari.parse(name)
+    if not training or options.get("vector", "ale") != "ale":
+        return None
+    return AleVector(name, num_envs, training=True)

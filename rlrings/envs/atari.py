@@ -244,6 +244,9 @@ class FrameStack(gym.Wrapper):
         return self._stacked(), reward, terminated, truncated, info
 
 
+VECTOR_MODULE = "rlrings.envs.ale_vector"
+"""The module whose ``make_vector`` makes actors' vectors of these games (the registry asks it)."""
+
 VECTORS = {"ale", "wrappers"}
 """How actors step a vector of a game (``?vector=``): ``ale``, ale-py's C++ vector env
 (:mod:`rlrings.envs.ale_vector`, the default); ``wrappers``, these wrappers in Gymnasium's
@@ -333,18 +336,6 @@ def make(name: str, training: bool = False, render_mode: str | None = "rgb_array
         "rlrings.frame_skip": FRAME_SKIP,
     }
     return env
-
-
-def make_vector(name: str, num_envs: int, training: bool = False) -> gym.vector.VectorEnv | None:
-    """The actors' vector of ``name``: ale-py's C++ vector env where training and the id does not
-    ask for ``?vector=wrappers``; None leaves it to the registry's SyncVectorEnv of :func:`make`
-    (scored whole games: the evaluator's, which press FIRE after a lost life)."""
-    _, options = parse(name)
-    if not training or options.get("vector", "ale") != "ale":
-        return None
-    from rlrings.envs.ale_vector import AleVector
-
-    return AleVector(name, num_envs, training=True)
 
 
 def factory(name: str):

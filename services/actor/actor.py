@@ -166,6 +166,7 @@ class Actor:
         self.replay = ReplayClient(config.replay_address, security=config.client_security())
         self.parameters = ParameterClient(config.parameter_address, security=config.client_security())
         self.env_steps = 0
+        self.groups: list[EnvGroup] = []
         self.episodes: collections.deque[Episode] = collections.deque(maxlen=1000)
         self.episode_count = 0
         self.returns = return_histogram(config.env)
@@ -282,6 +283,7 @@ class Actor:
             obs, _ = envs.reset(seed=self.config.seed + start)
             groups.append(EnvGroup(envs, acting, obs, np.zeros(acting.num_envs), np.zeros(acting.num_envs, np.int64)))
             start += acting.num_envs
+        self.groups = groups  # (what the loop steps: for status and tests)
         try:
             for group in groups:
                 self.policy.send(group.obs)

@@ -73,6 +73,36 @@ def actor_config(algorithm: str, inference: str, groups: int, replay, parameter)
     return config, server
 
 
+def appo_replay_and_weights(env: str, envs: int, start_replay, start_parameter):
+    """Replay with APPO's tables for one actor of ``envs`` envs (writers never wait) and a parameter
+    service with a first APPO model of ``env`` published."""
+    spec = env_spec(env)
+    settings = algorithms.get("appo").config(unroll_length=UNROLL, queue_size=1000)
+    replay = start_replay(experience.mesh_tables(settings, spec, MeshShape(actors=1, envs_per_actor=envs)))
+    parameter = start_parameter()
+    model_spec = algorithms.get("appo").model_spec(spec, config=settings)
+    with ParameterClient(parameter.address).wait_ready(10) as client:
+        client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+    return replay, parameter
+
+
+def run_until_written(actor: Actor, replay, items: int):
+    """Runs ``actor`` until replay holds ``items`` unrolls (or 60 s), stops it, and returns every
+    unroll written, as one batch, and how many."""
+    actor.connect()
+    thread = threading.Thread(target=actor.run, daemon=True)
+    thread.start()
+    with ReplayClient(replay.address) as reader:
+        deadline = time.monotonic() + 60
+        while reader.info(["experience"])["experience"].size < items and time.monotonic() < deadline:
+            time.sleep(0.05)
+        actor.stopped.set()
+        thread.join(30)
+        actor.writer.flush(30)
+        size = reader.info(["experience"])["experience"].size
+        return next(iter(reader.sample("experience", batch_size=size, num_batches=1))), size
+
+
 def test_group_sizes_share_the_envs_out_evenly():
     assert group_sizes(8, 1) == [8] and group_sizes(8, 2) == [4, 4] and group_sizes(7, 3) == [3, 2, 2]
 
@@ -81,28 +111,11 @@ def test_group_sizes_share_the_envs_out_evenly():
 def test_every_envs_steps_arrive_once_in_order_with_endings_and_final_observations(
     inference, groups, start_replay, start_parameter
 ):
-    spec = env_spec(ENV)
-    settings = algorithms.get("appo").config(unroll_length=UNROLL, queue_size=1000)  # writers never wait
-    replay = start_replay(experience.mesh_tables(settings, spec, MeshShape(actors=1, envs_per_actor=6)))
-    parameter = start_parameter()
-    model_spec = algorithms.get("appo").model_spec(spec, config=settings)
-    with ParameterClient(parameter.address).wait_ready(10) as client:
-        client.publish(weights_to_bytes(build_model(model_spec)), wire.model_spec_to_proto(model_spec))
+    replay, parameter = appo_replay_and_weights(ENV, 6, start_replay, start_parameter)
     config, server = actor_config("appo", inference, groups, replay, parameter)
     actor = Actor(config)
     try:
-        actor.connect()
-        thread = threading.Thread(target=actor.run, daemon=True)
-        thread.start()
-        with ReplayClient(replay.address) as reader:
-            deadline = time.monotonic() + 60
-            while reader.info(["experience"])["experience"].size < 30 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            actor.stopped.set()
-            thread.join(30)
-            actor.writer.flush(30)
-            size = reader.info(["experience"])["experience"].size
-            batch = next(iter(reader.sample("experience", batch_size=size, num_batches=1)))
+        batch, size = run_until_written(actor, replay, 30)
     finally:
         actor.close()
         if server is not None:
@@ -172,3 +185,32 @@ def test_an_on_policy_actor_steps_each_unroll_with_the_policy_trained_on_the_las
         if server is not None:
             server.stop(grace=0)
     assert not thread.is_alive(), "a stopped actor waiting for a version ends its loop"
+
+
+@pytest.mark.parametrize("env", ["ALE/Pong-v5", "ALE/Pong-v5?vector=wrappers"])
+def test_atari_groups_write_each_envs_steps_in_order(env, start_replay, start_parameter):
+    """Atari actors in two groups, through ale-py's C++ vector env and through the wrappers. Within
+    every unroll written, each frame stack is the one before moved on by one frame (or a new
+    episode's first frame four times), so no step of an env was lost, repeated or mixed with
+    another env's; every step the actor counted arrives, but for unrolls still under way."""
+    replay, parameter = appo_replay_and_weights(env, 4, start_replay, start_parameter)
+    config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
+                         parameter_address=parameter.address, env=env, num_envs=4, env_groups=2, seed=7,
+                         algorithm={"name": "appo", "unroll_length": UNROLL})  # fmt: skip
+    actor = Actor(config)
+    try:
+        batch, size = run_until_written(actor, replay, 60)
+    finally:
+        actor.close()
+    assert [type(group.envs).__name__ for group in actor.groups] == 2 * [
+        "SyncVectorEnv" if "wrappers" in env else "AleVector"
+    ]
+    obs, ended = batch.columns["obs"], batch.columns["terminated"] | batch.columns["truncated"]
+    assert size >= 60 and 0 <= actor.env_steps - size * UNROLL < 4 * UNROLL  # (an unroll under way is not written)
+    for item in range(size):
+        for t in range(UNROLL):
+            after = obs[item, t + 1]
+            if ended[item, t]:
+                assert all(np.array_equal(after[..., 0], after[..., k]) for k in range(1, 4))
+            else:
+                assert np.array_equal(after[..., :3], obs[item, t][..., 1:]), (item, t)

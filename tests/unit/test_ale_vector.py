@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rlrings.envs import atari, env_spec
-from rlrings.envs.ale_vector import AleVector
+from rlrings.envs.ale_vector import AleVector, make_vector
 
 
 def test_the_wrappers_resize_as_ale_py_does_so_actors_and_the_evaluator_see_one_picture():
@@ -113,9 +113,9 @@ def test_a_seed_replays_and_another_seed_does_not():
 
 
 def test_only_atari_training_vectors_take_the_cpp_path():
-    assert atari.make_vector("ALE/Pong-v5", 2, training=False) is None  # the evaluator's: wrappers
-    assert atari.make_vector("ALE/Pong-v5?vector=wrappers", 2, training=True) is None
-    envs = atari.make_vector("ALE/Pong-v5", 2, training=True)
+    assert make_vector("ALE/Pong-v5", 2, training=False) is None  # the evaluator's: wrappers
+    assert make_vector("ALE/Pong-v5?vector=wrappers", 2, training=True) is None
+    envs = make_vector("ALE/Pong-v5", 2, training=True)
     assert isinstance(envs, AleVector)
     envs.close()
     with pytest.raises(Exception, match="unknown Atari game"):
