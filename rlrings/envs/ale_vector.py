@@ -81,18 +81,15 @@ class AleVector(gym.vector.VectorEnv):
         self._score = np.zeros(num_envs)
         self._steps = np.zeros(num_envs, np.int64)
 
-    def _start(self, which: np.ndarray, frames: np.ndarray) -> None:
-        """A new episode in the envs ``which``: their stacks are their first frame, four times."""
-        self._stack[which] = frames[which, 0, :, :, None]
-
-    def _push(self, frames: np.ndarray) -> np.ndarray:
-        self._stack[..., :-1] = self._stack[..., 1:]
-        self._stack[..., -1] = frames[:, 0]
-        return self._stack
+    @staticmethod
+    def _moved_on(stacks: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """New stacks: each of ``stacks`` with its oldest frame dropped and its env's frame from
+        ``frames`` ([N, 1, H, W], as ale-py hands them) added as the newest."""
+        return np.concatenate([stacks[..., 1:], frames[:, 0, :, :, None]], axis=-1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         frames, info = self._env.reset(seed=seed, options=options)
-        self._start(np.ones(self.num_envs, bool), frames)
+        self._stack = np.repeat(frames[:, 0, :, :, None], atari.STACK, axis=-1)  # the first frame, four times
         self._lives = np.asarray(info["lives"], np.int64).copy()
         self._score[:] = 0.0
         self._steps[:] = 0
@@ -115,10 +112,7 @@ class AleVector(gym.vector.VectorEnv):
         self._steps += 1
         info: dict = {"lives": lives.copy()}
         if ended.any():
-            final = self._stack.copy()
-            final[..., :-1] = self._stack[..., 1:]
-            final[..., -1] = ale_info["final_obs"][:, 0]
-            info["final_obs"] = final
+            info["final_obs"] = self._moved_on(self._stack, ale_info["final_obs"])
             info["_final_obs"] = ended
             info["final_info"] = {
                 "raw_score": np.where(game_over, self._score, 0.0),
@@ -129,13 +123,12 @@ class AleVector(gym.vector.VectorEnv):
             info["_final_info"] = ended
             self._score[game_over] = 0.0
             self._steps[game_over] = 0
-        self._push(frames)
-        if ended.any():
-            self._start(ended, frames)
+        self._stack = self._moved_on(self._stack, frames)  # a new array: the one returned last is left as it was
+        self._stack[ended] = frames[ended, 0, :, :, None]  # a new episode: its first frame, four times
         self._lives = lives.copy()
         if self.training:
             rewards = np.sign(rewards)
-        return self._stack.copy(), rewards, terminated, truncated, info
+        return self._stack, rewards, terminated, truncated, info
 
     def close_extras(self, **kwargs) -> None:
         self._env.close()
