@@ -1,6 +1,7 @@
-"""Atari for actors through ale-py's C++ vector env, with the contract of :mod:`rlrings.envs.atari`.
+"""Atari through ale-py's C++ vector env, with the contract of :mod:`rlrings.envs.atari`.
 
-Actors spend most of their time stepping envs; ale-py's ``AtariVectorEnv`` steps a vector of
+Actors spend most of their time stepping envs, and the evaluator must play whole games as fast as
+the learner publishes versions; ale-py's ``AtariVectorEnv`` steps a vector of
 games in C++ threads, without Python's lock, doing the same preprocessing as the wrappers of
 :mod:`rlrings.envs.atari` (4-frame skip with the maximum of the last two, 84x84 grayscale by
 area resize, 4 stacked frames, up to 30 no-ops after a reset, FIRE after a reset where the game
@@ -21,11 +22,13 @@ env does not do the way the rest of rlrings expects:
 Two differences from the wrappers remain, written here so nobody meets them unawares. At a time
 limit (108,000 frames, 30 minutes of play) the last frame ale-py 0.12.1 hands back differs from
 the wrappers' in a few pixels (the ball's and paddles'; the rest of the picture is the same); only
-the learner's value bootstrap at that limit reads it. And after a lost life in training the C++
-env presses no FIRE, so in games that wait for FIRE to serve
-(Breakout) the agent serves itself (FIRE is one of its actions). Scored whole games (the
-evaluator, the viewer) keep the wrappers, which do press it, so a greedy policy that never
-learnt to serve cannot stall an evaluation; both see the same frames.
+the learner's value bootstrap at that limit reads it. And the C++ env presses no FIRE after a lost
+life. In training the agent serves itself (FIRE is one of its actions; the wrappers fire at the
+reset that follows the lost life's episode end). Scored whole games (the evaluator's) must not
+stall on a greedy policy that never learnt to serve, so there the two actions after a lost life
+are FIRE and then action 2, as the wrappers press them, in the steps the policy would have taken
+(the wrappers press them inside the step that lost the life, so the policy never sees those two
+frames; here it sees them and its choices are overruled).
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class AleVector(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self._stack = np.zeros((num_envs, *frame), np.uint8)
         self._lives = np.zeros(num_envs, np.int64)
+        # scored games serve after a lost life: FIRE, then action 2 (FireReset's pair)
+        self._serves = not training and self._env.ale.get_action_set()[1].name == "FIRE"
+        self._serving = np.zeros(num_envs, np.int64)  # steps of that pair each env has left
         self._score = np.zeros(num_envs)
         self._steps = np.zeros(num_envs, np.int64)
 
@@ -91,12 +97,17 @@ class AleVector(gym.vector.VectorEnv):
         frames, info = self._env.reset(seed=seed, options=options)
         self._stack = np.repeat(frames[:, 0, :, :, None], atari.STACK, axis=-1)  # the first frame, four times
         self._lives = np.asarray(info["lives"], np.int64).copy()
+        self._serving[:] = 0
         self._score[:] = 0.0
         self._steps[:] = 0
         return self._stack.copy(), {"lives": self._lives.copy()}
 
     def step(self, actions):
-        frames, rewards, terminated, truncated, ale_info = self._env.step(np.asarray(actions, np.int32))
+        actions = np.asarray(actions, np.int32)
+        if self._serving.any():  # FIRE, then action 2, in place of the policy's
+            actions = np.where(self._serving == 2, 1, np.where(self._serving == 1, 2, actions)).astype(np.int32)
+            self._serving = np.maximum(self._serving - 1, 0)
+        frames, rewards, terminated, truncated, ale_info = self._env.step(actions)
         order = np.asarray(ale_info["env_id"])
         if (order != np.arange(self.num_envs)).any():  # (a full batch comes in env order; kept so if not)
             back = np.argsort(order)
@@ -125,6 +136,9 @@ class AleVector(gym.vector.VectorEnv):
             self._steps[game_over] = 0
         self._stack = self._moved_on(self._stack, frames)  # a new array: the one returned last is left as it was
         self._stack[ended] = frames[ended, 0, :, :, None]  # a new episode: its first frame, four times
+        if self._serves:
+            self._serving[(lives < self._lives) & ~ended] = 2
+            self._serving[ended] = 0
         self._lives = lives.copy()
         if self.training:
             rewards = np.sign(rewards)
@@ -135,10 +149,10 @@ class AleVector(gym.vector.VectorEnv):
 
 
 def make_vector(name: str, num_envs: int, training: bool = False) -> gym.vector.VectorEnv | None:
-    """The actors' vector of ``name``: this C++ one where training and the id does not ask for
-    ``?vector=wrappers``; None leaves it to the registry's SyncVectorEnv of the wrappers (scored
-    whole games: the evaluator's, which press FIRE after a lost life)."""
+    """A vector of ``name``: this C++ one, for actors (``training``) and for the evaluator's scored
+    games alike; None where the id asks for ``?vector=wrappers`` leaves it to the registry's
+    SyncVectorEnv of the wrappers."""
     _, options = atari.parse(name)
-    if not training or options.get("vector", "ale") != "ale":
+    if options.get("vector", "ale") != "ale":
         return None
-    return AleVector(name, num_envs, training=True)
+    return AleVector(name, num_envs, training=training)

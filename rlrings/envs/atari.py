@@ -198,7 +198,7 @@ def _area_weights(size_in: int, size_out: int) -> np.ndarray:
 class Resize(gym.ObservationWrapper):
     """Grayscale HxW frames to ``size`` x ``size`` by area interpolation, uint8: the resize
     ale-py's C++ vector env does, so the actors' frames (:mod:`rlrings.envs.ale_vector`) and the
-    evaluator's and viewer's (these wrappers) are the same to within one grey level."""
+    viewer's and `rlrings render`'s (these wrappers) are the same to within one grey level."""
 
     def __init__(self, env: gym.Env, size: int = FRAME_SIZE):
         super().__init__(env)

@@ -1,12 +1,13 @@
-"""Actors' Atari through ale-py's C++ vector env (rlrings.envs.ale_vector) against the contract
-the wrappers of rlrings.envs.atari keep: the same frames, raw scores of whole games, lost lives
-as training episodes, final observations on time limits, and seeds that replay."""
+"""Atari through ale-py's C++ vector env (rlrings.envs.ale_vector; actors' and the evaluator's)
+against the contract the wrappers of rlrings.envs.atari keep: the same frames, raw scores of whole
+games, lost lives as training episodes, serving after a lost life in scored games, final
+observations on time limits, and seeds that replay."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlrings.envs import atari, env_spec
+from rlrings.envs import atari, env_spec, make_vector_env
 from rlrings.envs.ale_vector import AleVector, make_vector
 
 
@@ -112,11 +113,41 @@ def test_a_seed_replays_and_another_seed_does_not():
     assert np.array_equal(first, frames(3)) and not np.array_equal(first, frames(4))
 
 
-def test_only_atari_training_vectors_take_the_cpp_path():
-    assert make_vector("ALE/Pong-v5", 2, training=False) is None  # the evaluator's: wrappers
+def test_scored_games_serve_after_a_lost_life_so_a_policy_that_never_fires_cannot_stall_them():
+    """The evaluator's games: a greedy policy that only ever asks for NOOP still loses its five lives
+    and ends the game, as the wrappers' FireReset makes it; in training the agent serves itself."""
+
+    def steps_to_first_game_over(envs, limit=2000):
+        envs.reset(seed=0)
+        try:
+            for step in range(1, limit + 1):
+                _, _, terminated, truncated, info = envs.step(np.zeros(2, np.int64))
+                if (terminated | truncated).any():
+                    return step, info
+            return None, info
+        finally:
+            envs.close()
+
+    scored, info = steps_to_first_game_over(AleVector("ALE/Breakout-v5", 2, training=False, threads=1))
+    assert scored is not None and info["final_info"]["_raw_score"].any()
+    wrappers, _ = steps_to_first_game_over(make_vector_env("ALE/Breakout-v5?vector=wrappers", 2, seed=0))
+    assert wrappers is not None and scored < 4 * wrappers  # the same few hundred steps, not a stall
+    training = AleVector("ALE/Breakout-v5", 2, training=True, threads=1)
+    training.reset(seed=0)
+    lives_lost = np.zeros(2, np.int64)
+    for _ in range(600):
+        _, _, terminated, _, info = training.step(np.zeros(2, np.int64))
+        lives_lost += terminated
+    training.close()
+    assert (lives_lost == 1).all() and (info["lives"] == 4).all()  # the reset's serve, then none
+
+
+def test_atari_vectors_take_the_cpp_path_unless_the_id_asks_for_the_wrappers():
     assert make_vector("ALE/Pong-v5?vector=wrappers", 2, training=True) is None
-    envs = make_vector("ALE/Pong-v5", 2, training=True)
-    assert isinstance(envs, AleVector)
-    envs.close()
+    assert make_vector("ALE/Pong-v5?vector=wrappers", 2, training=False) is None
+    for training in (True, False):
+        envs = make_vector("ALE/Pong-v5", 2, training=training)
+        assert isinstance(envs, AleVector) and envs.training is training
+        envs.close()
     with pytest.raises(Exception, match="unknown Atari game"):
         AleVector("ALE/Pongg-v5", 2)

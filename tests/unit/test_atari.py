@@ -153,16 +153,16 @@ def test_frame_stack_keeps_the_last_four_frames_on_the_channel_axis():
 
 @pytest.mark.parametrize("game", ["ALE/Breakout-v5", "ALE/Breakout-v5?vector=wrappers"])
 def test_the_pipeline_on_ale_trains_on_lives_and_clipped_rewards_and_scores_whole_games(game):
-    """Actors' envs (ale-py's C++ vector env by default, the wrappers on request) and the
-    evaluator's (the wrappers) keep one contract."""
+    """Actors' envs and the evaluator's (ale-py's C++ vector env by default, the wrappers on
+    request) keep one contract."""
     spec = env_spec(game)
     assert spec.observation_space.shape == (84, 84, 4) and spec.observation_space.dtype == np.uint8
     assert spec.action_space.names[:2] == ("noop", "fire") and spec.game_score and spec.architecture == "nature"
     assert spec.frame_skip == 4
     training = make_vector_env(game, 2, seed=0, training=True)
     scored = make_vector_env(game, 2, seed=0, training=False)
-    assert type(training).__name__ == ("SyncVectorEnv" if "wrappers" in game else "AleVector")
-    assert type(scored).__name__ == "SyncVectorEnv"
+    for envs in (training, scored):
+        assert type(envs).__name__ == ("SyncVectorEnv" if "wrappers" in game else "AleVector")
     rng = np.random.default_rng(0)
     counts = {}
     for name, envs in (("training", training), ("scored", scored)):
