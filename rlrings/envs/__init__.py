@@ -254,15 +254,18 @@ def env_spec(env_id: str) -> EnvSpec:
         env.close()
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int, training: bool = False) -> gym.vector.VectorEnv:
+def make_vector_env(
+    env_id: str, num_envs: int, seed: int, training: bool = False, threads: int = 0
+) -> gym.vector.VectorEnv:
     """``num_envs`` copies stepped together; a finished episode resets in the
     same step, its last observation kept in ``info['final_obs']``. ``training``: the envs
-    as actors train on them (the evaluator's are the games as scored)."""
+    as actors train on them (the evaluator's are the games as scored). ``threads``: where the env
+    steps in threads of its own (Atari's C++ vector env), how many; 0: one per env, up to the cores."""
     adapter = _adapter(env_id)
     vector_module = adapter and getattr(importlib.import_module(adapter[0]), "VECTOR_MODULE", None)
     make_vector = vector_module and importlib.import_module(vector_module).make_vector
-    if make_vector and (envs := make_vector(adapter[1], num_envs, training=training)) is not None:
-        envs.reset(seed=seed)  # (an adapter's own vector: ale-py's C++ one for Atari actors)
+    if make_vector and (envs := make_vector(adapter[1], num_envs, training=training, threads=threads)) is not None:
+        envs.reset(seed=seed)  # (an adapter's own vector: ale-py's C++ one for Atari)
         return envs
     factory = env_factory(env_id, training)
     envs = gym.vector.SyncVectorEnv(

@@ -43,7 +43,8 @@ from rlrings.envs import atari
 
 class AleVector(gym.vector.VectorEnv):
     """``num_envs`` copies of an ``ALE/<Game>-v5`` game (options as :func:`atari.parse` reads
-    them) stepped by ale-py in ``threads`` C++ threads (0: one per env, up to the cores);
+    them) stepped by ale-py in ``threads`` C++ threads (0: one per env, up to the cores this process
+    may run on);
     ``max_frames``: the game's limit in emulator frames (tests shorten it)."""
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
@@ -55,10 +56,11 @@ class AleVector(gym.vector.VectorEnv):
 
         game, options = atari.parse(name)
         self.name, self.training, self.num_envs = name, training, num_envs
+        self.threads = threads or min(num_envs, len(os.sched_getaffinity(0)))
         self._env = AtariVectorEnv(
             gym.spec(game).kwargs["game"],
             num_envs,
-            num_threads=threads or min(num_envs, os.cpu_count() or 1),
+            num_threads=self.threads,
             autoreset_mode="SameStep",
             max_num_frames_per_episode=max_frames,
             repeat_action_probability=options.get("sticky", 0.0),
@@ -148,11 +150,12 @@ class AleVector(gym.vector.VectorEnv):
         self._env.close()
 
 
-def make_vector(name: str, num_envs: int, training: bool = False) -> gym.vector.VectorEnv | None:
+def make_vector(name: str, num_envs: int, training: bool = False, threads: int = 0) -> gym.vector.VectorEnv | None:
     """A vector of ``name``: this C++ one, for actors (``training``) and for the evaluator's scored
     games alike; None where the id asks for ``?vector=wrappers`` leaves it to the registry's
-    SyncVectorEnv of the wrappers."""
+    SyncVectorEnv of the wrappers. ``threads``: C++ threads stepping them (0: one per env, up to
+    the cores)."""
     _, options = atari.parse(name)
     if options.get("vector", "ale") != "ale":
         return None
-    return AleVector(name, num_envs, training=training)
+    return AleVector(name, num_envs, training=training, threads=threads)

@@ -16,7 +16,7 @@ from rlrings.core import experience
 from rlrings.core.ring import local_ring_environment
 from rlrings.envs import EnvSpec
 from rlrings.mesh.config import MeshConfig
-from rlrings.ops.processes import ServiceProcess, free_port
+from rlrings.ops.processes import ServiceProcess, free_port, usable_cores
 
 TABLE = "experience"
 
@@ -84,6 +84,8 @@ def plan(
             for rank in range(c.learners)
         ]
         place_ring(learners)
+    # the actors share this machine's cores: each steps its envs (Atari's C++ threads) on its share
+    env_threads = min(c.envs_per_actor, max(1, usable_cores() // c.actors))
     actors = [
         ServiceProcess(
             f"actor-{i}",
@@ -94,6 +96,7 @@ def plan(
                 "parameter_address": parameter.address,
                 **shared,
                 "index": i,
+                "env_threads": env_threads,
                 **({"inference_address": inference.address} if inference else {}),
             },
             run,

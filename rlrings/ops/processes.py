@@ -6,6 +6,7 @@ watch and stop service processes, and what every service process does at start a
 - :func:`follow_supervisor`: a child asks the kernel for SIGTERM when its supervisor dies,
   even by SIGKILL, so that no service outlives ``rlrings up``;
 - :func:`limit_malloc_arenas`: glibc's arenas capped before threads start;
+- :func:`usable_cores`: the cores this process may run on (its affinity and a container's quota);
 - :func:`finish_process`: the exit path of ring members (torch.distributed's gloo threads
   can abort the interpreter's teardown, so such a process exits at once).
 """
@@ -34,6 +35,18 @@ _exit_hard = False
 _RECENT_PORTS = 4096
 _recent_ports: collections.OrderedDict[int, None] = collections.OrderedDict()
 _ports_lock = threading.Lock()
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may keep busy: its CPU affinity, capped by a container's CPU quota
+    (cgroup v2's ``cpu.max``, a pod's ``resources.limits.cpu``) rounded up, at least 1.
+    ``os.cpu_count()`` sees the whole node instead, and threads sized by it oversubscribe a pod."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    return max(1, cores)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

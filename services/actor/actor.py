@@ -279,7 +279,8 @@ class Actor:
     def run(self) -> None:
         groups, start = [], 0
         for acting in self.actings:  # the envs' seeds run on from group to group, as one vector's would
-            envs = make_vector_env(self.config.env, acting.num_envs, self.config.seed + start, training=True)
+            envs = make_vector_env(self.config.env, acting.num_envs, self.config.seed + start, training=True,
+                                   threads=min(self.config.env_threads, acting.num_envs))  # fmt: skip
             obs, _ = envs.reset(seed=self.config.seed + start)
             groups.append(EnvGroup(envs, acting, obs, np.zeros(acting.num_envs), np.zeros(acting.num_envs, np.int64)))
             start += acting.num_envs

@@ -10,6 +10,7 @@ from pydantic_settings import CliSuppress, SettingsConfigDict
 from rlrings import algorithms
 from rlrings.algorithms import AlgorithmSettings, TakesAlgorithm
 from rlrings.core.shape import MeshShape
+from rlrings.ops.processes import usable_cores
 from rlrings.rpc.config import WorkerConfig
 
 
@@ -40,6 +41,12 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
     """Groups the envs are split into, stepped in turn: while one group's observations are at the
     policy, the next group steps, so the envs never wait for a forward pass; None: 2 with an
     inference service (its round trip hidden behind a group's steps), 1 without."""
+    env_threads: pydantic.PositiveInt | None = None
+    """Threads stepping the envs where the env steps in threads of its own (Atari: ale-py's C++
+    vector env, each group with its own); None: one per env, up to the cores this process may run
+    on (its affinity and its container's CPU limit). ``rlrings up`` gives each of its actors its
+    share of the machine's cores and the chart each pod its CPU request (2), so a node's actors do
+    not oversubscribe it."""
     weights_timeout_seconds: pydantic.PositiveFloat = 300.0
     """How long to wait at start for the first published weights."""
     seed: int | None = 0
@@ -77,6 +84,8 @@ class ActorConfig(TakesAlgorithm, WorkerConfig):
             self.seed = secrets.randbits(31)
         if self.env_groups is None:
             self.env_groups = min(self.num_envs, 2 if self.inference_address else 1)
+        if self.env_threads is None:
+            self.env_threads = min(self.num_envs, usable_cores())
         if self.env_groups > self.num_envs:
             raise ValueError(
                 f"env_groups: {self.env_groups} groups of {self.num_envs} envs (num_envs) leave some empty"

@@ -190,6 +190,7 @@ def test_with_central_inference_every_actor_asks_the_inference_service_as_rlring
     for pod, process in zip(pods, planned, strict=True):
         assert settings(pod, "ACTOR") == settings(process, "ACTOR")
         assert pod.env_groups == process.env_groups == 2  # one group steps while the other's pass runs
+        assert pod.env_threads == 2  # its CPU request (actor.envThreads): a node's actors share its cores
         assert process.inference_address == inference.address
         assert pod.inference_address.split(".")[0].endswith("-inference") and pod.inference_address.endswith(":8005")
     (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-inference")]

@@ -196,7 +196,7 @@ def test_atari_groups_write_each_envs_steps_in_order(env, start_replay, start_pa
     replay, parameter = appo_replay_and_weights(env, 4, start_replay, start_parameter)
     config = load_config(ActorConfig, [], port=0, metrics_port=0, replay_address=replay.address,
                          parameter_address=parameter.address, env=env, num_envs=4, env_groups=2, seed=7,
-                         algorithm={"name": "appo", "unroll_length": UNROLL})  # fmt: skip
+                         env_threads=1, algorithm={"name": "appo", "unroll_length": UNROLL})  # fmt: skip
     actor = Actor(config)
     try:
         batch, size = run_until_written(actor, replay, 60)
@@ -205,6 +205,7 @@ def test_atari_groups_write_each_envs_steps_in_order(env, start_replay, start_pa
     assert [type(group.envs).__name__ for group in actor.groups] == 2 * [
         "SyncVectorEnv" if "wrappers" in env else "AleVector"
     ]
+    assert all(getattr(group.envs, "threads", 1) == 1 for group in actor.groups)  # the actor's env_threads
     obs, ended = batch.columns["obs"], batch.columns["terminated"] | batch.columns["truncated"]
     assert size >= 60 and 0 <= actor.env_steps - size * UNROLL < 4 * UNROLL  # (an unroll under way is not written)
     for item in range(size):
