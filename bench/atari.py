@@ -64,12 +64,13 @@ print(4 * steps / (time.perf_counter() - start))
 """
 
 
-def random_frames_per_second(env_id: str, envs: int, seconds: float) -> float:
+def random_frames_per_second(env_id: str, envs: int, seconds: float, threads: int = 0) -> float:
     """Frames per second of ``envs`` of rlrings' own preprocessed envs (as actors train on them)
-    stepped with random actions in one process: the ceiling an actor's envs set."""
+    stepped with random actions in one process: the ceiling an actor's envs set. ``threads``: the
+    C++ env's, as an actor's ``env_threads`` (0: one per env, up to the cores)."""
     from rlrings.envs import env_spec, make_vector_env
 
-    vector = make_vector_env(env_id, envs, seed=0, training=True)
+    vector = make_vector_env(env_id, envs, seed=0, training=True, threads=threads)
     return env_spec(env_id).frame_skip * random_steps_per_second(vector, envs, seconds)
 
 
