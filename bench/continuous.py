@@ -145,7 +145,8 @@ def plot(results: dict, path: Path) -> None:
     tasks = [task for task in results if results[task]["runs"]]
     figure, grid = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), dpi=100, squeeze=False)
     for axes, task in zip(grid[0], tasks):
-        env, algorithm, steps, *_ = TASKS[task]
+        env, algorithm, _, *_ = TASKS[task]
+        steps = results[task]["budget_env_steps"]  # (--env-steps where given)
         for system, colour in (("rlrings", "C0"), ("sb3", "C1")):
             runs = results[task]["runs"].get(system, [])
             name = algorithm["name"].upper()
