@@ -20,9 +20,12 @@ rlrings runs as ``rlrings up`` (2 actors x 8 envs, one learner, the evaluator be
 them; ``--algorithm JSON`` changes its settings, ``--systems rlrings`` leaves SB3 out);
 Stable-Baselines3 as its defaults in one process (``bench/sb3_side.py``, in
 .venv-sb3 from ``bench/sb3_env.sh``), its evaluation time left out of its clock.
+``--systems rlrings,sb3,synchronous`` adds rlrings' SAC without the mesh
+(``bench/synchronous_side.py``: its acting and learning halves in one loop on one env, as SB3
+runs), which tells what the algorithm learns apart from what the mesh's asynchrony costs.
 CleanRL's published SAC returns at 1 M steps are quoted for scale. Results go to
-bench/results/continuous.json and continuous.png (evaluation return against env steps,
-mean over seeds, with each seed's curve).
+bench/results/continuous.json and continuous.png (evaluation return against env steps, mean
+over seeds, with each seed's curve).
 
     python -m bench.continuous [--tasks pendulum,halfcheetah,hopper,reacher,reacher-ppo,carracing] [--seeds 3]
 """
@@ -112,6 +115,21 @@ def sb3(task: str, seed: int, steps: int | None = None) -> dict | None:
     return run
 
 
+def synchronous(task: str, seed: int, settings: dict | None = None, steps: int | None = None) -> dict | None:
+    """rlrings' own algorithm without the mesh (``bench/synchronous_side.py``): one env, one loop,
+    judged as SB3's side is. SAC's tasks only (an off-policy algorithm's halves)."""
+    env, algorithm, budget, _, target, _, _ = TASKS[task]
+    steps = steps or budget
+    args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20)),
+            "--algorithm", json.dumps({**algorithm, **(settings or {})})]  # fmt: skip
+    if target is not None and target < 1e8:
+        args += ["--target", str(target)]
+    run = reference_run(Path(sys.executable), "synchronous_side.py", seed, *args)
+    if run is not None:
+        run["best_evaluation"] = max((r for _, r, _ in run["curve"]), default=None)
+    return run
+
+
 def summarise(runs: list[dict], task: str) -> dict:
     _, _, steps_budget, seconds_budget, _, _, _ = TASKS[task]
     out: dict = {"runs": len(runs), "solved": sum(bool(r["solved"]) for r in runs)}
@@ -147,10 +165,11 @@ def plot(results: dict, path: Path) -> None:
     for axes, task in zip(grid[0], tasks):
         env, algorithm, _, *_ = TASKS[task]
         steps = results[task]["budget_env_steps"]  # (--env-steps where given)
-        for system, colour in (("rlrings", "C0"), ("sb3", "C1")):
+        for system, colour in (("rlrings", "C0"), ("sb3", "C1"), ("synchronous", "C2")):
             runs = results[task]["runs"].get(system, [])
             name = algorithm["name"].upper()
-            label = f"rlrings {name}" if system == "rlrings" else f"Stable-Baselines3 {name}"
+            label = {"rlrings": f"rlrings {name}", "sb3": f"Stable-Baselines3 {name}",
+                     "synchronous": f"rlrings {name}, one loop, no mesh"}[system]  # fmt: skip
             curves = []
             for run in runs:
                 points = np.array([(s, r) for s, r, _ in run["curve"] if r == r])
@@ -184,7 +203,9 @@ def main() -> None:
     parser.add_argument("--tasks", default="pendulum,halfcheetah,reacher,reacher-ppo,carracing")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--halfcheetah-seeds", type=int, default=1, help="HalfCheetah's and Hopper's seeds (long runs)")
-    parser.add_argument("--systems", default="rlrings,sb3", help="which systems run (sb3 only where a task has it)")
+    parser.add_argument("--systems", default="rlrings,sb3",
+                        help="which systems run: rlrings, sb3 (where a task has it), synchronous (rlrings' SAC in "
+                        "one loop without the mesh, on SAC's tasks)")  # fmt: skip
     parser.add_argument("--env-steps", type=int, default=None, help="every task's env-step budget instead of its own")
     parser.add_argument("--algorithm", default="{}", help="JSON: rlrings settings over the algorithm's defaults")
     parser.add_argument("--out", default="continuous", help="name of the results files under bench/results")
@@ -196,7 +217,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         reference = TASKS[task][5]
         seeds = args.halfcheetah_seeds if task in ("halfcheetah", "hopper") else (args.seeds if reference else 1)
-        runs: dict[str, list] = {"rlrings": [], "sb3": []}
+        runs: dict[str, list] = {"rlrings": [], "sb3": [], "synchronous": []}
         for seed in range(seeds):
             if "rlrings" in systems:
                 runs["rlrings"].append(rlrings(task, seed, settings, args.env_steps))
@@ -206,13 +227,18 @@ def main() -> None:
                 if run is not None:
                     runs["sb3"].append(run)
                     console.print(f"{task} seed {seed} sb3: {_line(run)}")
+            if "synchronous" in systems and TASKS[task][1]["name"] == "sac":
+                run = synchronous(task, seed, settings, args.env_steps)
+                if run is not None:
+                    runs["synchronous"].append(run)
+                    console.print(f"{task} seed {seed} synchronous: {_line(run)}")
         summary = {system: summarise(values, task) for system, values in runs.items() if values}
         ratios = {}
-        if "sb3" in summary:
-            ours, theirs = summary["rlrings"], summary["sb3"]
-            for measure in ("seconds_to_solve", "env_steps_to_solve", "seconds"):
-                if measure in ours and measure in theirs:
-                    ratios[f"{measure}_median_over_sb3"] = ours[measure]["median"] / theirs[measure]["median"]
+        for side, theirs in ((side, summary[side]) for side in ("sb3", "synchronous") if side in summary):
+            ours = summary.get("rlrings", {})
+            for measure in ("seconds_to_solve", "env_steps_to_solve", "seconds", "final_evaluation"):
+                if measure in ours and measure in theirs and theirs[measure]["median"]:
+                    ratios[f"{measure}_median_over_{side}"] = ours[measure]["median"] / theirs[measure]["median"]
         results[task] = {"env": TASKS[task][0], "budget_env_steps": args.env_steps or TASKS[task][2],
                          "rlrings_settings": settings, "summary": summary, "ratios": ratios, "runs": runs}  # fmt: skip
         _write(results, args.out)

@@ -85,7 +85,7 @@ def reference_run(python: Path, script: str, seed: int, *args: str) -> dict | No
     here. None where that environment is missing or the run failed (its stderr tail printed)."""
     if not python.exists():
         return None
-    command = [str(python), str(ROOT / "bench" / script), "--seed", str(seed), *args]
+    command = [str(python), "-m", f"bench.{Path(script).stem}", "--seed", str(seed), *args]  # (run from ROOT)
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)

@@ -25,19 +25,18 @@ import time
 START = time.monotonic()
 
 
-def evaluate(model, env_id: str, episodes: int, seed: int) -> float:
-    import gymnasium as gym
+def evaluate(act, make, episodes: int, seed: int) -> float:
+    """Mean return of ``episodes`` fresh episodes of ``make()`` (seeds from ``seed`` up), each
+    action ``act(observation)``."""
     import numpy as np
 
-    env = gym.make(env_id)
-    normalize = getattr(model.get_env(), "normalize_obs", None)  # PPO's VecNormalize, frozen while it plays
+    env = make()
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            action, _ = model.predict(normalize(obs) if normalize else obs, deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -45,8 +44,9 @@ def evaluate(model, env_id: str, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def arguments(parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The settings every side takes (env, seed, budget, evaluation), on ``parser``'s own."""
+    parser = parser or argparse.ArgumentParser()
     parser.add_argument("--env", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-env-steps", type=int, required=True)
@@ -54,9 +54,57 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--confirm-episodes", type=int, default=100)
-    parser.add_argument("--algorithm", choices=("sac", "ppo"), default="sac")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+class Judge:
+    """Evaluation rounds on a side's own clock, which leaves them out; prints the side's JSON."""
+
+    def __init__(self, args: argparse.Namespace, make):
+        self.args, self.make = args, make
+        self.evaluating = 0.0  # seconds spent evaluating
+        self.curve: list[tuple[int, float, float]] = []
+        self.solved_at: tuple[float, int] | None = None
+
+    def round(self, act, env_steps: int) -> bool:
+        """One round at ``env_steps``; True when it reached the target and was confirmed."""
+        started = time.monotonic()
+        mean = evaluate(act, self.make, self.args.eval_episodes, 10_000_000 + env_steps)
+        self.curve.append((env_steps, mean, started - START - self.evaluating))
+        target = self.args.target
+        confirmed = (
+            target is not None
+            and mean >= target
+            and evaluate(act, self.make, self.args.confirm_episodes, 20_000_000 + env_steps) >= target
+        )
+        self.evaluating += time.monotonic() - started
+        if confirmed:
+            self.solved_at = (self.curve[-1][2], env_steps)
+        return confirmed
+
+    def report(self, env_steps: int) -> None:
+        print(
+            json.dumps(
+                {
+                    "seconds_to_solve": self.solved_at[0] if self.solved_at else None,
+                    "env_steps_to_solve": self.solved_at[1] if self.solved_at else None,
+                    "final_evaluation": self.curve[-1][1] if self.curve else None,
+                    "env_steps": env_steps,
+                    "seconds": time.monotonic() - START - self.evaluating,
+                    "curve": self.curve,
+                }
+            )
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--algorithm", choices=("sac", "ppo"), default="sac")
+    args = arguments(parser)
+
+    import functools
+
+    import gymnasium as gym
     import torch
 
     torch.manual_seed(args.seed)
@@ -71,36 +119,17 @@ def main() -> None:
         from stable_baselines3 import SAC
 
         model = SAC("MlpPolicy", args.env, seed=args.seed, verbose=0)
-    evaluating = 0.0  # seconds spent evaluating, left out of the clock
-    curve, solved_at, final = [], None, None
+    normalize = getattr(model.get_env(), "normalize_obs", None)  # PPO's VecNormalize, frozen while it plays
+
+    def act(obs):
+        return model.predict(normalize(obs) if normalize else obs, deterministic=True)[0]
+
+    judge = Judge(args, functools.partial(gym.make, args.env))
     while model.num_timesteps < args.max_env_steps:
         model.learn(total_timesteps=args.eval_every, reset_num_timesteps=False)
-        started = time.monotonic()
-        mean = evaluate(model, args.env, args.eval_episodes, 10_000_000 + model.num_timesteps)
-        seconds = started - START - evaluating
-        curve.append((model.num_timesteps, mean, seconds))
-        final = mean
-        confirmed = (
-            args.target is not None
-            and mean >= args.target
-            and evaluate(model, args.env, args.confirm_episodes, 20_000_000 + model.num_timesteps) >= args.target
-        )
-        evaluating += time.monotonic() - started
-        if confirmed:
-            solved_at = (seconds, model.num_timesteps)
+        if judge.round(act, model.num_timesteps):
             break
-    print(
-        json.dumps(
-            {
-                "seconds_to_solve": solved_at[0] if solved_at else None,
-                "env_steps_to_solve": solved_at[1] if solved_at else None,
-                "final_evaluation": final,
-                "env_steps": model.num_timesteps,
-                "seconds": time.monotonic() - START - evaluating,
-                "curve": curve,
-            }
-        )
-    )
+    judge.report(model.num_timesteps)
 
 
 if __name__ == "__main__":

@@ -317,3 +317,37 @@ def test_preserved_values_stay_put_in_return_units_while_the_scale_moves(name):
                                        value=learning.model.value if preserve else None)  # fmt: skip
             moved = (values() - before).abs().max().item()
             assert (moved < 1e-3) if preserve else (moved > 1.0), (preserve, moved)
+
+
+# -- SAC without the mesh (bench.continuous's synchronous side) ------------------------------
+
+
+def test_the_synchronous_sides_ring_keeps_the_newest_transitions_and_samples_only_those():
+    from bench.synchronous_side import Transitions
+
+    ring = Transitions(capacity=4, rng=np.random.default_rng(0))
+    ring.add({"obs": np.arange(3, dtype=np.float32)[:, None], "reward": np.zeros(3, np.float32)})
+    assert ring.size == 3 and set(ring.sample(64)["obs"].flatten().tolist()) == {0.0, 1.0, 2.0}
+    ring.add({"obs": np.arange(3, 6, dtype=np.float32)[:, None], "reward": np.zeros(3, np.float32)})
+    batch = ring.sample(256)
+    assert ring.size == 4 and batch["obs"].shape == (256, 1, 1) and batch["reward"].shape == (256, 1)
+    assert set(batch["obs"].flatten().tolist()) == {2.0, 3.0, 4.0, 5.0}, "the two oldest were overwritten"
+
+
+def test_the_synchronous_side_trains_sac_in_one_loop_and_reports_as_sb3s_side(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    settings = json.dumps({"name": "sac", "learning_starts": 64, "random_steps": 64, "hidden": [16, 16]})
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.synchronous_side", "--env", "Pendulum-v1", "--max-env-steps", "400",
+         "--eval-every", "200", "--eval-episodes", "1", "--algorithm", settings],
+        cwd=root, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    assert run["env_steps"] == 400 and [step for step, _, _ in run["curve"]] == [200, 400]
+    assert all(-1700 < ret < 0 for _, ret, _ in run["curve"]), "Pendulum's returns are in (-1,700, 0]"
+    assert run["env_steps_to_solve"] is None and run["final_evaluation"] == run["curve"][-1][1]
