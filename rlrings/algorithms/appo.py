@@ -62,5 +62,5 @@ ALGORITHM = api.Algorithm(
     table=trajectories.trajectory_queue,
     default_batch_size=16,
     model_args=trajectories.trajectory_model_args,
-    presets={"atari": trajectories.ATARI},
+    presets={"atari": trajectories.ATARI, "mujoco": trajectories.MUJOCO_APPO},
 )

@@ -282,7 +282,7 @@ def test_other_box_actions_get_a_key_pair_per_element_or_a_clear_refusal():
 # -- PPO's MuJoCo settings and the return scale ------------------------------------------------
 
 
-def test_mujoco_robots_get_ppos_settings_of_record_where_the_user_gave_none():
+def test_mujoco_robots_get_ppos_and_appos_settings_of_record_where_the_user_gave_none():
     from rlrings.envs import settings_family
 
     assert [settings_family(e) for e in ("Reacher-v5", "HalfCheetah-v5", "CartPole-v1", "ALE/Pong-v5")] == [
@@ -292,7 +292,11 @@ def test_mujoco_robots_get_ppos_settings_of_record_where_the_user_gave_none():
     assert (arm.unroll_length, arm.epochs, arm.minibatches, arm.entropy_cost) == (128, 3, 32, 0.0), "given: kept"
     assert arm.normalize_observations and arm.preserve_values
     assert ppo.for_env(ppo.config(), "Pendulum-v1") == ppo.config(), "classic control keeps the defaults"
-    assert not algorithms.get("appo").for_env(algorithms.get("appo").config(), "Reacher-v5").preserve_values
+    appo = algorithms.get("appo")
+    arm = appo.for_env(appo.config(learning_rate=1e-3), "HalfCheetah-v5")
+    assert (arm.unroll_length, arm.epochs, arm.minibatches, arm.entropy_cost) == (32, 10, 8, 0.0)
+    assert arm.normalize_observations and arm.preserve_values and arm.learning_rate == 1e-3, "given: kept"
+    assert appo.for_env(appo.config(), "Pendulum-v1") == appo.config()
 
 
 @pytest.mark.parametrize("name", ["ppo", "impala"])
