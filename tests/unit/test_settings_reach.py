@@ -198,3 +198,16 @@ def test_a_learner_or_actor_started_by_hand_on_atari_takes_the_settings_of_recor
     assert "on atari envs, where not given: --algorithm.learning-rate 0.00025, --algorithm.clip 0.1" in (
         rlrings("algorithms", "appo").stdout
     )
+
+
+def test_the_default_algorithm_started_by_hand_on_a_mujoco_robot_takes_its_settings_of_record():
+    learner = load_config(LearnerConfig, ["--env", "Reacher-v5"]).algorithm
+    assert learner.name == algorithms.DEFAULT == "appo"
+    assert (learner.epochs, learner.minibatches, learner.entropy_cost) == (10, 8, 0.0)
+    assert learner.normalize_observations and learner.preserve_values
+    actor = load_config(ActorConfig, ["--env", "Hopper-v5", "--algorithm.epochs", "3"]).algorithm
+    assert (actor.epochs, actor.minibatches) == (3, 8), "a given setting is kept"
+    assert not load_config(LearnerConfig, ["--env", "Pendulum-v1"]).algorithm.normalize_observations
+    assert "on mujoco envs, where not given: --algorithm.normalize-observations true" in (
+        rlrings("algorithms", "appo").stdout
+    )
