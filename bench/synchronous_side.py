@@ -1,4 +1,4 @@
-"""rlrings' own SAC (or DQN) without the mesh: the algorithm's acting and learning halves in one
+"""rlrings' own SAC without the mesh: the algorithm's acting and learning halves in one
 loop on one env, one update per env step, as Stable-Baselines3 runs. A side of bench.continuous
 (``--systems rlrings,sb3,synchronous``): where rlrings in the mesh learns less than a reference,
 this says whether the algorithm or the mesh's asynchrony (policy lag, parallel envs, chunked
@@ -63,8 +63,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     settings = json.loads(args.algorithm)
     plug = algorithms.get(settings.pop("name"))
+    if plug.name != "sac":
+        parser.error(
+            f"--algorithm: the synchronous side runs sac (updates_per_env_step, a uniform table), not {plug.name}"
+        )
     env = env_spec(args.env)
     config = plug.for_env(plug.config(**{"chunk_length": 1, **settings}), args.env)  # each transition at once
+    if config.prioritized:
+        parser.error("--algorithm: the synchronous side samples uniformly; prioritized is not run here")
     spec = plug.model_spec(env, None, config)
     model = build_model(spec)
     learning = plug.learning(config, spec, model)
