@@ -98,36 +98,34 @@ def rlrings(task: str, seed: int, settings: dict | None = None, steps: int | Non
     }
 
 
-def sb3(task: str, seed: int, steps: int | None = None) -> dict | None:
+def side(python: Path, script: str, task: str, seed: int, steps: int | None, algorithm: str) -> dict | None:
+    """One run of a side script (``sb3_side.py``, ``synchronous_side.py``) on ``task``'s env and budget,
+    judged by the task's target, or the env's own definition as rlrings' evaluator takes it."""
     env, _, budget, _, target, _, _ = TASKS[task]
     steps = steps or budget
     args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20)),
-            "--algorithm", TASKS[task][1]["name"]]  # fmt: skip
-    if target is None:  # the env's own definition, as rlrings' evaluator takes it
+            "--algorithm", algorithm]  # fmt: skip
+    if target is None:
         from rlrings.envs import solved_threshold
 
         target = solved_threshold(env)
     if target is not None and target < 1e8:
         args += ["--target", str(target)]
-    run = reference_run(SB3_PYTHON, "sb3_side.py", seed, *args)
+    run = reference_run(python, script, seed, *args)
     if run is not None:
         run["best_evaluation"] = max((r for _, r, _ in run["curve"]), default=None)
     return run
+
+
+def sb3(task: str, seed: int, steps: int | None = None) -> dict | None:
+    return side(SB3_PYTHON, "sb3_side.py", task, seed, steps, TASKS[task][1]["name"])
 
 
 def synchronous(task: str, seed: int, settings: dict | None = None, steps: int | None = None) -> dict | None:
     """rlrings' own algorithm without the mesh (``bench/synchronous_side.py``): one env, one loop,
     judged as SB3's side is. SAC's tasks only (an off-policy algorithm's halves)."""
-    env, algorithm, budget, _, target, _, _ = TASKS[task]
-    steps = steps or budget
-    args = ["--env", env, "--max-env-steps", str(steps), "--eval-every", str(max(1000, steps // 20)),
-            "--algorithm", json.dumps({**algorithm, **(settings or {})})]  # fmt: skip
-    if target is not None and target < 1e8:
-        args += ["--target", str(target)]
-    run = reference_run(Path(sys.executable), "synchronous_side.py", seed, *args)
-    if run is not None:
-        run["best_evaluation"] = max((r for _, r, _ in run["curve"]), default=None)
-    return run
+    algorithm = json.dumps({**TASKS[task][1], **(settings or {})})
+    return side(Path(sys.executable), "synchronous_side.py", task, seed, steps, algorithm)
 
 
 def summarise(runs: list[dict], task: str) -> dict:

@@ -338,7 +338,7 @@ def test_the_synchronous_sides_ring_keeps_the_newest_transitions_and_samples_onl
     assert set(batch["obs"].flatten().tolist()) == {2.0, 3.0, 4.0, 5.0}, "the two oldest were overwritten"
 
 
-def test_the_synchronous_side_trains_sac_in_one_loop_and_reports_as_sb3s_side(tmp_path):
+def test_the_synchronous_side_trains_sac_in_one_loop_and_reports_as_sb3s_side():
     import json
     import subprocess
     import sys
