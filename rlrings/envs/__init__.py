@@ -26,7 +26,7 @@ float32, which halves what replay stores and what the learner copies.
 
 MuJoCo renders headless through EGL (Mesa's software renderer on a machine
 without a GPU: Debian's ``libegl1`` and ``libgl1-mesa-dri``) unless ``MUJOCO_GL``
-says otherwise.
+says otherwise, from the model's tracking camera where it has one (:func:`follow_the_body`).
 """
 
 from __future__ import annotations
@@ -164,7 +164,9 @@ def env_factory(env_id: str, training: bool = False) -> Callable[..., gym.Env]:
             f"'ALE/<Game>-v5', 'crafter', 'minerl:<id>' or 'task:<family>/<task>'"
             + (f"; similar ids: {close}" if close else "")
         )
-    return lambda **kwargs: float32_observations(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+    return lambda **kwargs: float32_observations(
+        follow_the_body(gym.make(env_id, render_mode=kwargs.get("render_mode", "rgb_array")))
+    )
 
 
 def _adapter(env_id: str) -> tuple[str, str] | None:
@@ -187,6 +189,23 @@ def _adapter_factory(module: str, name: str, training: bool) -> Callable[..., gy
     if getattr(adapter, "HAS_TRAINING_MODE", False):
         return lambda **kwargs: make(training=training, **kwargs)
     return make
+
+
+def follow_the_body(env: gym.Env) -> gym.Env:
+    """``env``, rendering through its model's ``track`` camera where it has one. Gymnasium 1.4's
+    MuJoCo renderer renders from a free camera (its ``trackbodyid`` has no effect on a free camera),
+    so a hopper or a cheetah that moves on leaves the frame after a second or two; the ``track``
+    camera of the locomotion models follows the body's centre of mass. Envs with no such camera
+    (the Reacher and Pusher arms, which stay in place) and envs of other engines are left as they are."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or getattr(renderer, "camera_id", None) != -1:
+        return env
+    import mujoco
+
+    camera = mujoco.mj_name2id(renderer.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if camera >= 0:
+        renderer.camera_id = camera
+    return env
 
 
 def float32_observations(env: gym.Env) -> gym.Env:

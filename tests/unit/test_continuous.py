@@ -14,7 +14,7 @@ from rlrings.core import experience
 from rlrings.core.errors import ConfigError, InvalidArgumentError
 from rlrings.core.models import ObservationNormalizer, Policy, build_model
 from rlrings.core.spaces import Box, Discrete
-from rlrings.envs import EnvSpec, env_spec, make_vector_env
+from rlrings.envs import EnvSpec, env_spec, make_env, make_vector_env
 from rlrings.rpc import wire
 from rlrings.rpc.signature import Column, Signature
 from rlrings.services.replay.config import TableConfig
@@ -252,6 +252,26 @@ def test_mujoco_envs_give_float32_observations_and_bounded_box_actions():
     next_obs, *_ = envs.step(np.zeros((2, 2), np.float32))
     assert obs.dtype == next_obs.dtype == np.float32 and obs.shape == (2, 10)
     envs.close()
+
+
+def test_a_hopper_that_moves_on_stays_in_the_frame():
+    """The frames of a robot that has moved 4 m hold as much of its orange body as the first frame
+    (a free camera keeps looking at where it started and shows the bare floor)."""
+    env = make_env("Hopper-v5", render_mode="rgb_array")
+    env.reset(seed=0)
+    robot = env.unwrapped
+
+    def body_pixels() -> int:
+        frame = env.render().astype(int)
+        return int(((frame[..., 0] > 150) & (frame[..., 0] - frame[..., 2] > 80)).sum())
+
+    start = body_pixels()
+    position = robot.data.qpos.copy()
+    position[0] += 4.0
+    robot.set_state(position, robot.data.qvel)
+    moved = body_pixels()
+    env.close()
+    assert start > 500 and moved >= 0.8 * start, (start, moved)
 
 
 def test_car_racing_keys_ramp_steering_gas_and_brake():
