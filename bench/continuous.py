@@ -128,8 +128,10 @@ def synchronous(task: str, seed: int, settings: dict | None = None, steps: int |
     return side(Path(sys.executable), "synchronous_side.py", task, seed, steps, algorithm)
 
 
-def summarise(runs: list[dict], task: str) -> dict:
-    _, _, steps_budget, seconds_budget, _, _, _ = TASKS[task]
+def summarise(runs: list[dict], task: str, steps_budget: int | None = None) -> dict:
+    """Each measure over ``runs``; an unsolved run counts the budget it ran under (``steps_budget``,
+    the task's own by default) as its env steps to solve."""
+    steps_budget = steps_budget or TASKS[task][2]
     out: dict = {"runs": len(runs), "solved": sum(bool(r["solved"]) for r in runs)}
     measures = {
         "env_steps_to_solve": [r["env_steps_to_solve"] or steps_budget for r in runs],
@@ -230,7 +232,7 @@ def main() -> None:
                 if run is not None:
                     runs["synchronous"].append(run)
                     console.print(f"{task} seed {seed} synchronous: {_line(run)}")
-        summary = {system: summarise(values, task) for system, values in runs.items() if values}
+        summary = {system: summarise(values, task, args.env_steps) for system, values in runs.items() if values}
         ratios = {}
         for side, theirs in ((side, summary[side]) for side in ("sb3", "synchronous") if side in summary):
             ours = summary.get("rlrings", {})

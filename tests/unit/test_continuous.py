@@ -375,3 +375,16 @@ def test_the_synchronous_side_trains_sac_in_one_loop_and_reports_as_sb3s_side():
     assert run["env_steps"] == 400 and [step for step, _, _ in run["curve"]] == [200, 400]
     assert all(-1700 < ret < 0 for _, ret, _ in run["curve"]), "Pendulum's returns are in (-1,700, 0]"
     assert run["env_steps_to_solve"] is None and run["final_evaluation"] == run["curve"][-1][1]
+
+
+def test_bench_continuous_counts_an_unsolved_run_at_the_budget_it_ran_under():
+    from bench.continuous import TASKS, summarise
+
+    solved = {"solved": True, "env_steps_to_solve": 30_000, "seconds_to_solve": 50.0, "seconds": 60.0,
+              "final_evaluation": -3.5, "best_evaluation": -3.4}  # fmt: skip
+    unsolved = {**solved, "solved": False, "env_steps_to_solve": None, "seconds_to_solve": None}
+    given = summarise([solved, unsolved], "reacher", steps_budget=40_000)
+    assert given["env_steps_to_solve"]["per_seed"] == [30_000, 40_000]
+    assert given["seconds_to_solve"]["per_seed"] == [50.0, 60.0]
+    own = summarise([unsolved], "reacher")
+    assert own["env_steps_to_solve"]["per_seed"] == [TASKS["reacher"][2]] and own["solved"] == 0
