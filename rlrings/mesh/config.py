@@ -89,6 +89,11 @@ class MeshConfig(TakesAlgorithm, Settings):
     available, else one CPU thread)."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
+    eval_niceness: int = pydantic.Field(default=0, ge=0, le=19)
+    """The evaluator's CPU priority below training's (Linux niceness of its thread and of the env
+    threads it starts): where actors and the learner keep every core busy, a niced evaluator takes
+    what they leave instead of a core of its own; on a machine with cores to spare it runs as fast.
+    0: the same priority as training."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0
     """Once solved, go on training this long and record how much of it the evaluator found solved;
     0 stops at once."""

@@ -16,6 +16,7 @@ since a round that lags far behind evaluates a policy nobody trains any more.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -63,6 +64,17 @@ class Evaluation:
 
     def record(self) -> dict:
         return asdict(self) | {"greedy_mean": self.greedy_mean, "sampled_mean": self.sampled_mean}
+
+
+def lower_this_threads_priority(niceness: int) -> None:
+    """Adds ``niceness`` to the calling thread's (Linux schedules threads one by one, and threads it
+    starts inherit the value: the C++ env threads of Atari's vector env). Elsewhere, or where the
+    system refuses, the thread keeps its priority and a warning says so."""
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
+    except (AttributeError, OSError) as error:
+        log.warning("the evaluator keeps training's priority (eval_niceness %d not applied: %s)", niceness, error)
 
 
 def evaluation_device(name: str) -> str:
@@ -205,6 +217,7 @@ class Evaluator:
         seed: int = 0,
         device: str = "cpu",
         max_envs: int = 32,
+        niceness: int = 0,
     ):
         self.env_id = env_id
         self.parameters = parameters
@@ -220,6 +233,7 @@ class Evaluator:
         self.seed = _SEED_BASE + seed
         self.device = device
         self.max_envs = max_envs
+        self.niceness = niceness
         self.rounds = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -240,6 +254,8 @@ class Evaluator:
 
         if self.device == "cpu":
             torch.set_num_threads(1)  # beside the actors and the learner, on their cores
+        if self.niceness:
+            lower_this_threads_priority(self.niceness)
         last_version = 0
         while not self._stopped.is_set():
             try:

@@ -231,7 +231,7 @@ class Mesh:
             episodes=c.eval_episodes, confirm_episodes=c.confirm_episodes, confirm_windows=c.confirm_windows,
             confirm_sigmas=c.confirm_sigmas, target=c.target_return,
             sampled=algorithms.get(c.algorithm.name).stochastic, interval_seconds=c.eval_interval_seconds, seed=c.seed,
-            device=evaluation_device(c.eval_device), max_envs=c.eval_envs,
+            device=evaluation_device(c.eval_device), max_envs=c.eval_envs, niceness=c.eval_niceness,
         ).start()  # fmt: skip
 
     def _supervise(self, console: Console) -> None:

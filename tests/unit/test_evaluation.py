@@ -100,3 +100,35 @@ def test_rlrings_up_says_at_start_what_will_count_as_solved_and_when_nothing_can
         tmp_path, "--env", "Pendulum-v1", "--algorithm", "sac"
     )
     assert best_return("ALE/Breakout-v5") is None and best_return("crafter") is None
+
+
+def test_a_niced_evaluator_thread_lowers_itself_and_the_threads_it_starts_not_the_process():
+    import os
+    import threading
+
+    from rlrings.mesh.evaluation import lower_this_threads_priority
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen: dict = {}
+
+    def evaluator():
+        lower_this_threads_priority(7)
+        seen["evaluator"] = niceness()
+        child = threading.Thread(target=lambda: seen.__setitem__("started by it", niceness()))
+        child.start()
+        child.join()
+
+    before = niceness()
+    thread = threading.Thread(target=evaluator)
+    thread.start()
+    thread.join()
+    assert seen == {"evaluator": before + 7, "started by it": before + 7}
+    assert niceness() == before, "the process's other threads keep their priority"
+
+
+def test_eval_niceness_is_a_linux_niceness_step():
+    assert MeshConfig(eval_niceness=10).eval_niceness == 10
+    with pytest.raises(ValueError, match="eval_niceness"):
+        MeshConfig(eval_niceness=20)
