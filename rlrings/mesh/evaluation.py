@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -70,6 +71,8 @@ def lower_this_threads_priority(niceness: int) -> None:
     """Adds ``niceness`` to the calling thread's (Linux schedules threads one by one, and threads it
     starts inherit the value: the C++ env threads of Atari's vector env). Elsewhere, or where the
     system refuses, the thread keeps its priority and a warning says so."""
+    if not niceness:
+        return
     try:
         thread = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
@@ -249,13 +252,21 @@ class Evaluator:
     def _run(self) -> None:
         import torch
 
+        if self.device == "cpu":
+            torch.set_num_threads(1)  # beside the actors and the learner, on their cores
+        # Rounds play on a thread of their own, lowered by ``niceness``; a confirmation plays on this
+        # one, at training's priority: it is what ends a solved run, and a thread cannot raise its
+        # priority again without privileges most containers lack.
+        rounds = ThreadPoolExecutor(1, "evaluator-rounds", lower_this_threads_priority, (self.niceness,))
+        try:
+            self._loop(rounds)
+        finally:
+            rounds.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self, rounds: ThreadPoolExecutor) -> None:
         from rlrings.core.models import build_model, load_weights
         from rlrings.rpc import wire
 
-        if self.device == "cpu":
-            torch.set_num_threads(1)  # beside the actors and the learner, on their cores
-        if self.niceness:
-            lower_this_threads_priority(self.niceness)
         last_version = 0
         while not self._stopped.is_set():
             try:
@@ -278,7 +289,8 @@ class Evaluator:
             self.rounds += 1
             stopped = self._stopped.is_set
             episodes = {"greedy": self.episodes, "sampled": self.episodes if self.sampled else 0}
-            played = play_modes(model, spec, self.env_id, episodes, seed, self.max_envs, self.device, stopped)
+            played = rounds.submit(play_modes, model, spec, self.env_id, episodes, seed, self.max_envs, self.device,
+                                   stopped).result()  # fmt: skip
             if stopped():
                 return
             result = Evaluation(header.version, header.learner_step, started, env_steps, played["greedy"],

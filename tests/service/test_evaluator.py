@@ -45,3 +45,30 @@ def test_each_round_reports_the_versions_published_while_it_played_and_the_versi
     assert first.versions_behind == 3
     assert 0.5 <= first.seconds_behind < 30
     assert first.record()["versions_behind"] == 3
+
+
+def test_rounds_play_below_trainings_priority_and_a_confirmation_at_it(start_parameter, monkeypatch):
+    import os
+
+    from rlrings.mesh import evaluation
+
+    real, niceness = evaluation.play_modes, []
+
+    def play_and_note_priority(*args, **kwargs):  # the real games, and the priority they were played at
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "play_modes", play_and_note_priority)
+    server = start_parameter()
+    spec = ModelSpec.for_env(env_spec("CartPole-v1"), "appo")
+    done, before = threading.Event(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ParameterClient(server.address).wait_ready(10) as client:
+        client.publish(weights_to_bytes(build_model(spec)), wire.model_spec_to_proto(spec), learner_step=1)
+        evaluator = Evaluator("CartPole-v1", ParameterClient(server.address), lambda: (0.0, 0),
+                              lambda result, confirmation, solved: done.set(), episodes=2, confirm_episodes=2,
+                              target=1.0, interval_seconds=60, niceness=5).start()  # fmt: skip
+        try:
+            assert done.wait(60)
+        finally:
+            evaluator.stop()
+    assert niceness == [before + 5, before], "the round niced, its confirmation (every episode reaches 1) not"
