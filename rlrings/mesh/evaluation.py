@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -254,16 +253,31 @@ class Evaluator:
 
         if self.device == "cpu":
             torch.set_num_threads(1)  # beside the actors and the learner, on their cores
-        # Rounds play on a thread of their own, lowered by ``niceness``; a confirmation plays on this
-        # one, at training's priority: it is what ends a solved run, and a thread cannot raise its
-        # priority again without privileges most containers lack.
-        rounds = ThreadPoolExecutor(1, "evaluator-rounds", lower_this_threads_priority, (self.niceness,))
-        try:
-            self._loop(rounds)
-        finally:
-            rounds.shutdown(wait=False, cancel_futures=True)
+        self._loop()
 
-    def _loop(self, rounds: ThreadPoolExecutor) -> None:
+    def _play_round(self, *args) -> dict[str, list[float]]:
+        """``play_modes(*args)`` on a daemon thread of its own, lowered by ``niceness``; a
+        confirmation plays on the evaluator's thread, at training's priority: it is what ends a
+        solved run, and a thread cannot raise its priority again without privileges most
+        containers lack. (Daemon, as the evaluator's thread: a round still making its envs when
+        the run ends must not hold the process's exit.)"""
+        outcome: dict = {}
+
+        def play() -> None:
+            lower_this_threads_priority(self.niceness)
+            try:
+                outcome["played"] = play_modes(*args)
+            except BaseException as error:  # raised again on the evaluator's thread, as before
+                outcome["error"] = error
+
+        thread = threading.Thread(target=play, name="evaluator-round", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["played"]
+
+    def _loop(self) -> None:
         from rlrings.core.models import build_model, load_weights
         from rlrings.rpc import wire
 
@@ -289,8 +303,7 @@ class Evaluator:
             self.rounds += 1
             stopped = self._stopped.is_set
             episodes = {"greedy": self.episodes, "sampled": self.episodes if self.sampled else 0}
-            played = rounds.submit(play_modes, model, spec, self.env_id, episodes, seed, self.max_envs, self.device,
-                                   stopped).result()  # fmt: skip
+            played = self._play_round(model, spec, self.env_id, episodes, seed, self.max_envs, self.device, stopped)
             if stopped():
                 return
             result = Evaluation(header.version, header.learner_step, started, env_steps, played["greedy"],

@@ -132,3 +132,27 @@ def test_eval_niceness_is_a_linux_niceness_step():
     assert MeshConfig(eval_niceness=10).eval_niceness == 10
     with pytest.raises(ValueError, match="eval_niceness"):
         MeshConfig(eval_niceness=20)
+
+
+def test_a_round_still_playing_when_the_run_ends_does_not_hold_the_process():
+    """A Crafter round at low priority can still be making its envs when `rlrings up` ends; the
+    process must exit anyway (a non-daemon round thread held it until the round was made)."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent("""
+        import threading, time
+        from rlrings.mesh import evaluation
+        evaluation.play_modes = lambda *args: time.sleep(120)  # a round that takes long to make
+        evaluator = evaluation.Evaluator.__new__(evaluation.Evaluator)
+        evaluator.niceness = 10
+        threading.Thread(target=evaluator._play_round, daemon=True).start()
+        time.sleep(0.5)
+        print("leaving", flush=True)
+    """)
+    begin = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
+    assert time.monotonic() - begin < 30
