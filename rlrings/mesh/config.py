@@ -89,12 +89,13 @@ class MeshConfig(TakesAlgorithm, Settings):
     available, else one CPU thread)."""
     eval_interval_seconds: pydantic.NonNegativeFloat = 1.0
     """Pause between evaluation rounds."""
-    eval_niceness: int = pydantic.Field(default=10, ge=0, le=19)
+    eval_niceness: int = pydantic.Field(default=0, ge=0, le=19)
     """How far below training's CPU priority the evaluator's rounds play (Linux niceness of their
     thread and of the env threads it starts): where actors and the learner keep every core busy,
     rounds take what they leave instead of a core of their own (on 2 cores, Pong trained at 1.22x
-    the frames/s with 10 than with 0); on a machine with cores to spare they run as fast. A
-    confirmation, which ends a solved run, plays at training's priority. 0: rounds too."""
+    the frames/s with 10 than with 0), but a short run may then end before its first round does;
+    on a machine with cores to spare they run as fast. A confirmation, which ends a solved run,
+    plays at training's priority. 0: rounds too."""
     keep_running_seconds: pydantic.NonNegativeFloat = 0.0
     """Once solved, go on training this long and record how much of it the evaluator found solved;
     0 stops at once."""
