@@ -16,7 +16,6 @@ since a round that lags far behind evaluates a policy nobody trains any more.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -70,11 +69,10 @@ def lower_this_threads_priority(niceness: int) -> None:
     """Adds ``niceness`` to the calling thread's (Linux schedules threads one by one, and threads it
     starts inherit the value: the C++ env threads of Atari's vector env). Elsewhere, or where the
     system refuses, the thread keeps its priority and a warning says so."""
-    if not niceness:
-        return
+    from rlrings.ops.processes import lower_thread_priority
+
     try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
+        lower_thread_priority(threading.get_native_id(), niceness)
     except (AttributeError, OSError) as error:
         log.warning("the evaluator keeps training's priority (eval_niceness %d not applied: %s)", niceness, error)
 
@@ -251,36 +249,11 @@ class Evaluator:
     def _run(self) -> None:
         import torch
 
-        if self.device == "cpu":
-            torch.set_num_threads(1)  # beside the actors and the learner, on their cores
-        self._loop()
-
-    def _play_round(self, *args) -> dict[str, list[float]]:
-        """``play_modes(*args)`` on a daemon thread of its own, lowered by ``niceness``; a
-        confirmation plays on the evaluator's thread, at training's priority: it is what ends a
-        solved run, and a thread cannot raise its priority again without privileges most
-        containers lack. (Daemon, as the evaluator's thread: a round still making its envs when
-        the run ends must not hold the process's exit.)"""
-        outcome: dict = {}
-
-        def play() -> None:
-            lower_this_threads_priority(self.niceness)
-            try:
-                outcome["played"] = play_modes(*args)
-            except BaseException as error:  # raised again on the evaluator's thread, as before
-                outcome["error"] = error
-
-        thread = threading.Thread(target=play, name="evaluator-round", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["played"]
-
-    def _loop(self) -> None:
         from rlrings.core.models import build_model, load_weights
         from rlrings.rpc import wire
 
+        if self.device == "cpu":
+            torch.set_num_threads(1)  # beside the actors and the learner, on their cores
         last_version = 0
         while not self._stopped.is_set():
             try:
@@ -341,6 +314,31 @@ class Evaluator:
                 log.warning("reporting an evaluation failed: %s", error)
             self.on_result(result, confirmation, solved)
             self._stopped.wait(self.interval_seconds)
+
+    def _play_round(self, *args) -> dict[str, list[float]]:
+        """``play_modes(*args)``: here with no ``niceness``, else on a daemon thread of its own,
+        lowered by it; a
+        confirmation plays on the evaluator's thread, at training's priority: it is what ends a
+        solved run, and a thread cannot raise its priority again without privileges most
+        containers lack. (Daemon, as the evaluator's thread: a round still making its envs when
+        the run ends must not hold the process's exit.)"""
+        if not self.niceness:
+            return play_modes(*args)
+        outcome: dict = {}
+
+        def play() -> None:
+            lower_this_threads_priority(self.niceness)
+            try:
+                outcome["played"] = play_modes(*args)
+            except BaseException as error:  # raised again on the evaluator's thread, as before
+                outcome["error"] = error
+
+        thread = threading.Thread(target=play, name="evaluator-round", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["played"]
 
     def _behind(self, header) -> tuple[int, float]:
         """How far the learner had moved past ``header``'s version by now: versions published

@@ -185,7 +185,17 @@ def yield_cpu() -> None:
     tasks = Path("/proc/self/task")
     for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+            lower_thread_priority(tid, niceness)
+
+
+def lower_thread_priority(tid: int, niceness: int) -> None:
+    """Adds ``niceness`` to thread ``tid``'s (0: the calling one). Linux keeps a niceness per
+    thread, and threads inherit their creator's.
+
+    Raises:
+        OSError: the system refused.
+    """
+    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
 
 
 def exit_hard_at_finish() -> None:
